@@ -1,0 +1,527 @@
+"""Tests of vidclip.serve: range parsing, frame choice, thumbnails, the HTTP API and its security.
+
+Most tests run the app against ``FakeIndex``, a few-line stand-in with VideoIndex's API, so each
+behaviour is pinned down with exact bytes and ids; ``test_real_*`` tests (at the end) build a
+real library index of tiny generated videos and go through a real uvicorn socket.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from vidclip.serve.app import BackgroundServer, _host_name, create_app  # noqa: E402
+from vidclip.serve.media import (  # noqa: E402
+    ByteRange,
+    FileStamp,
+    LRUCache,
+    RangeNotSatisfiable,
+    Thumbnailer,
+    content_type_for,
+    frame_index_at,
+    parse_range,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+# ----------------------------------------------------------------------------- byte ranges
+
+
+@pytest.mark.parametrize("header,expect", [
+    ("bytes=0-0", (0, 0)),
+    ("bytes=0-99", (0, 99)),
+    ("bytes=10-19", (10, 19)),
+    ("bytes=10-", (10, 99)),
+    ("bytes=99-", (99, 99)),
+    ("bytes=-1", (99, 99)),
+    ("bytes=-10", (90, 99)),
+    ("bytes=-500", (0, 99)),        # suffix longer than the file: the whole file
+    ("bytes=50-5000", (50, 99)),    # end past the file is clamped
+    ("BYTES = 3 - 4", (3, 4)),      # unit is case-insensitive, whitespace tolerated
+])
+def test_parse_range_satisfiable(header, expect):
+    br = parse_range(header, 100)
+    assert (br.start, br.end) == expect
+    assert br.length == expect[1] - expect[0] + 1
+    assert br.content_range() == f"bytes {expect[0]}-{expect[1]}/100"
+
+
+@pytest.mark.parametrize("header", [
+    "bytes=100-", "bytes=100-200", "bytes=5000-", "bytes=-0", "bytes=5-2", "bytes=abc", "bytes=",
+    "bytes=-", "bytes=1-2-3", "bytes=0x10-", "0-10", "bytes=0-1,zz",
+])
+def test_parse_range_rejects(header):
+    with pytest.raises(RangeNotSatisfiable) as ei:
+        parse_range(header, 100)
+    assert ei.value.size == 100 and header in str(ei.value)
+
+
+def test_parse_range_ignored_forms_and_empty_file():
+    assert parse_range(None, 100) is None
+    assert parse_range("items=0-5", 100) is None       # unknown unit: MUST be ignored
+    assert parse_range("bytes=0-1, 5-6", 100) is None  # multi-range: served whole
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=0-", 0)                     # nothing to give from an empty file
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=-5", 0)
+
+
+def test_content_types():
+    assert content_type_for("a/b.MP4") == "video/mp4"
+    assert content_type_for("x.webm") == "video/webm"
+    assert content_type_for("x.mkv") == "video/x-matroska"
+    assert content_type_for("x.avi") == "video/x-msvideo"
+    assert content_type_for("x.mov") == "video/quicktime"
+    assert content_type_for("noext") == "application/octet-stream"
+
+
+def test_file_stamp_if_range(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"x" * 10)
+    s = FileStamp.of(p)
+    assert s.size == 10 and s.matches_if_range(None)
+    assert s.matches_if_range(s.etag) and s.matches_if_range(s.last_modified)
+    assert not s.matches_if_range('"0-0"') and not s.matches_if_range("Mon, 01 Jan 2001 00:00:00 GMT")
+    assert not s.matches_if_range("W/" + s.etag)  # If-Range needs a strong validator
+
+
+def test_host_name():
+    assert _host_name("127.0.0.1:8000") == "127.0.0.1"
+    assert _host_name("[::1]:8000") == "::1"
+    assert _host_name("LocalHost") == "localhost"
+    assert _host_name("evil.example:80") == "evil.example"
+
+
+# ----------------------------------------------------------------------------- frame choice
+
+
+def _frame_at_reference(ts, t):
+    """The definition, one frame at a time: the last frame whose pts <= t (else frame 0)."""
+    best = 0
+    for i, p in enumerate(ts):
+        if p <= t + 1e-6:
+            best = i
+    return best
+
+
+def test_frame_index_at_vfr_by_hand():
+    ts = np.array([0.0, 0.1, 0.25, 0.3, 1.0])  # variable frame rate
+    cases = {-1.0: 0, 0.0: 0, 0.05: 0, 0.1: 1, 0.2499: 1, 0.25: 2, 0.29: 2,
+             0.1 * 3: 3, 0.99: 3, 1.0: 4, 99.0: 4}
+    for t, want in cases.items():
+        assert frame_index_at(ts, t) == want, t
+
+
+def test_frame_index_at_matches_reference():
+    rng = np.random.default_rng(0)
+    ts = np.cumsum(rng.uniform(0.01, 0.2, size=200)) - 0.01
+    for t in rng.uniform(-1, ts[-1] + 1, size=300):
+        assert frame_index_at(ts, t) == _frame_at_reference(ts, t)
+    with pytest.raises(ValueError):
+        frame_index_at(np.array([]), 1.0)
+
+
+def test_lru_cache_evicts_least_recent():
+    c = LRUCache(2)
+    c.put("a", 1)
+    c.put("b", 2)
+    assert c.get("a") == 1   # a is now most recent
+    c.put("c", 3)            # evicts b
+    assert c.get("b") is None and c.get("a") == 1 and c.get("c") == 3 and len(c) == 2
+
+
+# ----------------------------------------------------------------------------- thumbnails (fake decoder)
+
+
+class FakeVideo:
+    """Frames of solid grey level 10*i at the given timestamps; counts decodes."""
+
+    opened = 0
+    decoded: list[int] = []
+
+    def __init__(self, path, timestamps=(0.0, 0.5, 1.25, 2.0, 3.5)):
+        FakeVideo.opened += 1
+        self.timestamps = np.asarray(timestamps, dtype=np.float64)
+
+    def get_frames(self, indices):
+        import torch
+
+        FakeVideo.decoded.extend(indices)
+        out = torch.zeros((len(indices), 48, 64, 3), dtype=torch.uint8)
+        for j, i in enumerate(indices):
+            out[j] = 10 * i + 40
+        return out
+
+
+def _jpeg_mean(data: bytes) -> float:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "JPEG"
+    return float(np.asarray(img.convert("L")).mean())
+
+
+def test_thumbnailer_picks_frame_and_caches(tmp_path):
+    p = tmp_path / "v.mp4"
+    p.write_bytes(b"not really a video")
+    FakeVideo.opened, FakeVideo.decoded = 0, []
+    th = Thumbnailer(open_video=FakeVideo, cache_size=8, max_width=32, max_height=24)
+    a = th.render(p, 1.3)  # frame shown at 1.3 s: pts 1.25 -> index 2
+    assert (a.frame_index, a.time) == (2, 1.25)
+    assert abs(_jpeg_mean(a.jpeg) - 60) < 3
+    from PIL import Image
+    assert Image.open(io.BytesIO(a.jpeg)).size == (32, 24)  # 64x48 fitted into 32x24
+    b = th.render(p, 1.9)  # same frame: served from cache without opening the file again
+    assert b is a and FakeVideo.opened == 1 and FakeVideo.decoded == [2]
+    c = th.render(p, 2.0)
+    assert c.frame_index == 3 and abs(_jpeg_mean(c.jpeg) - 70) < 3 and FakeVideo.opened == 2
+    # A file rewritten in place is a new version: its cached frames are not reused.
+    p.write_bytes(b"a different, longer file body")
+    os.utime(p, ns=(1, 1))
+    th.render(p, 1.9)
+    assert FakeVideo.opened == 3 and FakeVideo.decoded == [2, 3, 2]
+
+
+# ----------------------------------------------------------------------------- the app, on a fake index
+
+
+@dataclass
+class FakeHit:
+    video_id: int
+    path: str
+    score: float
+    start: float
+    end: float
+    duration: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FakeIndex:
+    """VideoIndex's API over a dict; ``failed`` ids are in the catalog but were never indexed."""
+
+    def __init__(self, root: Path, rows: dict[int, dict], failed=(), random_weights=False):
+        self.library_root = root
+        self.identity = {"model": {"name": "fake", "random_weights": random_weights}}
+        self.rows = rows
+        self.failed = set(failed)
+        self.calls: list[tuple] = []
+
+    def search(self, query, k=10, *, segments=False):
+        self.calls.append((query, k, segments))
+        ids = [i for i in sorted(self.rows) if i not in self.failed][:k]
+        return [FakeHit(i, self.rows[i]["path"], 1.0 - 0.1 * n, 2.0 * n, 2.0 * n + 3.0, 10.0)
+                for n, i in enumerate(ids)]
+
+    def get_video(self, video_id):
+        if video_id in self.failed or video_id not in self.rows:
+            return None
+        return dict(self.rows[video_id], id=video_id)
+
+    def video_path(self, video_id):
+        if self.get_video(video_id) is None:
+            return None
+        return self.library_root / self.rows[video_id]["path"]
+
+
+BODY = bytes(range(256)) * 40 + b"tail"  # 10244 bytes, every offset distinguishable
+
+
+@pytest.fixture()
+def library(tmp_path):
+    root = tmp_path / "library"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.mp4").write_bytes(BODY)
+    (root / "sub" / "b.webm").write_bytes(b"webm!" * 10)
+    (root / "c.avi").write_bytes(b"avi")
+    (root / "gone.mp4").write_bytes(b"soon deleted")
+    (root / "bad.mkv").write_bytes(b"failed to decode")
+    (tmp_path / "secret.mp4").write_bytes(b"outside the library")
+    rows = {
+        1: {"path": "a.mp4", "duration": 10.0, "fps": 25.0},
+        2: {"path": "sub/b.webm", "duration": 5.0, "fps": 30.0},
+        3: {"path": "c.avi", "duration": 1.0, "fps": 25.0},
+        4: {"path": "gone.mp4", "duration": 1.0, "fps": 25.0},
+        5: {"path": "bad.mkv", "duration": 0.0, "fps": 0.0},
+        6: {"path": "../secret.mp4", "duration": 1.0, "fps": 25.0},  # a corrupt catalog row
+    }
+    (root / "gone.mp4").unlink()
+    return FakeIndex(root, rows, failed={5})
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))} | {".": root.stat().st_mtime_ns}
+
+
+@pytest.fixture()
+def client(library):
+    app = create_app(library, max_query_chars=40, max_k=7, open_video=FakeVideo)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_and_page(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["limits"] == {"max_query_chars": 40, "max_k": 7}
+    assert h["random_weights"] is False
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    html = page.text
+    assert 'id="q"' in html and 'role="search"' in html and "<video" in html
+    for asset in ("/static/app.js", "/static/style.css"):
+        r = client.get(asset)
+        assert r.status_code == 200 and asset in html
+        # No CDN or any other host: the page must work with no network.
+        assert "http://" not in r.text and "https://" not in r.text
+    assert "http://" not in html and "https://" not in html
+    assert client.get("/openapi.json").json()["paths"].keys() >= {
+        "/search", "/videos/{video_id}", "/videos/{video_id}/thumbnail", "/videos/{video_id}/stream", "/health"}
+
+
+def test_health_flags_random_weights(library):
+    library.identity = {"model": {"random_weights": True}}
+    with TestClient(create_app(library)) as c:
+        assert c.get("/health").json()["random_weights"] is True
+
+
+def test_search_hits(client, library):
+    r = client.get("/search", params={"q": "  a dog  ", "k": 3, "segments": "true"})
+    assert r.status_code == 200
+    body = r.json()
+    assert library.calls == [("a dog", 3, True)]   # stripped query, k and segments passed through
+    assert body["query"] == "a dog" and len(body["hits"]) == 3
+    h = body["hits"][1]
+    assert h["video_id"] == 2 and h["name"] == "sub/b.webm" and h["content_type"] == "video/webm"
+    assert (h["start"], h["end"], h["moment"]) == (2.0, 5.0, 3.5)
+    assert h["score"] == pytest.approx(0.9)
+    assert h["thumbnail_url"] == "/videos/2/thumbnail?t=3.5" and h["stream_url"] == "/videos/2/stream"
+    assert "path" not in h and str(library.library_root) not in r.text  # no absolute paths leak
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"q": "x" * 41}, "at most 40 characters"),
+    ({"q": ""}, "at least 1 character"),
+    ({"q": "   "}, "non-blank"),
+    ({}, "Field required"),
+    ({"q": "dog", "k": 0}, "greater than or equal to 1"),
+    ({"q": "dog", "k": 8}, "less than or equal to 7"),
+    ({"q": "dog", "k": 10**12}, "less than or equal to 7"),
+    ({"q": "dog", "k": "many"}, "valid integer"),
+])
+def test_search_bounds_are_422(client, library, params, needle):
+    r = client.get("/search", params=params)
+    assert r.status_code == 422
+    assert needle in r.text
+    assert library.calls == []  # rejected before the index is touched
+
+
+def test_video_metadata(client, library):
+    r = client.get("/videos/2")
+    assert r.status_code == 200
+    m = r.json()
+    assert m["id"] == 2 and m["name"] == "sub/b.webm" and m["duration"] == 5.0 and m["fps"] == 30.0
+    assert m["stream_url"] == "/videos/2/stream" and "path" not in m
+    assert str(library.library_root) not in r.text
+
+
+@pytest.mark.parametrize("url", [
+    "/videos/99", "/videos/99/stream", "/videos/99/thumbnail",     # not in the catalog
+    "/videos/5", "/videos/5/stream", "/videos/5/thumbnail",        # failed: never indexed
+    "/videos/4", "/videos/4/stream", "/videos/4/thumbnail?t=0",    # deleted from disk after indexing
+    "/videos/6", "/videos/6/stream",                               # catalog path escapes the library
+    "/videos/-1/stream", "/videos/1.0/stream", "/videos/0x1/stream", "/videos/%201/stream",
+    "/videos/a.mp4/stream",                                         # names are never accepted
+    "/videos/..%2f..%2fetc%2fpasswd/stream", "/videos/..%2F..%2Fetc%2Fpasswd",
+    "/videos/1%2f..%2f..%2fetc%2fpasswd/stream", "/videos/%2e%2e/stream",
+    "/videos/..%5c..%5cwindows/stream", "/static/..%2fapp.py", "/static/%2e%2e/media.py",
+    "/videos/99999999999999999999999/stream",
+])
+def test_not_served_is_404(client, library, url):
+    r = client.get(url)
+    assert r.status_code == 404, (url, r.status_code, r.text[:200])
+    assert b"outside the library" not in r.content and b"root:" not in r.content
+    assert str(library.library_root) not in r.text
+
+
+def test_stream_full_and_ranges(client):
+    full = client.get("/videos/1/stream")
+    assert full.status_code == 200 and full.content == BODY
+    assert full.headers["accept-ranges"] == "bytes"
+    assert full.headers["content-type"] == "video/mp4"
+    assert full.headers["content-length"] == str(len(BODY))
+    etag = full.headers["etag"]
+
+    def get(rng, **extra):
+        return client.get("/videos/1/stream", headers={"Range": rng, **extra})
+
+    n = len(BODY)
+    for rng, (a, b) in {"bytes=0-0": (0, 0), "bytes=100-355": (100, 355), "bytes=10000-": (10000, n - 1),
+                        "bytes=-4": (n - 4, n - 1), "bytes=5-999999": (5, n - 1), f"bytes={n - 1}-": (n - 1, n - 1)
+                        }.items():
+        r = get(rng)
+        assert r.status_code == 206, rng
+        assert r.content == BODY[a:b + 1], rng
+        assert r.headers["content-range"] == f"bytes {a}-{b}/{n}"
+        assert r.headers["content-length"] == str(b - a + 1)
+        assert r.headers["accept-ranges"] == "bytes"
+    assert get("bytes=-4").content == b"tail"
+
+    for bad in (f"bytes={n}-", "bytes=99999-", "bytes=-0", "bytes=9-3", "bytes=x-y", "bytes=", "chunks"):
+        r = get(bad)
+        assert r.status_code == 416, bad
+        assert r.headers["content-range"] == f"bytes */{n}"
+        assert "detail" in r.json()
+
+    assert get("bytes=0-1,5-6").status_code == 200          # multi-range: whole file
+    assert get("lines=0-3").content == BODY                  # unknown unit ignored
+    assert get("bytes=0-3", **{"If-Range": etag}).status_code == 206
+    stale = get("bytes=0-3", **{"If-Range": '"stale"'})
+    assert stale.status_code == 200 and stale.content == BODY  # changed file: send it whole
+
+
+def test_stream_content_types_and_head(client):
+    assert client.get("/videos/2/stream").headers["content-type"] == "video/webm"
+    assert client.get("/videos/3/stream").headers["content-type"] == "video/x-msvideo"
+    h = client.head("/videos/1/stream", headers={"Range": "bytes=0-9"})
+    assert h.status_code == 206 and h.headers["content-length"] == "10" and h.content == b""
+
+
+def test_thumbnail_endpoint(client):
+    FakeVideo.opened, FakeVideo.decoded = 0, []
+    r = client.get("/videos/1/thumbnail", params={"t": 0.6})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.headers["x-frame-index"] == "1" and float(r.headers["x-frame-time"]) == 0.5
+    assert abs(_jpeg_mean(r.content) - 50) < 3
+    assert client.get("/videos/1/thumbnail", params={"t": -1}).status_code == 422
+    assert client.get("/videos/1/thumbnail", params={"t": "nan"}).status_code == 422
+
+
+def test_thumbnail_decode_failure_is_500_without_paths(library):
+    from vidclip.errors import VideoDecodeError
+
+    def broken(path):
+        raise VideoDecodeError(path, "moov atom not found")
+
+    with TestClient(create_app(library, open_video=broken)) as c:
+        r = c.get("/videos/1/thumbnail?t=1")
+    assert r.status_code == 500 and "could not decode" in r.json()["detail"]
+    assert str(library.library_root) not in r.text
+
+
+def test_host_header_guard(library):
+    app = create_app(library, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"Host": "[::1]:8000"}).status_code == 200
+        assert c.get("/health", headers={"Host": "localhost"}).status_code == 200
+        r = c.get("/videos/1/stream", headers={"Host": "evil.example:8000"})
+        assert r.status_code == 400 and BODY[:10] not in r.content
+
+
+def test_library_is_never_written(library):
+    before = _snapshot(library.library_root)
+    with TestClient(create_app(library, open_video=FakeVideo)) as c:
+        for url in ("/", "/health", "/search?q=dog", "/videos/1", "/videos/1/thumbnail?t=2",
+                    "/videos/1/stream", "/videos/2/stream", "/videos/4/stream", "/videos/..%2f..%2fx/stream"):
+            c.get(url, headers={"Range": "bytes=0-5"})
+    assert _snapshot(library.library_root) == before
+
+
+def test_create_app_rejects_bad_limits(library):
+    from vidclip.errors import VidclipError
+
+    with pytest.raises(VidclipError, match="max_k"):
+        create_app(library, max_k=0)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_serve_parser_defaults_and_url():
+    import argparse
+
+    from vidclip.serve.commands import add_serve_parser, is_loopback, url_for
+
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers())
+    ns = parser.parse_args(["serve", "idx"])
+    assert (ns.dir, ns.host, ns.port, ns.max_k) == ("idx", "127.0.0.1", 8000, 100) and callable(ns.func)
+    ns = parser.parse_args(["serve", "idx", "--host", "0.0.0.0", "--port", "9000", "--max-k", "5"])
+    assert (ns.host, ns.port, ns.max_k) == ("0.0.0.0", 9000, 5)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+    assert url_for("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
+    assert url_for("0.0.0.0", 80) == "http://127.0.0.1:80/" and url_for("::1", 8) == "http://[::1]:8/"
+
+
+def test_serve_rejects_bad_port():
+    import argparse
+
+    from vidclip.errors import ConfigError
+    from vidclip.serve.commands import add_serve_parser
+
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers())
+    ns = parser.parse_args(["serve", "idx", "--port", "70000"])
+    with pytest.raises(ConfigError, match="--port"):
+        ns.func(ns)
+
+
+# ----------------------------------------------------------------------------- through a real socket
+
+
+def _raw_get(port: int, target: str, headers: str = "") -> tuple[int, bytes]:
+    """An HTTP/1.1 request with the target sent verbatim (clients normalise '../'; attackers don't)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+def test_real_socket_traversal_and_ranges(library):
+    app = create_app(library, open_video=FakeVideo, allowed_hosts=["127.0.0.1"])
+    with BackgroundServer(app) as srv:
+        for target in ("/videos/../../etc/passwd", "/videos/1/../../../etc/passwd",
+                       "/videos/..%2f..%2fetc%2fpasswd/stream", "/static/../app.py", "/static/../../../etc/passwd",
+                       "/../secret.mp4", "//etc/passwd", "/videos/6/stream", "/static/%2e%2e/app.py"):
+            status, data = _raw_get(srv.port, target)
+            assert status == 404, (target, data[:300])
+            assert b"root:" not in data and b"outside the library" not in data and b"create_app" not in data
+        status, data = _raw_get(srv.port, "/videos/1/stream", "Range: bytes=256-511\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert status == 206 and body == BODY[256:512]
+        assert f"content-range: bytes 256-511/{len(BODY)}".encode() in head.lower()
+        status, data = _raw_get(srv.port, "/videos/1/stream", "Range: bytes=20000-\r\n")
+        assert status == 416 and f"bytes */{len(BODY)}".encode() in data
+
+
+@pytest.mark.skipif(not (SHARED / "videos").is_dir(), reason="../shared not present: no real sample clips")
+def test_shared_clip_streams_with_its_type(tmp_path):
+    clip = SHARED / "videos" / "nasa_13013.mp4"
+    if not clip.exists():
+        pytest.skip("../shared not present: nasa_13013.mp4 missing")
+    index = FakeIndex(SHARED / "videos", {1: {"path": clip.name, "duration": 13.1},
+                                          2: {"path": "decord_flipping_a_pancake.mkv", "duration": 10.4}})
+    with TestClient(create_app(index)) as c:
+        r = c.get("/videos/1/stream", headers={"Range": "bytes=0-11"})
+        assert r.status_code == 206 and r.content[4:8] == b"ftyp"  # an ISO-BMFF (mp4) box header
+        assert r.headers["content-type"] == "video/mp4"
+        assert c.get("/videos/2/stream", headers={"Range": "bytes=0-3"}).content == b"\x1aE\xdf\xa3"  # EBML

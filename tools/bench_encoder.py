@@ -1,0 +1,94 @@
+"""Benchmark FrozenCLIP.encode_frames against calling the open_clip model directly.
+
+For each model (random weights: speed does not depend on the weight values) and batch size:
+
+* ``ours u8``   : ``clip.encode_frames(uint8 [N,H,W,3])`` -- preprocessing + encoding, the real use;
+* ``ours px``   : ``clip.encode_frames(float [N,3,S,S])`` -- wrapper on already-preprocessed pixels;
+* ``baseline``  : ``model.encode_image(pixels[i:i+bs])`` under ``torch.no_grad`` -- open_clip alone;
+* ``overhead``  : baseline frames/s / ours-px frames/s (1.00 = no wrapper cost);
+* ``preproc``   : share of the ``ours u8`` time spent outside the network.
+
+Usage:  python tools/bench_encoder.py [--device cpu] [--quick]
+Prints a Markdown table (paste into BENCHMARKS.md "## Encoder"). Runtime < 2 min on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+
+def _time(fn, repeats: int) -> float:
+    """Best-of-``repeats`` wall time of ``fn()`` in seconds (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench(model: str, n: int, batch_sizes: list[int], device: str, repeats: int, hw=(240, 320)) -> list[dict]:
+    from vidclip.models.clip import load_clip
+
+    clip = load_clip(model, None, device=device, precision="fp32")
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (n, hw[0], hw[1], 3), dtype=torch.uint8, generator=g)
+    pixels = clip.preprocess(frames).to(clip.device)
+    net = clip.model
+    rows = []
+    for bs in batch_sizes:
+        def baseline(bs=bs):
+            with torch.no_grad():
+                for i in range(0, n, bs):
+                    net.encode_image(pixels[i:i + bs])
+
+        t_u8 = _time(lambda bs=bs: clip.encode_frames(frames, batch_size=bs), repeats)
+        t_px = _time(lambda bs=bs: clip.encode_frames(pixels, batch_size=bs), repeats)
+        t_base = _time(baseline, repeats)
+        rows.append(dict(model=model, n=n, bs=bs, u8=n / t_u8, px=n / t_px, base=n / t_base,
+                         overhead=(n / t_base) / (n / t_px), preproc=max(0.0, 1 - t_px / t_u8)))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="fewer frames / repeats (smoke run)")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    plan = [
+        ("tiny-vit", 64 if quick else 512, [16, 64, 256]),
+        ("ViT-B-32", 4 if quick else 16, [1, 4, 16]),
+    ]
+    repeats = 1 if quick else 2
+    t0 = time.perf_counter()
+    rows = []
+    for model, n, bss in plan:
+        rows += bench(model, n, bss, args.device, repeats)
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"device: {args.device} ({dev}); frames 240x320 uint8; fp32; random weights; best of {repeats}")
+    print()
+    print("| model | frames | batch | ours u8 (fr/s) | ours px (fr/s) | baseline (fr/s) | overhead | preproc share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['n']} | {r['bs']} | {r['u8']:.1f} | {r['px']:.1f} | {r['base']:.1f} | "
+              f"{r['overhead']:.2f} | {100 * r['preproc']:.0f}% |")
+    print()
+    print(f"total bench time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

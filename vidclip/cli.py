@@ -1,0 +1,262 @@
+"""The ``vidclip`` command line: a thin layer over the Python API.
+
+Each verb parses its options, calls one API function and prints the result (``--json`` where
+scripts consume it). Errors vidclip raises on purpose become one line on stderr and exit code 2;
+per-file problems in batch verbs are one line per file and exit code 1.
+
+Verbs beyond the foundation live beside their code (``vidclip/<area>/commands.py`` with an
+``add_*_parser(subparsers)`` function) and are registered in ``_EXTENSION_PARSERS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import VidclipError
+
+# (module, function) pairs adding verbs implemented beside their code.
+_EXTENSION_PARSERS = [
+    ("vidclip.train.commands", "add_train_parser"),
+    ("vidclip.eval.commands", "add_eval_parser"),
+    ("vidclip.index.commands", "add_index_parser"),
+    ("vidclip.index.commands", "add_search_parser"),
+    ("vidclip.serve.commands", "add_serve_parser"),
+    ("vidclip.demo", "add_demo_parser"),
+]
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = "openai") -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=default_model,
+                   help="open_clip architecture (ViT-B-32, ...), 'hf-hub:ORG/REPO', 'hf:ORG/NAME' or a local "
+                        "transformers CLIP directory, or a vidclip config (tiny-vit, hf-tiny, vidclip-synth) "
+                        f"(default: {default_model})")
+    g.add_argument("--pretrained", default=default_pretrained,
+                   help="open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k) or a local checkpoint file; "
+                        "'none' for random weights (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="encoder precision; auto = fp16 autocast on GPU, fp32 on CPU")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def model_from_args(ns: argparse.Namespace):
+    from .models.clip import load_clip
+
+    pretrained = None if (ns.pretrained or "").lower() in ("", "none", "random") else ns.pretrained
+    return load_clip(ns.model, pretrained, device=resolve_device(ns.device), precision=ns.precision)
+
+
+def add_sampler_args(parser: argparse.ArgumentParser, default: str = "uniform") -> None:
+    g = parser.add_argument_group("frame sampling")
+    g.add_argument("--sampler", default=default, choices=["uniform", "fps", "windows"],
+                   help="uniform: N frames, one per equal segment; fps: the frames shown at 0, 1/r, 2/r, ... s; "
+                        "windows: fixed-length windows for segment-level indexing (default: %(default)s)")
+    g.add_argument("--num-frames", type=int, default=12, help="uniform: frames per video (default: %(default)s)")
+    g.add_argument("--fps", type=float, default=1.0, help="fps/windows: sampling rate in frames per second (default: %(default)s)")
+    g.add_argument("--max-frames", type=int, default=None, help="fps: cap on frames per video, subsampled uniformly")
+    g.add_argument("--window", type=float, default=10.0, help="windows: window length in seconds (default: %(default)s)")
+    g.add_argument("--stride", type=float, default=5.0, help="windows: stride in seconds (default: %(default)s)")
+    g.add_argument("--backend", default="auto", help="decoder: auto (decord, else PyAV), decord, pyav, torchcodec")
+    g.add_argument("--decode-device", default="cpu",
+                   help="cpu, or cuda for GPU decoding (decord built with CUDA or torchcodec); an error when unavailable")
+
+
+def sampler_from_args(ns: argparse.Namespace):
+    from .video.sample import SamplerConfig
+
+    cfg = SamplerConfig(name=ns.sampler, num_frames=ns.num_frames, fps=ns.fps, max_frames=ns.max_frames,
+                        window=ns.window, stride=ns.stride)
+    for name, value in (("--num-frames", cfg.num_frames), ("--fps", cfg.fps), ("--window", cfg.window),
+                        ("--stride", cfg.stride)):
+        if value <= 0:
+            raise VidclipError(f"{name} must be positive, got {value}")
+    return cfg
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+# ----------------------------------------------------------------------------- foundation verbs
+
+
+def cmd_probe(ns: argparse.Namespace) -> int:
+    from .video.decode import probe
+
+    results, failed = [], 0
+    for path in ns.videos:
+        try:
+            results.append(probe(path, backend=ns.backend).to_dict())
+        except VidclipError as e:
+            failed += 1
+            print(f"vidclip probe: {e}", file=sys.stderr)
+            results.append({"path": str(path), "error": str(e)})
+    if ns.json:
+        print_json(results if len(ns.videos) > 1 else results[0])
+    else:
+        for r in results:
+            if "error" in r:
+                continue
+            print(f"{r['path']}: {r['duration']:.2f} s, {r['fps']:.3f} fps, {r['num_frames']} frames, "
+                  f"{r['width']}x{r['height']}, {r['codec']}, rotation {r['rotation']}, "
+                  f"audio {'yes' if r['has_audio'] else 'no'}")
+    return 1 if failed else 0
+
+
+def cmd_frames(ns: argparse.Namespace) -> int:
+    from .video.frames import write_frames
+
+    sampler = sampler_from_args(ns)
+    failed = 0
+    many = len(ns.videos) > 1
+    summaries = []
+    for video in ns.videos:
+        out = Path(ns.out) / Path(video).stem if many else Path(ns.out)
+        try:
+            summary = write_frames(video, out, sampler, backend=ns.backend)
+        except VidclipError as e:
+            failed += 1
+            print(f"vidclip frames: {e}", file=sys.stderr)
+            continue
+        summaries.append(summary)
+        if not ns.json:
+            print(f"{video}: wrote {int(sum(summary['mask']))} frames to {out} (frames.json has indices and timestamps)")
+    if ns.json:
+        print_json(summaries)
+    return 1 if failed else 0
+
+
+def cmd_encode(ns: argparse.Namespace) -> int:
+    from .pipeline import collect_videos, encode_videos
+
+    sampler = sampler_from_args(ns)
+    items = collect_videos(ns.inputs)
+    if not items:
+        raise VidclipError(f"no videos found in {' '.join(map(str, ns.inputs))}")
+    clip = model_from_args(ns)
+    if clip.identity.random_weights:
+        print("vidclip encode: note: the model has RANDOM weights; features are for testing only, not meaningful.",
+              file=sys.stderr)
+    report = encode_videos(items, ns.out, clip, sampler, workers=ns.workers, backend=ns.backend,
+                           decode_device=ns.decode_device, batch_frames=ns.batch_frames,
+                           shard_size=ns.shard_size, progress=not ns.json and not ns.quiet)
+    for f in report.failed:
+        print(f"vidclip encode: {f.path}: {f.reason}", file=sys.stderr)
+    if ns.json:
+        print_json(report.to_dict())
+    else:
+        r = report.to_dict()
+        print(f"encoded {r['done']} videos ({r['frames']} frames, {r['frames_per_s'] or 0:.1f} frames/s), "
+              f"skipped {r['skipped']} already done, failed {len(report.failed)} -> {ns.out}")
+    return 1 if report.failed else 0
+
+
+def cmd_synth(ns: argparse.Namespace) -> int:
+    from .data.synth import SynthConfig, make_synthetic_dataset
+
+    cfg = SynthConfig(num_videos=ns.videos, seed=ns.seed, size=ns.size, num_frames=ns.frames)
+    summary = make_synthetic_dataset(ns.out, cfg, progress=not ns.json)
+    if ns.json:
+        print_json(summary)
+    else:
+        print(f"wrote a synthetic MSR-VTT-style dataset to {ns.out}: {summary}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidclip",
+        description="Text-to-video search and video recognition on a frozen image CLIP.",
+        epilog="Run 'vidclip VERB --help' for the options of each verb. Start with 'vidclip demo'.",
+    )
+    parser.add_argument("--version", action="version", version=f"vidclip {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    p = sub.add_parser("probe", help="print a video's duration, fps, frame count, size, codec, rotation",
+                       description="Inspect videos without decoding them.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--backend", default="auto", help="auto, decord, pyav, torchcodec")
+    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several videos)")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("frames", help="write the frames a sampler picks as PNG files plus frames.json",
+                       description="See what the model sees: sample frames and save them with their indices and timestamps.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--out", required=True, help="output folder (one subfolder per video when several are given)")
+    p.add_argument("--json", action="store_true", help="print the frames.json content")
+    add_sampler_args(p)
+    p.set_defaults(func=cmd_frames)
+
+    p = sub.add_parser("encode", help="encode videos' frames with a frozen CLIP into a feature store",
+                       description="Decode, sample and encode videos into a sharded fp16 feature store (see "
+                                   "docs/architecture.md). Re-running skips videos already stored; bad files are "
+                                   "reported and skipped.")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="feature store folder")
+    p.add_argument("--workers", type=int, default=2, help="decoding worker processes; 0 decodes in this process (default: %(default)s)")
+    p.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=256, help="videos per committed shard (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    add_sampler_args(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("synth", help="write a synthetic MSR-VTT-style dataset (offline test data)",
+                       description="Generate videos of simple moving objects with paraphrased captions, in the "
+                                   "MSR-VTT layout. Every test video has a time-reversed twin with the opposite motion.")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--videos", type=int, default=100, help="number of videos (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default: %(default)s)")
+    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=24, help="frames per video (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_synth)
+
+    for module_name, func_name in _EXTENSION_PARSERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue  # verb not built in this installation
+        getattr(module, func_name)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return int(ns.func(ns) or 0)
+    except VidclipError as e:
+        print(f"vidclip {ns.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vidclip {ns.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Frame features on disk: a sharded, memory-mappable store of per-frame CLIP embeddings.
+
+The backbone is paid for once: ``vidclip encode`` (and the library index) write here, and
+training, evaluation, search and reranking read from here.
+
+Layout (see docs/architecture.md)::
+
+    ROOT/
+      store.json                  {"format": 1, "model": {...}, "sampler": {...}}
+      shards/shard-000000/        a committed shard: appears atomically (directory rename)
+        emb.npy                   float16 [N, D]  every frame of the shard's videos, video after video
+        frame_index.npy           int64   [N]     decoded frame index of each row
+        time.npy                  float64 [N]     presentation time (s) of each row
+        videos.jsonl              one JSON object per video: key, path, offset, count, duration,
+                                  fps, windows [[start_s, end_s, first, count], ...], extra
+
+Shards are immutable once committed. A killed writer leaves at most a ``.tmp-*`` directory,
+which the next writer removes; every video in a committed shard is complete. A video key
+appears in at most one shard per writer session; when a key is written again later (a changed
+file), the newest shard wins on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import VidclipError
+
+FORMAT_VERSION = 1
+STORE_FILE = "store.json"
+SHARDS_DIR = "shards"
+
+
+@dataclass
+class VideoFeatures:
+    """The stored frames of one video. ``emb`` is a read-only memory-mapped view."""
+
+    key: str
+    path: str
+    emb: np.ndarray  # float16 [T, D]
+    frame_index: np.ndarray  # int64 [T]
+    time: np.ndarray  # float64 [T] seconds
+    windows: list[tuple[float, float, int, int]] = field(default_factory=list)
+    duration: float = 0.0
+    fps: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the rename itself durable; not every platform allows opening a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def uniform_positions(count: int, num: int) -> np.ndarray:
+    """Evaluation-mode uniform positions floor((k + 0.5) * count / num), k < num, for count >= num."""
+    return np.floor((np.arange(num) + 0.5) * count / num).astype(np.int64)
+
+
+def read_store_header(root: str | os.PathLike) -> dict:
+    path = Path(root) / STORE_FILE
+    if not path.is_file():
+        raise VidclipError(f"{root}: not a feature store (no {STORE_FILE}); create one with `vidclip encode`")
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise VidclipError(f"{path}: corrupt store header: {e}") from e
+    if header.get("format") != FORMAT_VERSION:
+        raise VidclipError(f"{path}: unsupported store format {header.get('format')!r} (this vidclip reads {FORMAT_VERSION})")
+    return header
+
+
+def committed_shards(root: str | os.PathLike) -> list[Path]:
+    shards = Path(root) / SHARDS_DIR
+    if not shards.is_dir():
+        return []
+    return sorted(p for p in shards.iterdir() if p.is_dir() and p.name.startswith("shard-"))
+
+
+class FeatureStore:
+    """Read-only view of the committed shards under ``root``.
+
+    Opening maps each shard's arrays lazily (``np.load(mmap_mode="r")``), so opening a store
+    of millions of frames costs only its ``videos.jsonl`` manifests.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        header = read_store_header(self.root)
+        self.model: dict = header["model"]
+        self.sampler: dict = header.get("sampler", {})
+        self._shards: list[Path] = committed_shards(self.root)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._records: dict[str, tuple[int, dict]] = {}
+        for shard_no, shard in enumerate(self._shards):
+            with open(shard / "videos.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        rec = json.loads(line)
+                        self._records[rec["key"]] = (shard_no, rec)  # later shards win
+
+    def keys(self) -> list[str]:
+        return list(self._records)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.get("embed_dim", 0))
+
+    def _shard_arrays(self, shard_no: int):
+        if shard_no not in self._arrays:
+            shard = self._shards[shard_no]
+            self._arrays[shard_no] = (
+                np.load(shard / "emb.npy", mmap_mode="r"),
+                np.load(shard / "frame_index.npy", mmap_mode="r"),
+                np.load(shard / "time.npy", mmap_mode="r"),
+            )
+        return self._arrays[shard_no]
+
+    def record(self, key: str) -> dict:
+        try:
+            return self._records[key][1]
+        except KeyError:
+            raise KeyError(f"{self.root}: no features for video {key!r}") from None
+
+    def get(self, key: str) -> VideoFeatures:
+        shard_no, rec = self._records.get(key, (None, None))
+        if rec is None:
+            raise KeyError(f"{self.root}: no features for video {key!r}")
+        emb, frame_index, time = self._shard_arrays(shard_no)
+        sl = slice(rec["offset"], rec["offset"] + rec["count"])
+        return VideoFeatures(
+            key=key,
+            path=rec.get("path", ""),
+            emb=emb[sl],
+            frame_index=np.asarray(frame_index[sl]),
+            time=np.asarray(time[sl]),
+            windows=[tuple(w) for w in rec.get("windows", [])],
+            duration=float(rec.get("duration", 0.0)),
+            fps=float(rec.get("fps", 0.0)),
+            extra=rec.get("extra") or {},
+        )
+
+    def batch(self, keys: Sequence[str], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack videos to a fixed frame count.
+
+        Returns (float32 [B, num_frames, D], bool mask [B, num_frames]). Videos with more stored
+        frames are subsampled with the evaluation-mode uniform rule; shorter ones are zero-padded
+        with mask False.
+        """
+        dim = self.embed_dim or self.get(keys[0]).emb.shape[1]
+        out = np.zeros((len(keys), num_frames, dim), dtype=np.float32)
+        mask = np.zeros((len(keys), num_frames), dtype=bool)
+        for b, key in enumerate(keys):
+            emb = self.get(key).emb
+            count = emb.shape[0]
+            if count > num_frames:
+                emb = emb[uniform_positions(count, num_frames)]
+                count = num_frames
+            out[b, :count] = emb
+            mask[b, :count] = True
+        return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+class FeatureWriter:
+    """Appends videos to a store, committing a shard every ``shard_size`` videos.
+
+    The first writer creates ``store.json``; later writers must use the same model identity
+    (a store never mixes encoders). ``close()`` (or leaving the ``with`` block) commits the last
+    partial shard.
+    """
+
+    def __init__(self, root: str | os.PathLike, model: dict, sampler: dict, shard_size: int = 256):
+        self.root = Path(root)
+        self.shard_size = max(1, int(shard_size))
+        self.root.mkdir(parents=True, exist_ok=True)
+        header_path = self.root / STORE_FILE
+        if header_path.exists():
+            header = read_store_header(self.root)
+            if _model_key(header["model"]) != _model_key(model):
+                raise VidclipError(
+                    f"{self.root}: store was written with model {_model_key(header['model'])}, "
+                    f"refusing to add features from {_model_key(model)}; use another --out directory"
+                )
+        else:
+            header = {"format": FORMAT_VERSION, "model": model, "sampler": sampler}
+            _atomic_write_text(header_path, json.dumps(header, indent=2, sort_keys=True))
+        shards = self.root / SHARDS_DIR
+        shards.mkdir(exist_ok=True)
+        for stale in shards.glob(".tmp-*"):  # left by a killed writer: never committed
+            shutil.rmtree(stale, ignore_errors=True)
+        existing = committed_shards(self.root)
+        self._next_shard = 1 + max((int(p.name.split("-")[1]) for p in existing), default=-1)
+        self._pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(
+        self,
+        key: str,
+        path: str,
+        emb,
+        frame_index,
+        time,
+        windows: Iterable = (),
+        duration: float = 0.0,
+        fps: float = 0.0,
+        extra: dict | None = None,
+    ) -> None:
+        """Queue one video: emb float [T, D] (any float dtype, numpy or torch), frame_index [T], time [T]."""
+        if isinstance(emb, torch.Tensor):
+            emb = emb.detach().float().cpu().numpy()
+        emb = np.asarray(emb, dtype=np.float16)
+        frame_index = np.asarray(frame_index, dtype=np.int64).reshape(-1)
+        time = np.asarray(time, dtype=np.float64).reshape(-1)
+        if emb.ndim != 2 or not (emb.shape[0] == frame_index.shape[0] == time.shape[0]):
+            raise ValueError(
+                f"{key}: emb {emb.shape}, frame_index {frame_index.shape} and time {time.shape} disagree"
+            )
+        rec = {
+            "key": key,
+            "path": str(path),
+            "count": int(emb.shape[0]),
+            "duration": float(duration),
+            "fps": float(fps),
+            "windows": [[float(w[0]), float(w[1]), int(w[2]), int(w[3])] for w in windows],
+            "extra": extra or {},
+        }
+        self._pending.append((rec, emb, frame_index, time))
+        if len(self._pending) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> str | None:
+        """Commit the queued videos as one shard; returns the shard name (None if nothing queued)."""
+        if not self._pending:
+            return None
+        name = f"shard-{self._next_shard:06d}"
+        shards = self.root / SHARDS_DIR
+        tmp = shards / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        offset = 0
+        for rec, *_ in self._pending:
+            rec["offset"] = offset
+            offset += rec["count"]
+        dim = self._pending[0][1].shape[1]
+        np.save(tmp / "emb.npy", np.concatenate([p[1] for p in self._pending]).reshape(-1, dim))
+        np.save(tmp / "frame_index.npy", np.concatenate([p[2] for p in self._pending]))
+        np.save(tmp / "time.npy", np.concatenate([p[3] for p in self._pending]))
+        with open(tmp / "videos.jsonl", "w", encoding="utf-8") as f:
+            for rec, *_ in self._pending:
+                f.write(json.dumps(rec) + "\n")
+        for child in tmp.iterdir():
+            with open(child, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.rename(tmp, shards / name)
+        _fsync_dir(shards)
+        self._next_shard += 1
+        self._pending = []
+        return name
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> "FeatureWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _model_key(model: dict) -> str:
+    return "{}:{}:{}".format(model.get("family"), model.get("name"), model.get("weights_digest") or model.get("pretrained"))

@@ -1,0 +1,26 @@
+"""vidclip.models: frozen CLIP loading (clip.py), temporal modules (temporal.py), TED (ted.py).
+
+Names are exported lazily so ``import vidclip.models`` stays cheap (open_clip / transformers
+are only imported when a model is actually loaded).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ModelIdentity": "vidclip.models.clip",
+    "FrozenCLIP": "vidclip.models.clip",
+    "load_clip": "vidclip.models.clip",
+    "load_clip_from_identity": "vidclip.models.clip",
+    "list_models": "vidclip.models.clip",
+    "create_temporal": "vidclip.models.temporal",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vidclip.models' has no attribute {name!r}")

@@ -1,0 +1,21 @@
+"""vidclip.serve: the FastAPI app and web page over a library index (``vidclip serve DIR``).
+
+``create_app(index)`` builds the app (see :mod:`vidclip.serve.app`); it is imported lazily so that
+registering the CLI verb does not import FastAPI.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MAX_QUERY_CHARS = 500  # CLIP's text encoder sees 77 tokens; 500 characters is plenty
+DEFAULT_MAX_K = 100
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+__all__ = ["create_app", "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_MAX_K", "LOOPBACK_HOSTS"]
+
+
+def __getattr__(name: str):
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'vidclip.serve' has no attribute {name!r}")

@@ -1,0 +1,372 @@
+"""The HTTP API and web page over a :class:`~vidclip.index.library.VideoIndex`.
+
+Routes (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
+
+    GET /                           the search page (static HTML/CSS/JS, no build step, no CDN)
+    GET /search?q=TEXT&k=10         ranked hits: score, time span, thumbnail and stream URLs
+    GET /videos/{id}                one indexed video's metadata
+    GET /videos/{id}/thumbnail?t=S  JPEG of the frame on screen at S seconds (LRU-cached)
+    GET /videos/{id}/stream         the file itself, with HTTP range requests (seeking)
+    GET /health                     liveness, model identity, request limits
+
+Security model. URLs carry catalog ids, never paths: a file is served only when the index says
+it is an indexed video (``VideoIndex.video_path``), its catalog path lies inside the library
+folder, and it still exists; anything else -- unknown ids, failed or deleted videos, ids that are
+not plain decimal numbers such as ``..%2f..%2fetc%2fpasswd`` -- is a 404 that reveals nothing.
+Query length and ``k`` are bounded (422 with a message). Files are only ever opened for reading;
+nothing under the library folder is written. The server binds to 127.0.0.1 unless told
+otherwise, and ``allowed_hosts`` rejects requests whose ``Host`` header names another site, which
+stops DNS-rebinding pages from reading a local library through the user's browser.
+
+Index access. Search and catalog look-ups run in FastAPI's worker threads; they are serialised
+with one lock because the index's SQLite connection and encoder need not be thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..errors import VidclipError
+from . import DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS
+from .media import (
+    FileStamp,
+    RangeNotSatisfiable,
+    Thumbnailer,
+    content_type_for,
+    parse_range,
+)
+
+log = logging.getLogger("vidclip.serve")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STREAM_CHUNK = 256 * 1024
+# A catalog id in a URL: plain decimal digits only, so nothing path-like can reach a look-up.
+_ID_RE = re.compile(r"[0-9]{1,18}")
+
+# The page's own policy: everything from this origin, no inline script, no other hosts.
+PAGE_CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'; form-action 'self'")
+
+
+def _not_found(what: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=what)
+
+
+def _host_name(host_header: str) -> str:
+    """The host part of a ``Host`` header: ``[::1]:8000`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def _uses_random_weights(identity: Any) -> bool:
+    """Whether an index identity (possibly nested dicts) records randomly initialised weights."""
+    if isinstance(identity, dict):
+        if identity.get("random_weights") is True:
+            return True
+        return any(_uses_random_weights(v) for v in identity.values())
+    return False
+
+
+def _fmt_t(t: float) -> str:
+    return f"{max(0.0, float(t)):.3f}".rstrip("0").rstrip(".") or "0"
+
+
+def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: int = DEFAULT_MAX_K,
+               thumbnail_cache_size: int = 256, thumbnail_width: int = 320,
+               allowed_hosts: Iterable[str] | None = None, open_video=None) -> FastAPI:
+    """A FastAPI app serving search, metadata, thumbnails and streams of ``index``'s videos.
+
+    ``index`` is a :class:`~vidclip.index.library.VideoIndex` (anything with its ``search``,
+    ``get_video``, ``video_path``, ``identity`` and ``library_root``). ``max_query_chars`` and
+    ``max_k`` bound ``/search`` (422 beyond them). ``allowed_hosts``, when given, is the set of
+    host names the ``Host`` header may carry (others get 400); ``vidclip serve`` passes the
+    loopback names when bound to 127.0.0.1. ``open_video`` overrides the thumbnail decoder
+    (default :func:`vidclip.video.decode.open_video`).
+    """
+    if max_query_chars < 1 or max_k < 1:
+        raise VidclipError(f"create_app: max_query_chars ({max_query_chars}) and max_k ({max_k}) must be >= 1")
+    library_root = Path(os.path.abspath(index.library_root))
+    index_lock = threading.Lock()
+    thumbs = Thumbnailer(max_width=thumbnail_width, max_height=thumbnail_width * 3 // 4,
+                         cache_size=thumbnail_cache_size, open_video=open_video)
+    hosts = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+    random_weights = _uses_random_weights(index.identity)
+
+    app = FastAPI(
+        title="vidclip",
+        version=__version__,
+        description="Text-to-video search over a local video library indexed with a frozen CLIP. "
+                    "URLs name videos by catalog id; only indexed files are ever served.",
+    )
+    app.state.index = index
+    app.state.thumbnailer = thumbs
+    app.state.random_weights = random_weights
+
+    app.add_middleware(_GuardMiddleware, hosts=hosts)
+
+    # ------------------------------------------------------------------ helpers
+
+    def display_name(path: str | os.PathLike) -> str:
+        """A path relative to the library (what the user recognises), never an absolute path."""
+        p = Path(os.path.abspath(library_root / path))
+        try:
+            return p.relative_to(library_root).as_posix()
+        except ValueError:
+            return p.name
+
+    def resolve(video_id: str) -> tuple[int, dict, Path]:
+        """Catalog row and on-disk file of an indexed video, or 404 (never a path from the URL)."""
+        if not _ID_RE.fullmatch(video_id):
+            raise _not_found("no such video")
+        vid = int(video_id)
+        with index_lock:
+            row = index.get_video(vid)
+            path = index.video_path(vid) if row is not None else None
+        if row is None or path is None:
+            raise _not_found(f"video {vid} is not an indexed video")
+        # The catalog is trusted, but a row pointing outside the library (e.g. '../x') is not
+        # served: normalise without following symlinks and require the library as a prefix.
+        full = Path(os.path.normpath(library_root / path))
+        if full != library_root and library_root not in full.parents:
+            log.warning("video %d: catalog path %s lies outside the library %s; not served", vid, full, library_root)
+            raise _not_found(f"video {vid} is not an indexed video")
+        if not full.is_file():
+            raise _not_found(f"video {vid}: its file is no longer in the library")
+        return vid, row, full
+
+    def urls(vid: int, t: float | None = None) -> dict[str, str]:
+        thumb = f"/videos/{vid}/thumbnail" + ("" if t is None else f"?t={_fmt_t(t)}")
+        return {"url": f"/videos/{vid}", "stream_url": f"/videos/{vid}/stream", "thumbnail_url": thumb}
+
+    def public_row(vid: int, row: dict, full: Path) -> dict:
+        out = {k: v for k, v in jsonable_encoder(row).items() if k not in ("path", "abs_path", "id")}
+        out.update(id=vid, name=display_name(full), content_type=content_type_for(full), **urls(vid))
+        return out
+
+    # ------------------------------------------------------------------ page and health
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/health", summary="Liveness, model identity and request limits")
+    def health() -> dict:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "identity": jsonable_encoder(index.identity),
+            "random_weights": random_weights,
+            "limits": {"max_query_chars": max_query_chars, "max_k": max_k},
+        }
+
+    # ------------------------------------------------------------------ search
+
+    @app.get("/search", summary="Rank indexed videos (or moments) for a text query")
+    def search(
+        # Query(...) as a default, not Annotated: with postponed annotations FastAPI could not
+        # resolve an Annotated type that refers to this closure's limits.
+        q: str = Query(..., min_length=1, max_length=max_query_chars,
+                       description=f"the query text, 1..{max_query_chars} characters"),
+        k: int = Query(10, ge=1, le=max_k, description=f"number of hits, 1..{max_k}"),
+        segments: bool = Query(False, description="rank moments (time windows) instead of whole videos"),
+    ) -> dict:
+        """Hits best first. Each has ``score``, the matched span ``start``..``end`` (seconds),
+        ``moment`` (the time its thumbnail shows), ``thumbnail_url`` and ``stream_url``."""
+        text = q.strip()
+        if not text:
+            raise HTTPException(status_code=422, detail=[{
+                "loc": ["query", "q"], "type": "value_error", "msg": "q must contain non-blank text"}])
+        t0 = time.perf_counter()
+        with index_lock:
+            hits = index.search(text, k, segments=segments)
+        took_ms = (time.perf_counter() - t0) * 1e3
+        out = []
+        for hit in hits:
+            d = jsonable_encoder(hit.to_dict())
+            start = max(0.0, float(hit.start))
+            end = max(start, float(hit.end))
+            # The thumbnail shows the middle of the matched span: for a moment hit that is the
+            # middle of the best window, for a whole-video hit a frame from the middle.
+            moment = float(getattr(hit, "moment", (start + end) / 2))
+            d.pop("path", None)
+            d.update(video_id=int(hit.video_id), name=display_name(hit.path), start=start, end=end,
+                     moment=moment, content_type=content_type_for(hit.path), **urls(int(hit.video_id), moment))
+            out.append(d)
+        return {"query": text, "k": k, "segments": segments, "took_ms": round(took_ms, 2), "hits": out}
+
+    # ------------------------------------------------------------------ videos
+
+    @app.get("/videos/{video_id}", summary="Metadata of one indexed video")
+    def video(video_id: str) -> dict:
+        vid, row, full = resolve(video_id)
+        return public_row(vid, row, full)
+
+    @app.get("/videos/{video_id}/thumbnail", summary="JPEG of the frame shown at time t",
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def thumbnail(video_id: str,
+                  t: float = Query(0.0, ge=0, le=1e7, description="seconds; the frame on screen at t"),
+                  ) -> Response:
+        vid, _row, full = resolve(video_id)
+        try:
+            th = thumbs.render(full, t)
+        except (VidclipError, OSError, ValueError) as e:
+            log.warning("thumbnail of video %d at %.3f s failed: %s", vid, t, e)
+            raise HTTPException(status_code=500, detail=f"video {vid}: could not decode a frame at {t:g} s") from None
+        return Response(th.jpeg, media_type="image/jpeg", headers={
+            "Cache-Control": "private, max-age=3600",
+            "X-Frame-Index": str(th.frame_index),
+            "X-Frame-Time": f"{th.time:.6f}",
+        })
+
+    @app.api_route("/videos/{video_id}/stream", methods=["GET", "HEAD"], response_class=Response,
+                   summary="The video file, with HTTP range requests",
+                   responses={200: {"description": "the whole file"},
+                              206: {"description": "the requested byte range"},
+                              416: {"description": "malformed or unsatisfiable Range"}})
+    def stream(video_id: str, request: Request) -> Response:
+        vid, _row, full = resolve(video_id)
+        try:
+            f = open(full, "rb")  # noqa: SIM115 - closed by the response body generator
+        except OSError:
+            raise _not_found(f"video {vid}: its file cannot be read") from None
+        try:
+            st = os.fstat(f.fileno())
+            stamp = FileStamp(str(full), st.st_size, st.st_mtime_ns)
+            headers = {"Accept-Ranges": "bytes", "ETag": stamp.etag, "Last-Modified": stamp.last_modified,
+                       "Cache-Control": "no-cache",
+                       "Content-Disposition": f"inline; filename*=UTF-8''{quote(full.name)}"}
+            range_header = request.headers.get("range")
+            if not stamp.matches_if_range(request.headers.get("if-range")):
+                range_header = None  # the client's copy is stale: send the whole new file
+            try:
+                br = parse_range(range_header, stamp.size)
+            except RangeNotSatisfiable as e:
+                f.close()
+                return JSONResponse({"detail": e.reason}, status_code=416,
+                                    headers={**headers, "Content-Range": f"bytes */{stamp.size}"})
+            start, length, status = (0, stamp.size, 200) if br is None else (br.start, br.length, 206)
+            if br is not None:
+                headers["Content-Range"] = br.content_range()
+            headers["Content-Length"] = str(length)
+            media_type = content_type_for(full)
+            if request.method == "HEAD":
+                f.close()
+                return Response(status_code=status, headers=headers, media_type=media_type)
+        except BaseException:
+            f.close()
+            raise
+        return StreamingResponse(_read_span(f, start, length), status_code=status, headers=headers,
+                                 media_type=media_type)
+
+    return app
+
+
+class _GuardMiddleware:
+    """Plain ASGI middleware (it does not buffer streamed bodies as BaseHTTPMiddleware can).
+
+    Rejects a ``Host`` header outside ``hosts`` (when given) with 400, and adds security
+    headers: ``nosniff`` and ``no-referrer`` everywhere, the page's CSP on the page and its assets.
+    """
+
+    def __init__(self, app, hosts: set[str] | None):
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.hosts is not None:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.hosts:
+                response = JSONResponse({"detail": "Host header not allowed"}, status_code=400)
+                return await response(scope, receive, send)
+        path = scope.get("path", "")
+        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+        if path == "/" or path.startswith("/static/"):
+            extra += [(b"content-security-policy", PAGE_CSP.encode()), (b"x-frame-options", b"DENY")]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": list(message.get("headers", []))
+                           + [(k, v) for k, v in extra if k not in present]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _read_span(f, start: int, length: int):
+    """Yield ``length`` bytes of open file ``f`` from ``start`` in chunks, then close it.
+
+    Reads run in a worker thread so a slow disk never blocks the event loop; StreamingResponse
+    stops iterating (and this closes the file) when the client disconnects mid-stream, which
+    browsers do all the time while seeking.
+    """
+    try:
+        await anyio.to_thread.run_sync(f.seek, start)
+        remaining = length
+        while remaining > 0:
+            chunk = await anyio.to_thread.run_sync(f.read, min(STREAM_CHUNK, remaining))
+            if not chunk:  # the file shrank under us; the short body makes the client retry
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
+class BackgroundServer:
+    """Run an app with uvicorn in a daemon thread on a free port (tests, notebooks).
+
+    ``with BackgroundServer(app) as srv: httpx.get(srv.url + "health")``. The socket is bound
+    before the thread starts, so the port is known and nothing races for it.
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+        import socket
+
+        import uvicorn
+
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = host, self._sock.getsockname()[1]
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}/"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        name="vidclip-serve", daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()

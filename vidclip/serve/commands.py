@@ -1,0 +1,83 @@
+"""``vidclip serve DIR``: the search page and HTTP API over a library index.
+
+Registered by :mod:`vidclip.cli` through :func:`add_serve_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from ..errors import ConfigError
+from . import DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS, LOOPBACK_HOSTS
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def url_for(host: str, port: int) -> str:
+    """The URL to open for a server bound to ``host``:``port`` (wildcards -> 127.0.0.1)."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    for name, value in (("--port", ns.port), ("--max-k", ns.max_k), ("--max-query-chars", ns.max_query_chars)):
+        if name == "--port" and not 0 <= value <= 65535:
+            raise ConfigError(f"--port must be in 0..65535, got {value}")
+        if name != "--port" and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+
+    import uvicorn
+
+    from ..index.library import VideoIndex
+    from .app import create_app
+
+    index = VideoIndex.open(ns.dir)
+    local = is_loopback(ns.host)
+    # On loopback, refuse Host headers naming other sites (DNS rebinding); when the user binds
+    # to a public address they chose to be reachable under whatever name points at it.
+    allowed = list(LOOPBACK_HOSTS) if local else None
+    app = create_app(index, max_query_chars=ns.max_query_chars, max_k=ns.max_k, allowed_hosts=allowed)
+    if getattr(app.state, "random_weights", False):
+        print("vidclip serve: note: this index uses RANDOM weights; rankings are not meaningful.",
+              file=sys.stderr)
+    if not local:
+        print(f"vidclip serve: warning: listening on {ns.host}, so anyone who can reach this machine "
+              "can search and watch the library.", file=sys.stderr)
+    print(f"vidclip serve: library {index.library_root}", file=sys.stderr)
+    print(f"Serving on {url_for(ns.host, ns.port)}  (API docs: {url_for(ns.host, ns.port)}docs; Ctrl+C to stop)",
+          flush=True)
+    uvicorn.run(app, host=ns.host, port=ns.port, log_level=ns.log_level)
+    return 0
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "serve", help="search a library index in the browser (web page + HTTP API)",
+        description="Serve a search page and JSON API over an index built with 'vidclip index'. Only videos in "
+                    "the index's catalog are served, by id; the library folder is never written. Binds to "
+                    "127.0.0.1 (this machine only) unless --host says otherwise.")
+    p.add_argument("dir", metavar="DIR", help="index folder (as written by 'vidclip index')")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; 0.0.0.0 exposes the library to the network (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    p.add_argument("--max-k", type=int, default=DEFAULT_MAX_K,
+                   help="largest number of hits a search may ask for (default: %(default)s)")
+    p.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS,
+                   help="longest query accepted, in characters (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (default: %(default)s)")
+    p.set_defaults(func=cmd_serve)
+    return p

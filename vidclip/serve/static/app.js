@@ -1,0 +1,235 @@
+// vidclip search page. Plain JS, no dependencies, no inline handlers (the page's CSP forbids them).
+//
+// Flow: the form calls GET /search; each hit becomes a button showing the thumbnail taken at the
+// hit's best moment, its time span and score; clicking one loads GET /videos/{id}/stream into the
+// <video> element and, once its metadata is known, sets currentTime to the span start (an exact
+// seek; fastSeek would snap to a keyframe) and plays. The query lives in the URL (?q=&k=&segments=)
+// so results can be bookmarked and Back works.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const form = $("search-form"), q = $("q"), kSelect = $("k"), segments = $("segments");
+  const statusEl = $("status"), results = $("results"), notice = $("notice");
+  const section = $("player-section"), video = $("player"), title = $("player-title");
+  const info = $("player-info"), playerError = $("player-error"), closeButton = $("close-player");
+
+  let searchSeq = 0;          // ignore responses of superseded searches
+  let pendingMeta = null;     // the loadedmetadata handler of the clip being opened
+  let currentButton = null;   // the result card whose video is in the player
+
+  // 75.5 -> "1:15.5", 5 -> "0:05", 3725 -> "1:02:05"
+  function fmtTime(seconds) {
+    const s = Math.max(0, Number(seconds) || 0);
+    const whole = Math.abs(s - Math.round(s)) < 0.05;
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    const sec = s - 3600 * h - 60 * m;
+    const secText = whole ? String(Math.round(sec)).padStart(2, "0") : sec.toFixed(1).padStart(4, "0");
+    return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + ":" + secText;
+  }
+  const fmtSpan = (hit) => `${fmtTime(hit.start)}–${fmtTime(hit.end)}`;
+
+  function setStatus(text, isError = false) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("error", isError);
+  }
+
+  // FastAPI errors: {"detail": "text"} or {"detail": [{"loc": [...], "msg": "..."}]}
+  function errorText(body, response) {
+    const d = body && body.detail;
+    if (typeof d === "string") return d;
+    if (Array.isArray(d) && d.length) {
+      return d.map((e) => `${(e.loc || []).slice(-1)[0] || "input"}: ${e.msg}`).join("; ");
+    }
+    return `The server answered ${response.status} ${response.statusText}`;
+  }
+
+  function paramsFromForm() {
+    const p = new URLSearchParams({ q: q.value.trim(), k: kSelect.value });
+    if (segments.checked) p.set("segments", "true");
+    return p;
+  }
+
+  function formFromParams(p) {
+    q.value = p.get("q") || "";
+    const k = p.get("k");
+    if (k && [...kSelect.options].some((o) => o.value === k)) kSelect.value = k;
+    segments.checked = p.get("segments") === "true";
+  }
+
+  async function runSearch(pushHistory) {
+    const params = paramsFromForm();
+    if (!params.get("q")) {
+      setStatus("Type a description of what you are looking for.", true);
+      q.focus();
+      return;
+    }
+    if (pushHistory) history.pushState(null, "", "?" + params.toString());
+    const seq = ++searchSeq;
+    setStatus("Searching…");
+    results.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch("/search?" + params.toString(), { headers: { Accept: "application/json" } });
+      const body = await response.json().catch(() => null);
+      if (seq !== searchSeq) return;
+      if (!response.ok) throw new Error(errorText(body, response));
+      render(body);
+    } catch (err) {
+      if (seq !== searchSeq) return;
+      results.replaceChildren();
+      setStatus(`Search failed: ${err.message}`, true);
+    } finally {
+      if (seq === searchSeq) results.removeAttribute("aria-busy");
+    }
+  }
+
+  function render(body) {
+    const hits = body.hits || [];
+    const what = body.segments ? "moment" : "video";
+    if (!hits.length) {
+      results.replaceChildren();
+      setStatus(`No ${what}s found for “${body.query}”.`);
+      return;
+    }
+    results.replaceChildren(...hits.map(card));
+    setStatus(`${hits.length} ${what}${hits.length === 1 ? "" : "s"} for “${body.query}” ` +
+              `(${Math.round(body.took_ms)} ms). Choose one to play it from the matching moment.`);
+  }
+
+  function card(hit) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "hit";
+    button.dataset.videoId = hit.video_id;
+    button.dataset.start = hit.start;
+    button.dataset.end = hit.end;
+
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.src = hit.thumbnail_url;
+    img.alt = `Frame at ${fmtTime(hit.moment)}`;
+    img.width = 320;
+    img.height = 180;
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.addEventListener("error", () => {
+      const missing = document.createElement("span");
+      missing.className = "thumb missing";
+      missing.textContent = "No preview";
+      img.replaceWith(missing);
+    }, { once: true });
+
+    const text = document.createElement("span");
+    text.className = "hit-text";
+    const name = document.createElement("span");
+    name.className = "hit-name";
+    name.textContent = hit.name;
+    const meta = document.createElement("span");
+    meta.className = "hit-meta";
+    const span = document.createElement("span");
+    span.className = "hit-span";
+    span.textContent = fmtSpan(hit);
+    const score = document.createElement("span");
+    score.className = "hit-score";
+    score.textContent = `score ${Number(hit.score).toFixed(3)}`;
+    meta.append(span, score);
+    text.append(name, meta);
+    button.append(img, text);
+    button.addEventListener("click", () => play(hit, button));
+    li.append(button);
+    return li;
+  }
+
+  function play(hit, button) {
+    if (currentButton) currentButton.removeAttribute("aria-current");
+    currentButton = button;
+    button.setAttribute("aria-current", "true");
+    section.hidden = false;
+    playerError.hidden = true;
+    title.textContent = hit.name;
+    info.textContent = `Playing from ${fmtTime(hit.start)} (matched ${fmtSpan(hit)}, score ${Number(hit.score).toFixed(3)}).`;
+
+    if (pendingMeta) video.removeEventListener("loadedmetadata", pendingMeta);
+    pendingMeta = () => {
+      pendingMeta = null;
+      const end = Number.isFinite(video.duration) ? video.duration : hit.start;
+      // The currentTime setter seeks exactly (fastSeek would snap to a keyframe).
+      video.currentTime = Math.min(hit.start, end);
+      const p = video.play();
+      if (p) p.catch((err) => {
+        if (err.name !== "AbortError") info.textContent += " Press play to start.";
+      });
+    };
+    video.addEventListener("loadedmetadata", pendingMeta);
+    video.dataset.videoId = hit.video_id;
+    video.dataset.start = hit.start;
+    video.dataset.contentType = hit.content_type || "";
+    video.src = hit.stream_url;  // assigning src aborts any previous load
+    title.focus({ preventScroll: true });
+    section.scrollIntoView({ block: "nearest" });
+  }
+
+  // A format the browser cannot decode (e.g. AVI/MPEG-4 part 2 in Chromium): say so and offer
+  // the file instead of a silent black box.
+  video.addEventListener("error", () => {
+    if (!video.getAttribute("src")) return;
+    const type = video.dataset.contentType || "this format";
+    const link = document.createElement("a");
+    link.href = video.getAttribute("src");
+    link.download = "";
+    link.textContent = "download the file";
+    playerError.replaceChildren(`This browser cannot play this video (${type}). You can `, link, " instead.");
+    playerError.hidden = false;
+  });
+
+  function closePlayer() {
+    video.pause();
+    if (pendingMeta) video.removeEventListener("loadedmetadata", pendingMeta);
+    pendingMeta = null;
+    video.removeAttribute("src");
+    video.load();
+    section.hidden = true;
+    if (currentButton) {
+      currentButton.removeAttribute("aria-current");
+      currentButton.focus();
+      currentButton = null;
+    }
+  }
+
+  closeButton.addEventListener("click", closePlayer);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !section.hidden) closePlayer();
+  });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    runSearch(true);
+  });
+  window.addEventListener("popstate", () => {
+    formFromParams(new URLSearchParams(location.search));
+    if (q.value) runSearch(false);
+  });
+
+  // Limits and a warning about meaningless (random) weights come from /health.
+  fetch("/health").then((r) => r.json()).then((h) => {
+    const limits = h.limits || {};
+    if (limits.max_query_chars) q.maxLength = limits.max_query_chars;
+    if (limits.max_k) {
+      for (const o of [...kSelect.options]) if (Number(o.value) > limits.max_k) o.remove();
+      if (!kSelect.options.length) kSelect.add(new Option(String(limits.max_k), String(limits.max_k), true, true));
+    }
+    if (h.random_weights) {
+      notice.textContent = "This index was built with a randomly initialised model: rankings are " +
+                           "arbitrary and only useful for testing.";
+      notice.hidden = false;
+    }
+  }).catch(() => {});
+
+  const initial = new URLSearchParams(location.search);
+  if (initial.get("q")) {
+    formFromParams(initial);
+    runSearch(false);
+  } else {
+    q.focus();
+  }
+})();

@@ -1,0 +1,339 @@
+"""Training configuration: dataclasses, YAML files and ``key=value`` overrides.
+
+A config has three sections plus run-level settings::
+
+    name: synth_mean
+    seed: 0
+    data:   {root: ..., cache_dir: ..., num_frames: 12, ...}      -> DataConfig
+    model:  {clip: ..., pretrained: ..., temporal: mean, ...}     -> ModelConfig
+    optim:  {batch_size: 64, epochs: 10, lr: 1e-4, ...}           -> OptimConfig
+
+Every value is type checked against the dataclass field (an int where a float is expected is
+fine; ``"abc"`` for an int is not), every key must exist, and choice fields are checked against
+their allowed values. Errors are :class:`~vidclip.errors.ConfigError` naming the file (or the
+override) and the dotted key, with a "did you mean" for misspellings.
+
+Overrides (``vidclip train CONFIG optim.lr=3e-4 model.temporal_args.layers=2``) are parsed from
+their text by the field type: ``3e-4`` is a float, ``none``/``null`` clears an optional field,
+and free-form dict fields (``model.temporal_args``) take YAML values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides",
+           "config_from_dict", "config_to_dict", "dump_config"]
+
+
+@dataclass
+class DataConfig:
+    """Where the videos and captions come from, and where their features are cached."""
+
+    root: str = "data/msrvtt"  # dataset folder (MSR-VTT layout: videos/, MSRVTT_data.json, split csvs)
+    kind: str = "msrvtt"  # dataset reader passed to vidclip.data.datasets.load_dataset
+    train_split: str = "train"  # split to train on (model selection uses a part of it)
+    test_split: str = "test"  # split `vidclip eval` reports on (never used for selection)
+    val_fraction: float = 0.1  # fraction of training videos held out for model selection
+    val_seed: int = 0  # seed of that hold-out
+    cache_dir: str = "cache/{name}"  # frame features (features/) and text embeddings (text/)
+    features: str | None = None  # an existing feature store; default {cache_dir}/features
+    num_frames: int = 12  # frames per video given to the temporal module
+    encode_frames: int = 12  # frames per video the prepare step stores (uniform sampler)
+    encode_workers: int = 2  # decoding processes of the prepare step
+    backend: str = "auto"  # decoder of the prepare step / pixel training
+
+
+@dataclass
+class ModelConfig:
+    """The frozen CLIP, the trained temporal module and the text side."""
+
+    clip: str = "ViT-B-32"  # load_clip model spec
+    pretrained: str | None = "openai"  # load_clip pretrained tag / file; null = random weights
+    temporal: str = "mean"  # registered temporal module (vidclip.models.temporal.list_temporal())
+    temporal_args: dict = field(default_factory=dict)  # extra keyword arguments of create_temporal
+    max_frames: int = 32  # longest frame sequence the module accepts (position embeddings)
+    text_tower: str = "frozen"  # frozen: text embeddings cached once; finetune: text tower trains too
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup and a cosine (or constant) schedule."""
+
+    batch_size: int = 64  # global batch (all processes together); must divide by the process count
+    epochs: int = 5
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (the schedule spans them)
+    lr: float = 1e-4  # temporal module and logit scale
+    text_lr: float = 1e-5  # text tower (text_tower: finetune)
+    weight_decay: float = 0.2  # not applied to biases, norms, embeddings and the logit scale
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup: float = 0.1  # fraction of all steps spent warming up linearly from 0
+    schedule: str = "cosine"  # cosine | constant | linear (decay after warmup)
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    logit_scale_init: float = 1.0 / 0.07
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    seed: int = 0
+    run_dir: str = "runs/{name}"  # checkpoints, config.yaml and metrics.jsonl go here
+    mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate autocast)
+    device: str = "auto"  # auto (GPU when present) | cpu
+    eval_every: int = 1  # validate every N epochs (and at the end)
+    eval_batch: int = 256  # videos per chunk when building validation similarities
+    select_metric: str = "rsum"  # rsum (t2v R@1+R@5+R@10) | t2v_r1 | loss
+    log_every: int = 10  # steps between metrics.jsonl lines
+    save_every: int = 0  # steps between resumable checkpoints (0 = at each epoch end only)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir.format(name=self.name))
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.data.cache_dir.format(name=self.name))
+
+    @property
+    def features_dir(self) -> Path:
+        if self.data.features:
+            return Path(self.data.features.format(name=self.name))
+        return self.resolved_cache_dir / "features"
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.text_tower": ("frozen", "finetune"),
+    "optim.schedule": ("cosine", "constant", "linear"),
+    "mixed_precision": ("no", "fp16", "bf16"),
+    "select_metric": ("rsum", "t2v_r1", "loss"),
+}
+POSITIVE = {"optim.batch_size", "optim.epochs", "data.num_frames", "data.encode_frames", "model.max_frames",
+            "eval_batch", "log_every", "eval_every"}
+NON_NEGATIVE = {"optim.max_steps", "optim.lr", "optim.text_lr", "optim.weight_decay", "optim.grad_clip",
+                "save_every", "data.encode_workers"}
+
+_NONE_WORDS = ("none", "null", "~", "")
+
+
+# ----------------------------------------------------------------------------- type checking
+
+
+def _is_optional(tp) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _type_name(tp) -> str:
+    opt, base = _is_optional(tp)
+    name = getattr(base, "__name__", str(base))
+    return f"{name} or null" if opt else name
+
+
+def _coerce(value: Any, tp, where: str, *, from_text: bool = False) -> Any:
+    """Check/convert ``value`` to field type ``tp``; ``from_text`` = value is override text."""
+    optional, base = _is_optional(tp)
+    if from_text:
+        if optional and value.strip().lower() in _NONE_WORDS:
+            return None
+        if base is str:
+            return value
+        if base in (dict, list):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{where}: cannot parse {value!r} as YAML: {e}") from e
+        elif base is bool:
+            low = value.strip().lower()
+            if low in ("true", "yes", "on", "1"):
+                return True
+            if low in ("false", "no", "off", "0"):
+                return False
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        elif base is int:
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        elif base is float:
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: must not be null (expected {_type_name(tp)})")
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # PyYAML reads 1e-4 (no dot) as a string; accept numeric strings in files too.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if base is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if base is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    raise ConfigError(f"{where}: unsupported field type {tp}")  # pragma: no cover - programming error
+
+
+def _fields(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, where: str, known: Sequence[str]) -> ConfigError:
+    by_leaf = {k.split(".")[-1]: k for k in known}
+    close = difflib.get_close_matches(key.split(".")[-1], list(by_leaf), n=1)
+    hint = f"; did you mean {by_leaf[close[0]]!r}?" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint} (known: {', '.join(sorted(known))})")
+
+
+def _check_value(dotted: str, value: Any, where: str) -> None:
+    if dotted in CHOICES and value not in CHOICES[dotted]:
+        raise ConfigError(f"{where}: {dotted} must be one of {list(CHOICES[dotted])}, got {value!r}")
+    if dotted in POSITIVE and not value > 0:
+        raise ConfigError(f"{where}: {dotted} must be > 0, got {value!r}")
+    if dotted in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{where}: {dotted} must be >= 0, got {value!r}")
+    if dotted == "data.val_fraction" and not 0 < value < 1:
+        raise ConfigError(f"{where}: data.val_fraction must be in (0, 1), got {value!r}")
+    if dotted == "optim.warmup" and not 0 <= value < 1:
+        raise ConfigError(f"{where}: optim.warmup is a fraction of the steps, in [0, 1), got {value!r}")
+    if dotted == "optim.logit_scale_init" and not 0 < value <= 100:
+        raise ConfigError(f"{where}: optim.logit_scale_init must be in (0, 100], got {value!r}")
+
+
+def _build(cls, data: dict, prefix: str, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: section {prefix.rstrip('.') or 'top level'!r} must be a mapping, got {data!r}")
+    fields = _fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in fields:
+            raise _unknown(dotted, where, [prefix + k for k in fields])
+        tp = fields[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, dotted + ".", where)
+        else:
+            kwargs[key] = _coerce(value, tp, f"{where}: {dotted}")
+            _check_value(dotted, kwargs[key], where)
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def config_from_dict(data: dict, where: str = "config") -> TrainConfig:
+    """Build a checked TrainConfig from a nested dict (missing keys keep their defaults)."""
+    return _build(TrainConfig, data or {}, "", where)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """Apply ``dotted.key=value`` overrides (returns a new config; ``cfg`` is not changed)."""
+    data = config_to_dict(cfg)
+    for item in overrides:
+        where = f"override {item!r}"
+        if "=" not in item:
+            raise ConfigError(f"{where}: expected KEY=VALUE (e.g. optim.lr=3e-4)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        cls, node = TrainConfig, data
+        for i, part in enumerate(parts):
+            fields = _fields(cls)
+            dotted = ".".join(parts[: i + 1])
+            prefix = ".".join(parts[:i])
+            if part not in fields:
+                raise _unknown(dotted, where, [f"{prefix}.{k}" if prefix else k for k in fields])
+            tp = fields[part]
+            last = i == len(parts) - 1
+            if dataclasses.is_dataclass(tp):
+                if last:
+                    raise ConfigError(f"{where}: {dotted} is a section; set one of its keys "
+                                      f"({', '.join(dotted + '.' + k for k in _fields(tp))})")
+                cls, node = tp, node[part]
+                continue
+            if last:
+                node[part] = _coerce(text, tp, f"{where}: {dotted}", from_text=True)
+                _check_value(dotted, node[part], where)
+            elif tp is dict:
+                # free-form mapping (model.temporal_args.layers=2): the rest of the key is its path
+                sub = node.setdefault(part, {}) or {}
+                node[part] = sub
+                for p in parts[i + 1:-1]:
+                    sub = sub.setdefault(p, {})
+                    if not isinstance(sub, dict):
+                        raise ConfigError(f"{where}: {key}: {p!r} is not a mapping")
+                try:
+                    sub[parts[-1]] = yaml.safe_load(text)
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"{where}: cannot parse {text!r} as YAML: {e}") from e
+            else:
+                raise ConfigError(f"{where}: {dotted} is a {_type_name(tp)}, it has no key {parts[i + 1]!r}")
+            break
+    return config_from_dict(data, where="overrides")
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config file, check it, and apply overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (see configs/*.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    cfg = config_from_dict(data or {}, where=str(path))
+    if "name" not in (data or {}):
+        cfg.name = path.stem  # a config's name defaults to its file name
+    return apply_overrides(cfg, overrides)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The resolved config as YAML text (what the run dir's config.yaml holds)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
