@@ -267,6 +267,50 @@ def test_open_clip_checkpoint_roundtrip(tmp_path, tiny):
         load_clip_from_identity(clip.identity)
 
 
+def test_open_clip_torchscript_and_local_dir(tmp_path, tiny):
+    """OpenAI's own releases are TorchScript archives of QuickGELU models; open_clip folders
+    hold open_clip_config.json + weights."""
+    import json
+
+    import open_clip
+    from open_clip.transformer import QuickGELU
+    from safetensors.torch import save_file
+
+    sd = perturbed_state(tiny.model, seed=4)
+    src = open_clip.create_model("tiny-vit", force_quick_gelu=True)
+    src.load_state_dict(sd)
+    src.eval()
+    f = frames_u8(2, seed=8)
+    pixels = tiny.preprocess(f)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(src, (pixels, tiny.tokenize(TEXTS[:2])), strict=False, check_trace=False)
+        traced.save(str(tmp_path / "ViT-tiny.pt"))
+        ref = src.encode_image(pixels)
+    clip = load_clip("tiny-vit", str(tmp_path / "ViT-tiny.pt"))
+    assert clip.identity.random_weights is False
+    assert isinstance(clip.model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    torch.testing.assert_close(clip.encode_frames(f), ref, rtol=0, atol=1e-5)
+
+    d = tmp_path / "oc_dir"
+    d.mkdir()
+    cfg = open_clip.get_model_config("tiny-vit")
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
+    plain = open_clip.create_model("tiny-vit")
+    plain.load_state_dict(sd)
+    plain.eval()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "open_clip_model.safetensors"))
+    for spec in (str(d), f"local-dir:{d}"):
+        clip = load_clip(spec)
+        assert clip.family == "open_clip" and clip.identity.random_weights is False
+        assert clip.mean == (0.5, 0.5, 0.5) == clip.std  # the folder's preprocess config is used
+        with torch.no_grad():
+            ref = plain.encode_image(clip.preprocess(f))
+        torch.testing.assert_close(clip.encode_frames(f), ref, rtol=0, atol=1e-6)
+        assert load_clip_from_identity(clip.identity).identity == clip.identity
+
+
 def test_hf_save_pretrained_roundtrip(tmp_path, hf_tiny):
     from transformers import CLIPModel
 
@@ -309,7 +353,13 @@ def test_hf_save_pretrained_roundtrip(tmp_path, hf_tiny):
 @pytest.mark.parametrize("env", [True, False])
 @pytest.mark.parametrize(
     "model,pretrained",
-    [("ViT-B-32", "openai"), ("hf:openai/clip-vit-base-patch32", None), ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)],
+    [
+        ("ViT-B-32", "openai"),
+        ("ViT-B-32", "laion2b_s34b_b79k"),
+        ("hf:openai/clip-vit-base-patch32", None),
+        ("openai/clip-vit-base-patch32", None),
+        ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None),
+    ],
 )
 def test_missing_weights_offline_fails_fast(model, pretrained, env, monkeypatch, tmp_path):
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VIDCLIP_OFFLINE"):
@@ -331,6 +381,41 @@ def test_missing_weights_offline_fails_fast(model, pretrained, env, monkeypatch,
     clipmod._host_reachable.cache_clear()
 
 
+def _fake_hub_snapshot(cache: Path, repo: str) -> Path:
+    """The huggingface_hub cache layout (models--org--name/{refs/main, snapshots/<sha>/})."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(sha)
+    snap = root / "snapshots" / sha
+    snap.mkdir(parents=True)
+    return snap
+
+
+def test_offline_hub_ids_load_from_local_cache(tmp_path, monkeypatch, tiny, hf_tiny):
+    """Offline, hub ids resolve from the download cache (what a previous online run left)."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hub"
+    # transformers CLIPModel
+    hf_tiny.model.save_pretrained(_fake_hub_snapshot(cache, "fake-org/tiny-clip"))
+    clip = load_clip("hf:fake-org/tiny-clip", cache_dir=str(cache))
+    assert clip.identity.name == "fake-org/tiny-clip" and clip.identity.random_weights is False
+    assert clip.identity.weights_digest == hf_tiny.identity.weights_digest
+    # open_clip hf-hub: model
+    snap = _fake_hub_snapshot(cache, "fake-org/tiny-open-clip")
+    (snap / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config("tiny-vit")}))
+    save_file({k: v.contiguous() for k, v in tiny.model.state_dict().items()}, str(snap / "open_clip_model.safetensors"))
+    clip = load_clip("hf-hub:fake-org/tiny-open-clip", cache_dir=str(cache))
+    assert clip.identity.random_weights is False
+    f = frames_u8(2, seed=11)
+    torch.testing.assert_close(clip.encode_frames(f), tiny.encode_frames(f), rtol=0, atol=1e-6)
+
+
 def test_bad_checkpoints_and_names(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
         load_clip("tiny-vit", str(tmp_path / "nope.pt"))
@@ -344,6 +429,9 @@ def test_bad_checkpoints_and_names(tmp_path):
         load_clip("tiny-vit", str(wrong))
     with pytest.raises(WeightsNotFoundError, match="neither a known tag"):
         load_clip("tiny-vit", "no_such_tag")
+    for missing in (str(tmp_path / "no" / "dir"), "hf:" + str(tmp_path / "nodir")):
+        with pytest.raises(WeightsNotFoundError, match="nodir|does not exist|neither"):
+            load_clip(missing)
     with pytest.raises(ConfigError, match="unknown model 'NoSuchNet'"):
         load_clip("NoSuchNet")
     with pytest.raises(WeightsNotFoundError, match="neither open_clip_config.json"):

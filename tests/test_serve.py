@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from vidclip.serve.app import BackgroundServer, _host_name, create_app  # noqa: E402
 from vidclip.serve.media import (  # noqa: E402
-    ByteRange,
     FileStamp,
     LRUCache,
     RangeNotSatisfiable,
@@ -220,7 +219,7 @@ class FakeIndex:
 
     def search(self, query, k=10, *, segments=False):
         self.calls.append((query, k, segments))
-        ids = [i for i in sorted(self.rows) if i not in self.failed][:k]
+        ids = [i for i in sorted(self.rows) if i not in self.failed and "status" not in self.rows[i]][:k]
         return [FakeHit(i, self.rows[i]["path"], 1.0 - 0.1 * n, 2.0 * n, 2.0 * n + 3.0, 10.0)
                 for n, i in enumerate(ids)]
 
@@ -254,7 +253,10 @@ def library(tmp_path):
         3: {"path": "c.avi", "duration": 1.0, "fps": 25.0},
         4: {"path": "gone.mp4", "duration": 1.0, "fps": 25.0},
         5: {"path": "bad.mkv", "duration": 0.0, "fps": 0.0},
-        6: {"path": "../secret.mp4", "duration": 1.0, "fps": 25.0},  # a corrupt catalog row
+        6: {"path": "a.mp4", "status": "deleted"},  # an index that wrongly returns a deleted row
+        7: {"path": str(root / "c.avi"), "abs_path": str(root / "c.avi"), "root": str(root), "duration": 1.0,
+            "status": "indexed", "vector": b"\x00" * 16, "shard": "shard-000000",
+            "metadata": '{"caption": "a clip"}', "size": 3},
     }
     (root / "gone.mp4").unlink()
     return FakeIndex(root, rows, failed={5})
@@ -330,6 +332,15 @@ def test_search_bounds_are_422(client, library, params, needle):
     assert library.calls == []  # rejected before the index is touched
 
 
+def test_video_metadata_shows_no_internals(client, library):
+    r = client.get("/videos/7")
+    assert r.status_code == 200
+    m = r.json()
+    assert m == {"id": 7, "name": "c.avi", "duration": 1.0, "size": 3, "status": "indexed",
+                 "metadata": {"caption": "a clip"}, "content_type": "video/x-msvideo", "url": "/videos/7",
+                 "stream_url": "/videos/7/stream", "thumbnail_url": "/videos/7/thumbnail"}
+
+
 def test_video_metadata(client, library):
     r = client.get("/videos/2")
     assert r.status_code == 200
@@ -343,7 +354,7 @@ def test_video_metadata(client, library):
     "/videos/99", "/videos/99/stream", "/videos/99/thumbnail",     # not in the catalog
     "/videos/5", "/videos/5/stream", "/videos/5/thumbnail",        # failed: never indexed
     "/videos/4", "/videos/4/stream", "/videos/4/thumbnail?t=0",    # deleted from disk after indexing
-    "/videos/6", "/videos/6/stream",                               # catalog path escapes the library
+    "/videos/6", "/videos/6/stream", "/videos/6/thumbnail",        # status 'deleted'
     "/videos/-1/stream", "/videos/1.0/stream", "/videos/0x1/stream", "/videos/%201/stream",
     "/videos/a.mp4/stream",                                         # names are never accepted
     "/videos/..%2f..%2fetc%2fpasswd/stream", "/videos/..%2F..%2Fetc%2Fpasswd",
@@ -485,10 +496,10 @@ def test_serve_rejects_bad_port():
 # ----------------------------------------------------------------------------- through a real socket
 
 
-def _raw_get(port: int, target: str, headers: str = "") -> tuple[int, bytes]:
+def _raw_get(port: int, target: str, headers: str = "", method: str = "GET", host: str = "127.0.0.1") -> tuple[int, bytes]:
     """An HTTP/1.1 request with the target sent verbatim (clients normalise '../'; attackers don't)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n".encode())
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -511,6 +522,12 @@ def test_real_socket_traversal_and_ranges(library):
         assert f"content-range: bytes 256-511/{len(BODY)}".encode() in head.lower()
         status, data = _raw_get(srv.port, "/videos/1/stream", "Range: bytes=20000-\r\n")
         assert status == 416 and f"bytes */{len(BODY)}".encode() in data
+        for rng, want in (("bytes=0-9", 206), ("bytes=20000-", 416)):
+            status, data = _raw_get(srv.port, "/videos/1/stream", f"Range: {rng}\r\n", method="HEAD")
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert status == want and body == b"", (rng, data)
+        status, data = _raw_get(srv.port, "/videos/1/stream", host="evil.example")
+        assert status == 400 and b"Host header not allowed" in data and BODY[:64] not in data
 
 
 @pytest.mark.skipif(not (SHARED / "videos").is_dir(), reason="../shared not present: no real sample clips")
@@ -525,3 +542,149 @@ def test_shared_clip_streams_with_its_type(tmp_path):
         assert r.status_code == 206 and r.content[4:8] == b"ftyp"  # an ISO-BMFF (mp4) box header
         assert r.headers["content-type"] == "video/mp4"
         assert c.get("/videos/2/stream", headers={"Range": "bytes=0-3"}).content == b"\x1aE\xdf\xa3"  # EBML
+
+
+# ----------------------------------------------------------------------------- the real library index
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    from serve_fixtures import build_real_index, make_video
+
+    base = tmp_path_factory.mktemp("real")
+    lib = base / "library"
+    (lib / "sub").mkdir(parents=True)
+    make_video(lib / "ramp.mp4", seconds=6.0)
+    make_video(lib / "sub" / "short ramp.webm", seconds=4.0)
+    (lib / "broken.mp4").write_bytes(b"\x00\x01" * 4096)  # not a video: indexing fails
+    before = _snapshot(lib)
+    index, report, clip = build_real_index(lib, base / "index")
+    yield {"index": index, "lib": lib, "report": report, "clip": clip, "before": before, "dir": base / "index"}
+    index.close()
+
+
+def test_real_index_search_thumbnails_streams(real):
+    from serve_fixtures import level
+
+    index, lib = real["index"], real["lib"]
+    rows = {r["path"]: r for r in index.catalog.videos()}
+    assert rows["broken.mp4"]["status"] == "failed" and rows["ramp.mp4"]["status"] == "indexed"
+    failed_id, mp4_id = rows["broken.mp4"]["id"], rows["ramp.mp4"]["id"]
+    with TestClient(create_app(index)) as c:
+        assert c.get("/health").json()["random_weights"] is True
+
+        body = c.get("/search", params={"q": "a grey frame", "k": 50, "segments": "true"}).json()
+        hits = body["hits"]
+        # 6 s and 4 s videos, 2 s windows every 1 s: 5 + 3 windows, every one a hit.
+        assert len(hits) == 8 and all(h["video_id"] != failed_id for h in hits)
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        for h in hits:
+            assert h["end"] - h["start"] == pytest.approx(2.0) and h["moment"] == pytest.approx(h["start"] + 1.0)
+            assert h["name"] in ("ramp.mp4", "sub/short ramp.webm")
+            # The thumbnail shows the frame on screen at the moment (10 fps: frame floor(10 t)).
+            r = c.get(h["thumbnail_url"])
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            want = int(np.floor(h["moment"] * 10 + 1e-6))
+            assert int(r.headers["x-frame-index"]) == want
+            assert abs(_jpeg_mean(r.content) - level(want)) < 3
+
+        videos = c.get("/search", params={"q": "a grey frame", "k": 10}).json()["hits"]
+        assert sorted(h["video_id"] for h in videos) == sorted(r["id"] for r in rows.values() if r["status"] == "indexed")
+        for h in videos:  # a video hit's span is its best window
+            meta = c.get(h["url"]).json()
+            assert [h["start"], h["end"]] in meta["windows"] and meta["duration"] == pytest.approx(h["duration"])
+
+        data = (lib / "ramp.mp4").read_bytes()
+        full = c.get(f"/videos/{mp4_id}/stream")
+        assert full.status_code == 200 and full.content == data and full.headers["content-type"] == "video/mp4"
+        part = c.get(f"/videos/{mp4_id}/stream", headers={"Range": "bytes=4-11"})
+        assert part.status_code == 206 and part.content == data[4:12] and part.content[:4] == b"ftyp"
+
+        for url in (f"/videos/{failed_id}", f"/videos/{failed_id}/stream", f"/videos/{failed_id}/thumbnail",
+                    "/videos/999999/stream"):
+            assert c.get(url).status_code == 404, url
+    assert _snapshot(lib) == real["before"]  # neither indexing nor serving wrote the library
+
+
+def test_real_index_deleted_video_is_404(real, tmp_path):
+    import shutil
+
+    from serve_fixtures import build_real_index
+
+    # A copy of the library and index, so the module's fixture stays intact.
+    lib, idx_dir = tmp_path / "library", tmp_path / "index"
+    shutil.copytree(real["lib"], lib)
+    index, _, clip = build_real_index(lib, idx_dir, clip=real["clip"])
+    webm = next(r for r in index.catalog.videos(status="indexed") if r["path"].endswith(".webm"))["id"]
+    with TestClient(create_app(index)) as c:
+        assert c.get(f"/videos/{webm}/stream").status_code == 200
+        (lib / "sub" / "short ramp.webm").unlink()   # deleted on disk, catalog not yet updated
+        for url in (f"/videos/{webm}", f"/videos/{webm}/stream", f"/videos/{webm}/thumbnail?t=1"):
+            assert c.get(url).status_code == 404, url
+    index.close()
+    index, report, _ = build_real_index(lib, idx_dir, clip=clip)  # re-index: the row becomes 'deleted'
+    assert report.deleted == 1
+    with TestClient(create_app(index)) as c:
+        assert c.get(f"/videos/{webm}").status_code == 404
+        hits = c.get("/search", params={"q": "grey", "k": 10}).json()["hits"]
+        assert webm not in {h["video_id"] for h in hits} and len(hits) == 1
+    index.close()
+
+
+def test_cli_serve_end_to_end(real):
+    """`vidclip serve DIR --port 0` binds 127.0.0.1, prints its URL, serves, and stops on Ctrl+C."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "vidclip", "serve", str(real["dir"]), "--port", "0",
+                             "--log-level", "warning"], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Serving on"):
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert found.wait(120), (lines, proc.poll())
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", lines[-1])
+        assert url, lines
+        base = url.group(0)
+        assert httpx.get(base + "health").json()["random_weights"] is True
+        hits = httpx.get(base + "search", params={"q": "grey", "k": 5}).json()["hits"]
+        assert len(hits) == 2
+        assert httpx.get(base.rstrip("/") + hits[0]["stream_url"], headers={"Range": "bytes=0-3"}).status_code == 206
+        # Bound to loopback, so a page on another site (DNS rebinding) is refused.
+        assert httpx.get(base + "health", headers={"Host": "attacker.example"}).status_code == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    err = proc.stderr.read()
+    assert rc == 0, err
+    assert "RANDOM weights" in err
+
+
+def test_cli_serve_busy_port_is_one_line_error(real):
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "vidclip", "serve", str(real["dir"]), "--port", str(port)],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot listen there" in r.stderr and str(port) in r.stderr

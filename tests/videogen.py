@@ -19,8 +19,10 @@ Used by tests/test_video_*.py and tools/bench_decode.py (so it must not import p
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -59,12 +61,25 @@ def code_bits(index: int) -> np.ndarray:
     return grid
 
 
-def paint_code(index: int, width: int, height: int, noise: float = 0.0,
-               rng: np.random.Generator | None = None) -> np.ndarray:
+_TEXTURES: dict = {}
+
+
+def _texture(width: int, height: int, noise: float) -> np.ndarray:
+    """A fixed Gaussian grain field (float32 [height + 32, width + 32]), cached."""
+    key = (width, height, noise)
+    if key not in _TEXTURES:
+        _TEXTURES.clear()
+        rng = np.random.default_rng(12345)
+        _TEXTURES[key] = rng.normal(0.0, noise, size=(height + 32, width + 32)).astype(np.float32)
+    return _TEXTURES[key]
+
+
+def paint_code(index: int, width: int, height: int, noise: float = 0.0) -> np.ndarray:
     """Upright frame ``uint8 [height, width, 3]`` showing ``index``.
 
-    ``noise`` > 0 adds a Gaussian texture of that standard deviation (grey levels) so that an
-    encoder has real work to do (benchmarks); codes still read back for noise up to ~40.
+    ``noise`` > 0 overlays a grain texture of that standard deviation (grey levels) that drifts
+    by a few pixels per frame, so an encoder has real (motion-compensable) work to do, as in
+    camera footage (benchmarks); codes still read back for noise up to ~40.
     """
     grid = code_bits(index)
     ys, xs = _cell_bounds(ROWS, height), _cell_bounds(COLS, width)
@@ -72,8 +87,8 @@ def paint_code(index: int, width: int, height: int, noise: float = 0.0,
     col_of = np.repeat(np.arange(COLS), np.diff(xs))
     img = (grid[row_of][:, col_of] * 255).astype(np.float32)
     if noise > 0:
-        rng = rng or np.random.default_rng(index)
-        img = img + rng.normal(0.0, noise, size=img.shape).astype(np.float32)
+        dy, dx = (3 * index) % 32, (5 * index) % 32
+        img += _texture(width, height, noise)[dy:dy + height, dx:dx + width]
     img = np.clip(img, 0, 255).astype(np.uint8)
     return np.repeat(img[:, :, None], 3, axis=2)
 
@@ -138,6 +153,8 @@ def make_coded_video(
     bframes: int = 2,
     noise: float = 0.0,
     quality: str = "high",
+    flag_rotation: bool = True,
+    preset: str = "veryfast",
 ) -> CodedVideo:
     """Write a coded test video and return what was written.
 
@@ -156,9 +173,10 @@ def make_coded_video(
         bframes: B-frames between references (exercises pts reordering).
         noise: texture noise std in grey levels (benchmarks: makes decoding realistically costly).
         quality: "high" (near lossless) or "normal" (x264 crf 23 / default-ish bit rates).
+        flag_rotation: False stores the turned frames *without* the flag, so that a test can
+            add it afterwards with :func:`ffmpeg_rotate_copy`.
+        preset: x264 speed preset (B-frames and GOP are set explicitly whatever the preset).
     """
-    import av
-
     path = Path(path)
     ext = (container or path.suffix.lstrip(".")).lower()
     if ext not in FORMATS:
@@ -186,7 +204,34 @@ def make_coded_video(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    out = av.open(str(tmp), "w", format=FORMATS[ext][1])
+    args = dict(tmp=str(tmp), fmt=FORMATS[ext][1], codec=codec, num_frames=num_frames, fps=fps, vfr=vfr,
+                time_base=[time_base.numerator, time_base.denominator], ticks=ticks.tolist(), size=[width, height],
+                coded=[coded_w, coded_h], k_store=k_store, rotate=rotate if flag_rotation else 0, gop=gop,
+                bframes=bframes, noise=noise, quality=quality, preset=preset)
+    if codec == "libvpx-vp9" and "decord" in sys.modules:
+        # decord's bundled FFmpeg brings its own libvpx; once it is loaded, PyAV's libvpx
+        # encoder fails with "ABI version mismatch". Encode in a fresh interpreter instead.
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import videogen; "
+                "videogen._encode(**json.loads(sys.argv[2]))")
+        subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), json.dumps(args)],
+                       check=True)
+    else:
+        _encode(**args)
+    tmp.replace(path)
+    return CodedVideo(path=path, num_frames=num_frames, pts=pts_s.astype(np.float64), width=width,
+                      height=height, rotate=rotate, codec=codec, gop=gop,
+                      duration=float(pts_s[-1] + last_gap))
+
+
+def _encode(tmp, fmt, codec, num_frames, fps, vfr, time_base, ticks, size, coded, k_store, rotate, gop,
+            bframes, noise, quality, preset="veryfast") -> None:
+    """Encode the coded frames into ``tmp`` (the body of make_coded_video; plain-JSON args)."""
+    import av
+
+    time_base = Fraction(*time_base)
+    width, height = size
+    coded_w, coded_h = coded
+    out = av.open(str(tmp), "w", format=fmt)
     try:
         rate_arg = Fraction(fps).limit_denominator(1001) if not vfr else None
         stream = out.add_stream(codec, rate=rate_arg) if rate_arg else out.add_stream(codec)
@@ -199,7 +244,7 @@ def make_coded_video(
         opts: dict[str, str] = {}
         if codec == "libx264":
             crf = "12" if quality == "high" else "23"
-            opts = {"preset": "veryfast", "crf": crf,
+            opts = {"preset": preset, "crf": crf,
                     "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
         elif codec == "libvpx-vp9":
             stream.codec_context.gop_size = gop
@@ -211,9 +256,8 @@ def make_coded_video(
             opts = {"qscale": "2" if quality == "high" else "5"}
             stream.codec_context.qscale = 2 if quality == "high" else 5
         stream.codec_context.options = opts
-        rng = np.random.default_rng(0)
         for i in range(num_frames):
-            img = paint_code(i, width, height, noise=noise, rng=rng)
+            img = paint_code(i, width, height, noise=noise)
             if k_store:
                 img = np.ascontiguousarray(np.rot90(img, k=k_store))
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -225,10 +269,6 @@ def make_coded_video(
             out.mux(packet)
     finally:
         out.close()
-    tmp.replace(path)
-    return CodedVideo(path=path, num_frames=num_frames, pts=pts_s.astype(np.float64), width=width,
-                      height=height, rotate=rotate, codec=codec, gop=gop,
-                      duration=float(pts_s[-1] + last_gap))
 
 
 def ffmpeg_rotate_copy(src, dst, rotate: int) -> Path:

@@ -39,10 +39,10 @@ from vidclip.index.vectors import VectorIndex, exact_search, l2_normalize  # noq
 
 DEFAULT_DESIGNS = [
     ("Flat", []),
-    ("IVF1024,Flat", [8, 16, 32, 64]),
+    ("IVF1024,Flat", [8, 16, 32]),
     ("IVF1024,SQ8", [16, 32]),
     ("IVF1024,PQ64np", [32]),  # np: skip polysemous training (minutes, unused here)
-    ("HNSW32", [32, 64, 128]),
+    ("HNSW32", [64, 256]),
 ]
 
 

@@ -1,1 +1,25 @@
-"""vidclip.index"""
+"""vidclip.index: the library index (SQLite catalog, frame-feature shards, faiss) and search.
+
+Entry points: :class:`~vidclip.index.library.VideoIndex` (open + search),
+:func:`~vidclip.index.library.index_library`, :func:`~vidclip.index.library.merge_index`,
+:class:`~vidclip.index.vectors.VectorIndex` (faiss wrapper). Imported lazily so that
+``import vidclip.index`` stays cheap.
+"""
+
+_EXPORTS = {
+    "VideoIndex": "library", "SearchHit": "library", "index_library": "library", "merge_index": "library",
+    "index_report": "library", "scan_library": "library", "IndexReport": "library",
+    "VectorIndex": "vectors", "recall_at_k": "vectors", "exact_search": "vectors", "choose_design": "vectors",
+    "Catalog": "catalog", "fast_hash": "catalog",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

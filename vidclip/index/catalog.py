@@ -40,7 +40,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -349,6 +349,16 @@ class Catalog:
         cur.executemany("UPDATE videos SET status = 'deleted', vector = NULL, shard = NULL, offset = NULL, "
                         "count = NULL, indexed_at = ? WHERE id = ?", [(time.time(), i) for (i,) in ids])
         cur.executemany("DELETE FROM segments WHERE video_id = ?", ids)
+
+    @staticmethod
+    def segment_ids_of(cur: sqlite3.Cursor, video_ids: Sequence[int]) -> list[int]:
+        out: list[int] = []
+        ids = [int(i) for i in video_ids]
+        for lo in range(0, len(ids), 500):
+            chunk = ids[lo:lo + 500]
+            out += [r[0] for r in cur.execute(
+                f"SELECT id FROM segments WHERE video_id IN ({','.join('?' * len(chunk))})", chunk)]
+        return out
 
     def touch(self, cur: sqlite3.Cursor, video_id: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content hash did not change."""

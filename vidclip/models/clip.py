@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import warnings
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,8 @@ __all__ = [
     "load_clip_from_identity",
     "list_models",
     "register_config_dir",
+    "state_dict_digest",
+    "text_features_from_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -551,18 +554,38 @@ class FrozenCLIP:
         return torch.cat(outs)
 
     def _text_features(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.family == "open_clip":
-            return self.model.encode_text(ids)
-        pad = self._tokenizer.impl.pad_token_id
-        eos = self._tokenizer.impl.eos_token_id
-        if pad is not None and pad == eos:
-            # pad == eos (OpenAI's HF tokenizer): mask everything after the first eos
-            first_eos = (ids == eos).int().argmax(dim=1, keepdim=True)
-            mask = (torch.arange(ids.shape[1], device=ids.device)[None] <= first_eos).long()
-        else:
-            mask = (ids != (pad if pad is not None else 0)).long()
-        out = self.model.get_text_features(input_ids=ids, attention_mask=mask)
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
+        # (vidclip/train/model.py calls this with a shim holding family/model/_tokenizer, to run
+        # the same text path on a trainable copy of the text tower; keep those three the only
+        # attributes used here, or switch it to text_features_from_ids.)
+        impl = self._tokenizer.impl if self.family == "hf" else None
+        return text_features_from_ids(
+            self.model, self.family, ids,
+            pad_id=getattr(impl, "pad_token_id", None), eos_id=getattr(impl, "eos_token_id", None))
+
+
+def text_features_from_ids(model: torch.nn.Module, family: str, ids: torch.Tensor, *,
+                           pad_id: int | None = None, eos_id: int | None = None) -> torch.Tensor:
+    """Text-tower forward of a CLIP module (frozen or a trainable copy) on token ids.
+
+    Args:
+        model: open_clip CLIP/CustomTextCLIP or transformers CLIPModel.
+        family: "open_clip" or "hf".
+        ids: LongTensor ``[Q, L]`` from :meth:`FrozenCLIP.tokenize`, on the model's device.
+        pad_id, eos_id: the HF tokenizer's ids (hf only), used to build the attention mask.
+    Returns:
+        ``[Q, D]`` post-projection text embeddings (not normalised), in the grad mode of the caller.
+    """
+    if family == "open_clip":
+        return model.encode_text(ids)
+    if pad_id is not None and pad_id == eos_id:
+        # pad == eos (OpenAI's HF tokenizer): attend up to and including the first eos
+        first_eos = (ids == eos_id).int().argmax(dim=1, keepdim=True)
+        mask = (torch.arange(ids.shape[1], device=ids.device)[None] <= first_eos).long()
+    else:
+        mask = (ids != (pad_id if pad_id is not None else 0)).long()
+    out = model.get_text_features(input_ids=ids, attention_mask=mask)
+    # transformers 5.x: BaseModelOutputWithPooling whose pooler_output is the projected embedding
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 def _freeze(model: torch.nn.Module) -> None:
@@ -609,6 +632,9 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "fp16"
     return precision
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 def _looks_like_path(s: str) -> bool:
@@ -679,7 +705,7 @@ def load_clip(
                 f"(transformers save_pretrained). {_HOW_TO_LOCAL}")
     elif model.replace("/", "-") in open_clip.list_models():
         clip = _load_open_clip(model.replace("/", "-"), pretrained, cache_dir)
-    elif "/" in model and not _looks_like_path(model.split("/", 1)[0] + "/"):
+    elif _HUB_ID.fullmatch(model):  # bare "org/name" that is not an open_clip architecture
         clip = _load_hf(model, pretrained, cache_dir)
     elif _looks_like_path(model):
         raise WeightsNotFoundError(f"{model}: model folder does not exist. {_HOW_TO_LOCAL}")
@@ -744,7 +770,8 @@ def _is_torchscript(p: Path) -> bool:
     if p.suffix == ".safetensors" or not zipfile.is_zipfile(p):
         return False
     with zipfile.ZipFile(p) as z:
-        return any(n.endswith("constants.pkl") for n in z.namelist())
+        names = z.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
 def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
@@ -781,10 +808,11 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
             if is_ts:
                 kwargs["force_quick_gelu"] = True  # every OpenAI TorchScript release uses QuickGELU
         else:
+            tags = list_pretrained_tags_by_model(name)
+            shown = ", ".join(tags[:8]) + (f", ... ({len(tags)} in all)" if len(tags) > 8 else "")
             raise WeightsNotFoundError(
-                f"{name}: pretrained={pretrained!r} is neither a known tag "
-                f"({list_pretrained_tags_by_model(name) or 'none registered'}) nor an existing file. "
-                f"{_HOW_TO_LOCAL}")
+                f"{name}: pretrained={pretrained!r} is neither a known tag ({shown or 'none registered'}) "
+                f"nor an existing file. {_HOW_TO_LOCAL}")
 
     try:
         with _hub_offline_mode(offline), _seeded_init():
@@ -799,10 +827,11 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
     except (RuntimeError, OSError, FileNotFoundError, ValueError) as e:
         msg = str(e)
         if ckpt is None and not random_weights:
-            where = "offline: not in the local cache" if offline else "download failed"
+            what = f"{name}" + (f" pretrained={pretrained!r}" if pretrained else "")
+            where = ("are not in the local cache and the hub cannot be reached (offline)" if offline
+                     else "could not be downloaded")
             raise WeightsNotFoundError(
-                f"{name} pretrained={pretrained!r}: weights could not be loaded ({where}: "
-                f"{msg[:300]}). {_HOW_TO_LOCAL}") from e
+                f"{what}: weights {where}. {_HOW_TO_LOCAL} [open_clip: {_short(msg)}]") from e
         raise
     pp = dict(getattr(net.visual, "preprocess_cfg", {}) or {})
     size = pp.get("size", getattr(net.visual, "image_size", 224))
@@ -830,6 +859,12 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
     return net, "open_clip", identity, mean, std, int(ctx), _Tokenizer(kind, tok, int(ctx)), interp
 
 
+def _short(msg: str, n: int = 200) -> str:
+    """First line of a library's error message, clipped (the full chain stays in __cause__)."""
+    first = (msg.strip().splitlines() or [""])[0]
+    return first if len(first) <= n else first[: n - 3] + "..."
+
+
 def _url_cached(url: str, cache_dir: str | None) -> bool:
     if not url:
         return False
@@ -845,8 +880,13 @@ def _load_open_clip_state(net: torch.nn.Module, ckpt: str, name: str) -> None:
         if _is_torchscript(Path(ckpt)):
             # OpenAI's TorchScript release: take its state dict (open_clip's state-dict loader
             # expects plain pickles).
-            sd = torch.jit.load(ckpt, map_location="cpu").state_dict()
-            for k in ("input_resolution", "context_length", "vocab_size"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
+                sd = dict(torch.jit.load(ckpt, map_location="cpu").state_dict())
+            # OpenAI's archives carry these scalars; traced open_clip models carry their
+            # non-persistent buffers (attn_mask). Neither belongs in a state dict.
+            non_persistent = {n for n, _ in net.named_buffers()} - set(net.state_dict())
+            for k in ("input_resolution", "context_length", "vocab_size", *non_persistent):
                 sd.pop(k, None)
             import tempfile
 
@@ -879,6 +919,7 @@ def _load_hf_registered(name: str, pretrained: str | None, cache_dir: str | None
         p = Path(os.path.expanduser(pretrained)).resolve()
         if p.is_dir():
             net, tok, pre = _hf_from_pretrained(str(p), cache_dir, offline=True)
+            _check_hf_matches(net, name, p)
             return _hf_finish(net, tok, name, str(p), False, pre)
         if not p.is_file():
             raise WeightsNotFoundError(f"{p}: checkpoint for {name} does not exist. {_HOW_TO_LOCAL}")
@@ -891,8 +932,22 @@ def _load_hf_registered(name: str, pretrained: str | None, cache_dir: str | None
         except RuntimeError as e:
             raise WeightsNotFoundError(f"{p}: not a valid checkpoint for {name} "
                                        f"({str(e).splitlines()[0][:300]})") from e
-        return _hf_finish(net, _bpe_tokenizer(net), name, str(p), False, {})
-    return _hf_finish(net, _bpe_tokenizer(net), name, None, True, {})
+        return _hf_finish(net, _bpe_clip_tokenizer(), name, str(p), False, {})
+    return _hf_finish(net, _bpe_clip_tokenizer(), name, None, True, {})
+
+
+def _check_hf_matches(net, name: str, where: Path) -> None:
+    """A folder given as weights for a registered config must hold that architecture."""
+    want = _HF_CONFIGS[name]
+    got = net.config
+    pairs = [("projection_dim", want.get("projection_dim"), got.projection_dim)]
+    for tower in ("vision_config", "text_config"):
+        for k, v in want.get(tower, {}).items():
+            if k in ("hidden_size", "num_hidden_layers", "image_size", "patch_size"):
+                pairs.append((f"{tower}.{k}", v, getattr(getattr(got, tower), k)))
+    bad = [f"{k}={g} (expected {w})" for k, w, g in pairs if w is not None and w != g]
+    if bad:
+        raise ConfigError(f"{where}: folder holds a different architecture than {name}: {', '.join(bad)}")
 
 
 def _read_state_dict(p: Path) -> dict[str, torch.Tensor]:
@@ -920,8 +975,9 @@ def _load_hf(ref: str, pretrained: str | None, cache_dir: str | None):
         if not _is_hf_dir(local):
             raise WeightsNotFoundError(f"{ref}: no CLIP config.json in this folder. {_HOW_TO_LOCAL}")
         offline = True
-    elif _looks_like_path(ref) and (ref.startswith(("/", ".", "~")) or ref.count("/") > 1):
-        raise WeightsNotFoundError(f"{ref}: model folder does not exist. {_HOW_TO_LOCAL}")
+    elif not _HUB_ID.fullmatch(ref):
+        raise WeightsNotFoundError(
+            f"{ref}: neither an existing model folder nor a hub id 'org/name'. {_HOW_TO_LOCAL}")
     else:
         offline = _offline()
     src = ref
@@ -945,13 +1001,14 @@ def _hf_from_pretrained(src: str, cache_dir: str | None, offline: bool):
             warnings.simplefilter("ignore", UserWarning)
             net = CLIPModel.from_pretrained(src, cache_dir=cache_dir, local_files_only=offline,
                                             dtype=torch.float32)
-    except (OSError, ValueError, EnvironmentError) as e:
-        where = "offline: not in the local cache" if offline else "download failed"
+    except (OSError, ValueError) as e:
+        where = ("are not in the local cache and the hub cannot be reached (offline)" if offline
+                 and not os.path.isdir(src) else "could not be loaded")
         raise WeightsNotFoundError(
-            f"{src}: transformers CLIP weights could not be loaded ({where}: "
-            f"{str(e).splitlines()[0][:300]}). {_HOW_TO_LOCAL}") from e
+            f"{src}: transformers CLIP weights {where}. {_HOW_TO_LOCAL} "
+            f"[transformers: {_short(str(e))}]") from e
     pre = _hf_preprocessor_config(src, cache_dir, offline)
-    tok = _hf_tokenizer(src, cache_dir, offline) or _bpe_tokenizer(net)
+    tok = _hf_tokenizer(src, cache_dir, offline) or _bpe_clip_tokenizer()
     return net, tok, pre
 
 
@@ -989,10 +1046,6 @@ def _hf_tokenizer(src: str, cache_dir: str | None, offline: bool):
     except (OSError, ValueError) as e:
         log.warning("tokenizer files of %s unreadable (%s); using the OpenAI CLIP BPE", src, e)
         return None
-
-
-def _bpe_tokenizer(net) -> Any:
-    return _bpe_clip_tokenizer()
 
 
 def _hf_finish(net, tok, name: str, pretrained: str | None, random_weights: bool, pre: dict):

@@ -18,12 +18,14 @@ nothing under the library folder is written. The server binds to 127.0.0.1 unles
 otherwise, and ``allowed_hosts`` rejects requests whose ``Host`` header names another site, which
 stops DNS-rebinding pages from reading a local library through the user's browser.
 
-Index access. Search and catalog look-ups run in FastAPI's worker threads; they are serialised
-with one lock because the index's SQLite connection and encoder need not be thread-safe.
+Concurrency. Handlers are plain functions, so FastAPI runs them in its worker threads: search,
+catalog look-ups and thumbnail decoding never block the event loop, and byte streams are read in
+worker threads too. VideoIndex is safe to use from several threads (it holds its own lock).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -57,6 +59,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STREAM_CHUNK = 256 * 1024
 # A catalog id in a URL: plain decimal digits only, so nothing path-like can reach a look-up.
 _ID_RE = re.compile(r"[0-9]{1,18}")
+# Catalog fields /videos/{id} shows; everything else (absolute paths, vectors, shards) stays inside.
+PUBLIC_FIELDS = ("duration", "fps", "width", "height", "codec", "num_frames", "size", "status",
+                 "indexed_at", "metadata", "windows")
 
 # The page's own policy: everything from this origin, no inline script, no other hosts.
 PAGE_CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
@@ -104,7 +109,6 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
     if max_query_chars < 1 or max_k < 1:
         raise VidclipError(f"create_app: max_query_chars ({max_query_chars}) and max_k ({max_k}) must be >= 1")
     library_root = Path(os.path.abspath(index.library_root))
-    index_lock = threading.Lock()
     thumbs = Thumbnailer(max_width=thumbnail_width, max_height=thumbnail_width * 3 // 4,
                          cache_size=thumbnail_cache_size, open_video=open_video)
     hosts = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
@@ -137,17 +141,16 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         if not _ID_RE.fullmatch(video_id):
             raise _not_found("no such video")
         vid = int(video_id)
-        with index_lock:
-            row = index.get_video(vid)
-            path = index.video_path(vid) if row is not None else None
-        if row is None or path is None:
+        row = index.get_video(vid)
+        path = index.video_path(vid) if row is not None else None
+        # get_video answers only for indexed videos; the status check is belt and braces
+        # against an index that returns failed/deleted rows too.
+        if row is None or path is None or row.get("status", "indexed") != "indexed":
             raise _not_found(f"video {vid} is not an indexed video")
-        # The catalog is trusted, but a row pointing outside the library (e.g. '../x') is not
-        # served: normalise without following symlinks and require the library as a prefix.
-        full = Path(os.path.normpath(library_root / path))
-        if full != library_root and library_root not in full.parents:
-            log.warning("video %d: catalog path %s lies outside the library %s; not served", vid, full, library_root)
-            raise _not_found(f"video {vid} is not an indexed video")
+        # The catalog is the authority on what may be served: it may legitimately list files
+        # outside library_root (other libraries, CSV lists of absolute paths), so there is no
+        # prefix check here; what matters is that the path came from the catalog, not the URL.
+        full = Path(os.path.abspath(library_root / path))
         if not full.is_file():
             raise _not_found(f"video {vid}: its file is no longer in the library")
         return vid, row, full
@@ -157,8 +160,17 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         return {"url": f"/videos/{vid}", "stream_url": f"/videos/{vid}/stream", "thumbnail_url": thumb}
 
     def public_row(vid: int, row: dict, full: Path) -> dict:
-        out = {k: v for k, v in jsonable_encoder(row).items() if k not in ("path", "abs_path", "id")}
-        out.update(id=vid, name=display_name(full), content_type=content_type_for(full), **urls(vid))
+        """The catalog row fields a client may see: no absolute paths, vectors or shard names."""
+        out = {k: row[k] for k in PUBLIC_FIELDS if row.get(k) is not None}
+        meta = out.get("metadata")
+        if isinstance(meta, str):  # the catalog stores it as JSON text
+            try:
+                out["metadata"] = json.loads(meta)
+            except ValueError:
+                out.pop("metadata")
+        out = jsonable_encoder(out)
+        out.update(id=vid, name=display_name(row.get("path") or full), content_type=content_type_for(full),
+                   **urls(vid))
         return out
 
     # ------------------------------------------------------------------ page and health
@@ -198,8 +210,7 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
             raise HTTPException(status_code=422, detail=[{
                 "loc": ["query", "q"], "type": "value_error", "msg": "q must contain non-blank text"}])
         t0 = time.perf_counter()
-        with index_lock:
-            hits = index.search(text, k, segments=segments)
+        hits = index.search(text, k, segments=segments)
         took_ms = (time.perf_counter() - t0) * 1e3
         out = []
         for hit in hits:
@@ -239,12 +250,12 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
             "X-Frame-Time": f"{th.time:.6f}",
         })
 
-    @app.api_route("/videos/{video_id}/stream", methods=["GET", "HEAD"], response_class=Response,
-                   summary="The video file, with HTTP range requests",
-                   responses={200: {"description": "the whole file"},
-                              206: {"description": "the requested byte range"},
-                              416: {"description": "malformed or unsatisfiable Range"}})
     def stream(video_id: str, request: Request) -> Response:
+        """The file, whole (200) or the one byte range asked for (206 with Content-Range).
+
+        A malformed or unsatisfiable ``Range`` is 416 with ``Content-Range: bytes */SIZE``;
+        ``If-Range`` naming an older version of the file gets the whole file.
+        """
         vid, _row, full = resolve(video_id)
         try:
             f = open(full, "rb")  # noqa: SIM115 - closed by the response body generator
@@ -278,6 +289,15 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
             raise
         return StreamingResponse(_read_span(f, start, length), status_code=status, headers=headers,
                                  media_type=media_type)
+
+    stream_path = "/videos/{video_id}/stream"
+    app.add_api_route(stream_path, stream, methods=["GET"], response_class=Response,
+                      summary="The video file, with HTTP range requests",
+                      responses={200: {"description": "the whole file"},
+                                 206: {"description": "the requested byte range"},
+                                 416: {"description": "malformed or unsatisfiable Range"}})
+    # HEAD (size and type without the body) is answered by the same function, kept out of the schema.
+    app.add_api_route(stream_path, stream, methods=["HEAD"], response_class=Response, include_in_schema=False)
 
     return app
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 
 from ..errors import ConfigError
@@ -50,17 +51,37 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     # to a public address they chose to be reachable under whatever name points at it.
     allowed = list(LOOPBACK_HOSTS) if local else None
     app = create_app(index, max_query_chars=ns.max_query_chars, max_k=ns.max_k, allowed_hosts=allowed)
-    if getattr(app.state, "random_weights", False):
+    # Bind before printing, so the URL names the real port (--port 0 picks a free one) and a
+    # busy port is one clear error line rather than a server log traceback.
+    sock = listen_socket(ns.host, ns.port)
+    url = url_for(ns.host, sock.getsockname()[1])
+    if app.state.random_weights:
         print("vidclip serve: note: this index uses RANDOM weights; rankings are not meaningful.",
               file=sys.stderr)
     if not local:
         print(f"vidclip serve: warning: listening on {ns.host}, so anyone who can reach this machine "
               "can search and watch the library.", file=sys.stderr)
-    print(f"vidclip serve: library {index.library_root}", file=sys.stderr)
-    print(f"Serving on {url_for(ns.host, ns.port)}  (API docs: {url_for(ns.host, ns.port)}docs; Ctrl+C to stop)",
-          flush=True)
-    uvicorn.run(app, host=ns.host, port=ns.port, log_level=ns.log_level)
+    print(f"vidclip serve: {len(index)} videos from {index.library_root}", file=sys.stderr)
+    print(f"Serving on {url}  (API docs: {url}docs; Ctrl+C to stop)", flush=True)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level=ns.log_level)).run(sockets=[sock])
+    finally:
+        sock.close()
+        index.close()
     return 0
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port``; ConfigError naming the address when that fails."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there: {e.strerror or e}") from None
+    return sock
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:

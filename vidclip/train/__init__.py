@@ -1,1 +1,28 @@
-"""vidclip.train"""
+"""vidclip.train: symmetric InfoNCE (exact across processes), accelerate training loop, checkpoints.
+
+``train(load_config("configs/synth_seq_transformer.yaml"))`` is what ``vidclip train`` runs.
+Names are imported lazily so ``import vidclip.train`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "vidclip.train.config",
+    "load_config": "vidclip.train.config",
+    "apply_overrides": "vidclip.train.config",
+    "train": "vidclip.train.trainer",
+    "TrainResult": "vidclip.train.trainer",
+    "load_checkpoint": "vidclip.train.model",
+    "contrastive_loss": "vidclip.train.losses",
+    "all_gather_with_grad": "vidclip.train.losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vidclip.train' has no attribute {name!r}")

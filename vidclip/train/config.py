@@ -95,7 +95,7 @@ class TrainConfig:
     device: str = "auto"  # auto (GPU when present) | cpu
     eval_every: int = 1  # validate every N epochs (and at the end)
     eval_batch: int = 256  # videos per chunk when building validation similarities
-    select_metric: str = "rsum"  # rsum (t2v R@1+R@5+R@10) | t2v_r1 | loss
+    select_metric: str = "rsum"  # rsum (t2v R@1+R@5+R@10 on validation) | t2v_r1
     log_every: int = 10  # steps between metrics.jsonl lines
     save_every: int = 0  # steps between resumable checkpoints (0 = at each epoch end only)
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,7 +121,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.text_tower": ("frozen", "finetune"),
     "optim.schedule": ("cosine", "constant", "linear"),
     "mixed_precision": ("no", "fp16", "bf16"),
-    "select_metric": ("rsum", "t2v_r1", "loss"),
+    "select_metric": ("rsum", "t2v_r1"),
 }
 POSITIVE = {"optim.batch_size", "optim.epochs", "data.num_frames", "data.encode_frames", "model.max_frames",
             "eval_batch", "log_every", "eval_every"}

@@ -13,7 +13,7 @@ Everything runs in torch on the frames' own device, on the whole batch at once (
 Python loop). The resized image is rounded back to uint8 between step 2 and 3, as PIL does, so
 ``preprocess_frames == normalise(resize_center_crop(frames))`` and decode workers can shrink
 frames with :func:`resize_center_crop` before sending them between processes (an ``S x S``
-uint8 frame is ~20x smaller than a 1080p one).
+uint8 frame is ~40x smaller than a 1080p one).
 
 On CPU the resize runs directly on uint8 (torch's AVX path, a port of PIL's resampler); on
 CUDA, uint8 bicubic is not implemented, so it runs in float32 and is rounded to uint8.

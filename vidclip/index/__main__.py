@@ -1,0 +1,8 @@
+"""``python -m vidclip.index ARGS`` = ``vidclip index ARGS``; ``python -m vidclip.index search ARGS`` = ``vidclip search ARGS``."""
+
+import sys
+
+from ..cli import main
+
+argv = sys.argv[1:]
+sys.exit(main(argv if argv[:1] == ["search"] else ["index", *argv]))

@@ -1,0 +1,244 @@
+"""``vidclip index`` and ``vidclip search``: the command-line face of vidclip.index.library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, VidclipError
+
+INDEX_EPILOG = """\
+examples:
+  vidclip index ~/Videos --index ~/vidx --model tiny-vit --pretrained none   # test run, random weights
+  vidclip index ~/Videos --index ~/vidx --model ViT-B-32 --pretrained openai
+  vidclip index clips.csv --index ~/vidx          # CSV: a 'path' column, other columns = metadata
+  vidclip index --merge ~/other_vidx --index ~/vidx
+  vidclip index --report ~/vidx                   # what is indexed, what failed and why
+
+Re-running on the same library indexes only new or changed files and drops deleted ones.
+A killed run can simply be run again: nothing committed is lost, nothing is indexed twice.
+The model, sampling and temporal options of an existing index are reused when not given.
+"""
+
+SEARCH_EPILOG = """\
+examples:
+  vidclip search "a person cleaning a swimming pool" --index ~/vidx
+  vidclip search "basketball" --index ~/vidx --segments -k 20 --json
+"""
+
+
+def add_index_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "index", help="index a video library for text search (incremental, crash-safe)",
+        description="Decode, sample and encode every video of a library with a frozen CLIP, store per-frame "
+                    "embeddings, a vector per video and per time window, and faiss indexes for search.",
+        epilog=INDEX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("library", nargs="?", metavar="LIBRARY",
+                   help="a folder (searched recursively by video extension), a text file with one path per line, "
+                        "or a CSV with a 'path' column plus optional metadata columns")
+    p.add_argument("--index", metavar="DIR", help="index directory (created if missing)")
+    p.add_argument("--merge", metavar="OTHER_DIR", help="merge another index built with the same model into --index")
+    p.add_argument("--report", metavar="DIR", help="print an index's counts and its failed files with reasons")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="open_clip architecture, hub id, folder or vidclip config (tiny-vit, ...); "
+                        "default: the index's model, else ViT-B-32")
+    g.add_argument("--pretrained", default=None,
+                   help="pretrained tag or checkpoint file; 'none' for random weights (tests only); "
+                        "default: the index's, else openai")
+    g.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    g.add_argument("--temporal", default=None, metavar="mean|CKPT",
+                   help="how frames become a video vector: 'mean' (default for a new index) or a training "
+                        "checkpoint (.safetensors or run dir) of `vidclip train`")
+    s = p.add_argument_group("frame sampling (default for a new index: windows of 10 s every 5 s at 1 fps)")
+    s.add_argument("--sampler", default=None, choices=["uniform", "fps", "windows"])
+    s.add_argument("--fps", type=float, default=None, help="frames per second sampled (fps / windows)")
+    s.add_argument("--window", type=float, default=None, help="window length in seconds (windows)")
+    s.add_argument("--stride", type=float, default=None, help="window stride in seconds (windows)")
+    s.add_argument("--num-frames", type=int, default=None, help="frames per video (uniform)")
+    s.add_argument("--max-frames", type=int, default=None, help="cap on frames per video (fps)")
+    s.add_argument("--backend", default="auto", help="decoder: auto, decord, pyav, torchcodec")
+    s.add_argument("--decode-device", default="cpu", help="cpu, or cuda for GPU decoding")
+    v = p.add_argument_group("vector search")
+    v.add_argument("--design", default=None,
+                   help="faiss design of the video vectors: 'auto' (exact up to 200k, else IVF), 'Flat', "
+                        "'HNSW32', 'IVF4096,Flat', ... (default: the index's, else auto)")
+    v.add_argument("--segment-design", default=None, help="faiss design of the window vectors (default: as --design)")
+    r = p.add_argument_group("run")
+    r.add_argument("--workers", type=int, default=2, help="decoding worker processes; 0 = in this process (default: %(default)s)")
+    r.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
+    r.add_argument("--commit-every", type=int, default=64,
+                   help="videos per committed shard + catalog transaction (default: %(default)s)")
+    r.add_argument("--retry-failed", action="store_true", help="try unchanged files that failed before again")
+    r.add_argument("--json", action="store_true", help="print a JSON report")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+    return p
+
+
+def add_search_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "search", help="search an index with a text query",
+        description="Rank the indexed videos (or, with --segments, their time windows) by similarity to a text "
+                    "query, with each video's best-matching time span.",
+        epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("query", nargs="+", metavar="QUERY", help="the text query (several words are joined)")
+    p.add_argument("--index", required=True, metavar="DIR", help="index directory made by `vidclip index`")
+    p.add_argument("-k", "--top", type=int, default=10, dest="k", help="results to return (default: %(default)s)")
+    p.add_argument("--segments", action="store_true", help="rank time windows instead of whole videos")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... for the text encoder (default: cuda when available)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_search)
+    return p
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _load_model(ns, stored: dict | None):
+    from ..cli import resolve_device
+    from ..models.clip import load_clip, load_clip_from_identity
+
+    device = resolve_device(ns.device)
+    if ns.model is None and ns.pretrained is None and stored is not None:
+        return load_clip_from_identity(stored, device=device, precision=ns.precision)
+    model = ns.model or (stored or {}).get("name") or "ViT-B-32"
+    if ns.pretrained is not None:
+        pretrained = ns.pretrained
+    elif stored is not None and stored.get("name") == model:
+        pretrained = stored.get("pretrained")
+    else:
+        pretrained = "openai"  # as everywhere in the CLI
+    if isinstance(pretrained, str) and pretrained.lower() in ("", "none", "random"):
+        pretrained = None
+    return load_clip(model, pretrained, device=device, precision=ns.precision)
+
+
+def _sampler(ns, stored: dict | None):
+    from ..video.sample import SamplerConfig
+
+    given = {k: v for k, v in (("name", ns.sampler), ("fps", ns.fps), ("window", ns.window), ("stride", ns.stride),
+                               ("num_frames", ns.num_frames), ("max_frames", ns.max_frames)) if v is not None}
+    for name, value in given.items():
+        if name != "name" and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if stored is not None:
+        return SamplerConfig.from_dict({**stored, **given})
+    defaults = {"name": "windows", "fps": 1.0, "window": 10.0, "stride": 5.0}
+    return SamplerConfig(**{**defaults, **given})
+
+
+def _stored_meta(index_dir: Path) -> dict:
+    from .catalog import Catalog
+    from .library import CATALOG_FILE
+
+    if not (index_dir / CATALOG_FILE).is_file():
+        return {}
+    cat = Catalog(index_dir / CATALOG_FILE, readonly=True)
+    try:
+        return {k: cat.get_meta(k) for k in ("model", "sampler", "temporal")}
+    finally:
+        cat.close()
+
+
+def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
+    from ..cli import print_json
+
+    for f in report.failed:
+        print(f"vidclip {verb}: {f['path']}: {f['reason']}", file=sys.stderr)
+    d = report.to_dict()
+    if as_json:
+        print_json(d)
+    else:
+        rate = f", {d['videos_per_s']:.2f} videos/s, {d['frames_per_s']:.1f} frames/s" if d["indexed"] and d["seconds"] else ""
+        print(f"indexed {d['indexed']} videos ({d['frames']} frames in {d['seconds']:.1f} s{rate}), "
+              f"{d['unchanged']} unchanged, {d['deleted']} deleted, {len(d['failed'])} failed "
+              f"-> {index_dir} ({d['total_indexed']} videos searchable)")
+        if d["orphans_removed"]:
+            print(f"removed {d['orphans_removed']} uncommitted shard(s) left by an interrupted run")
+    return 1 if report.failed else 0
+
+
+# ----------------------------------------------------------------------------- verbs
+
+
+def cmd_index(ns: argparse.Namespace) -> int:
+    from ..cli import print_json
+    from .library import index_library, index_report, merge_index
+
+    modes = [m for m in (ns.library is not None, ns.merge is not None, ns.report is not None) if m]
+    if len(modes) != 1:
+        raise ConfigError("give exactly one of: LIBRARY (with --index), --merge OTHER_DIR (with --index), --report DIR")
+    if ns.report is not None:
+        rep = index_report(ns.report)
+        if ns.json:
+            print_json(rep)
+        else:
+            c = rep["counts"]
+            print(f"{rep['index']}: {c['indexed']} indexed, {c['failed']} failed, {c['deleted']} deleted "
+                  f"({c['segments']} windows); model {rep['model'] and rep['model'].get('name')}, "
+                  f"temporal {rep['temporal'] and rep['temporal'].get('name')}")
+            for f in rep["failed"]:
+                print(f"failed: {f['path']}: {f['reason']}")
+        return 0
+    if ns.index is None:
+        raise ConfigError("--index DIR is required")
+    index_dir = Path(ns.index)
+    if ns.merge is not None:
+        report = merge_index(ns.merge, index_dir)
+        return _print_report(report, index_dir, "index", ns.json)
+    if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
+        raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
+    stored = _stored_meta(index_dir)
+    clip = _load_model(ns, stored.get("model"))
+    if clip.identity.random_weights:
+        print("vidclip index: note: the model has RANDOM weights; the index is for testing only, search results "
+              "are not meaningful.", file=sys.stderr)
+    sampler = _sampler(ns, stored.get("sampler"))
+    temporal = ns.temporal
+    if temporal is None:
+        spec = stored.get("temporal") or {"name": "mean"}
+        temporal = spec.get("path") if spec.get("name") == "checkpoint" else "mean"
+    report = index_library(ns.library, index_dir, clip, sampler, temporal=temporal, design=ns.design,
+                           segment_design=ns.segment_design or ns.design, workers=ns.workers, backend=ns.backend,
+                           decode_device=ns.decode_device, batch_frames=ns.batch_frames,
+                           commit_every=ns.commit_every, retry_failed=ns.retry_failed,
+                           progress=not (ns.json or ns.quiet))
+    return _print_report(report, index_dir, "index", ns.json)
+
+
+def cmd_search(ns: argparse.Namespace) -> int:
+    from ..cli import print_json, resolve_device
+    from ..models.clip import load_clip_from_identity
+    from .library import VideoIndex
+
+    query = " ".join(ns.query).strip()
+    meta = _stored_meta(Path(ns.index))
+    if not meta.get("model"):
+        raise VidclipError(f"{ns.index}: not a vidclip index with videos; build one with `vidclip index`")
+    clip = load_clip_from_identity(meta["model"], device=resolve_device(ns.device))
+    index = VideoIndex.open(ns.index, clip=clip)
+    try:
+        hits = index.search(query, ns.k, segments=ns.segments)
+    finally:
+        index.close()
+    if ns.json:
+        print_json({"query": query, "index": str(Path(ns.index).resolve()), "segments": ns.segments,
+                    "random_weights": bool(meta["model"].get("random_weights")),
+                    "hits": [h.to_dict() for h in hits]})
+        return 0
+    if meta["model"].get("random_weights"):
+        print("vidclip search: note: the index's model has RANDOM weights; rankings are not meaningful.", file=sys.stderr)
+    if not hits:
+        print("no results (is the index empty?)")
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:3d}. {h.score:+.4f}  {h.path}  [{_ts(h.start)} - {_ts(h.end)}] of {_ts(h.duration)}  (id {h.video_id})")
+    return 0
+
+
+def _ts(seconds: float) -> str:
+    m, s = divmod(max(0.0, float(seconds)), 60.0)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
