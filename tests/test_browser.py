@@ -33,8 +33,10 @@ def chromium():
     if exe is None:
         print("test_browser: no chromium binary (/usr/bin/chromium, chromium, chromium-browser on PATH)")
         pytest.skip("no chromium binary: /usr/bin/chromium, chromium and chromium-browser are all missing")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
+    # playwright is a dev dependency: its absence is a failure, not a reason to skip.
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         try:
             yield browser
@@ -69,7 +71,7 @@ def test_search_click_plays_from_span_start(chromium, served):
     page = chromium.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "404" not in m.text else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(srv.url)
     # Random weights: the banner says rankings mean nothing (the test only checks plumbing).
     page.wait_for_selector("#notice:not([hidden])")
@@ -99,22 +101,21 @@ def test_search_click_plays_from_span_start(chromium, served):
     start = target["start"]
     assert start == 4.0
 
+    # currentTime read in 'seeking' is the seek target exactly (playback cannot move it while
+    # seeking); read later, e.g. in 'seeked', it may already have advanced on a busy machine.
     page.evaluate("""() => {
         const v = document.getElementById('player');
-        window.__seeked = null;
-        v.addEventListener('seeked', () => { if (window.__seeked === null) window.__seeked = v.currentTime; });
+        window.__seek = null;
+        v.addEventListener('seeking', () => { if (window.__seek === null) window.__seek = v.currentTime; });
     }""")
     cards.nth(target["i"]).click()
-    page.wait_for_function("() => window.__seeked !== null", timeout=15000)
-    seeked = page.evaluate("() => window.__seeked")
-    print(f"start={start} seeked={seeked}")
-    assert seeked == pytest.approx(start, abs=0.02)
+    page.wait_for_function("() => window.__seek !== null", timeout=15000)
+    assert page.evaluate("() => window.__seek") == pytest.approx(start, abs=1e-3)
     # It plays forward from there: the first played range begins at the span start.
     page.wait_for_function("s => document.getElementById('player').currentTime > s + 0.3", arg=start, timeout=15000)
     state = page.evaluate("""() => { const v = document.getElementById('player');
         return {paused: v.paused, played0: v.played.length ? v.played.start(0) : null, err: v.error && v.error.code,
                 src: v.getAttribute('src'), title: document.getElementById('player-title').textContent}; }""")
-    print(state)
     assert state["err"] is None and not state["paused"]
     assert state["played0"] == pytest.approx(start, abs=0.05)
     assert state["src"].endswith("/stream") and state["title"] == target["name"]

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-
 from index_testutil import check_index_invariants, make_clip
+
 from vidclip.errors import DatasetError, IndexMismatchError, VidclipError
 from vidclip.index.library import (
     Pooler,
@@ -125,7 +125,7 @@ def test_index_and_search_match_reference(tmp_path, clip, sampler):
     q = clip.encode_text([query]).float().cpu().numpy()[0]
     q /= np.linalg.norm(q)
     ref = {}
-    for path, row in rows.items():
+    for row in rows.values():
         emb = np.load(idx / "features/shards" / row["shard"] / "emb.npy")[row["offset"]:row["offset"] + row["count"]]
         unit = emb.astype(np.float32) / np.linalg.norm(emb.astype(np.float32), axis=1, keepdims=True)
         v = unit.mean(0) / np.linalg.norm(unit.mean(0))

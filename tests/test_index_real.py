@@ -11,7 +11,6 @@ import csv
 
 import numpy as np
 import pytest
-
 from index_testutil import SHARED, check_index_invariants
 
 pytestmark = pytest.mark.shared

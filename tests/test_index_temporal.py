@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from index_testutil import make_clip
+
 from vidclip.errors import IndexMismatchError
 
 MAX_FRAMES = 6
@@ -38,23 +38,29 @@ def library(tmp_path_factory):
     return lib
 
 
-def _checkpoint(tmp_path, clip, temporal: str):
+def _checkpoint(tmp_path, clip, temporal: str, text_tower: str = "frozen", full: bool = False):
     from vidclip.train.config import config_from_dict
     from vidclip.train.losses import LogitScale
-    from vidclip.train.model import RetrievalModel, build_temporal, save_weights
+    from vidclip.train.model import (
+        RetrievalModel,
+        TextTower,
+        build_temporal,
+        load_checkpoint,
+        save_weights,
+    )
 
     cfg = config_from_dict({"model": {"clip": "tiny-vit", "pretrained": None, "temporal": temporal,
-                                      "max_frames": MAX_FRAMES}})
+                                      "max_frames": MAX_FRAMES, "text_tower": text_tower}})
     torch.manual_seed(3)
-    model = RetrievalModel(build_temporal(cfg, clip), LogitScale())
-    with torch.no_grad():  # move away from the identity-like init so that the module matters
-        for p in model.temporal.parameters():
+    tower = TextTower(clip) if text_tower == "finetune" else None
+    model = RetrievalModel(build_temporal(cfg, clip), LogitScale(), tower)
+    with torch.no_grad():  # move away from the init so that the trained parts matter
+        for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    path = tmp_path / f"{temporal}.safetensors"
+    path = tmp_path / f"{temporal}-{text_tower}.safetensors"
     save_weights(path, model, cfg, clip.identity.to_dict())
-    from vidclip.train.model import load_checkpoint
-
-    return path, load_checkpoint(path, clip=clip).model.temporal
+    loaded = load_checkpoint(path, clip=clip).model
+    return path, (loaded if full else loaded.temporal)
 
 
 def _stored_frames(vi, row):
@@ -124,5 +130,27 @@ def test_text_conditioned_checkpoint_reranks_with_module(tmp_path, clip, sampler
             assert h.score == pytest.approx(ref[h.video_id], abs=1e-4)
         top2 = vi.search("a moving bar", k=2)
         assert [h.video_id for h in top2] == [h.video_id for h in hits[:2]]  # reranked before the cut
+    finally:
+        vi.close()
+
+
+def test_finetuned_text_tower_encodes_the_queries(tmp_path, clip, sampler, library):
+    from vidclip.index.library import VideoIndex, index_library
+
+    ckpt, model = _checkpoint(tmp_path, clip, "mean", text_tower="finetune", full=True)
+    idx = tmp_path / "idx"
+    index_library(library, idx, clip, sampler, temporal=ckpt, workers=0, progress=False)
+    vi = VideoIndex.open(idx, clip=clip)
+    try:
+        with torch.no_grad():
+            q = model.encode_text(clip.tokenize(["a bar"]))[0].numpy()
+            frozen = clip.encode_text(["a bar"])[0].numpy()
+        q, frozen = q / np.linalg.norm(q), frozen / np.linalg.norm(frozen)
+        assert abs(float(q @ frozen)) < 0.999  # the tuned tower really differs from the frozen one
+        for h in vi.search("a bar", k=4):
+            frames = _subsample(_stored_frames(vi, vi.get_video(h.video_id)), MAX_FRAMES)  # as in training
+            unit = frames / np.linalg.norm(frames, axis=1, keepdims=True)
+            v = unit.mean(0) / np.linalg.norm(unit.mean(0))
+            assert h.score == pytest.approx(float(v @ q), abs=1e-4)
     finally:
         vi.close()

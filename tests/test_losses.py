@@ -126,20 +126,24 @@ def make_batch(n=8):
     return text, frames, mask
 
 
-def _worker(rank, world, port, conditioned, splits, out_dir):
+CASES = {"pooled": (False, (4, 4)), "conditioned": (True, (4, 4)), "pooled-unequal": (False, (5, 3))}
+
+
+def _worker(rank, world, port, out_dir):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = nn.parallel.DistributedDataParallel(TinyModel(conditioned))
-        text, frames, mask = make_batch()
-        lo = sum(splits[:rank])
-        sl = slice(lo, lo + splits[rank])
-        loss = model(text[sl], frames[sl], mask[sl])
-        loss.backward()
-        grads = {k: p.grad.clone() for k, p in model.module.named_parameters()}
-        torch.save({"grads": grads, "loss": loss.detach()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        for case, (conditioned, splits) in CASES.items():  # one process group for all cases: one spawn
+            model = nn.parallel.DistributedDataParallel(TinyModel(conditioned))
+            text, frames, mask = make_batch()
+            lo = sum(splits[:rank])
+            sl = slice(lo, lo + splits[rank])
+            loss = model(text[sl], frames[sl], mask[sl])
+            loss.backward()
+            grads = {k: p.grad.clone() for k, p in model.module.named_parameters()}
+            torch.save({"grads": grads, "loss": loss.detach()}, os.path.join(out_dir, f"{case}-rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -150,20 +154,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize(
-    "conditioned,splits",
-    [(False, (4, 4)), (True, (4, 4)), (False, (5, 3))],
-    ids=["pooled", "conditioned", "pooled-unequal"],
-)
-def test_two_process_gradient_equals_single_process(tmp_path, conditioned, splits):
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(2, _free_port(), conditioned, splits, str(tmp_path)), nprocs=2, join=True)
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    return out
 
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_process_gradient_equals_single_process(two_process_results, case):
+    """DDP over 2 gloo processes, each with its half of the batch, vs one process on the whole
+    batch: the parameter gradients must agree (pooled, text-conditioned, unequal halves)."""
+    conditioned, _ = CASES[case]
     single = TinyModel(conditioned)
     loss = single(*make_batch())
     loss.backward()
-    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    results = [torch.load(two_process_results / f"{case}-rank{r}.pt") for r in range(2)]
     # the mean of the local losses is the global loss (what is logged)
     assert torch.stack([r["loss"] for r in results]).mean().item() == pytest.approx(loss.item(), rel=1e-5)
     for name, p in single.named_parameters():

@@ -113,7 +113,8 @@ def test_dumped_config_round_trips():
 def test_shipped_configs_are_valid():
     from vidclip.models.temporal import list_temporal
 
-    files = sorted((REPO / "configs").glob("*.yaml"))
+    # (configs/pretrain_*.yaml belong to vidclip.train.pretrain and have their own schema)
+    files = sorted((REPO / "configs").glob("msrvtt_*.yaml")) + sorted((REPO / "configs").glob("synth_*.yaml"))
     assert any(f.name.startswith("msrvtt_") for f in files) and any(f.name.startswith("synth_") for f in files)
     for f in files:
         cfg = load_config(f)
@@ -216,6 +217,25 @@ def test_resume_drops_log_lines_past_the_checkpoint(data, clip, tmp_path):
     assert 123.0 not in [x for _, x in train_losses(tmp_path / "run")]
 
 
+@pytest.mark.parametrize("name", ["tiny-vit", "hf-tiny"])
+def test_text_tower_copy_matches_frozen_tower_and_leaves_it_alone(name):
+    from vidclip.models.clip import load_clip
+    from vidclip.train.model import TextTower
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frozen = load_clip(name)
+    tower = TextTower(frozen)
+    texts = ["a red ball moves left", "green object going up"]
+    out = tower(frozen.tokenize(texts))
+    torch.testing.assert_close(out, frozen.encode_text(texts), atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    trainable = [n for n, p in tower.named_parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in tower.parameters() if p.requires_grad)
+    assert not any("visual" in n or "vision" in n or "logit_scale" in n for n in trainable)
+    assert all(p.grad is None and not p.requires_grad for p in frozen.model.parameters())
+
+
 def test_finetuned_text_tower_learns_direction_words(data, clip, tmp_path):
     """Frozen random text embeddings cannot tell "left" from "right"; the fine-tuned tower must.
 
@@ -272,6 +292,23 @@ def test_segment_datasets_are_refused(clip, tmp_path):
     ds = load_dataset("jsonl", tmp_path / "train.jsonl", "train")
     with pytest.raises(ConfigError, match=r"is a segment \(1.0-3.0 s\)"):
         check_whole_videos([ds])
+
+
+def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tmp_path):
+    """What a distributed run checks before starting: missing = not stored and not a known failure."""
+    from vidclip.data.datasets import load_dataset
+    from vidclip.data.features import FeatureWriter
+    from vidclip.train.trainer import prepare_features
+
+    feats = tmp_path / "partial"
+    with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 8}) as w:
+        w.add("video0", "x.mp4", np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
+    (feats / "failures.jsonl").write_text(json.dumps({"key": "video1", "path": "p", "reason": "bad"}) + "\n")
+    cfg = tiny_config(data, tmp_path, f"data.features={feats}")
+    ds = load_dataset("msrvtt", data["root"], "train")
+    root, todo, failures = prepare_features(cfg, clip, [ds], encode=False)
+    assert root == feats and failures == []
+    assert [k for k, _ in todo] == data["train_ids"][2:]
 
 
 def test_batch_larger_than_dataset_is_a_clear_error(data, clip, tmp_path):
@@ -349,6 +386,43 @@ def test_ted_trains_through_the_backbone_from_decoded_frames(clip, tmp_path):
     # the adapters' last projections start at zero (identity at init, as M2-CLIP): non-zero now
     fc2 = [v for k, v in state.items() if k.endswith("te_fc2.weight")]
     assert fc2 and any(v.abs().sum() > 0 for v in fc2)
+
+
+def test_prepare_only_builds_the_caches_that_training_then_reuses(clip, tmp_path, capsys, monkeypatch):
+    """Real decoded videos: `--prepare-only` encodes the train+val videos and the captions once;
+    training afterwards encodes nothing."""
+    import vidclip.pipeline
+    from vidclip.cli import main
+    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
+                           progress=False)
+    cfg = config_from_dict({
+        "name": "prep", "run_dir": str(tmp_path / "run"), "device": "cpu",
+        "data": {"root": str(tmp_path / "synth"), "cache_dir": str(tmp_path / "cache"), "num_frames": 4,
+                 "encode_frames": 4, "val_fraction": 0.2, "encode_workers": 0},
+        "model": {"clip": "tiny-vit", "pretrained": None, "temporal": "mean"},
+        "optim": {"batch_size": 4, "epochs": 1},
+    })
+    f = tmp_path / "prep.yaml"
+    f.write_text(dump_config(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", str(f), "--prepare-only", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["encoded"] == 12 and summary["failed"] == []  # 14 videos - 2 test twins
+    from vidclip.data.features import FeatureStore
+
+    store = FeatureStore(tmp_path / "cache" / "features")
+    assert len(store) == 12 and all(store.get(k).emb.shape[0] == 4 for k in store.keys())
+    assert len(list((tmp_path / "cache" / "text").glob("text-*.npy"))) == 2  # train and val captions
+
+    def no_encoding(*a, **k):
+        raise AssertionError("training encoded videos although the cache was complete")
+
+    monkeypatch.setattr(vidclip.pipeline, "encode_videos", no_encoding)
+    res = run_train(cfg, clip)
+    assert res.global_step == 2
 
 
 # ----------------------------------------------------------------------------- CLI

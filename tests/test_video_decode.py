@@ -14,7 +14,15 @@ import torch
 from videogen import make_audio_only, make_coded_video, read_code
 
 from vidclip.errors import BackendUnavailableError, ConfigError, VideoDecodeError
-from vidclip.video import SamplerConfig, available_backends, open_video, plan_sample, probe, sample_video, write_frames
+from vidclip.video import (
+    SamplerConfig,
+    available_backends,
+    open_video,
+    plan_sample,
+    probe,
+    sample_video,
+    write_frames,
+)
 from vidclip.video.decode import FrameIndexError, PyAVReader
 
 BACKENDS = [b for b in ("pyav", "decord") if b in available_backends()]
@@ -307,6 +315,7 @@ def _real_clips(shared):
     return clips
 
 
+@pytest.mark.shared
 def test_real_clips_both_backends_agree(shared_dir):
     clips = _real_clips(shared_dir)
     assert len(clips) >= 8

@@ -162,7 +162,7 @@ def main(argv=None) -> int:
             _, got = index.search(q, 10)
             n_single = slow if design == "Flat" else ns.single
             n_batches = max(2, ns.batches // 5) if design == "Flat" else ns.batches
-            lat = latency(lambda qq: index.search(qq, 10), q, n_single, n_batches)
+            lat = latency(lambda qq, ix=index: ix.search(qq, 10), q, n_single, n_batches)
             rows.append({"design": design, "setting": label, "build_s": build_s, "rss_mb": rss_mb,
                          "index_mb": index_mb, "recall10": recall10(got, truth), **lat})
             print(json.dumps(rows[-1]), flush=True)

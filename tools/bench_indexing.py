@@ -66,7 +66,6 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ns = ap.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from vidclip.index.library import index_library

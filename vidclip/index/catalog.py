@@ -269,8 +269,13 @@ class Catalog:
         return out
 
     def live(self) -> dict[str, dict]:
-        """abs_path -> row for every non-deleted video (indexed or failed)."""
-        return {r["abs_path"]: r for r in self._rows(f"SELECT {', '.join(VIDEO_COLUMNS)} FROM videos WHERE status != 'deleted'")}
+        """abs_path -> {id, abs_path, source, size, mtime_ns, hash, status} for every non-deleted video.
+
+        Only the columns change detection needs: this is read whole at the start of every run.
+        """
+        cols = ("id", "abs_path", "source", "size", "mtime_ns", "hash", "status")
+        return {r[1]: dict(zip(cols, r)) for r in self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM videos WHERE status != 'deleted'")}
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)

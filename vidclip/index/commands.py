@@ -15,6 +15,9 @@ examples:
   vidclip index clips.csv --index ~/vidx          # CSV: a 'path' column, other columns = metadata
   vidclip index --merge ~/other_vidx --index ~/vidx
   vidclip index --report ~/vidx                   # what is indexed, what failed and why
+  vidclip index big/ --index ~/vidx --design "IVF4096,SQ8" --nprobe 32   # approximate search
+  vidclip index --check-recall ~/vidx             # recall@10 of faiss vs exact search
+  vidclip index --check-recall ~/vidx --nprobe 64 -k 10 --queries 500 --json
 
 Re-running on the same library indexes only new or changed files and drops deleted ones.
 A killed run can simply be run again: nothing committed is lost, nothing is indexed twice.
@@ -40,6 +43,9 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--index", metavar="DIR", help="index directory (created if missing)")
     p.add_argument("--merge", metavar="OTHER_DIR", help="merge another index built with the same model into --index")
     p.add_argument("--report", metavar="DIR", help="print an index's counts and its failed files with reasons")
+    p.add_argument("--check-recall", metavar="DIR",
+                   help="measure recall@k of the index's faiss indexes (videos, segments) against exact search "
+                        "over the same stored vectors")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help="open_clip architecture, hub id, folder or vidclip config (tiny-vit, ...); "
@@ -66,6 +72,22 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="faiss design of the video vectors: 'auto' (exact up to 200k, else IVF), 'Flat', "
                         "'HNSW32', 'IVF4096,Flat', ... (default: the index's, else auto)")
     v.add_argument("--segment-design", default=None, help="faiss design of the window vectors (default: as --design)")
+    v.add_argument("--nprobe", type=int, default=None,
+                   help="IVF cells visited per search, recorded in the index (default: the index's, else 16); "
+                        "with --check-recall: measure at this value instead")
+    v.add_argument("--ef-search", type=int, default=None,
+                   help="HNSW search beam width, recorded in the index (default: the index's, else faiss' 16); "
+                        "with --check-recall: measure at this value instead")
+    c = p.add_argument_group("recall check (--check-recall)")
+    c.add_argument("-k", type=int, default=10, help="neighbours compared per query (default: %(default)s)")
+    c.add_argument("--queries", type=int, default=200,
+                   help="query count: stored frame embeddings drawn at random from the indexed videos "
+                        "(default: %(default)s)")
+    c.add_argument("--query-texts", metavar="FILE",
+                   help="use the text queries in FILE (one per line, encoded with the index's model) instead")
+    c.add_argument("--seed", type=int, default=0, help="seed of the frame draw (default: %(default)s)")
+    c.add_argument("--min-recall", type=float, default=None,
+                   help="exit with status 1 when either index's recall@k is below this")
     r = p.add_argument_group("run")
     r.add_argument("--workers", type=int, default=2, help="decoding worker processes; 0 = in this process (default: %(default)s)")
     r.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
@@ -168,9 +190,12 @@ def cmd_index(ns: argparse.Namespace) -> int:
     from ..cli import print_json
     from .library import index_library, index_report, merge_index
 
-    modes = [m for m in (ns.library is not None, ns.merge is not None, ns.report is not None) if m]
+    modes = [m for m in (ns.library, ns.merge, ns.report, ns.check_recall) if m is not None]
     if len(modes) != 1:
-        raise ConfigError("give exactly one of: LIBRARY (with --index), --merge OTHER_DIR (with --index), --report DIR")
+        raise ConfigError("give exactly one of: LIBRARY (with --index), --merge OTHER_DIR (with --index), --report DIR, "
+                          "--check-recall DIR")
+    if ns.check_recall is not None:
+        return _check_recall(ns)
     if ns.report is not None:
         rep = index_report(ns.report)
         if ns.json:
@@ -201,12 +226,54 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if temporal is None:
         spec = stored.get("temporal") or {"name": "mean"}
         temporal = spec.get("path") if spec.get("name") == "checkpoint" else "mean"
+    for name, value in (("--nprobe", ns.nprobe), ("--ef-search", ns.ef_search)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
     report = index_library(ns.library, index_dir, clip, sampler, temporal=temporal, design=ns.design,
-                           segment_design=ns.segment_design or ns.design, workers=ns.workers, backend=ns.backend,
+                           segment_design=ns.segment_design or ns.design, nprobe=ns.nprobe,
+                           ef_search=ns.ef_search, workers=ns.workers, backend=ns.backend,
                            decode_device=ns.decode_device, batch_frames=ns.batch_frames,
                            commit_every=ns.commit_every, retry_failed=ns.retry_failed,
                            progress=not (ns.json or ns.quiet))
     return _print_report(report, index_dir, "index", ns.json)
+
+
+def _check_recall(ns: argparse.Namespace) -> int:
+    from ..cli import print_json
+    from .library import check_recall
+
+    if ns.min_recall is not None and not 0.0 <= ns.min_recall <= 1.0:
+        raise ConfigError(f"--min-recall must be within [0, 1], got {ns.min_recall}")
+    texts, clip = None, None
+    if ns.query_texts is not None:
+        path = Path(ns.query_texts)
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--query-texts {path}: cannot read it as UTF-8 text ({e})") from None
+        if not any(t.strip() for t in texts):
+            raise ConfigError(f"--query-texts {path}: no non-empty lines")
+        meta = _stored_meta(Path(ns.check_recall))
+        if meta.get("model"):
+            from ..cli import resolve_device
+            from ..models.clip import load_clip_from_identity
+
+            clip = load_clip_from_identity(meta["model"], device=resolve_device(ns.device))
+    result = check_recall(ns.check_recall, k=ns.k, num_queries=ns.queries, seed=ns.seed, texts=texts, clip=clip,
+                          nprobe=ns.nprobe, ef_search=ns.ef_search)
+    low = [kind for kind in ("videos", "segments")
+           if ns.min_recall is not None and result[kind]["recall"] < ns.min_recall]
+    if ns.json:
+        print_json({**result, "min_recall": ns.min_recall, "passed": not low})
+    else:
+        if result["random_weights"]:
+            print("vidclip index: note: the index's model has RANDOM weights; its vectors (and this recall) say "
+                  "nothing about a real library.", file=sys.stderr)
+        for kind in ("videos", "segments"):
+            print(result[kind]["verdict"])
+        if low:
+            print(f"recall below --min-recall {ns.min_recall}: {', '.join(low)}", file=sys.stderr)
+    return 1 if low else 0
 
 
 def cmd_search(ns: argparse.Namespace) -> int:

@@ -43,6 +43,11 @@ stored frame embeddings. The time span reported for a video hit is its best-scor
 (windows are the sampler's fixed-length windows, scored by their stored vectors): a window has
 a fixed, predictable length and averages several frames, so it is less noisy than one frame's
 similarity and needs no margin to tune. ``segments=True`` ranks the windows themselves.
+
+Recall: :func:`check_recall` (``vidclip index --check-recall DIR``) measures recall@k of both faiss
+indexes against exact search over the same stored vectors, so an approximate design (IVF, HNSW,
+PQ, chosen by ``--design``) and its search knobs (``--nprobe``, ``--ef-search``, recorded in the
+catalog) can be checked on the library itself.
 """
 
 from __future__ import annotations
@@ -51,7 +56,6 @@ import csv
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -61,14 +65,14 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..data.features import FeatureWriter, SHARDS_DIR, committed_shards, uniform_positions
+from ..data.features import SHARDS_DIR, FeatureWriter, committed_shards, uniform_positions
 from ..errors import ConfigError, DatasetError, IndexMismatchError, VidclipError
 from .catalog import Catalog, fast_hash
-from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design, l2_normalize
+from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design, l2_normalize, recall_at_k
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +397,7 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
                 log.warning("%s: unreadable (%s); rebuilding from the catalog", path, e)
         if (current is not None and current.metadata.get("generation") == generation
                 and current.metadata.get("requested") == requested and current.is_trained):
+            _apply_search_settings(catalog, kind, current)
             if save and not from_file:
                 _crash_point("faiss")
                 current.save(path)
@@ -400,7 +405,6 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
         ids, vectors = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
     n = len(ids)
     design = choose_design(n, flat_max) if requested.lower() == "auto" else requested
-    nprobe = catalog.get_meta(f"nprobe_{kind}")
     reuse = (current is not None and current.design == design and current.is_trained and current.dim == dim
              and not _outgrown(current, n))
     trained_on = None
@@ -418,8 +422,7 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
                 log.warning("%s: cannot train %s on %d vectors (%s); using exact search until the library grows",
                             path, design, n, e)
                 index = VectorIndex(dim, "Flat")
-    if nprobe and index.nprobe is not None:
-        index.nprobe = nprobe
+    _apply_search_settings(catalog, kind, index)
     index.add(vectors, ids)
     index.metadata = {"generation": generation, "requested": requested}
     if trained_on is not None:
@@ -428,6 +431,17 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
         _crash_point("faiss")
         index.save(path)
     return index
+
+
+def _apply_search_settings(catalog: Catalog, kind: str, index: VectorIndex) -> None:
+    """Set the recorded ``nprobe`` / ``ef_search`` (``vidclip index --nprobe/--ef-search``) on ``index``
+    where its design has that knob (an IVF / an HNSW); a design without it ignores the setting."""
+    nprobe = catalog.get_meta(f"nprobe_{kind}")
+    if nprobe and index.nprobe is not None and index.nprobe != nprobe:
+        index.nprobe = nprobe
+    ef_search = catalog.get_meta(f"ef_search_{kind}")
+    if ef_search and "HNSW" in index.design.upper() and index.ef_search != ef_search:
+        index.ef_search = ef_search
 
 
 def _outgrown(index: VectorIndex, n: int) -> bool:
@@ -538,6 +552,8 @@ def index_library(
     temporal: str | os.PathLike | None = "mean",
     design: str | None = None,
     segment_design: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
     workers: int = 2,
     backend: str = "auto",
     decode_device: str = "cpu",
@@ -551,7 +567,9 @@ def index_library(
     ``clip``: a FrozenCLIP (must match the index's model when the index exists). ``sampler``: a
     SamplerConfig (default: windows of 10 s every 5 s at 1 fps; must match the index's).
     ``temporal``: "mean" or a training checkpoint. ``design`` / ``segment_design``: faiss designs
-    ("auto" = exact up to 200k vectors, else IVF). ``commit_every``: videos per shard + catalog
+    ("auto" = exact up to 200k vectors, else IVF). ``nprobe`` / ``ef_search``: search-time knobs of
+    IVF / HNSW designs, recorded in the index (None keeps the recorded value, else IVF nprobe 16 and
+    faiss' HNSW default); :func:`check_recall` measures what they give. ``commit_every``: videos per shard + catalog
     transaction (the most a kill can cost).
     """
     from ..pipeline import Failure, iter_encoded
@@ -569,7 +587,7 @@ def index_library(
             pooler = Pooler.create(temporal, clip)
             ident = clip.identity
             catalog.check_or_set_identity(ident.to_dict(), ident.key(), sampler.to_dict(), pooler.spec)
-            _record_settings(catalog, lib, design, segment_design)
+            _record_settings(catalog, lib, design, segment_design, nprobe, ef_search)
             features = index_dir / FEATURES_DIR
             report.orphans_removed = _remove_orphan_shards(catalog, features)
             dim = int(clip.embed_dim)
@@ -590,15 +608,15 @@ def index_library(
             writer = FeatureWriter(features, ident.to_dict(), sampler.to_dict(), shard_size=1 << 30)
             committer = _Committer(catalog, writer, vindex, sindex, dim)
             by_key = {rec["abs_path"]: (rec, item) for rec, item in todo}
-            missing = [(rec, item) for rec, item in todo if rec["size"] is None]
-            for rec, item in missing:
+            for rec in [rec for rec, _ in todo if rec["size"] is None]:
                 rec["error"] = "file not found"
                 committer.add_failure(rec)
                 report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
             items = [(rec["abs_path"], rec["abs_path"]) for rec, _ in todo if rec["size"] is not None]
-            for result in iter_encoded(items, clip, sampler, workers=workers, backend=backend,
-                                       decode_device=decode_device, batch_frames=batch_frames,
-                                       progress="index" if progress else False):
+            results = iter_encoded(items, clip, sampler, workers=workers, backend=backend,
+                                   decode_device=decode_device, batch_frames=batch_frames,
+                                   progress="index" if progress else False) if items else ()
+            for result in results:
                 rec, item = by_key[result.key]
                 if isinstance(result, Failure):
                     rec["error"] = result.reason
@@ -649,8 +667,17 @@ def _fit_or_none(catalog: Catalog, kind: str, idx: VectorIndex) -> VectorIndex |
     return idx
 
 
-def _record_settings(catalog: Catalog, lib: Library | None, design: str | None, segment_design: str | None) -> None:
+def _record_settings(catalog: Catalog, lib: Library | None, design: str | None, segment_design: str | None,
+                     nprobe: int | None = None, ef_search: int | None = None) -> None:
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     with catalog.transaction() as cur:
+        for kind in ("videos", "segments"):  # one setting for both indexes: each uses it if its design has the knob
+            if nprobe is not None:
+                catalog.set_meta(cur, f"nprobe_{kind}", int(nprobe))
+            if ef_search is not None:
+                catalog.set_meta(cur, f"ef_search_{kind}", int(ef_search))
         if design:
             catalog.set_meta(cur, "design_videos", design)
         elif catalog.get_meta("design_videos") is None:
@@ -808,6 +835,8 @@ def index_report(index_dir: str | os.PathLike) -> dict:
             "sampler": catalog.get_meta("sampler"),
             "temporal": catalog.get_meta("temporal"),
             "designs": {"videos": catalog.get_meta("design_videos"), "segments": catalog.get_meta("design_segments")},
+            "search_settings": {k: catalog.get_meta(k) for k in ("nprobe_videos", "ef_search_videos",
+                                                                  "nprobe_segments", "ef_search_segments")},
             "libraries": catalog.get_meta("libraries", []),
             "generation": catalog.generation,
             "failed": [{"id": r["id"], "path": r["abs_path"], "reason": r["error"]}
@@ -817,13 +846,158 @@ def index_report(index_dir: str | os.PathLike) -> dict:
         catalog.close()
 
 
+# ----------------------------------------------------------------------------- recall check
+
+RECALL_QUERIES = 200  # default number of queries of check_recall
+RECALL_TIE_TOL = 1e-6  # cosine gap below which a result ties with the exact k-th one (float rounding)
+
+
+def _frame_queries(catalog: Catalog, index_dir: Path, num_queries: int, seed: int) -> np.ndarray:
+    """Stored frame embeddings drawn uniformly (without replacement) from all frames of the indexed
+    videos: float32 [min(num_queries, frames), D], raw (recall_at_k normalises them)."""
+    rows = catalog.videos(status="indexed")
+    counts = np.array([r["count"] for r in rows], dtype=np.int64)
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(num_queries, total), replace=False))
+    which = np.searchsorted(ends, pick, side="right")  # the video each picked frame belongs to
+    offsets = np.array([r["offset"] for r in rows], dtype=np.int64)[which] + (pick - (ends - counts)[which])
+    shards = np.array([r["shard"] for r in rows], dtype=object)[which]
+    out = None
+    for shard in sorted(set(shards.tolist())):  # one memory-mapped read per shard, not per frame
+        emb = np.load(index_dir / FEATURES_DIR / SHARDS_DIR / shard / "emb.npy", mmap_mode="r")
+        sel = shards == shard
+        if out is None:
+            out = np.empty((len(pick), emb.shape[1]), np.float32)
+        out[sel] = emb[offsets[sel]]
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def _faiss_with_vectors(catalog: Catalog, index_dir: Path, kind: str, dim: int
+                        ) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+    """(faiss index as a reader would serve it, its ids [N], vectors [N, D]) of one catalog generation."""
+    for _ in range(5):  # a concurrent indexer may commit between the two reads: retry until they agree
+        index = _sync_faiss(catalog, index_dir, kind, dim, save=False)
+        with catalog.conn:
+            catalog.conn.execute("BEGIN")
+            generation = catalog.generation
+            ids, vectors = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
+        if index.metadata.get("generation") == generation:
+            return index, ids, vectors
+    raise VidclipError(f"{index_dir}: the index kept changing while its recall was being checked; try again")
+
+
+def check_recall(
+    index_dir: str | os.PathLike,
+    k: int = 10,
+    num_queries: int = RECALL_QUERIES,
+    seed: int = 0,
+    *,
+    texts: Sequence[str] | None = None,
+    clip=None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    tie_tol: float = RECALL_TIE_TOL,
+) -> dict:
+    """Recall@k of an index's faiss indexes (videos and segments) against exact search.
+
+    Each faiss index is taken as a reader would serve it (the saved file, or rebuilt in memory when
+    stale; nothing is written) and compared with exact inner-product search over the same stored
+    vectors (the catalog's), by :func:`~vidclip.index.vectors.recall_at_k`: per query,
+    |approx top-k ∩ exact top-k| / k, ties at rank k (duplicates, rounding within ``tie_tol``) counted
+    as hits. A ``Flat`` design is exact, so it must report 1.0.
+
+    Queries: by default ``num_queries`` stored frame embeddings, drawn uniformly without replacement
+    from all frames of the indexed videos (``seed``). A single frame is never one of the indexed
+    vectors (those are means over a video or window, except a one-frame window), but comes from the
+    same distribution, like a held-out video. Text queries are further from every video than a frame
+    is (CLIP's image-text modality gap), which can make approximate search harder; pass ``texts``
+    (encoded with the index's model and query tower; ``clip`` to reuse a loaded model) to measure on
+    real queries. ``nprobe`` / ``ef_search`` measure at another setting than the index's own.
+
+    Returns {"index", "k", "queries", "query_source", "seed", "random_weights", "videos": {...},
+    "segments": {...}}
+    where each of "videos" / "segments" holds design, requested, nprobe, ef_search, vectors,
+    exact (bool), recall and a one-line verdict.
+    """
+    index_dir = Path(index_dir).expanduser().resolve()
+    if isinstance(k, bool) or int(k) != k or k <= 0:
+        raise ConfigError(f"check_recall: k must be a positive integer, got {k!r}")
+    if texts is None and (isinstance(num_queries, bool) or int(num_queries) != num_queries or num_queries <= 0):
+        raise ConfigError(f"check_recall: the number of queries must be a positive integer, got {num_queries!r}")
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value <= 0):
+            raise ConfigError(f"check_recall: {name} must be a positive integer, got {value!r}")
+    if not _is_index_dir(index_dir):
+        raise VidclipError(f"{index_dir}: not a vidclip index (no {CATALOG_FILE})")
+    catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
+    try:
+        model = catalog.get_meta("model")
+        if model is None or catalog.counts()["indexed"] == 0:
+            raise VidclipError(f"{index_dir}: the index holds no videos; nothing to check")
+        dim = int(model["embed_dim"])
+        if texts is not None:
+            texts = [t.strip() for t in texts if t and t.strip()]
+            if not texts:
+                raise ConfigError("check_recall: no text queries given (all empty)")
+            queries = _text_queries(catalog, model, texts, clip)
+            source = "texts"
+        else:
+            queries = _frame_queries(catalog, index_dir, int(num_queries), seed)
+            source = "frames"
+        result = {"index": str(index_dir), "k": int(k), "queries": int(len(queries)), "query_source": source,
+                  "seed": int(seed) if source == "frames" else None,
+                  "random_weights": bool(model.get("random_weights"))}
+        for kind, label in (("videos", "video"), ("segments", "segment")):
+            index, ids, vectors = _faiss_with_vectors(catalog, index_dir, kind, dim)
+            if nprobe is not None and index.nprobe is not None:
+                index.nprobe = int(nprobe)
+            if ef_search is not None and "HNSW" in index.design.upper():
+                index.ef_search = int(ef_search)
+            recall = recall_at_k(index, vectors, queries, int(k), ids, tie_tol=tie_tol)
+            result[kind] = _recall_entry(label, index, catalog.get_meta(f"design_{kind}", "auto"), len(ids),
+                                         recall, int(k), len(queries), source)
+        return result
+    finally:
+        catalog.close()
+
+
+def _text_queries(catalog: Catalog, model: dict, texts: list[str], clip) -> np.ndarray:
+    """Text embeddings [Q, D] as search computes them (the index's model; a checkpoint's text tower)."""
+    if clip is None:
+        from ..models.clip import load_clip_from_identity
+
+        clip = load_clip_from_identity(model)
+    elif clip.identity.key() != catalog.get_meta("model_key"):
+        raise IndexMismatchError(f"check_recall: the index was built with model {model.get('name')!r}, "
+                                 f"the given model is {clip.identity.name!r}")
+    pooler = Pooler.from_spec(catalog.get_meta("temporal") or {"name": "mean"}, clip)
+    return np.stack([pooler.encode_query(t).cpu().numpy() for t in texts]).astype(np.float32)
+
+
+def _recall_entry(label: str, index: VectorIndex, requested: str, n: int, recall: float, k: int, q: int,
+                  source: str) -> dict:
+    exact = index.design.strip() == "Flat"
+    ef = index.ef_search if index.ef_search is not None else (index._hnsw_ef() if "HNSW" in index.design.upper() else None)
+    knobs = "".join(f" {name}={value}" for name, value in (("nprobe", index.nprobe), ("efSearch", ef)) if value is not None)
+    notes = []
+    if requested.strip().lower() != index.design.strip().lower():
+        notes.append(f"requested {requested}")
+    if exact:
+        notes.append("exact search")
+    verdict = (f"{label} index {index.design}{knobs}: recall@{k} = {recall:.3f} over {q} {source[:-1]} queries "
+               f"({n} vectors{'; ' + ', '.join(notes) if notes else ''})")
+    return {"design": index.design, "requested": requested, "nprobe": index.nprobe, "ef_search": ef,
+            "vectors": int(n), "exact": exact, "recall": round(float(recall), 6), "verdict": verdict}
+
+
 # ----------------------------------------------------------------------------- search
 
 
 @dataclass
 class SearchHit:
     video_id: int
-    path: str  # relative to its library root
+    path: str  # relative to VideoIndex.library_root (absolute when outside it)
     score: float  # cosine similarity of the query with the video (or window)
     start: float  # best-matching time span, seconds
     end: float
@@ -932,7 +1106,7 @@ class VideoIndex:
             row = videos.get(seg["video_id"]) if seg else None
             if row is None or row["status"] != "indexed":
                 continue
-            hits.append(SearchHit(row["id"], row["path"], float(score), float(seg["start"]), float(seg["end"]),
+            hits.append(SearchHit(row["id"], self._display_path(row), float(score), float(seg["start"]), float(seg["end"]),
                                   float(row["duration"] or 0.0)))
         return hits
 
@@ -959,15 +1133,25 @@ class VideoIndex:
                 start, end = float(segs[best]["start"]), float(segs[best]["end"])
             else:
                 start, end = 0.0, float(row["duration"] or 0.0)
-            hits.append(SearchHit(vid, row["path"], float(score), start, end, float(row["duration"] or 0.0)))
+            hits.append(SearchHit(vid, self._display_path(row), float(score), start, end, float(row["duration"] or 0.0)))
         return hits
 
+    def _display_path(self, row: dict) -> str:
+        """Path relative to ``library_root`` (absolute for a file outside it, e.g. a merged library's)."""
+        try:
+            return Path(row["abs_path"]).relative_to(self.library_root).as_posix()
+        except ValueError:
+            return row["abs_path"]
+
     def get_video(self, video_id: int) -> dict | None:
-        """Catalog row of an indexed video (id, path, abs_path, duration, fps, size, metadata, windows, ...)."""
+        """Catalog row of an indexed video: id, path (as in SearchHit), abs_path, duration, fps, size,
+        mtime_ns, hash, metadata (dict), windows [[start, end], ...], key, source, root, shard, offset,
+        count, status, indexed_at."""
         with self._lock:
             row = self.catalog.video(int(video_id))
             if row is None or row["status"] != "indexed":
                 return None
+            row["path"] = self._display_path(row)
             segs, _ = self.catalog.segments_of([row["id"]], self.dim)[row["id"]]
             row["windows"] = [[s["start"], s["end"]] for s in segs]
             return row

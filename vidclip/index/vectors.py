@@ -115,22 +115,45 @@ def exact_search(vectors, queries, k: int, ids=None, *, chunk: int = 262_144) ->
     return best_s.astype(np.float32), best_i.astype(np.int64)
 
 
-def recall_at_k(index: "VectorIndex", exact_vectors, queries, k: int = 10, ids=None) -> float:
+def recall_at_k(index: "VectorIndex", exact_vectors, queries, k: int = 10, ids=None, *,
+                tie_tol: float | None = None) -> float:
     """k-recall@k of ``index`` against exact search: mean over queries of |approx top-k ∩ exact top-k| / k.
 
     ``exact_vectors`` [N, D] are the vectors the index holds (row r has id ``ids[r]``, default r);
-    both sides see them L2-normalised, as the index does.
+    queries [Q, D]; both sides see them L2-normalised, as the index does. When N < k a query's
+    denominator is N.
+
+    ``tie_tol``: None (default) counts only ids in the exact top-k (the definition BENCHMARKS.md
+    uses). A float also counts a returned id whose exact score is within ``tie_tol`` of the k-th
+    exact score: with duplicate vectors (identical clips, static windows) or float rounding (the
+    index and numpy sum in different orders) several ids tie at rank k and exact search keeps an
+    arbitrary one of them, which must not read as a miss (ann-benchmarks counts recall the same way).
     """
     queries = l2_normalize(queries)
     exact_vectors = np.asarray(exact_vectors, dtype=np.float32)
     n = exact_vectors.shape[0]
     # Normalise in chunks inside exact_search's loop would need a copy anyway; do it once here.
     vecs = np.concatenate([l2_normalize(exact_vectors[i:i + _ADD_CHUNK]) for i in range(0, n, _ADD_CHUNK)]) if n else exact_vectors
-    _, truth = exact_search(vecs, queries, k, ids)
+    truth_s, truth = exact_search(vecs, queries, k, ids)
     _, got = index.search(queries, k)
-    hits = sum(len(set(t[t >= 0].tolist()) & set(g[g >= 0].tolist())) for t, g in zip(truth, got))
-    denom = sum(min(k, int((t >= 0).sum())) for t in truth)
-    return hits / denom if denom else 1.0
+    valid_t = truth >= 0  # [Q, k]; False only where N < k
+    per_query = valid_t.sum(axis=1)
+    denom = int(per_query.sum())
+    if not denom:
+        return 1.0
+    hit = ((got[:, :, None] == truth[:, None, :]) & valid_t[:, None, :]).any(axis=2) & (got >= 0)  # [Q, k]
+    if tie_tol is not None:
+        id_of_row = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        order = np.argsort(id_of_row, kind="stable")
+        pos = np.clip(np.searchsorted(id_of_row[order], got), 0, max(n - 1, 0))
+        known = (got >= 0) & (id_of_row[order][pos] == got)  # ids the exact side has at all
+        rows = order[pos]
+        # exact score of each returned id, one rank at a time: [Q, D] temporaries, not [Q, k, D]
+        got_s = np.stack([np.einsum("qd,qd->q", queries, vecs[rows[:, j]]) for j in range(got.shape[1])], axis=1)
+        kth = truth_s[np.arange(len(truth_s)), np.maximum(per_query - 1, 0)]
+        hit |= known & (got_s >= kth[:, None] - tie_tol)
+    # a query cannot score more hits than it has exact neighbours (guards against repeated ids)
+    return float(np.minimum(hit.sum(axis=1), per_query).sum() / denom)
 
 
 def _gpu_count() -> int:

@@ -554,9 +554,6 @@ class FrozenCLIP:
         return torch.cat(outs)
 
     def _text_features(self, ids: torch.Tensor) -> torch.Tensor:
-        # (vidclip/train/model.py calls this with a shim holding family/model/_tokenizer, to run
-        # the same text path on a trainable copy of the text tower; keep those three the only
-        # attributes used here, or switch it to text_features_from_ids.)
         impl = self._tokenizer.impl if self.family == "hf" else None
         return text_features_from_ids(
             self.model, self.family, ids,

@@ -1,6 +1,7 @@
 """The HTTP API and web page over a :class:`~vidclip.index.library.VideoIndex`.
 
-Routes (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
+Routes (OpenAPI schema at ``/openapi.json``; FastAPI's interactive ``/docs`` page fetches Swagger
+UI from a CDN, so it is blank offline while ``/openapi.json`` always works)::
 
     GET /                           the search page (static HTML/CSS/JS, no build step, no CDN)
     GET /search?q=TEXT&k=10         ranked hits: score, time span, thumbnail and stream URLs
@@ -10,13 +11,17 @@ Routes (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``)::
     GET /health                     liveness, model identity, request limits
 
 Security model. URLs carry catalog ids, never paths: a file is served only when the index says
-it is an indexed video (``VideoIndex.video_path``), its catalog path lies inside the library
-folder, and it still exists; anything else -- unknown ids, failed or deleted videos, ids that are
-not plain decimal numbers such as ``..%2f..%2fetc%2fpasswd`` -- is a 404 that reveals nothing.
-Query length and ``k`` are bounded (422 with a message). Files are only ever opened for reading;
-nothing under the library folder is written. The server binds to 127.0.0.1 unless told
-otherwise, and ``allowed_hosts`` rejects requests whose ``Host`` header names another site, which
-stops DNS-rebinding pages from reading a local library through the user's browser.
+it is an indexed video (``VideoIndex.get_video`` / ``video_path``) and the file still exists;
+anything else -- unknown ids, failed or deleted videos, ids that are not plain decimal numbers
+such as ``..%2f..%2fetc%2fpasswd`` -- is a 404 that reveals no path. Membership in the catalog,
+not a path prefix, is the test, because an index may legitimately hold videos from several
+library folders or from CSV lists of absolute paths. Query length and ``k`` are bounded (422
+with a message). Files are only ever opened for reading; nothing under the library folder is
+written. ``vidclip serve`` binds to 127.0.0.1 unless told otherwise, and ``allowed_hosts``
+rejects requests whose ``Host`` header names another site, which stops DNS-rebinding pages
+from reading a local library through the user's browser. The page sends a strict
+Content-Security-Policy (same origin only, no inline script) and builds the DOM with
+``textContent``, so file names cannot inject markup.
 
 Concurrency. Handlers are plain functions, so FastAPI runs them in its worker threads: search,
 catalog look-ups and thumbnail decoding never block the event loop, and byte streams are read in

@@ -45,15 +45,19 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     from ..index.library import VideoIndex
     from .app import create_app
 
-    index = VideoIndex.open(ns.dir)
+    # Bind first: a busy port is one clear error line, before the model is loaded, rather than
+    # a server log traceback; and the printed URL names the real port (--port 0 picks one).
+    sock = listen_socket(ns.host, ns.port)
+    try:
+        index = VideoIndex.open(ns.dir)
+    except BaseException:
+        sock.close()
+        raise
     local = is_loopback(ns.host)
     # On loopback, refuse Host headers naming other sites (DNS rebinding); when the user binds
     # to a public address they chose to be reachable under whatever name points at it.
     allowed = list(LOOPBACK_HOSTS) if local else None
     app = create_app(index, max_query_chars=ns.max_query_chars, max_k=ns.max_k, allowed_hosts=allowed)
-    # Bind before printing, so the URL names the real port (--port 0 picks a free one) and a
-    # busy port is one clear error line rather than a server log traceback.
-    sock = listen_socket(ns.host, ns.port)
     url = url_for(ns.host, sock.getsockname()[1])
     if app.state.random_weights:
         print("vidclip serve: note: this index uses RANDOM weights; rankings are not meaningful.",
@@ -65,6 +69,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     print(f"Serving on {url}  (API docs: {url}docs; Ctrl+C to stop)", flush=True)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=ns.log_level)).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down cleanly and re-raised the Ctrl+C: a normal stop
+        print("vidclip serve: stopped", file=sys.stderr)
     finally:
         sock.close()
         index.close()

@@ -15,6 +15,7 @@ examples:
   vidclip train configs/msrvtt_mean.yaml optim.lr=3e-4 optim.batch_size=128 data.root=/data/msrvtt
   vidclip train configs/synth_mean.yaml model.text_tower=finetune name=synth_mean_ft
   vidclip train runs/synth_mean --resume              # continue an interrupted run
+  vidclip train configs/msrvtt_seq_transformer.yaml --prepare-only   # build the caches once, then:
   accelerate launch --num_processes 2 -m vidclip train configs/msrvtt_seq_transformer.yaml
 
 Overrides are dotted keys of the config (data.*, model.*, optim.*, and top-level keys such as
@@ -44,6 +45,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="stop after this many optimizer steps in this invocation, saving a checkpoint to "
                         "--resume from (the LR schedule still spans the whole run)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only build the caches (frame features of the training videos, frozen-tower caption "
+                        "embeddings) and exit; do this once before a multi-process run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=cmd_train)
@@ -71,6 +75,20 @@ def cmd_train(ns: argparse.Namespace) -> int:
     if ns.print_config:
         sys.stdout.write(dump_config(cfg))
         return 0
+    if ns.prepare_only:
+        from .trainer import prepare
+
+        summary = prepare(cfg, progress=not (ns.quiet or ns.json))
+        if ns.json:
+            json.dump(summary, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(f"prepared: {summary['encoded']} videos encoded into {summary['features']}, "
+                  f"{len(summary['failed'])} failed" + (f"; captions cached in {summary['text_cache']}"
+                                                         if "text_cache" in summary else ""))
+        for f in summary["failed"]:
+            print(f"vidclip train: {f['path']}: {f['reason']}", file=sys.stderr)
+        return 1 if summary["failed"] else 0
     if ns.stop_after is not None and ns.stop_after <= 0:
         from ..errors import ConfigError
 

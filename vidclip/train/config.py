@@ -92,7 +92,7 @@ class TrainConfig:
     seed: int = 0
     run_dir: str = "runs/{name}"  # checkpoints, config.yaml and metrics.jsonl go here
     mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate autocast)
-    device: str = "auto"  # auto (GPU when present) | cpu
+    device: str = "auto"  # auto (GPU when present; accelerate picks which) | cpu
     eval_every: int = 1  # validate every N epochs (and at the end)
     eval_batch: int = 256  # videos per chunk when building validation similarities
     select_metric: str = "rsum"  # rsum (t2v R@1+R@5+R@10 on validation) | t2v_r1
@@ -122,6 +122,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.schedule": ("cosine", "constant", "linear"),
     "mixed_precision": ("no", "fp16", "bf16"),
     "select_metric": ("rsum", "t2v_r1"),
+    "device": ("auto", "cpu"),  # GPUs are chosen by accelerate (CUDA_VISIBLE_DEVICES, accelerate launch)
 }
 POSITIVE = {"optim.batch_size", "optim.epochs", "data.num_frames", "data.encode_frames", "model.max_frames",
             "eval_batch", "log_every", "eval_every"}

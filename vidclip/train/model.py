@@ -20,7 +20,6 @@ import copy
 import hashlib
 import json
 import os
-import types
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,14 +72,16 @@ class TextTower(nn.Module):
             p.requires_grad_(not name.split(".")[-1].startswith("logit_"))
         self.net.train()
         self.family = clip.family
-        self._tokenizer = clip._tokenizer  # pad / eos ids for the transformers attention mask
+        # pad / eos ids build the transformers attention mask (unused for open_clip)
+        impl = clip._tokenizer.impl if clip.family == "hf" else None
+        self.pad_id = getattr(impl, "pad_token_id", None)
+        self.eos_id = getattr(impl, "eos_token_id", None)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # Reuse FrozenCLIP's text path (EOT pooling, HF attention mask) on the trainable copy.
-        from ..models.clip import FrozenCLIP
+        # FrozenCLIP's own text path (EOT pooling, HF attention mask), run on the trainable copy.
+        from ..models.clip import text_features_from_ids
 
-        shim = types.SimpleNamespace(family=self.family, model=self.net, _tokenizer=self._tokenizer)
-        return FrozenCLIP._text_features(shim, ids)
+        return text_features_from_ids(self.net, self.family, ids, pad_id=self.pad_id, eos_id=self.eos_id)
 
 
 def build_temporal(cfg: TrainConfig, clip) -> nn.Module:

@@ -688,7 +688,9 @@ def _run(ns: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         return 0
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    from tqdm.auto import tqdm
+
+    log = None if ns.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
     res = pretrain(cfg, ns.out, progress=not ns.quiet, log=log)
     m = res.metrics
     print(f"wrote {res.checkpoint} ({res.checkpoint.stat().st_size / 1e6:.1f} MB) and {res.metadata}")

@@ -26,7 +26,8 @@ Run dir::
 
 Resume is exact: the batch order is a pure function of (seed, epoch), RNG states are restored,
 so N steps in one go and N/2 + resume + N/2 give the same losses (tests/test_train.py).
-Distributed: launch with ``accelerate launch -m vidclip train CONFIG``.
+Distributed: build the caches once (``vidclip train CONFIG --prepare-only``), then launch
+``accelerate launch --num_processes N -m vidclip train CONFIG`` (torchrun works too).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from .model import (
     save_weights,
 )
 
-__all__ = ["TrainResult", "train", "prepare_features", "epoch_order", "lr_multiplier", "select_score"]
+__all__ = ["TrainResult", "train", "prepare", "prepare_features", "check_whole_videos", "epoch_order", "lr_multiplier", "select_score"]
 
 STATE_FILE = "state.pt"
 
@@ -135,13 +136,14 @@ def param_groups(model: RetrievalModel, cfg) -> list[dict]:
 # ----------------------------------------------------------------------------- prepare
 
 
-def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True, is_main: bool = True):
+def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True, encode: bool = True):
     """Open (and, where videos are missing, fill) the feature store of ``cfg``.
 
     Runs ``encode_videos`` for the datasets' videos that are not in the store yet, with the
-    uniform sampler of ``data.encode_frames`` frames (main process only; call between
-    barriers in distributed runs). Refuses a store written by another model. Returns
-    (FeatureStore, list of failures).
+    uniform sampler of ``data.encode_frames`` frames (``encode=False`` only reports them).
+    Refuses a store written by another model. Returns (store root, missing [(key, path)] before
+    encoding, failures of this encode). Videos that failed in an earlier encode are listed in
+    the store's failures.jsonl and are not counted as missing.
     """
     from ..data.features import STORE_FILE, FeatureStore
     from ..models.clip import ModelIdentity
@@ -153,6 +155,7 @@ def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True,
         for v in ds.videos:
             items.setdefault(v.video_id, str(v.path))
     failures = []
+    known_bad: set[str] = set()
     if (root / STORE_FILE).is_file():
         store = FeatureStore(root)
         theirs = ModelIdentity.from_dict(store.model).key()
@@ -161,9 +164,16 @@ def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True,
                 f"{root}: features were encoded with {store.model.get('name')} ({theirs}), but model.clip is "
                 f"{clip.identity.name} ({clip.identity.key()}); point data.features / data.cache_dir elsewhere")
         todo = [(k, p) for k, p in items.items() if k not in store]
+        if not encode and (root / "failures.jsonl").is_file():
+            for line in (root / "failures.jsonl").read_text(encoding="utf-8").splitlines():
+                try:
+                    known_bad.add(json.loads(line)["key"])
+                except (json.JSONDecodeError, KeyError):
+                    continue
+            todo = [(k, p) for k, p in todo if k not in known_bad]
     else:
         todo = list(items.items())
-    if todo and is_main:
+    if todo and encode:
         from ..pipeline import encode_videos
         from ..video.sample import SamplerConfig
 
@@ -171,7 +181,40 @@ def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True,
         report = encode_videos(todo, root, clip, sampler, workers=cfg.data.encode_workers,
                                backend=cfg.data.backend, progress=progress)
         failures = report.failed
-    return root, failures
+    return root, todo, failures
+
+
+def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
+    """The prepare step alone (``vidclip train CONFIG --prepare-only``): frame features of the
+    training and validation videos, and (frozen text tower) the caption embeddings.
+
+    Run it once in a single process before a multi-process run: distributed training refuses
+    to start while videos lack features (encoding in one process while the others wait would
+    outlast the collective timeouts).
+    """
+    from ..data.datasets import load_dataset, split_validation
+
+    if clip is None:
+        from ..models.clip import load_clip
+
+        clip = load_clip(cfg.model.clip, cfg.model.pretrained, device="cuda" if (
+            cfg.device != "cpu" and torch.cuda.is_available()) else "cpu")
+    full = load_dataset(cfg.data.kind, cfg.data.root, cfg.data.train_split)
+    train_ds, val_ds = split_validation(full, cfg.data.val_fraction, cfg.data.val_seed)
+    from ..models.temporal import TEMPORAL_MODULES
+
+    cls = TEMPORAL_MODULES.get(cfg.model.temporal)
+    summary: dict = {"features": None, "encoded": 0, "failed": []}
+    if cls is None or not getattr(cls, "needs_pixels", False):
+        root, todo, failures = prepare_features(cfg, clip, [train_ds, val_ds], progress=progress)
+        summary.update(features=str(root), encoded=len(todo) - len(failures),
+                       failed=[f.to_dict() for f in failures])
+    if cfg.model.text_tower == "frozen":
+        cache = cfg.resolved_cache_dir / "text"
+        cached_text_embeddings(clip, train_ds.captions, cache)
+        cached_text_embeddings(clip, val_ds.captions, cache)
+        summary["text_cache"] = str(cache)
+    return summary
 
 
 def check_whole_videos(datasets) -> None:
@@ -261,14 +304,17 @@ def _video_sources(run: _Run, temporal, train_ds, val_ds):
         check_whole_videos([train_ds, val_ds])
         paths = {v.video_id: str(v.path) for ds in (train_ds, val_ds) for v in ds.videos}
         return PixelSource(paths, cfg.data.num_frames, run.clip.image_size, cfg.data.backend), train_ds, val_ds
-    failures = []
-    with run.acc.main_process_first():
-        root, failures = prepare_features(cfg, run.clip, [train_ds, val_ds], progress=run.progress,
-                                          is_main=run.is_main)
-    run.acc.wait_for_everyone()
+    if run.world > 1:
+        root, todo, _ = prepare_features(cfg, run.clip, [train_ds, val_ds], encode=False)
+        if todo:
+            raise ConfigError(
+                f"{root}: {len(todo)} training/validation videos have no cached features (first: {todo[0][0]}); "
+                "build the cache in one process first: `vidclip train CONFIG --prepare-only`")
+    else:
+        root, _, failures = prepare_features(cfg, run.clip, [train_ds, val_ds], progress=run.progress)
+        for f in failures:
+            warnings.warn(f"{f.path}: not encoded ({f.reason}); left out of training", stacklevel=2)
     store = FeatureStore(root)
-    for f in failures:
-        warnings.warn(f"{f.path}: not encoded ({f.reason}); left out of training", stacklevel=2)
 
     def keep(ds):
         idx = [i for i, v in enumerate(ds.videos) if v.video_id in store]
@@ -335,6 +381,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     from tqdm.auto import tqdm
 
     start_time = time.perf_counter()
+    _reset_accelerator_state()
     acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
     if cfg.optim.batch_size % acc.num_processes:
         raise ConfigError(f"optim.batch_size: {cfg.optim.batch_size} does not divide over {acc.num_processes} processes")
@@ -390,6 +437,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     num_epochs = math.ceil(total / steps_per_epoch)
 
     model = RetrievalModel(temporal, LogitScale(cfg.optim.logit_scale_init), text_tower).to(acc.device)
+    # Weights are initialised identically everywhere (seed above; DDP also broadcasts rank 0's);
+    # training noise (dropout) gets a seed per process so processes do not drop the same units.
+    set_seed(cfg.seed + run.rank)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim), betas=(cfg.optim.beta1, cfg.optim.beta2),
                                   eps=cfg.optim.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -529,6 +579,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     return TrainResult(run_dir=run_dir, global_step=global_step, epoch=epoch, best_score=best_score,
                        best_step=best_step, stopped=stopped, last_val=last_val,
                        seconds=time.perf_counter() - start_time, is_main=run.is_main)
+
+
+def _reset_accelerator_state() -> None:
+    """Let one process run several trainings with different precisions (tests, notebooks).
+
+    accelerate keeps the first Accelerator's settings in a process-wide singleton and refuses
+    another mixed_precision afterwards. The distributed part (PartialState: process group,
+    ranks) is kept; only the per-run settings are cleared.
+    """
+    try:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other accelerate versions
+        pass
 
 
 def _read_yaml(path: Path) -> dict:

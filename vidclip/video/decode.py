@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidclip.errors import BackendUnavailableError, ConfigError, VideoDecodeError, VidclipError
+from vidclip.errors import BackendUnavailableError, ConfigError, VidclipError, VideoDecodeError
 
 __all__ = [
     "VideoInfo",
@@ -168,9 +168,8 @@ class VideoReader:
         if frames.shape[1:] != (h, w, 3):
             raise VideoDecodeError(self.info.path, f"{self.info.backend} returned frames of shape "
                                    f"{tuple(frames.shape[1:])}, expected {(h, w, 3)}")
-        if uniq.size == idx.size:  # already in sorted order of a permutation
-            if np.array_equal(uniq, idx):
-                return frames
+        if np.array_equal(uniq, idx):  # already sorted and distinct: no gather copy
+            return frames
         return frames[torch.as_tensor(inverse.reshape(-1), device=frames.device)]
 
     def _decode_sorted(self, indices: np.ndarray) -> torch.Tensor:  # pragma: no cover - abstract
@@ -371,13 +370,13 @@ class PyAVReader(VideoReader):
             raise
         except self._av.error.FFmpegError as e:
             raise VideoDecodeError(self.path, f"video stream could not be decoded ({_av_reason(e)})") from e
-        if getattr(self, "_damaged_tail", False) and not self._count_mode:
-            self._trim_undecodable_tail()
         rot = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
         self.rotation = rot
         self._coded_w, self._coded_h = frame.width, frame.height
         first = self._to_rgb(frame)
         self._first = (idx, first)
+        if getattr(self, "_damaged_tail", False) and not self._count_mode:
+            self._trim_undecodable_tail()
         self.first_upright = np.ascontiguousarray(np.rot90(first, k=rot // 90))
         self.first_index = idx
         w, h = (self._coded_h, self._coded_w) if rot in (90, 270) else (self._coded_w, self._coded_h)
@@ -652,7 +651,7 @@ class DecordReader(_CalibratedReader):
         except Exception as e:
             raise VideoDecodeError(self.path, f"decord failed: {str(e).strip().splitlines()[-1]}") from e
         if self.device.type == "cuda":
-            return torch.utils.dlpack.from_dlpack(arr.to_dlpack())
+            return torch.from_dlpack(arr.to_dlpack())
         out = torch.from_numpy(arr.asnumpy())
         if out.ndim != 4 or out.shape[-1] != 3:
             # decord 0.6 returns padded 4-channel garbage for some widths (dmlc/decord#336)
