@@ -67,7 +67,8 @@ def _recall_by_hand(faiss_file, ids, vectors, queries, k, nprobe=None):
 
 def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, clip, sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, design="IVF4,Flat", nprobe=1, workers=0, progress=False)
+    index_library(library, idx, clip, sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
+                  workers=0, progress=False)
     frames, vid_ids, vid_vecs, seg_ids, seg_vecs = _stored(idx)
 
     # More queries than frames: every stored frame is a query, so the hand computation sees the same set.
@@ -102,7 +103,8 @@ def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, c
 
 def test_check_recall_reads_but_never_writes(tmp_path, library, clip, sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, design="IVF4,Flat", nprobe=1, workers=0, progress=False)
+    index_library(library, idx, clip, sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
+                  workers=0, progress=False)
     (idx / "videos.faiss").unlink()  # stale / missing faiss: measured as a reader rebuilds it, in memory
     res = check_recall(idx, k=3, num_queries=10_000)
     assert not (idx / "videos.faiss").exists()
@@ -154,6 +156,8 @@ def test_cli_check_recall(tmp_path, library, capsys):
     capsys.readouterr()
     assert main(["index", "--report", str(idx), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["search_settings"]["nprobe_videos"] == 1
+    assert main(["index", "--report", str(idx)]) == 0
+    assert "faiss designs: videos IVF4,Flat, segments IVF4,Flat, nprobe=1" in capsys.readouterr().out
 
     assert main(["index", "--check-recall", str(idx), "-k", "3", "--queries", "500", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

@@ -28,7 +28,8 @@ ASSET_META = REPO / "vidclip" / "assets" / "vidclip-synth.json"
 
 TINY_DATA = dict(videos=16, seed=3, size=32, num_frames=8, test_fraction=0.25, frames_per_video=3)
 TINY = [f"data.{k}={v}" for k, v in TINY_DATA.items()] + [
-    "model=tiny-vit", "optim.batch_size=8", "optim.steps=24", "optim.lr=2e-3", "log_every=4", "threads=2"]
+    "model=tiny-vit", "optim.batch_size=8", "optim.steps=24", "optim.lr=2e-3", "log_every=4", "threads=2",
+    "hard_groups=0"]
 
 # ----------------------------------------------------------------------------- pure pieces
 
@@ -88,6 +89,26 @@ def test_batch_rows_distinct_clips_and_pure():
     assert len(set(fs.video[a].tolist())) == 8
     with pytest.raises(ConfigError, match="exceeds the 10 training clips"):
         P.batch_rows(fs, 11, 0, 0)
+
+
+def test_hard_batches_group_colour_and_background():
+    per, nvid = 4, 40
+    clip_attrs = np.zeros((nvid, 5), np.int64)
+    clip_attrs[:, 1] = np.arange(nvid) % 4  # colour
+    clip_attrs[:, 3] = (np.arange(nvid) // 20)  # background: 8 (colour, bg) pairs of 5 clips
+    fs = P.FrameSet(np.zeros((nvid * per, 2, 2, 3), np.uint8), np.repeat(np.arange(nvid), per),
+                    np.repeat(clip_attrs, per, axis=0), np.zeros((nvid * per, 2), np.float32),
+                    [str(i) for i in range(nvid)])
+    key = clip_attrs[:, 1] * 10 + clip_attrs[:, 3]
+    for step in range(5):
+        rows = P.batch_rows(fs, 13, step, seed=0, groups=3)  # 3 groups of 4 clips + 1 at random
+        clips = fs.video[rows]
+        assert len(set(clips.tolist())) == 13 and np.all(rows // per == clips)
+        groups = key[clips[:12]].reshape(3, 4)
+        assert (groups == groups[:, :1]).all() and len(set(groups[:, 0].tolist())) == 3
+    assert not np.array_equal(P.batch_rows(fs, 13, 0, 0, 3), P.batch_rows(fs, 13, 1, 0, 3))
+    with pytest.raises(ConfigError, match="only 0 have that many"):
+        P.batch_rows(fs, 12, 0, seed=0, groups=2)  # groups of 6, but each pair has 5 clips
 
 
 # ----------------------------------------------------------------------------- evaluation algebra

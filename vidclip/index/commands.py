@@ -205,6 +205,11 @@ def cmd_index(ns: argparse.Namespace) -> int:
             print(f"{rep['index']}: {c['indexed']} indexed, {c['failed']} failed, {c['deleted']} deleted "
                   f"({c['segments']} windows); model {rep['model'] and rep['model'].get('name')}, "
                   f"temporal {rep['temporal'] and rep['temporal'].get('name')}")
+            knobs = "".join(f", {name}={rep['search_settings'][key]}" for name, key in
+                            (("nprobe", "nprobe_videos"), ("efSearch", "ef_search_videos"))
+                            if rep["search_settings"][key] is not None)
+            print(f"faiss designs: videos {rep['designs']['videos']}, segments {rep['designs']['segments']}{knobs} "
+                  f"(measure them with --check-recall)")
             for f in rep["failed"]:
                 print(f"failed: {f['path']}: {f['reason']}")
         return 0

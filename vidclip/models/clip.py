@@ -81,6 +81,9 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _RANDOM_INIT_SEED = 0
 _CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: Models whose weights ship inside the package: ``load_clip(name)`` with no ``pretrained``
+#: loads these files. ``vidclip-synth`` knows only the ``vidclip synth`` world.
+SHIPPED_WEIGHTS = {"vidclip-synth": Path(__file__).resolve().parents[1] / "assets" / "vidclip-synth.safetensors"}
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
@@ -671,6 +674,13 @@ def load_clip(
         ConfigError: unknown model name, bad device/precision.
     """
     register_config_dir(_CONFIG_DIR)
+    if pretrained is None and model in SHIPPED_WEIGHTS:
+        pretrained = str(SHIPPED_WEIGHTS[model])
+        if not SHIPPED_WEIGHTS[model].is_file():
+            raise WeightsNotFoundError(
+                f"{model}: the shipped weights {pretrained} are missing from this installation; "
+                "re-install vidclip, or rebuild them with `python -m vidclip.train.pretrain "
+                "configs/pretrain_synth_clip.yaml --out vidclip/assets`")
     dev = _resolve_device(device)
     prec = _resolve_precision(precision, dev)
     if not isinstance(model, str) or not model.strip():

@@ -117,6 +117,7 @@ class PretrainConfig:
     out: str = "runs/{name}"  # where {model}.safetensors and {model}.json are written
     threads: int = 2  # torch CPU threads (0 = torch's default); recorded, as results depend on it
     full_caption_prob: float = 0.5  # share of captions naming all five attributes
+    hard_groups: int = 8  # (colour, background) groups per batch (batch_rows); 0 = random batches
     log_every: int = 10  # steps between loss-curve points
     data: PretrainData = field(default_factory=PretrainData)
     optim: PretrainOptim = field(default_factory=PretrainOptim)
@@ -125,7 +126,7 @@ class PretrainConfig:
 _CHOICES = {"optim.schedule": ("cosine", "linear", "constant")}
 _POSITIVE = {"data.videos", "data.size", "data.num_frames", "data.frames_per_video", "optim.batch_size",
              "optim.steps", "optim.lr", "log_every"}
-_NON_NEGATIVE = {"optim.weight_decay", "optim.grad_clip", "threads"}
+_NON_NEGATIVE = {"optim.weight_decay", "optim.grad_clip", "threads", "hard_groups"}
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -511,15 +512,37 @@ def _param_groups(net: torch.nn.Module, scale: torch.nn.Module, o: PretrainOptim
     return [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def batch_rows(train: FrameSet, batch_size: int, step: int, seed: int) -> np.ndarray:
+def batch_rows(train: FrameSet, batch_size: int, step: int, seed: int, groups: int = 0) -> np.ndarray:
     """int64 ``[B]`` frame rows of step ``step``: ``B`` distinct clips, one random frame of each
-    (two frames of one clip would be near-duplicate negatives). Pure in (seed, step)."""
+    (two frames of one clip would be near-duplicate negatives). Pure in (seed, step).
+
+    ``groups > 0`` makes hard batches: ``B // groups`` clips from each of ``groups`` random
+    (colour, background) pairs (the rest of the batch at random). Colour and background are
+    visible in every pixel and are learnt first; a batch of random frames can then be told
+    apart almost by them alone, so the gradient towards shape, size and position (what the
+    object is and *where*) fades. Within a group only those attributes separate the frames.
+    """
     nvid = len(train.video_ids)
     if batch_size > nvid:
         raise ConfigError(f"optim.batch_size: {batch_size} exceeds the {nvid} training clips")
     per = len(train) // nvid
     rng = np.random.default_rng([seed, step, 0xF5A])
-    vids = rng.choice(nvid, size=batch_size, replace=False)
+    if groups <= 0:
+        vids = rng.choice(nvid, size=batch_size, replace=False)
+    else:
+        first = train.attrs[::per]  # [V, 5] one row per clip (the static attributes are shared)
+        key = first[:, 1] * 64 + first[:, 3]  # (colour, background)
+        size = batch_size // groups
+        keys, counts = np.unique(key, return_counts=True)
+        usable = keys[counts >= size]
+        if len(usable) < groups:
+            raise ConfigError(f"hard_groups: {groups} groups of {size} clips need {groups} (colour, background) "
+                              f"pairs with >= {size} training clips each; only {len(usable)} have that many")
+        picked = [rng.choice(np.flatnonzero(key == k), size=size, replace=False)
+                  for k in rng.choice(usable, size=groups, replace=False)]
+        taken = np.concatenate(picked)
+        rest = rng.choice(np.setdiff1d(np.arange(nvid), taken), size=batch_size - len(taken), replace=False)
+        vids = np.concatenate([taken, rest])
     return vids * per + rng.integers(per, size=batch_size)
 
 
@@ -566,7 +589,7 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
 
         bar = tqdm(range(o.steps), desc=f"pretrain {cfg.model}", unit="step", disable=not progress)
         for step in bar:
-            rows = batch_rows(train, o.batch_size, step, cfg.seed)
+            rows = batch_rows(train, o.batch_size, step, cfg.seed, cfg.hard_groups)
             pixels = clip.preprocess(torch.from_numpy(train.frames[rows]))  # [B, 3, S, S]
             ids = clip.tokenize(_captions(train, rows, step, cfg.seed, cfg.full_caption_prob))  # [B, L]
             loss = contrastive_loss(net.encode_text(ids), net.encode_image(pixels), scale())
