@@ -111,6 +111,22 @@ def test_hard_batches_group_colour_and_background():
         P.batch_rows(fs, 12, 0, seed=0, groups=2)  # groups of 6, but each pair has 5 clips
 
 
+def test_fresh_model_pairs_like_load_clip():
+    from vidclip.models.clip import load_clip
+
+    net, tokenize, preprocess = P._fresh_model("tiny-vit", seed=0)
+    ref = load_clip("tiny-vit", None)  # random init, seed 0
+    assert torch.equal(tokenize(["a red dot at the top"]), ref.tokenize(["a red dot at the top"]))
+    frames = torch.randint(0, 256, (2, 40, 50, 3), dtype=torch.uint8)
+    assert torch.equal(preprocess(frames), ref.preprocess(frames))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.model.state_dict().values()))
+    other, _, _ = P._fresh_model("tiny-vit", seed=1)
+    assert not torch.equal(other.visual.proj, net.visual.proj)
+    assert all(p.requires_grad for p in net.parameters())
+    with pytest.raises(ConfigError, match="hf-tiny.*not an open_clip config"):
+        P._fresh_model("hf-tiny", 0)
+
+
 # ----------------------------------------------------------------------------- evaluation algebra
 
 

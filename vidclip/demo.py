@@ -70,7 +70,7 @@ def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scen
     report = index_library(library, index_dir, clip, SamplerConfig(**DEMO_SAMPLER), temporal="mean",
                            workers=workers, progress=progress)
     summary = report.to_dict()
-    log(f"     indexed {summary.get('indexed')}, unchanged {summary.get('skipped')}, failed {len(summary.get('failed', []))}")
+    log(f"     indexed {summary.get('indexed')}, unchanged {summary.get('unchanged')}, failed {len(summary.get('failed', []))}")
 
     log("3/3  searching")
     index = VideoIndex.open(index_dir, clip=clip)

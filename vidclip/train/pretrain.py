@@ -112,12 +112,13 @@ class PretrainOptim:
 @dataclass
 class PretrainConfig:
     name: str = "pretrain_synth_clip"
-    seed: int = 0  # batch order and caption draws (the weights start from load_clip's seeded init)
+    seed: int = 0  # initial weights, batch order and caption draws
     model: str = "vidclip-synth"  # an open_clip config registered by vidclip.models.clip
     out: str = "runs/{name}"  # where {model}.safetensors and {model}.json are written
     threads: int = 2  # torch CPU threads (0 = torch's default); recorded, as results depend on it
     full_caption_prob: float = 0.5  # share of captions naming all five attributes
-    hard_groups: int = 8  # (colour, background) groups per batch (batch_rows); 0 = random batches
+    hard_groups: int = 8  # groups per batch of clips that share the hard_by attributes; 0 = random batches
+    hard_by: str = "color,background"  # comma-separated ATTRIBUTES shared inside a hard group (batch_rows)
     log_every: int = 10  # steps between loss-curve points
     data: PretrainData = field(default_factory=PretrainData)
     optim: PretrainOptim = field(default_factory=PretrainOptim)
@@ -155,6 +156,8 @@ def _check(dotted: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {dotted} must be >= 0, got {value!r}")
     if dotted in ("data.test_fraction",) and not 0 < value < 1:
         raise ConfigError(f"{where}: {dotted} must be in (0, 1), got {value!r}")
+    if dotted == "hard_by" and not set(value.split(",")) <= set(ATTRIBUTES[:4]):
+        raise ConfigError(f"{where}: hard_by must name attributes among {list(ATTRIBUTES[:4])}, got {value!r}")
     if dotted in ("full_caption_prob", "optim.warmup") and not 0 <= value <= 1:
         raise ConfigError(f"{where}: {dotted} must be in [0, 1], got {value!r}")
 
@@ -512,12 +515,14 @@ def _param_groups(net: torch.nn.Module, scale: torch.nn.Module, o: PretrainOptim
     return [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def batch_rows(train: FrameSet, batch_size: int, step: int, seed: int, groups: int = 0) -> np.ndarray:
+def batch_rows(train: FrameSet, batch_size: int, step: int, seed: int, groups: int = 0,
+               by: Sequence[str] = ("color", "background")) -> np.ndarray:
     """int64 ``[B]`` frame rows of step ``step``: ``B`` distinct clips, one random frame of each
     (two frames of one clip would be near-duplicate negatives). Pure in (seed, step).
 
-    ``groups > 0`` makes hard batches: ``B // groups`` clips from each of ``groups`` random
-    (colour, background) pairs (the rest of the batch at random). Colour and background are
+    ``groups > 0`` makes hard batches: ``B // (2 * groups)`` clips from each of ``groups`` random
+    values of the attributes ``by`` (default: (colour, background) pairs); the other half of
+    the batch at random. Colour and background are
     visible in every pixel and are learnt first; a batch of random frames can then be told
     apart almost by them alone, so the gradient towards shape, size and position (what the
     object is and *where*) fades. Within a group only those attributes separate the frames.
@@ -531,13 +536,14 @@ def batch_rows(train: FrameSet, batch_size: int, step: int, seed: int, groups: i
         vids = rng.choice(nvid, size=batch_size, replace=False)
     else:
         first = train.attrs[::per]  # [V, 5] one row per clip (the static attributes are shared)
-        key = first[:, 1] * 64 + first[:, 3]  # (colour, background)
-        size = batch_size // groups
+        cols = [ATTRIBUTES.index(a) for a in by]
+        key = np.ravel_multi_index(first[:, cols].T, [64] * len(cols))  # one int per value of `by`
+        size = batch_size // (2 * groups)
         keys, counts = np.unique(key, return_counts=True)
         usable = keys[counts >= size]
         if len(usable) < groups:
-            raise ConfigError(f"hard_groups: {groups} groups of {size} clips need {groups} (colour, background) "
-                              f"pairs with >= {size} training clips each; only {len(usable)} have that many")
+            raise ConfigError(f"hard_groups: {groups} groups of {size} clips need {groups} values of "
+                              f"({', '.join(by)}) with >= {size} training clips each; only {len(usable)} have that many")
         picked = [rng.choice(np.flatnonzero(key == k), size=size, replace=False)
                   for k in rng.choice(usable, size=groups, replace=False)]
         taken = np.concatenate(picked)
@@ -549,6 +555,39 @@ def batch_rows(train: FrameSet, batch_size: int, step: int, seed: int, groups: i
 def _captions(train: FrameSet, rows: np.ndarray, step: int, seed: int, full_prob: float) -> list[str]:
     rng = np.random.default_rng([seed, step, 0xCA9])
     return [frame_caption(train.attrs[r], rng, full_prob) for r in rows]
+
+
+def _fresh_model(name: str, seed: int):
+    """A randomly initialised open_clip model ``name`` (seeded) with its tokenizer and
+    preprocessing, as :func:`vidclip.models.clip.load_clip` would pair them.
+
+    Built here rather than with ``load_clip(name, None)``, which gives the *shipped* weights for
+    ``vidclip-synth``. Returns (trainable net, texts -> ids [B, L], uint8 frames -> pixels).
+    """
+    import open_clip
+
+    from ..models.clip import list_models
+    from ..video.preprocess import preprocess_frames
+
+    if name not in list_models():  # (also registers vidclip/models/configs with open_clip)
+        raise ConfigError(f"model: unknown model config {name!r}")
+    if name not in open_clip.list_models():
+        raise ConfigError(f"model: {name!r} is not an open_clip config; the recipe trains open_clip models")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = open_clip.create_model(name, pretrained=None)
+    # open_clip leaves every parameter trainable except fixed ones (sin-cos positions): keep those.
+    pp = net.visual.preprocess_cfg
+    size = pp["size"][0] if isinstance(pp["size"], (tuple, list)) else pp["size"]
+    tokenizer = open_clip.get_tokenizer(name)
+
+    def preprocess(frames: torch.Tensor) -> torch.Tensor:
+        return preprocess_frames(frames, int(size), pp["mean"], pp["std"], pp.get("interpolation", "bicubic"))
+
+    def tokenize(texts: list[str]) -> torch.Tensor:
+        return tokenizer(texts).long()
+
+    return net, tokenize, preprocess
 
 
 def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progress: bool = True,
@@ -569,12 +608,7 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
     out_dir = Path(out if out is not None else cfg.out.format(name=cfg.name))
     with _torch_settings(cfg.threads):
         train, test = prepare_frames(cfg.data, progress=progress)
-        clip = load_clip(cfg.model, None)  # seeded random init (load_clip's seed 0)
-        if clip.family != "open_clip":
-            raise ConfigError(f"model: {cfg.model!r} is a {clip.family} model; the recipe trains open_clip configs")
-        net = clip.model
-        for p in net.parameters():
-            p.requires_grad_(True)
+        net, tokenize, preprocess = _fresh_model(cfg.model, cfg.seed)
         net.train()
         o = cfg.optim
         scale = LogitScale(o.logit_scale_init)
@@ -589,9 +623,9 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
 
         bar = tqdm(range(o.steps), desc=f"pretrain {cfg.model}", unit="step", disable=not progress)
         for step in bar:
-            rows = batch_rows(train, o.batch_size, step, cfg.seed, cfg.hard_groups)
-            pixels = clip.preprocess(torch.from_numpy(train.frames[rows]))  # [B, 3, S, S]
-            ids = clip.tokenize(_captions(train, rows, step, cfg.seed, cfg.full_caption_prob))  # [B, L]
+            rows = batch_rows(train, o.batch_size, step, cfg.seed, cfg.hard_groups, cfg.hard_by.split(","))
+            pixels = preprocess(torch.from_numpy(train.frames[rows]))  # [B, 3, S, S]
+            ids = tokenize(_captions(train, rows, step, cfg.seed, cfg.full_caption_prob))  # [B, L]
             loss = contrastive_loss(net.encode_text(ids), net.encode_image(pixels), scale())
             opt.zero_grad(set_to_none=True)
             loss.backward()
