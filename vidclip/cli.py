@@ -22,6 +22,7 @@ from .errors import VidclipError
 # (module, function) pairs adding verbs implemented beside their code.
 _EXTENSION_PARSERS = [
     ("vidclip.train.commands", "add_train_parser"),
+    ("vidclip.train.pretrain", "add_pretrain_parser"),
     ("vidclip.eval.commands", "add_eval_parser"),
     ("vidclip.index.commands", "add_index_parser"),
     ("vidclip.index.commands", "add_search_parser"),

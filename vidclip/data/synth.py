@@ -22,8 +22,10 @@ independent random specs with balanced directions.
       MSRVTT_JSFUSION_test.csv     key,vid_key,video_id,sentence: one caption per test video
       synth_meta.json              config, and per video: split, spec, motion, twin, captions
 
-Output is deterministic for a seed (byte-identical json files, identical decoded frames)
-and written atomically (built in a temporary sibling folder, then renamed into place).
+Output is deterministic for a seed: byte-identical json files and identical rendered frames.
+Decoded frames are identical with ``crf=0`` (lossless); at the default crf the x264 build that
+PyAV wheels ship is not bit-reproducible (two encodes of the same frames can differ by a few
+grey levels). Written atomically (built in a temporary sibling folder, then renamed into place).
 """
 
 from __future__ import annotations

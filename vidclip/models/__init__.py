@@ -15,6 +15,9 @@ _EXPORTS = {
     "load_clip_from_identity": "vidclip.models.clip",
     "list_models": "vidclip.models.clip",
     "create_temporal": "vidclip.models.temporal",
+    "list_temporal": "vidclip.models.temporal",
+    "register_temporal": "vidclip.models.temporal",
+    "TemporalModule": "vidclip.models.temporal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -588,6 +588,21 @@ def text_features_from_ids(model: torch.nn.Module, family: str, ids: torch.Tenso
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+@contextlib.contextmanager
+def _quiet_root_log(prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with ``prefix`` for the duration of the block."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _freeze(model: torch.nn.Module) -> None:
     model.eval()
     for p in model.parameters():
@@ -824,7 +839,10 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
     try:
         with _hub_offline_mode(offline), _seeded_init():
             if ckpt is not None:
-                net = open_clip.create_model(name, pretrained=None, **kwargs)
+                # open_clip would log "No pretrained weights loaded ... initialized randomly",
+                # which is false here: the checkpoint is loaded right after.
+                with _quiet_root_log("No pretrained weights loaded"):
+                    net = open_clip.create_model(name, pretrained=None, **kwargs)
                 _load_open_clip_state(net, ckpt, name)
             else:
                 net = open_clip.create_model(name, pretrained=pretrained if not random_weights else None,

@@ -96,8 +96,8 @@ class PretrainData:
 class PretrainOptim:
     """AdamW with linear warmup and cosine decay (vidclip.train.trainer.lr_multiplier)."""
 
-    batch_size: int = 256  # frames per step, each from a different clip
-    steps: int = 400
+    batch_size: int = 128  # frames per step, each from a different clip
+    steps: int = 300
     lr: float = 1.0e-3
     weight_decay: float = 0.1  # not on biases, norms, embeddings, positions, logit scale
     beta1: float = 0.9
@@ -115,7 +115,7 @@ class PretrainConfig:
     seed: int = 0  # initial weights, batch order and caption draws
     model: str = "vidclip-synth"  # an open_clip config registered by vidclip.models.clip
     out: str = "runs/{name}"  # where {model}.safetensors and {model}.json are written
-    threads: int = 2  # torch CPU threads (0 = torch's default); recorded, as results depend on it
+    threads: int = 1  # torch CPU threads (0 = torch's default); recorded, as results depend on it
     full_caption_prob: float = 0.5  # share of captions naming all five attributes
     hard_groups: int = 8  # groups per batch of clips that share the hard_by attributes; 0 = random batches
     hard_by: str = "color,background"  # comma-separated ATTRIBUTES shared inside a hard group (batch_rows)
