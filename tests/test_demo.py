@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-import torch
-
 from vidclip.demo import make_scene_library, run_demo
 from vidclip.video.decode import open_video
 

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from videogen import make_coded_video, read_code
+
 from vidclip.cli import main
 from vidclip.data.features import FeatureStore
 from vidclip.models.clip import load_clip

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .data.features import FeatureStore, FeatureWriter, STORE_FILE
+from .data.features import STORE_FILE, FeatureStore, FeatureWriter
 from .errors import VidclipError
 from .video.sample import Sample, SamplerConfig, sample_video
 
