@@ -76,6 +76,8 @@ def test_recipe_file_equals_defaults_and_errors_name_the_key(tmp_path):
         P.load_pretrain_config(None, ["optim.batch_size=0"])
     with pytest.raises(ConfigError, match=r"optim.lr: expected float"):
         P.load_pretrain_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="hard_by must name attributes"):
+        P.load_pretrain_config(None, ["hard_by=color,motion"])
     with pytest.raises(ConfigError, match="not found"):
         P.load_pretrain_config(tmp_path / "missing.yaml")
 
