@@ -453,6 +453,18 @@ def test_split_validation_by_video():
         split_validation(make_ds(1))
 
 
+def test_split_validation_keeps_groups_together():
+    ds = make_ds(41)  # 20 runs of 2 and a last run of 1
+    train, val = split_validation(ds, fraction=0.1, seed=3, group_size=2)
+    idx = {v: i for i, v in enumerate(ds.video_ids)}
+    held = {idx[v] // 2 for v in val.video_ids}
+    assert len(held) == 2  # 10% of 21 runs
+    assert sorted(idx[v] for v in val.video_ids) == sorted(i for i in range(41) if i // 2 in held)
+    assert sorted(idx[v] for v in train.video_ids) == sorted(i for i in range(41) if i // 2 not in held)
+    with pytest.raises(ConfigError, match="too few"):
+        split_validation(make_ds(2), fraction=0.5, group_size=2)
+
+
 def test_no_warning_for_complete_dataset(tmp_path):
     root = write_msrvtt(tmp_path)
     with warnings.catch_warnings():

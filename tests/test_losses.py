@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -129,12 +128,22 @@ def make_batch(n=8):
 CASES = {"pooled": (False, (4, 4)), "conditioned": (True, (4, 4)), "pooled-unequal": (False, (5, 3))}
 
 
-def _worker(rank, world, port, out_dir):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def _worker(rank, world, out_dir):
+    # Keep this child's C++ stderr (gloo aborts print there) where the parent can report it.
+    err = os.open(os.path.join(out_dir, f"stderr-rank{rank}.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(err, 2)
+    # Bind gloo to loopback explicitly rather than to whatever the hostname resolves to, and
+    # rendezvous through a file, so no TCP port has to be guessed free.
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    init = "file://" + os.path.join(out_dir, "rendezvous")
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
+        # A plain all_reduce first: it tells "gloo cannot run on this machine" apart from a bug.
+        probe = torch.ones(1)
+        torch.distributed.all_reduce(probe)
+        if probe.item() == world:
+            open(os.path.join(out_dir, f"gloo-ok-rank{rank}"), "w").close()
         for case, (conditioned, splits) in CASES.items():  # one process group for all cases: one spawn
             model = nn.parallel.DistributedDataParallel(TinyModel(conditioned))
             text, frames, mask = make_batch()
@@ -144,14 +153,10 @@ def _worker(rank, world, port, out_dir):
             loss.backward()
             grads = {k: p.grad.clone() for k, p in model.module.named_parameters()}
             torch.save({"grads": grads, "loss": loss.detach()}, os.path.join(out_dir, f"{case}-rank{rank}.pt"))
+        # Neither rank may close its sockets while the other still reads from them.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +164,17 @@ def two_process_results(tmp_path_factory):
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    try:
+        mp.spawn(_worker, args=(2, str(out)), nprocs=2, join=True)
+    except Exception as exc:
+        logs = "\n".join(
+            f"--- rank {r} stderr ---\n" + (out / f"stderr-rank{r}.txt").read_text(errors="replace")[-3000:]
+            for r in range(2)
+            if (out / f"stderr-rank{r}.txt").exists()
+        )
+        if not all((out / f"gloo-ok-rank{r}").exists() for r in range(2)):
+            pytest.skip(f"gloo cannot run two processes on this machine ({exc}):\n{logs}")
+        pytest.fail(f"2-process DDP run failed after gloo worked ({exc}):\n{logs}")
     return out
 
 

@@ -162,6 +162,26 @@ def test_layout_files_parse(lossless):
         assert v["captions"] == per_video[v["video_id"]]
 
 
+def test_train_twins_pair_every_training_clip_with_its_reverse():
+    cfg = SynthConfig(num_videos=23, size=32, num_frames=4, diagonal=False, train_twins=True)
+    plan = synth._plan(cfg)
+    train = [p for p in plan if p["split"] == "train"]
+    by_id = {p["video_id"]: p for p in plan}
+    assert len(train) == 19 and train[-1]["twin"] is None  # odd count: one single clip at the end
+    for p in train[:-1]:
+        t = by_id[p["twin"]]
+        assert t["split"] == "train" and t["twin"] == p["video_id"] and t["spec"] == p["spec"].twin()
+        # every caption names the motion its own clip shows (so twins' captions are opposite)
+        for item in (p, t):
+            src, dst = synth._FROM_TO[item["spec"].motion]
+            phrases = (*synth._DIR_WORDS[item["spec"].motion], f"from the {src} to the {dst}")
+            assert all(any(ph in c for ph in phrases) for c in item["captions"]), item["captions"]
+    motions = [p["spec"].motion for p in train[:-1]]
+    assert motions.count("left") == motions.count("right") and motions.count("up") == motions.count("down")
+    assert all(p["twin"] is None for p in synth._plan(dataclasses.replace(cfg, train_twins=False))
+               if p["split"] == "train")
+
+
 def test_train_directions_are_balanced():
     cfg = SynthConfig(num_videos=40, size=32, num_frames=4, diagonal=False)
     plan = synth._plan(cfg)

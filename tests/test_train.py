@@ -142,6 +142,19 @@ def test_epoch_order_is_a_seeded_permutation():
     assert not (a == epoch_order(10, 3, epoch=2, seed=0)).all()
 
 
+def test_epoch_order_keeps_groups_in_one_batch():
+    # 11 items in runs of 2: (0,1) (2,3) ... (8,9), then the short run (10) last
+    a = epoch_order(11, 4, epoch=3, seed=1, group_size=2)
+    assert a.shape == (2, 4) and len(set(a.ravel().tolist())) == 8
+    for batch in a:
+        assert sorted(batch.tolist()) == sorted({v - v % 2 for v in batch} | {v - v % 2 + 1 for v in batch})
+    full = epoch_order(11, 11, epoch=3, seed=1, group_size=2).ravel()
+    assert full[-1] == 10 and sorted(full.tolist()) == list(range(11))
+    assert not (a == epoch_order(11, 4, epoch=4, seed=1, group_size=2)).all()
+    # group_size 1 is the plain permutation (old runs resume unchanged)
+    assert (epoch_order(10, 3, 1, 0, group_size=1) == epoch_order(10, 3, 1, 0)).all()
+
+
 # ----------------------------------------------------------------------------- training runs
 
 

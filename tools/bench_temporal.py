@@ -14,8 +14,15 @@ of motion, and different pairs differ in shape / colour / size / motion axis. So
   between them at random.)
 * order-aware modules (``seq_transformer``, ``tdb``, ``ted``) can reach ~100%.
 
+The training clips come in twin pairs as well (``vidclip synth --train-twins``): with
+independent random clips a contrastive batch almost never holds two clips that differ only in
+direction, and order-aware modules then do not learn direction at all (``--independent-train``
+runs that baseline).
+
 Besides R@1/5/10 the table gives **twin accuracy**: the share of test captions scoring their own
-clip strictly above its twin (50% is chance, where order-blind modules sit).
+clip strictly above its twin (50% is chance, where order-blind modules sit), and results.json
+breaks the failures down by what the wrongly top-ranked clip gets wrong (motion alone = the twin won;
+shape, colour, ... = the frozen CLIP misread the object).
 
     python tools/bench_temporal.py --out .bench/temporal                     # every module
     python tools/bench_temporal.py --out .bench/temporal --modules seq_transformer,tdb
@@ -50,11 +57,16 @@ ALL_MODULES = ("mean", "query_scoring", "xpool", "seq_transformer", "tdb", "ted"
 ORDER_AWARE = ("seq_transformer", "tdb", "ted")
 
 
-def make_data(root: Path, videos: int, seed: int, test_fraction: float, progress: bool) -> dict:
-    """The benchmark's synth dataset (made once; checked against the requested settings)."""
+def make_data(root: Path, videos: int, seed: int, test_fraction: float, train_twins: bool, progress: bool) -> dict:
+    """The benchmark's ``vidclip synth`` dataset (made once; checked against the requested settings).
+
+    ``train_twins``: training clips come in time-reversed twin pairs too (``vidclip synth
+    --train-twins``). Without them, two clips of one training batch almost never differ in the
+    direction of motion alone, so the contrastive loss never asks a module for direction.
+    """
     from vidclip.data.synth import SynthConfig, load_synth_meta, make_synthetic_dataset
 
-    want = SynthConfig(num_videos=videos, seed=seed, test_fraction=test_fraction)
+    want = SynthConfig(num_videos=videos, seed=seed, test_fraction=test_fraction, train_twins=train_twins)
     if not (root / "synth_meta.json").is_file():
         make_synthetic_dataset(root, want, progress=progress)
     meta = load_synth_meta(root)
@@ -62,6 +74,25 @@ def make_data(root: Path, videos: int, seed: int, test_fraction: float, progress
         raise ConfigError(f"{root}: holds a synth dataset with other settings ({meta['config']}); "
                           f"use another --out or delete it")
     return meta
+
+
+def error_breakdown(sim: np.ndarray, caption_video: np.ndarray, keys: list[str], spec_of: dict) -> dict[str, int]:
+    """What the wrongly ranked-first clip gets wrong, per failed caption: ``{"shape+motion": 3, ...}``.
+
+    Tells a temporal failure (``motion`` alone: the twin won) from a recognition failure of the
+    frozen CLIP (shape, colour, size, background).
+    """
+    out: dict[str, int] = {}
+    top = sim.argmax(1)
+    for want, got in zip(caption_video, top):
+        if want == got:
+            continue
+        a, b = spec_of[keys[want]], spec_of[keys[got]]
+        diff = [k for k in ("shape", "color", "size", "background") if getattr(a, k) != getattr(b, k)]
+        diff += ["motion"] if a.motion != b.motion else []
+        label = "+".join(diff) or "same attributes"
+        out[label] = out.get(label, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def twin_accuracy(sim: np.ndarray, caption_video: np.ndarray, keys: list[str], twin_of: dict[str, str]) -> float:
@@ -77,7 +108,7 @@ def twin_accuracy(sim: np.ndarray, caption_video: np.ndarray, keys: list[str], t
     return float(np.mean(sim[rows, caption_video] > sim[rows, twin_col]))
 
 
-def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, twin_of: dict, progress: bool,
+def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, meta: dict, progress: bool,
                overrides: list[str], keep_runs: bool) -> dict:
     """Train ``configs/synth_<name>.yaml`` on the benchmark data, evaluate on its test split."""
     from vidclip.data.datasets import load_dataset
@@ -90,7 +121,7 @@ def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, twin_of
     from vidclip.train.trainer import prepare_features, train
 
     cfg = load_config(REPO / "configs" / f"synth_{name}.yaml", [
-        f"data.root={root}", f"data.cache_dir={out / 'cache'}", f"run_dir={out / 'runs' / name}",
+        f"data.root={root}", f"data.cache_dir={out / 'cache' / clip.identity.weights_digest}", f"run_dir={out / 'runs' / name}",
         f"model.pretrained={weights}", *overrides])
     run_dir = cfg.resolved_run_dir
     if run_dir.exists() and not keep_runs:
@@ -117,6 +148,8 @@ def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, twin_of
     text = encode_captions(test.captions, clip, text_tower)
     sim = similarity_matrix(temporal, text, source, keys, device=clip.device, batch_videos=64)
     metrics = retrieval_metrics(sim, test.caption_video)
+    twin_of = {v["video_id"]: v["twin"] for v in meta["videos"] if v["twin"]}
+    spec_of = {v["video_id"]: v["spec"] for v in meta["videos"]}
     text_params = trainable_parameters(text_tower) if text_tower is not None else 0
     return {
         "module": name,
@@ -125,6 +158,7 @@ def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, twin_of
         "t2v": metrics["t2v"],
         "v2t": metrics["v2t"],
         "twin_accuracy": twin_accuracy(sim, test.caption_video, keys, twin_of),
+        "errors": error_breakdown(sim, test.caption_video, keys, spec_of),
         "test_videos": len(keys),
         "test_captions": len(test.captions),
         "train_seconds": round(train_seconds, 1),
@@ -159,6 +193,9 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=1400, help="synth clips in all (default: %(default)s)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of clips in the twin test split (default: %(default)s)")
+    p.add_argument("--independent-train", action="store_true",
+                   help="train on independent clips instead of time-reversed twin pairs (the baseline that "
+                        "shows why the pairs are needed)")
     p.add_argument("--seed", type=int, default=0, help="synth seed (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu | auto (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -179,10 +216,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"--modules: no configs/synth_<module>.yaml for {unknown}")
     out = Path(ns.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    root = out / "data"
-    meta = make_data(root, ns.videos, ns.seed, ns.test_fraction, progress=not ns.quiet)
-    twin_of = {v["video_id"]: v["twin"] for v in meta["videos"] if v["split"] == "test"}
+    train_twins = not ns.independent_train
+    root = out / ("data" if train_twins else "data-independent")
+    meta = make_data(root, ns.videos, ns.seed, ns.test_fraction, train_twins, progress=not ns.quiet)
     n_train = sum(v["split"] == "train" for v in meta["videos"])
+    n_test = sum(v["split"] == "test" for v in meta["videos"])
     weights = Path(ns.weights).resolve()
     clip = load_clip("vidclip-synth", str(weights), device="cuda" if ns.device == "auto" and torch.cuda.is_available()
                      else "cpu")
@@ -193,15 +231,16 @@ def main(argv=None) -> int:
     results = {r["module"]: r for r in old.get("results", [])}
     for name in modules:
         print(f"== {name}", file=sys.stderr, flush=True)
-        results[name] = run_module(name, root=root, out=out, clip=clip, weights=weights, twin_of=twin_of, progress=not ns.quiet,
+        results[name] = run_module(name, root=root, out=out, clip=clip, weights=weights, meta=meta, progress=not ns.quiet,
                                    overrides=overrides, keep_runs=ns.keep_runs)
         r = results[name]
         print(f"   {name}: t2v R@1 {r['t2v']['R@1']:.1f}  twin acc {100 * r['twin_accuracy']:.1f}%  "
-              f"train {r['train_seconds']:.0f} s", file=sys.stderr, flush=True)
+              f"train {r['train_seconds']:.0f} s  errors {r['errors']}", file=sys.stderr, flush=True)
         ordered = [results[m] for m in ALL_MODULES if m in results]
         _atomic_json(results_path, {
             "command": "python tools/bench_temporal.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "data": {"videos": ns.videos, "train_videos": n_train, "test_videos": len(twin_of), "seed": ns.seed},
+            "data": {"root": str(root), "train_videos": n_train, "test_videos": n_test, "seed": ns.seed,
+                     "train_twins": train_twins},
             "clip": clip.identity.to_dict(),
             "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "platform": platform.platform(), "torch": torch.__version__,

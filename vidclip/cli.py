@@ -172,7 +172,8 @@ def cmd_encode(ns: argparse.Namespace) -> int:
 def cmd_synth(ns: argparse.Namespace) -> int:
     from .data.synth import SynthConfig, make_synthetic_dataset
 
-    cfg = SynthConfig(num_videos=ns.videos, seed=ns.seed, size=ns.size, num_frames=ns.frames)
+    cfg = SynthConfig(num_videos=ns.videos, seed=ns.seed, size=ns.size, num_frames=ns.frames,
+                      train_twins=ns.train_twins)
     summary = make_synthetic_dataset(ns.out, cfg, progress=not ns.json)
     if ns.json:
         print_json(summary)
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default: %(default)s)")
     p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (default: %(default)s)")
     p.add_argument("--frames", type=int, default=24, help="frames per video (default: %(default)s)")
+    p.add_argument("--train-twins", action="store_true",
+                   help="make the training videos time-reversed twin pairs too; order-aware modules need "
+                        "them to learn the direction of motion (see BENCHMARKS.md, Temporal modelling)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_synth)
 

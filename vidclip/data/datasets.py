@@ -559,10 +559,13 @@ def load_dataset(kind: str, root: str | os.PathLike, split: str, **kw: Any) -> C
 
 
 def split_validation(
-    ds: CaptionDataset, fraction: float = 0.05, seed: int = 0
+    ds: CaptionDataset, fraction: float = 0.05, seed: int = 0, group_size: int = 1
 ) -> tuple[CaptionDataset, CaptionDataset]:
     """Carve a validation split out of a *training* dataset, by video (a video's captions
-    all go to the same side).  Returns ``(train, val)``; videos keep their order."""
+    all go to the same side).  Returns ``(train, val)``; videos keep their order.
+
+    ``group_size > 1`` holds out whole runs of that many consecutive videos (time-reversed
+    twins stay together), about ``fraction`` of the runs."""
     if ds.split in ("test", "val"):
         raise ConfigError(
             f"split_validation: {ds.name} is a {ds.split} split; carve validation from training data"
@@ -575,8 +578,19 @@ def split_validation(
         raise ConfigError(
             f"split_validation: {ds.name} has {n} video(s); too few to keep any for training"
         )
-    perm = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if group_size > 1:
+        groups = -(-n // group_size)
+        n_val_groups = max(1, int(round(fraction * groups)))
+        if n_val_groups >= groups:
+            raise ConfigError(
+                f"split_validation: {ds.name} has {groups} group(s) of {group_size} videos; too few to keep any for training"
+            )
+        held = np.random.default_rng(seed).permutation(groups)[:n_val_groups]
+        is_val = np.isin(np.arange(n) // group_size, held)
+        val_idx, train_idx = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+    else:
+        perm = np.random.default_rng(seed).permutation(n)
+        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return (
         ds.subset(train_idx, name=f"{ds.name}-trainval", split="train"),
         ds.subset(val_idx, name=f"{ds.name}-val", split="val"),

@@ -10,7 +10,8 @@ test clip holding exactly the same frames in reverse order, whose captions state
 opposite motion (left <-> right, up <-> down, up-left <-> down-right ...).  A model that
 pools frames without regard to order (mean pooling) gives both twins the same embedding
 and so cannot do better than chance between them; a temporal model can.  Train clips are
-independent random specs with balanced directions.
+independent random specs with balanced directions, or, with ``train_twins=True``, twin
+pairs as well, which is what teaches a contrastive model the direction of motion.
 
 ``make_synthetic_dataset`` writes the layout the MSR-VTT reader
 (:func:`vidclip.data.datasets.load_dataset` with ``kind="msrvtt"``) reads unchanged::
@@ -146,8 +147,9 @@ _TEMPLATES = (
     "{a_size} {size} {color} {shape} {verb} from the {src} to the {dst} over a {bg} background",
 )
 
-#: Templates naming every attribute a test caption needs to single out its clip.
-_FULL_TEMPLATES = tuple(t for t in _TEMPLATES if "{size}" in t)
+#: Templates naming every attribute (size, colour, shape, motion, background): a test caption
+#: describes its clip completely, so anything a model gets wrong is its own misreading.
+_FULL_TEMPLATES = tuple(t for t in _TEMPLATES if "{size}" in t and "{bg}" in t)
 
 
 # ----------------------------------------------------------------------------- config / spec
@@ -168,6 +170,9 @@ class SynthConfig:
     travel: float = 0.4  # distance the object moves per axis, as a fraction of the frame side
     diagonal: bool = True  # also use the four diagonal directions
     crf: int = 20  # libx264 constant rate factor; 0 = lossless (exact decoded frames)
+    # Train clips in time-reversed twin pairs too (see _plan): the only way a contrastive batch
+    # holds two clips that differ in nothing but the direction of motion.
+    train_twins: bool = False
 
     def __post_init__(self) -> None:
         if self.num_videos < 1:
@@ -380,7 +385,8 @@ def _article(word: str) -> str:
 def caption_for(spec: ClipSpec, rng: np.random.Generator, *, full: bool = False) -> str:
     """One paraphrased caption naming the object's colour and shape (usually its size) and
     its visible motion (:attr:`ClipSpec.motion`, i.e. after any reversal). ``full=True``
-    uses only templates that name the size too, so the caption identifies the clip."""
+    uses only templates that name the size and the background too, so the caption
+    describes everything that is visible."""
 
     def pick(options):
         return options[int(rng.integers(len(options)))]
@@ -462,15 +468,29 @@ def _plan(cfg: SynthConfig) -> list[dict[str, Any]]:
     rng.shuffle(test_dirs)
 
     plan: list[dict[str, Any]] = []
-    for i, d in enumerate(train_dirs):
-        plan.append(
-            {
-                "video_id": f"video{i}",
-                "split": "train",
-                "spec": random_spec(rng, cfg, d),
-                "twin": None,
-            }
-        )
+    if cfg.train_twins:
+        # Each random clip is followed by its time-reversed twin (an odd count ends with one
+        # single clip). Independent clips almost never put two clips that differ only in the
+        # direction of motion into one training batch, so a contrastive loss is minimised by the
+        # object's attributes alone and order-aware modules never have to learn direction.
+        for k in range(num_train // 2):
+            spec = random_spec(rng, cfg, train_dirs[k])
+            a, b = f"video{2 * k}", f"video{2 * k + 1}"
+            plan.append({"video_id": a, "split": "train", "spec": spec, "twin": b})
+            plan.append({"video_id": b, "split": "train", "spec": spec.twin(), "twin": a})
+        if num_train % 2:
+            spec = random_spec(rng, cfg, train_dirs[-1])
+            plan.append({"video_id": f"video{num_train - 1}", "split": "train", "spec": spec, "twin": None})
+    else:
+        for i, d in enumerate(train_dirs):
+            plan.append(
+                {
+                    "video_id": f"video{i}",
+                    "split": "train",
+                    "spec": random_spec(rng, cfg, d),
+                    "twin": None,
+                }
+            )
     # Test pairs differ in (shape, colour, size, motion axis) whenever the world has enough
     # combinations, so that a full caption singles out one pair and only the direction of
     # motion tells the two twins apart.

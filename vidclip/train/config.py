@@ -16,6 +16,13 @@ override) and the dotted key, with a "did you mean" for misspellings.
 Overrides (``vidclip train CONFIG optim.lr=3e-4 model.temporal_args.layers=2``) are parsed from
 their text by the field type: ``3e-4`` is a float, ``none``/``null`` clears an optional field,
 and free-form dict fields (``model.temporal_args``) take YAML values.
+
+The machinery is generic: :func:`build_dataclass`, :func:`apply_dataclass_overrides` and
+:func:`load_dataclass_yaml` work on any tree of dataclasses whose leaf fields are ``int``,
+``float``, ``bool``, ``str``, ``dict``, ``list`` or ``X | None``, given a ``check(dotted, value,
+where)`` callable with the value rules (ranges, choices) that raises ConfigError.
+:class:`TrainConfig` uses it with :data:`CHOICES`/:data:`POSITIVE`/:data:`NON_NEGATIVE` and
+:func:`check_train_value`; the pretraining recipe (:mod:`vidclip.train.pretrain`) with its own rules.
 """
 
 from __future__ import annotations
@@ -27,14 +34,21 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import yaml
 
 from ..errors import ConfigError
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides",
-           "config_from_dict", "config_to_dict", "dump_config"]
+           "config_from_dict", "config_to_dict", "dump_config", "check_train_value", "ValueCheck",
+           "build_dataclass", "apply_dataclass_overrides", "load_dataclass_yaml"]
+
+T = TypeVar("T")
+
+#: ``check(dotted_key, value, where)``: raise ConfigError when a (type-correct) leaf value breaks a
+#: rule of the config (a range, a choice). ``where`` names the file or the override.
+ValueCheck = Callable[[str, Any, str], None]
 
 
 @dataclass
@@ -47,6 +61,10 @@ class DataConfig:
     test_split: str = "test"  # split `vidclip eval` reports on (never used for selection)
     val_fraction: float = 0.1  # fraction of training videos held out for model selection
     val_seed: int = 0  # seed of that hold-out
+    # Runs of this many consecutive training videos (in the split list's order) always share a
+    # batch and the same side of the validation hold-out. 2 with `vidclip synth --train-twins`
+    # data: every clip meets its time-reversed twin as a negative, which is what teaches direction.
+    group_size: int = 1
     cache_dir: str = "cache/{name}"  # frame features (features/) and text embeddings (text/)
     features: str | None = None  # an existing feature store; default {cache_dir}/features
     num_frames: int = 12  # frames per video given to the temporal module
@@ -124,12 +142,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "select_metric": ("rsum", "t2v_r1"),
     "device": ("auto", "cpu"),  # GPUs are chosen by accelerate (CUDA_VISIBLE_DEVICES, accelerate launch)
 }
-POSITIVE = {"optim.batch_size", "optim.epochs", "data.num_frames", "data.encode_frames", "model.max_frames",
+POSITIVE = {"data.group_size", "optim.batch_size", "optim.epochs", "data.num_frames", "data.encode_frames", "model.max_frames",
             "eval_batch", "log_every", "eval_every"}
 NON_NEGATIVE = {"optim.max_steps", "optim.lr", "optim.text_lr", "optim.weight_decay", "optim.grad_clip",
                 "save_every", "data.encode_workers"}
 
 _NONE_WORDS = ("none", "null", "~", "")
+_EXAMPLE = "optim.lr=3e-4"
 
 
 # ----------------------------------------------------------------------------- type checking
@@ -229,7 +248,8 @@ def _unknown(key: str, where: str, known: Sequence[str]) -> ConfigError:
     return ConfigError(f"{where}: unknown key {key!r}{hint} (known: {', '.join(sorted(known))})")
 
 
-def _check_value(dotted: str, value: Any, where: str) -> None:
+def check_train_value(dotted: str, value: Any, where: str) -> None:
+    """The value rules of :class:`TrainConfig` (a :data:`ValueCheck`)."""
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise ConfigError(f"{where}: {dotted} must be one of {list(CHOICES[dotted])}, got {value!r}")
     if dotted in POSITIVE and not value > 0:
@@ -244,8 +264,24 @@ def _check_value(dotted: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: optim.logit_scale_init must be in (0, 100], got {value!r}")
 
 
-def _build(cls, data: dict, prefix: str, where: str):
-    if not isinstance(data, dict):
+# ----------------------------------------------------------------------------- generic machinery
+
+
+def build_dataclass(cls: type[T], data: Mapping, where: str, check: ValueCheck, *, prefix: str = "") -> T:
+    """A checked ``cls`` instance from a nested mapping (missing keys keep their defaults).
+
+    Args:
+        cls: the root dataclass; fields that are dataclasses are sections (nested mappings).
+        data: the values, e.g. a parsed YAML file.
+        where: what the errors name first (a file path, ``"overrides"``).
+        check: the value rules, called with every leaf's dotted key after its type is checked.
+        prefix: dotted key of ``cls`` inside a larger config (``"optim."``); ``""`` for the root.
+
+    Raises:
+        ConfigError: ``"{where}: {dotted.key}: ..."`` for a value of the wrong type, a broken rule,
+            or an unknown key (with a "did you mean" and the known keys).
+    """
+    if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: section {prefix.rstrip('.') or 'top level'!r} must be a mapping, got {data!r}")
     fields = _fields(cls)
     kwargs = {}
@@ -255,36 +291,33 @@ def _build(cls, data: dict, prefix: str, where: str):
             raise _unknown(dotted, where, [prefix + k for k in fields])
         tp = fields[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value if value is not None else {}, dotted + ".", where)
+            kwargs[key] = build_dataclass(tp, value if value is not None else {}, where, check, prefix=dotted + ".")
         else:
             kwargs[key] = _coerce(value, tp, f"{where}: {dotted}")
-            _check_value(dotted, kwargs[key], where)
+            check(dotted, kwargs[key], where)
     return cls(**kwargs)
 
 
-# ----------------------------------------------------------------------------- public API
+def apply_dataclass_overrides(cfg: T, overrides: Sequence[str], check: ValueCheck, *,
+                              example: str = "section.key=value") -> T:
+    """Apply ``dotted.key=value`` overrides to a dataclass config; returns a new one (``cfg`` is kept).
 
-
-def config_from_dict(data: dict, where: str = "config") -> TrainConfig:
-    """Build a checked TrainConfig from a nested dict (missing keys keep their defaults)."""
-    return _build(TrainConfig, data or {}, "", where)
-
-
-def config_to_dict(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
-    """Apply ``dotted.key=value`` overrides (returns a new config; ``cfg`` is not changed)."""
-    data = config_to_dict(cfg)
+    The value text is typed by the field: ``int``/``float`` parse numbers (``3e-4``), ``bool``
+    takes true/false/yes/no/on/off/1/0, ``none``/``null``/``~``/empty clears an ``X | None`` field,
+    ``str`` is taken verbatim, ``dict``/``list`` take YAML; a key below a ``dict`` field
+    (``model.temporal_args.layers=2``) sets one entry of that free-form mapping (YAML value).
+    Errors name the override and the dotted key; ``example`` is shown when ``=`` is missing.
+    """
+    data = dataclasses.asdict(cfg)
+    root = type(cfg)
     for item in overrides:
         where = f"override {item!r}"
         if "=" not in item:
-            raise ConfigError(f"{where}: expected KEY=VALUE (e.g. optim.lr=3e-4)")
+            raise ConfigError(f"{where}: expected KEY=VALUE (e.g. {example})")
         key, text = item.split("=", 1)
         key = key.strip()
         parts = key.split(".")
-        cls, node = TrainConfig, data
+        cls, node = root, data
         for i, part in enumerate(parts):
             fields = _fields(cls)
             dotted = ".".join(parts[: i + 1])
@@ -301,8 +334,8 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
                 continue
             if last:
                 node[part] = _coerce(text, tp, f"{where}: {dotted}", from_text=True)
-                _check_value(dotted, node[part], where)
-            elif tp is dict:
+                check(dotted, node[part], where)
+            elif _is_optional(tp)[1] is dict:
                 # free-form mapping (model.temporal_args.layers=2): the rest of the key is its path
                 sub = node.setdefault(part, {}) or {}
                 node[part] = sub
@@ -317,22 +350,69 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
             else:
                 raise ConfigError(f"{where}: {dotted} is a {_type_name(tp)}, it has no key {parts[i + 1]!r}")
             break
-    return config_from_dict(data, where="overrides")
+    return build_dataclass(root, data, "overrides", check)
+
+
+def load_dataclass_yaml(cls: type[T], path: str | os.PathLike | None, overrides: Sequence[str], check: ValueCheck,
+                        *, missing_hint: str = "config file not found", defaults: Mapping[str, Any] | None = None,
+                        example: str = "section.key=value") -> T:
+    """Read a YAML file into a checked ``cls``, then apply ``overrides`` (:func:`apply_dataclass_overrides`).
+
+    Args:
+        cls: the root dataclass.
+        path: the YAML file; ``None`` starts from ``cls()`` (the built-in defaults).
+        overrides: ``dotted.key=value`` strings, applied after the file.
+        check: the value rules (:data:`ValueCheck`).
+        missing_hint: the error for a missing file, after ``"{path}: "``.
+        defaults: top-level values used where the file does not set them (``{"name": stem}``).
+        example: an override shown when one lacks ``=``.
+
+    Errors from the file name the file (``"{path}: optim.lr: expected a number ..."``), errors from
+    an override name the override.
+    """
+    if path is None:
+        cfg = cls()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: {missing_hint}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from e
+        data = data or {}  # an empty file: all defaults
+        if defaults and isinstance(data, Mapping):
+            data = {**defaults, **data}
+        cfg = build_dataclass(cls, data, str(path), check)
+    return apply_dataclass_overrides(cfg, overrides, check, example=example)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def config_from_dict(data: dict, where: str = "config") -> TrainConfig:
+    """Build a checked TrainConfig from a nested dict (missing keys keep their defaults)."""
+    return build_dataclass(TrainConfig, data or {}, where, check_train_value)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """Apply ``dotted.key=value`` overrides (returns a new config; ``cfg`` is not changed)."""
+    return apply_dataclass_overrides(cfg, overrides, check_train_value, example=_EXAMPLE)
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config file, check it, and apply overrides."""
+    """Read a YAML config file, check it, and apply overrides.
+
+    A config's ``name`` defaults to its file name (``configs/synth_mean.yaml`` -> ``synth_mean``).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found (see configs/*.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
-    cfg = config_from_dict(data or {}, where=str(path))
-    if "name" not in (data or {}):
-        cfg.name = path.stem  # a config's name defaults to its file name
-    return apply_overrides(cfg, overrides)
+    return load_dataclass_yaml(TrainConfig, path, overrides, check_train_value,
+                               missing_hint="config file not found (see configs/*.yaml)",
+                               defaults={"name": path.stem}, example=_EXAMPLE)
 
 
 def dump_config(cfg: TrainConfig) -> str:

@@ -77,12 +77,22 @@ class TrainResult:
 # ----------------------------------------------------------------------------- pure pieces
 
 
-def epoch_order(num_items: int, batch_size: int, epoch: int, seed: int) -> np.ndarray:
+def epoch_order(num_items: int, batch_size: int, epoch: int, seed: int, group_size: int = 1) -> np.ndarray:
     """int64 [steps, batch_size]: the epoch's global batches (a seeded permutation, last partial
-    batch dropped). A pure function of its arguments, which is what makes resume exact."""
+    batch dropped). A pure function of its arguments, which is what makes resume exact.
+
+    ``group_size > 1`` permutes runs of that many consecutive items instead of single items, so
+    a run shares a batch whenever ``group_size`` divides ``batch_size`` (a last, shorter run
+    goes at the end of the epoch, where it cannot shift the others across batch boundaries)."""
     rng = np.random.default_rng([seed, epoch, 0x5EED])
     steps = num_items // batch_size
-    return rng.permutation(num_items)[: steps * batch_size].reshape(steps, batch_size)
+    if group_size <= 1:
+        order = rng.permutation(num_items)
+    else:
+        full = num_items // group_size
+        runs = rng.permutation(full)[:, None] * group_size + np.arange(group_size)  # [full, group_size]
+        order = np.concatenate([runs.ravel(), np.arange(full * group_size, num_items)])
+    return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 def caption_choice(bounds: list[np.ndarray], epoch: int, seed: int) -> np.ndarray:
@@ -200,7 +210,7 @@ def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
         clip = load_clip(cfg.model.clip, cfg.model.pretrained, device="cuda" if (
             cfg.device != "cpu" and torch.cuda.is_available()) else "cpu")
     full = load_dataset(cfg.data.kind, cfg.data.root, cfg.data.train_split)
-    train_ds, val_ds = split_validation(full, cfg.data.val_fraction, cfg.data.val_seed)
+    train_ds, val_ds = split_validation(full, cfg.data.val_fraction, cfg.data.val_seed, cfg.data.group_size)
     from ..models.temporal import TEMPORAL_MODULES
 
     cls = TEMPORAL_MODULES.get(cfg.model.temporal)
@@ -290,7 +300,7 @@ def _load_data(run: _Run):
     full = load_dataset(cfg.data.kind, cfg.data.root, cfg.data.train_split)
     if full.split in ("test", "val"):
         raise ConfigError(f"data.train_split: {cfg.data.train_split!r} is a {full.split} split; train on training data")
-    return split_validation(full, cfg.data.val_fraction, cfg.data.val_seed)
+    return split_validation(full, cfg.data.val_fraction, cfg.data.val_seed, cfg.data.group_size)
 
 
 def _video_sources(run: _Run, temporal, train_ds, val_ds):
@@ -526,7 +536,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     model.train()
     try:
         while epoch < num_epochs and global_step < total:
-            order = epoch_order(len(items), batch, epoch, cfg.seed)
+            order = epoch_order(len(items), batch, epoch, cfg.seed, cfg.data.group_size)
             chosen = caption_choice(bounds, epoch, cfg.seed)
             steps = range(step_in_epoch, min(steps_per_epoch, step_in_epoch + total - global_step))
             mine = [order[s, run.rank * local:(run.rank + 1) * local] for s in steps]  # this process's rows
