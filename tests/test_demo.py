@@ -37,7 +37,7 @@ def test_demo_indexes_searches_and_finds_the_scene(tmp_path):
         for hit in q["hits"]:
             assert 0.0 <= hit["start"] < hit["end"] <= hit["duration"] + 1e-6
         top = q["hits"][0]
-        # A full caption names colour, shape and size: the shipped model should find its video,
+        # The query names colour, shape, size and background: the shipped model should find its video,
         # and the best moment should overlap the scene the caption describes.
         if top["path"] == q["expected"]["path"] and top["start"] < q["expected"]["end"] and top["end"] > q["expected"]["start"]:
             found += 1

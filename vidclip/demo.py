@@ -23,10 +23,20 @@ SCENE_SECONDS = 3.0  # one synthetic clip: 24 frames at 8 fps
 DEMO_SAMPLER = dict(name="windows", fps=4.0, window=3.0, stride=1.5)
 
 
+def scene_query(spec) -> str:
+    """What to search for a scene: its object and background, e.g. "a large green square on a
+    dark blue background". The demo indexes with the frozen synthetic CLIP and mean pooling, which
+    learnt frame captions only: motion ("drifts to the left") needs a trained temporal module."""
+    a = "an" if spec.size[0] in "aeiou" else "a"
+    bg_a = "an" if spec.background[0] in "aeiou" else "a"
+    return f"{a} {spec.size} {spec.color} {spec.shape} on {bg_a} {spec.background} background"
+
+
 def make_scene_library(out_dir: Path, num_videos: int, scenes_per_video: int, seed: int) -> list[dict]:
     """Write ``num_videos`` mp4 files of ``scenes_per_video`` synthetic scenes each.
 
-    Returns, per video, its file name and its scenes (spec, caption, start and end seconds).
+    Returns, per video, its file name and its scenes (full caption, search query, start and end
+    seconds).
     Existing files are kept, so a second run reuses the library (and its index is not redone).
     """
     from .data.synth import SynthConfig, caption_for, random_spec, render_clip, write_mp4
@@ -38,7 +48,8 @@ def make_scene_library(out_dir: Path, num_videos: int, scenes_per_video: int, se
     for v in range(num_videos):
         specs = [random_spec(rng, cfg) for _ in range(scenes_per_video)]
         scenes = [
-            {"caption": caption_for(spec, rng, full=True), "start": i * SCENE_SECONDS, "end": (i + 1) * SCENE_SECONDS}
+            {"caption": caption_for(spec, rng, full=True), "query": scene_query(spec),
+             "start": i * SCENE_SECONDS, "end": (i + 1) * SCENE_SECONDS}
             for i, spec in enumerate(specs)
         ]
         name = f"scene{v:03d}.mp4"
@@ -79,7 +90,7 @@ def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scen
     results = []
     for v in picks:
         scene = videos[v]["scenes"][int(rng.integers(scenes_per_video))]
-        query = scene["caption"]
+        query = scene["query"]
         hits = index.search(query, k=3)
         log(f'\n  query: "{query}"   (it happens in {videos[v]["path"]} at {scene["start"]:.1f}-{scene["end"]:.1f} s)')
         for rank, hit in enumerate(hits, 1):
