@@ -314,7 +314,7 @@ def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tm
     from vidclip.train.trainer import prepare_features
 
     feats = tmp_path / "partial"
-    with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 8}) as w:
+    with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 12}) as w:
         w.add("video0", "x.mp4", np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
     (feats / "failures.jsonl").write_text(json.dumps({"key": "video1", "path": "p", "reason": "bad"}) + "\n")
     cfg = tiny_config(data, tmp_path, f"data.features={feats}")
@@ -322,6 +322,20 @@ def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tm
     root, todo, failures = prepare_features(cfg, clip, [ds], encode=False)
     assert root == feats and failures == []
     assert [k for k, _ in todo] == data["train_ids"][2:]
+
+
+def test_store_sampled_differently_is_refused(data, clip, tmp_path):
+    from vidclip.data.datasets import load_dataset
+    from vidclip.data.features import FeatureWriter
+    from vidclip.train.trainer import prepare_features
+
+    feats = tmp_path / "twelve"
+    with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 12}) as w:
+        w.add("video0", "x.mp4", np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
+    cfg = tiny_config(data, tmp_path, f"data.features={feats}", "data.encode_frames=8")
+    ds = load_dataset("msrvtt", data["root"], "train")
+    with pytest.raises(ConfigError, match="sampled with uniform 12 frames, but data.encode_frames is 8"):
+        prepare_features(cfg, clip, [ds], encode=False)
 
 
 def test_batch_larger_than_dataset_is_a_clear_error(data, clip, tmp_path):

@@ -173,6 +173,11 @@ def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True,
             raise ConfigError(
                 f"{root}: features were encoded with {store.model.get('name')} ({theirs}), but model.clip is "
                 f"{clip.identity.name} ({clip.identity.key()}); point data.features / data.cache_dir elsewhere")
+        sampled = (store.sampler.get("name"), store.sampler.get("num_frames"))
+        if store.sampler and sampled != ("uniform", cfg.data.encode_frames):
+            raise ConfigError(
+                f"{root}: features were sampled with {sampled[0]} {sampled[1]} frames, but data.encode_frames is "
+                f"{cfg.data.encode_frames} (uniform); point data.features / data.cache_dir elsewhere")
         todo = [(k, p) for k, p in items.items() if k not in store]
         if not encode and (root / "failures.jsonl").is_file():
             for line in (root / "failures.jsonl").read_text(encoding="utf-8").splitlines():
