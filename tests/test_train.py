@@ -314,7 +314,7 @@ def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tm
     from vidclip.train.trainer import prepare_features
 
     feats = tmp_path / "partial"
-    with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 12}) as w:
+    with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 8}) as w:
         w.add("video0", "x.mp4", np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
     (feats / "failures.jsonl").write_text(json.dumps({"key": "video1", "path": "p", "reason": "bad"}) + "\n")
     cfg = tiny_config(data, tmp_path, f"data.features={feats}")

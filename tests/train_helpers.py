@@ -75,7 +75,7 @@ def tiny_config(data: dict, tmp: Path, *overrides: str):
     cfg = config_from_dict({
         "name": "tiny", "seed": 0, "run_dir": str(tmp / "run"), "device": "cpu", "log_every": 1,
         "data": {"root": str(data["root"]), "features": str(data["features"]), "cache_dir": str(tmp / "cache"),
-                 "num_frames": 6, "val_fraction": 0.25},
+                 "num_frames": 6, "encode_frames": 8, "val_fraction": 0.25},  # the store holds 8 per video
         "model": {"clip": "tiny-vit", "pretrained": None, "temporal": "mean", "max_frames": 8},
         "optim": {"batch_size": 6, "epochs": 2, "lr": 1e-2, "warmup": 0.0, "weight_decay": 0.0},
     })
