@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import VidclipError
+from ..fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 STORE_FILE = "store.json"
@@ -53,15 +54,6 @@ class VideoFeatures:
     duration: float = 0.0
     fps: float = 0.0
     extra: dict = field(default_factory=dict)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -213,7 +205,7 @@ class FeatureWriter:
                 )
         else:
             header = {"format": FORMAT_VERSION, "model": model, "sampler": sampler}
-            _atomic_write_text(header_path, json.dumps(header, indent=2, sort_keys=True))
+            atomic_write_text(header_path, json.dumps(header, indent=2, sort_keys=True))
         shards = self.root / SHARDS_DIR
         shards.mkdir(exist_ok=True)
         for stale in shards.glob(".tmp-*"):  # left by a killed writer: never committed

@@ -20,7 +20,6 @@ import copy
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, VidclipError
+from ..fileio import atomic_path
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .losses import LogitScale, conditioned_contrastive_loss, contrastive_loss
 
@@ -133,18 +133,9 @@ class RetrievalModel(nn.Module):
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_weights(path: str | os.PathLike, model: RetrievalModel, cfg: TrainConfig, clip_identity: dict,
@@ -162,12 +153,8 @@ def save_weights(path: str | os.PathLike, model: RetrievalModel, cfg: TrainConfi
         "text_tower": cfg.model.text_tower,
         **{k: json.dumps(v) for k, v in meta.items()},
     }
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -267,11 +254,6 @@ def cached_text_embeddings(clip, captions: list[str], cache_dir: str | os.PathLi
     emb = clip.encode_text([str(c) for c in uniq], batch_size=batch_size).float().cpu()[torch.from_numpy(inverse)]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _atomic_path(path)
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, emb.numpy())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, emb.numpy())
     return emb

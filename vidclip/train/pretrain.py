@@ -66,6 +66,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from ..fileio import atomic_path, atomic_write_text
 
 if typing.TYPE_CHECKING:
     import torch  # imported where used: `vidclip --help` builds this module's parser without torch
@@ -670,7 +671,7 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": "cpu"},
     }
     meta_path = out_dir / f"{cfg.model}.json"
-    _atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
     return PretrainResult(ckpt, meta_path, losses, metrics, time.perf_counter() - t_start, train_seconds)
 
 
@@ -685,28 +686,11 @@ def _model_config(name: str) -> dict | None:
     return json.loads(json.dumps(cfg)) if cfg is not None else None
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _save_safetensors(state: dict, path: Path, metadata: dict) -> None:
     from safetensors.torch import save_file
 
-    tmp = _tmp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

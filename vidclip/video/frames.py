@@ -14,30 +14,15 @@ does not produce are removed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from vidclip.errors import VidclipError
+from vidclip.fileio import atomic_path, atomic_write_text
 
 from .decode import probe  # noqa: F401  (re-exported: the `probe` verb's API lives with `frames`)
 from .sample import SamplerConfig, sample_video
 
 __all__ = ["write_frames", "probe"]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_frames(video, out_dir, cfg: SamplerConfig, backend: str = "auto") -> dict:
@@ -64,7 +49,8 @@ def write_frames(video, out_dir, cfg: SamplerConfig, backend: str = "auto") -> d
     files = [f"frame_{k:0{digits}d}.png" for k in positions]
     frames = sampled.frames.cpu().numpy()
     for name, frame in zip(files, frames):
-        _atomic_write(out / name, lambda f, a=frame: Image.fromarray(a).save(f, format="PNG"))
+        with atomic_path(out / name) as tmp:
+            Image.fromarray(frame).save(tmp, format="PNG")
 
     manifest = {
         "video": str(video),
@@ -81,6 +67,5 @@ def write_frames(video, out_dir, cfg: SamplerConfig, backend: str = "auto") -> d
     for old in out.glob("frame_*.png"):
         if old.name not in keep:
             old.unlink()
-    data = (json.dumps(manifest, indent=2) + "\n").encode()
-    _atomic_write(out / "frames.json", lambda f: f.write(data))
+    atomic_write_text(out / "frames.json", json.dumps(manifest, indent=2) + "\n", durable=False)
     return manifest
