@@ -1,9 +1,11 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
-Everything vidclip writes that a later run reads (store headers, checkpoints, frame PNGs,
-pretrained weights, benchmark results) goes through here: write a temporary sibling in the
-same folder, then ``os.replace`` it onto the target, which is atomic on POSIX and Windows.
-A failure or a kill leaves at most a hidden ``.NAME.*.tmp`` file, never a truncated target.
+Single files that later runs read (feature-store headers, training checkpoints and RNG state,
+cached text embeddings, frame PNGs, pretrained weights, benchmark results) are written here:
+a temporary sibling in the same folder, then ``os.replace`` onto the target, which is atomic
+on POSIX and Windows. A failure leaves no debris; a kill leaves at most a hidden
+``.NAME.*.tmp`` file, never a truncated target. (Folders, such as feature shards and synth
+datasets, are built the same way in a temporary sibling and renamed.)
 """
 
 from __future__ import annotations
