@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidclip.fileio import atomic_path
 from vidclip.train.losses import (
     LogitScale,
     all_gather_with_grad,
@@ -152,7 +154,8 @@ def _worker(rank, world, out_dir):
             loss = model(text[sl], frames[sl], mask[sl])
             loss.backward()
             grads = {k: p.grad.clone() for k, p in model.module.named_parameters()}
-            torch.save({"grads": grads, "loss": loss.detach()}, os.path.join(out_dir, f"{case}-rank{rank}.pt"))
+            with atomic_path(os.path.join(out_dir, f"{case}-rank{rank}.pt")) as tmp:
+                torch.save({"grads": grads, "loss": loss.detach()}, tmp)
         # Neither rank may close its sockets while the other still reads from them.
         torch.distributed.barrier()
     finally:
@@ -174,6 +177,11 @@ def two_process_results(tmp_path_factory):
         )
         if not all((out / f"gloo-ok-rank{r}").exists() for r in range(2)):
             pytest.skip(f"gloo cannot run two processes on this machine ({exc}):\n{logs}")
+        if all((out / f"{case}-rank{r}.pt").exists() for case in CASES for r in range(2)):
+            # Every result was written (atomically) before the crash: gloo died tearing down, after
+            # the computation under test. The comparison below still decides the test.
+            warnings.warn(f"2-process DDP run crashed after writing its results ({exc}):\n{logs}", stacklevel=1)
+            return out
         pytest.fail(f"2-process DDP run failed after gloo worked ({exc}):\n{logs}")
     return out
 
