@@ -20,7 +20,7 @@ examples:
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cli import add_model_args
+    from ..cli_options import add_model_args
 
     p = subparsers.add_parser(
         "eval",
@@ -102,7 +102,7 @@ def _feature_source(ns, clip, ds, features: Path, encode_frames: int, num_frames
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from ..cli import model_from_args, resolve_device
+    from ..cli_options import model_from_args, resolve_device
     from ..data.datasets import load_dataset
     from ..errors import ConfigError
     from .evaluate import PixelSource, evaluate, format_results, zero_shot

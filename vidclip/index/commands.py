@@ -120,7 +120,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load_model(ns, stored: dict | None):
-    from ..cli import resolve_device
+    from ..cli_options import resolve_device
     from ..models.clip import load_clip, load_clip_from_identity
 
     device = resolve_device(ns.device)
@@ -166,7 +166,7 @@ def _stored_meta(index_dir: Path) -> dict:
 
 
 def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
-    from ..cli import print_json
+    from ..cli_options import print_json
 
     for f in report.failed:
         print(f"vidclip {verb}: {f['path']}: {f['reason']}", file=sys.stderr)
@@ -187,7 +187,7 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
 
 
 def cmd_index(ns: argparse.Namespace) -> int:
-    from ..cli import print_json
+    from ..cli_options import print_json
     from .library import index_library, index_report, merge_index
 
     modes = [m for m in (ns.library, ns.merge, ns.report, ns.check_recall) if m is not None]
@@ -244,7 +244,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
 
 
 def _check_recall(ns: argparse.Namespace) -> int:
-    from ..cli import print_json
+    from ..cli_options import print_json
     from .library import check_recall
 
     if ns.min_recall is not None and not 0.0 <= ns.min_recall <= 1.0:
@@ -260,7 +260,7 @@ def _check_recall(ns: argparse.Namespace) -> int:
             raise ConfigError(f"--query-texts {path}: no non-empty lines")
         meta = _stored_meta(Path(ns.check_recall))
         if meta.get("model"):
-            from ..cli import resolve_device
+            from ..cli_options import resolve_device
             from ..models.clip import load_clip_from_identity
 
             clip = load_clip_from_identity(meta["model"], device=resolve_device(ns.device))
@@ -282,7 +282,7 @@ def _check_recall(ns: argparse.Namespace) -> int:
 
 
 def cmd_search(ns: argparse.Namespace) -> int:
-    from ..cli import print_json, resolve_device
+    from ..cli_options import print_json, resolve_device
     from ..models.clip import load_clip_from_identity
     from .library import VideoIndex
 

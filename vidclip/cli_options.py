@@ -1,0 +1,75 @@
+"""Options shared by several verbs, and how they become API objects.
+
+A leaf of the CLI: the verb modules (``cli.py``, ``*/commands.py``) import it; it imports
+nothing of theirs, and nothing heavy at import time (torch and the models load in the
+functions that need them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import VidclipError
+
+
+def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = "openai") -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=default_model,
+                   help="open_clip architecture (ViT-B-32, ...), 'hf-hub:ORG/REPO', 'hf:ORG/NAME' or a local "
+                        "transformers CLIP directory, or a vidclip config (tiny-vit, hf-tiny, vidclip-synth) "
+                        f"(default: {default_model})")
+    g.add_argument("--pretrained", default=default_pretrained,
+                   help="open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k) or a local checkpoint file; "
+                        "'none' for random weights (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="encoder precision; auto = fp16 autocast on GPU, fp32 on CPU")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def model_from_args(ns: argparse.Namespace):
+    from .models.clip import load_clip
+
+    pretrained = None if (ns.pretrained or "").lower() in ("", "none", "random") else ns.pretrained
+    return load_clip(ns.model, pretrained, device=resolve_device(ns.device), precision=ns.precision)
+
+
+def add_sampler_args(parser: argparse.ArgumentParser, default: str = "uniform") -> None:
+    g = parser.add_argument_group("frame sampling")
+    g.add_argument("--sampler", default=default, choices=["uniform", "fps", "windows"],
+                   help="uniform: N frames, one per equal segment; fps: the frames shown at 0, 1/r, 2/r, ... s; "
+                        "windows: fixed-length windows for segment-level indexing (default: %(default)s)")
+    g.add_argument("--num-frames", type=int, default=12, help="uniform: frames per video (default: %(default)s)")
+    g.add_argument("--fps", type=float, default=1.0, help="fps/windows: sampling rate in frames per second (default: %(default)s)")
+    g.add_argument("--max-frames", type=int, default=None, help="fps: cap on frames per video, subsampled uniformly")
+    g.add_argument("--window", type=float, default=10.0, help="windows: window length in seconds (default: %(default)s)")
+    g.add_argument("--stride", type=float, default=5.0, help="windows: stride in seconds (default: %(default)s)")
+    g.add_argument("--backend", default="auto", help="decoder: auto (decord, else PyAV), decord, pyav, torchcodec")
+    g.add_argument("--decode-device", default="cpu",
+                   help="cpu, or cuda for GPU decoding (decord built with CUDA or torchcodec); an error when unavailable")
+
+
+def sampler_from_args(ns: argparse.Namespace):
+    from .video.sample import SamplerConfig
+
+    cfg = SamplerConfig(name=ns.sampler, num_frames=ns.num_frames, fps=ns.fps, max_frames=ns.max_frames,
+                        window=ns.window, stride=ns.stride)
+    for name, value in (("--num-frames", cfg.num_frames), ("--fps", cfg.fps), ("--window", cfg.window),
+                        ("--stride", cfg.stride)):
+        if value <= 0:
+            raise VidclipError(f"{name} must be positive, got {value}")
+    return cfg
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
