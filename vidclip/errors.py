@@ -34,3 +34,19 @@ class DatasetError(VidclipError):
 
 class IndexMismatchError(VidclipError):
     """An index directory is inconsistent with the request (e.g. a different model)."""
+
+
+def display_path(path) -> str:
+    """A path as one printable line: for messages, reports and the web page.
+
+    Names that are not valid UTF-8 (kept by Python as surrogate escapes, or given as bytes) show
+    their raw bytes as ``\\xNN``; control characters (a newline in a name) show escaped, so one
+    problem stays one line. Plain names come back unchanged.
+    """
+    import os
+
+    raw = os.fsencode(path)
+    text = raw.decode("utf-8", errors="backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
