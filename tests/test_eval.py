@@ -148,8 +148,8 @@ def test_cli_zero_shot_json_and_argument_errors(data, tmp_path, capsys):
         assert main(args) == 0  # the table
         text = capsys.readouterr().out
         assert "t2v" in text and "v2t" in text and "RANDOM" in text
-        assert main(["eval", "--zero-shot", "--data", str(data["root"])]) == 2
-        assert "--features" in capsys.readouterr().err
+        assert main(["eval", "--zero-shot"]) == 2
+        assert "--zero-shot needs --data" in capsys.readouterr().err
         assert main(["eval"]) == 2
 
 
@@ -191,3 +191,86 @@ def test_zero_shot_encodes_real_msrvtt_videos(tmp_path, clip, capsys):
     store = FeatureStore(feats)
     assert sorted(store.keys()) == sorted(v.stem for v in (mini / "videos").glob("*.mp4"))
     assert all(1 <= store.get(k).emb.shape[0] <= 4 for k in store.keys())
+
+
+def _synth(root, seed):
+    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+
+    make_synthetic_dataset(root, SynthConfig(num_videos=6, seed=seed, size=32, num_frames=5, test_fraction=0.5),
+                           progress=False, overwrite=True)
+
+
+def _zero_shot(main, capsys, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["eval", "--zero-shot", "--model", "tiny-vit", "--pretrained", "none", "--device", "cpu",
+                   "--workers", "0", "--modules", "mean", "--json", *args])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out), captured.err
+
+
+def test_zero_shot_without_features_caches_in_a_default_folder(tmp_path, monkeypatch, capsys):
+    """README's `vidclip eval --zero-shot --data data/msrvtt --model ... --pretrained ...` (no --features)."""
+    from vidclip.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _synth(tmp_path / "data" / "synth", seed=0)
+    out, _ = _zero_shot(main, capsys, "--data", "data/synth")
+    default = Path("cache") / "synth-tiny-vit-random" / "features"
+    assert out["features"] == str(default) and out["dataset"] == "synth-test"
+    from vidclip.data.datasets import load_dataset
+
+    test_ids = load_dataset("msrvtt", "data/synth", "test").video_ids
+    assert sorted(FeatureStore(default).keys()) == sorted(test_ids) and len(test_ids) == 4  # the test split
+    assert out["results"]["mean"]["t2v"]["queries"] == 4
+    out2, _ = _zero_shot(main, capsys, "--data", "data/synth", "--no-encode", "--out", "res/zs.json")
+    assert out2["results"] == out["results"]  # the second run reuses them
+    assert json.loads(Path("res/zs.json").read_text()) == out2  # --out: the same JSON, atomically
+    assert not list(Path("res").glob(".*"))
+
+
+def test_regenerated_dataset_is_encoded_again_not_reused(tmp_path, capsys):
+    """Issue 7: a dataset regenerated with another seed at the same path, evaluated with the same
+    feature folder, must not be scored on the old videos' features."""
+    from vidclip.cli import main
+
+    root, feats, fresh = tmp_path / "synth", tmp_path / "feats", tmp_path / "fresh"
+    _synth(root, seed=0)
+    _zero_shot(main, capsys, "--data", str(root), "--features", str(feats))
+    before = {k: np.array(FeatureStore(feats).get(k).emb) for k in FeatureStore(feats).keys()}
+    _synth(root, seed=1)  # other videos under the same names
+    with pytest.raises(AssertionError):  # --no-encode refuses instead of reusing
+        _zero_shot(main, capsys, "--data", str(root), "--features", str(feats), "--no-encode")
+    out, err = _zero_shot(main, capsys, "--data", str(root), "--features", str(feats))
+    assert "changed since their features were encoded" in err
+    ref, _ = _zero_shot(main, capsys, "--data", str(root), "--features", str(fresh))
+    store, fresh_store = FeatureStore(feats), FeatureStore(fresh)
+    assert sorted(store.keys()) == sorted(fresh_store.keys()) == sorted(before)
+    for k in before:
+        np.testing.assert_array_equal(np.asarray(store.get(k).emb), np.asarray(fresh_store.get(k).emb))
+        assert not np.array_equal(np.asarray(store.get(k).emb), before[k])
+    assert out["results"] == ref["results"]
+
+
+def test_synthetic_model_on_other_footage_says_scores_mean_nothing(data, tmp_path, capsys):
+    from vidclip.cli import main
+
+    weights = str(Path(__file__).resolve().parents[1] / "vidclip" / "assets" / "vidclip-synth.safetensors")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["eval", "--zero-shot", "--data", str(data["root"]), "--features", str(tmp_path / "f"),
+                   "--model", "vidclip-synth", "--pretrained", weights, "--device", "cpu", "--no-encode", "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2  # the placeholder videos are not encoded; the warning comes first
+    lines = [line for line in err.splitlines() if "mean nothing" in line]
+    assert len(lines) == 1 and "vidclip-synth" in lines[0]
+    synth_root = tmp_path / "synth"
+    _synth(synth_root, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["eval", "--zero-shot", "--data", str(synth_root), "--features", str(tmp_path / "g"),
+                     "--model", "vidclip-synth", "--pretrained", weights, "--device", "cpu", "--workers", "0",
+                     "--json"]) == 0
+    assert "mean nothing" not in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The frame-feature store: round trip, sharding, resume after a killed writer, batching."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +89,95 @@ def test_batch_pads_and_subsamples(tmp_path):
 def test_rejects_mismatched_shapes(tmp_path):
     with FeatureWriter(tmp_path, MODEL, SAMPLER) as w, pytest.raises(ValueError, match="disagree"):
         w.add("v", "p", np.zeros((3, 4)), np.arange(2), np.arange(3.0))
+
+
+def test_records_file_identity_and_forget_drops_a_key(tmp_path):
+    from vidclip.data.identity import file_identity, same_file
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"old bytes")
+    rng = np.random.default_rng(0)
+    with FeatureWriter(tmp_path / "s", MODEL, SAMPLER) as w:
+        w.add("v", str(video), *_video(rng, 3))
+        w.add("w", str(tmp_path / "missing.mp4"), *_video(rng, 2))
+    store = FeatureStore(tmp_path / "s")
+    assert store.get("v").source == file_identity(video) and store.get("v").source["size"] == 9
+    assert store.get("w").source is None  # nothing to record
+    assert same_file(store.get("v").source, video)
+    os.utime(video, ns=(1, 1))  # touched, same bytes: still the same file (the hash decides)
+    assert same_file(store.get("v").source, video)
+    video.write_bytes(b"new bytes")  # same size, other bytes
+    assert not same_file(store.get("v").source, video)
+    assert not same_file(None, video) and not same_file(store.get("v").source, tmp_path / "nope")
+
+    with FeatureWriter(tmp_path / "s", MODEL, SAMPLER) as w:
+        assert w.forget([]) is None
+        w.forget(["v"])  # a tombstone shard
+    store = FeatureStore(tmp_path / "s")
+    assert "v" not in store and store.keys() == ["w"] and len(store) == 1
+    emb, fi, t = _video(rng, 4)
+    with FeatureWriter(tmp_path / "s", MODEL, SAMPLER) as w:
+        w.add("v", str(video), emb, fi, t)  # written again later: back, with the new features
+    store = FeatureStore(tmp_path / "s")
+    np.testing.assert_array_equal(store.get("v").emb, emb.astype(np.float16))
+    assert store.get("v").source == file_identity(video)
+
+
+def test_default_features_dir_is_named_after_dataset_and_model(tmp_path):
+    from types import SimpleNamespace
+
+    from vidclip.data.feature_cache import default_features_dir
+
+    def ident(name, pretrained, random_weights=False):
+        return SimpleNamespace(name=name, pretrained=pretrained, random_weights=random_weights)
+
+    # the store the configs/msrvtt_*.yaml runs use (data.cache_dir: cache/msrvtt-vit-b-32)
+    assert default_features_dir("data/msrvtt", ident("ViT-B-32", "openai")) == Path("cache/msrvtt-vit-b-32/features")
+    assert default_features_dir("data/msrvtt/", ident("ViT-B-32", "laion2b_s34b_b79k")) == Path(
+        "cache/msrvtt-vit-b-32-laion2b_s34b_b79k/features")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    assert default_features_dir("data/synth", ident("vidclip-synth", str(weights)), 8) == Path(
+        "cache/synth-vidclip-synth/features-8f")
+    assert default_features_dir("x/MSVD", ident("hf:openai/clip-vit-base-patch32", None, True)) == Path(
+        "cache/msvd-clip-vit-base-patch32-random/features")
+
+
+def test_check_features_reports_changed_files_and_remembers_confirmed_copies(tmp_path, monkeypatch):
+    from vidclip.data import feature_cache, identity
+    from vidclip.data.feature_cache import CONFIRMED_FILE, check_features
+    from vidclip.models.clip import ModelIdentity
+
+    ident = ModelIdentity("open_clip", "tiny-vit", None, 4, 32, True, "abc")
+    videos = []
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.mp4").write_bytes(name.encode() * 10)
+        videos.append((name, str(tmp_path / f"{name}.mp4")))
+    store = tmp_path / "store"
+    rng = np.random.default_rng(0)
+    with FeatureWriter(store, ident.to_dict(), {"name": "uniform", "num_frames": 3}) as w:
+        for key, path in videos[:2]:
+            w.add(key, path, *_video(rng, 3))
+    found = check_features(store, ident, videos, encode_frames=3)
+    assert found.missing == [videos[2]] and found.changed == []  # c was never encoded
+
+    os.utime(videos[0][1], ns=(5, 5))  # a: copied (new mtime, same bytes)
+    (tmp_path / "b.mp4").write_bytes(b"B" * 10)  # b: replaced (same size, other bytes)
+    found = check_features(store, ident, videos, encode_frames=3, for_encoding=False)
+    assert found.changed == ["b"] and [k for k, _ in found.missing] == ["b", "c"]
+    assert set(json.loads((store / CONFIRMED_FILE).read_text())) == {"a"}
+    # the confirmed copy is not hashed again
+    monkeypatch.setattr(identity, "fast_hash", lambda *a, **k: pytest.fail("hashed again"))
+    monkeypatch.setattr(feature_cache, "same_file", lambda *a, **k: pytest.fail("hashed again"))
+    assert check_features(store, ident, videos[:1], encode_frames=3).missing == []
+    monkeypatch.undo()
+
+    # about to encode: the changed video's old features are dropped, so the encode writes it afresh
+    found = check_features(store, ident, videos, encode_frames=3, for_encoding=True)
+    assert found.changed == ["b"] and "b" not in FeatureStore(store) and "a" in FeatureStore(store)
+    # refusals name the folder and what differs
+    other = ModelIdentity("open_clip", "other", None, 4, 32, True, "def")
+    with pytest.raises(VidclipError, match="features were encoded with tiny-vit .*, not with other"):
+        check_features(store, other, videos, encode_frames=3)
+    with pytest.raises(VidclipError, match="sampled with uniform 3 frames, not uniform 8; use another"):
+        check_features(store, ident, videos, encode_frames=8)

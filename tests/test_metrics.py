@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vidclip.errors import VidclipError
+from vidclip.eval import metrics as metrics_mod
 from vidclip.eval.metrics import (
     MetricsInputError,
     dual_softmax,
@@ -161,3 +162,29 @@ def test_format_table_has_both_directions():
     sim = np.eye(3)
     text = format_metrics_table({"mean": retrieval_metrics(sim, np.arange(3))}, title="zero-shot")
     assert "zero-shot" in text and "t2v" in text and "v2t" in text and "100.0" in text
+
+
+def test_ties_are_counted_and_reported():
+    """Tied twins: all three queries are at rank 1 (R@1 100%), and the result says two were ties."""
+    sim = np.array([
+        [0.7, 0.7, 0.1],  # own video 0 tied with video 1
+        [0.7, 0.7, 0.1],  # own video 1 tied with video 0
+        [0.1, 0.2, 0.9],  # no tie
+    ])
+    cv = np.array([0, 1, 2])
+    assert metrics_mod.t2v_ties(sim, cv).tolist() == [1, 1, 0]
+    # v2t column 0: [0.7, 0.7, 0.1], own c0 = 0.7 tied with c1 (video 1's caption)
+    ties, videos = metrics_mod.v2t_ties(sim, cv)
+    assert videos.tolist() == [0, 1, 2] and ties.tolist() == [1, 1, 0]
+    m = retrieval_metrics(sim, cv)
+    assert m["t2v"]["R@1"] == 100.0 and m["t2v"]["ties"] == 2
+    assert m["v2t"]["R@1"] == 100.0 and m["v2t"]["ties"] == 2
+    table = format_metrics_table({"mean": m})
+    assert "exact ties" in table and "mean t2v 2" in table and "mean v2t 2" in table
+    # ties among a video's own captions are not competitors; no ties -> no note
+    sim2 = np.array([[0.5, 0.1], [0.5, 0.2], [0.1, 0.9]])
+    cv2 = np.array([0, 0, 1])
+    assert metrics_mod.v2t_ties(sim2, cv2)[0].tolist() == [0, 0]
+    m2 = retrieval_metrics(sim2, cv2)
+    assert m2["v2t"]["ties"] == 0 and m2["t2v"]["ties"] == 0
+    assert "exact ties" not in format_metrics_table(m2)

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import re
+import shutil
 
 import av
 import numpy as np
@@ -294,3 +295,78 @@ def test_test_pairs_are_told_apart_only_by_direction():
         first = item["captions"][0].replace(",", " ").split()
         assert size_words & set(first), item["captions"][0]
         assert item["spec"].color in first
+
+
+def write_untagged(frames, path):
+    """The same frames as write_mp4 would write, by another tool: no synthetic tag."""
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_is_synthetic_footage_tells_synthetic_from_other_footage(lossless, tmp_path):
+    root = lossless[0]
+    first = sorted((root / "videos").glob("*.mp4"))[0]
+    # dataset root, its videos folder and one of its files are synthetic
+    assert synth.is_synthetic_footage(root)
+    assert synth.is_synthetic_footage(root / "videos")
+    assert synth.is_synthetic_footage(first)
+    # a copy elsewhere keeps the container tag
+    copy = tmp_path / "lib" / "clip.mp4"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    assert synth.is_synthetic_footage(copy)
+    assert synth.is_synthetic_footage(copy.parent)
+    # the same frames written by another tool (no tag, no synth_meta.json) are not synthetic
+    other = tmp_path / "other" / "clip.mp4"
+    other.parent.mkdir()
+    write_untagged(decode(first), other)
+    assert not synth.is_synthetic_footage(other)
+    assert not synth.is_synthetic_footage(other.parent)
+    # a mixed folder is not synthetic; missing paths, empty folders and non-videos are not
+    shutil.copy(first, other.parent / "a_synth.mp4")
+    assert not synth.is_synthetic_footage(other.parent)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text.mp4").write_text("not a video")
+    assert not synth.is_synthetic_footage(tmp_path / "empty")
+    assert not synth.is_synthetic_footage(tmp_path / "text.mp4")
+    assert not synth.is_synthetic_footage(tmp_path / "missing.mp4")
+
+
+def test_is_synthetic_footage_reads_untagged_datasets_from_synth_meta(lossless, tmp_path):
+    """Datasets written before write_mp4 tagged its files are known by synth_meta.json."""
+    root = lossless[0]
+    ds = tmp_path / "old"
+    (ds / "videos").mkdir(parents=True)
+    shutil.copy(root / "synth_meta.json", ds / "synth_meta.json")
+    listed = json.loads((root / "synth_meta.json").read_text())["videos"][0]["video_id"]
+    src = root / "videos" / f"{listed}.mp4"
+    write_untagged(decode(src), ds / "videos" / f"{listed}.mp4")
+    assert not synth._has_synth_tag(ds / "videos" / f"{listed}.mp4")
+    assert synth.is_synthetic_footage(ds / "videos" / f"{listed}.mp4")
+    (ds / "videos" / "stranger.mp4").write_bytes((ds / "videos" / f"{listed}.mp4").read_bytes())
+    assert not synth.is_synthetic_footage(ds / "videos" / "stranger.mp4")
+
+
+def test_cli_synth_prints_a_summary_line_not_a_dict(tmp_path, capsys):
+    from vidclip.cli import main
+
+    assert main(["synth", str(tmp_path / "s"), "--videos", "4", "--size", "32", "--frames", "4"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "{" not in out[0], out
+    assert re.fullmatch(r"wrote 4 synthetic videos \(2 train, 2 test, \d+ captions\) to .*/s in \d+\.\d s"
+                        r"(, \d+ videos/s)?", out[0]), out[0]
+    assert main(["synth", str(tmp_path / "t"), "--videos", "2", "--size", "32", "--frames", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["seconds"] == round(summary["seconds"], 2)
+
+
+def test_synthetic_datasets_are_named_after_their_folder(lossless, tmp_path):
+    from vidclip.data.datasets import load_dataset
+
+    assert load_dataset("msrvtt", lossless[0], "test").name == "synth-lossless-test"
+    make_synthetic_dataset(tmp_path / "synth", SynthConfig(**SMALL), progress=False)
+    assert load_dataset("msrvtt", tmp_path / "synth", "train").name == "synth-train"

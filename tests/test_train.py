@@ -298,7 +298,7 @@ def test_bf16_mixed_precision_trains(data, clip, tmp_path):
 
 def test_segment_datasets_are_refused(clip, tmp_path):
     from vidclip.data.datasets import load_dataset
-    from vidclip.train.trainer import check_whole_videos
+    from vidclip.data.feature_cache import check_whole_videos
 
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "train.jsonl").write_text(json.dumps({"video": "a.mp4", "caption": "x", "start": 1, "end": 3}) + "\n")
@@ -314,14 +314,21 @@ def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tm
     from vidclip.train.trainer import prepare_features
 
     feats = tmp_path / "partial"
+    videos = data["root"] / "videos"
     with FeatureWriter(feats, clip.identity.to_dict(), {"name": "uniform", "num_frames": 8}) as w:
-        w.add("video0", "x.mp4", np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
+        w.add("video0", str(videos / "video0.mp4"), np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
+        # video2's features came from another file than the one there now (size 999): changed
+        w.add("video2", str(videos / "video2.mp4"), np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5],
+              source={"size": 999, "mtime_ns": 1, "hash": "0" * 32})
+        # a record from before file identities were stored cannot be checked: changed too
+        w.add("video3", str(videos / "video3.mp4"), np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5],
+              source={})
     (feats / "failures.jsonl").write_text(json.dumps({"key": "video1", "path": "p", "reason": "bad"}) + "\n")
     cfg = tiny_config(data, tmp_path, f"data.features={feats}")
     ds = load_dataset("msrvtt", data["root"], "train")
     root, todo, failures = prepare_features(cfg, clip, [ds], encode=False)
     assert root == feats and failures == []
-    assert [k for k, _ in todo] == data["train_ids"][2:]
+    assert [k for k, _ in todo] == data["train_ids"][2:]  # video2, video3 changed; video1 failed before
 
 
 def test_store_sampled_differently_is_refused(data, clip, tmp_path):
@@ -334,7 +341,7 @@ def test_store_sampled_differently_is_refused(data, clip, tmp_path):
         w.add("video0", "x.mp4", np.zeros((2, clip.embed_dim)), [0, 1], [0.0, 0.5])
     cfg = tiny_config(data, tmp_path, f"data.features={feats}", "data.encode_frames=8")
     ds = load_dataset("msrvtt", data["root"], "train")
-    with pytest.raises(ConfigError, match="sampled with uniform 12 frames, but data.encode_frames is 8"):
+    with pytest.raises(ConfigError, match="sampled with uniform 12 frames, not uniform 8; point data.features"):
         prepare_features(cfg, clip, [ds], encode=False)
 
 
@@ -342,6 +349,20 @@ def test_batch_larger_than_dataset_is_a_clear_error(data, clip, tmp_path):
     cfg = tiny_config(data, tmp_path, "optim.batch_size=64")
     with pytest.raises(ConfigError, match="larger than the 18 training videos"):
         run_train(cfg, clip)
+
+
+def test_failed_run_leaves_no_empty_run_dir(data, clip, tmp_path):
+    """Issue 7: a failed `vidclip train` removed the runs/<name>/ it created when nothing was written."""
+    cfg = tiny_config(data, tmp_path, "optim.batch_size=64")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="larger than"):
+        run_train(cfg, clip)
+    assert not (tmp_path / "run").exists()
+    # a folder that was there before is the user's: kept (and anything in it)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ConfigError, match="larger than"):
+        run_train(cfg, clip)
+    assert (tmp_path / "run").is_dir()
 
 
 def test_store_from_another_model_is_refused(data, clip, tmp_path):

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from vidclip.pipeline import encode_videos
     from vidclip.train.losses import LogitScale
     from vidclip.train.model import RetrievalModel, cached_text_embeddings
-    from vidclip.train.trainer import _video_batches
+    from vidclip.train.trainer import video_batches
     from vidclip.video.sample import SamplerConfig
 
     out = Path(ns.out)
@@ -99,14 +99,14 @@ def main(argv=None) -> int:
         initial = RetrievalModel(create_temporal("seq_transformer", clip.embed_dim, max_frames=ns.frames, clip=clip,
                                                  num_layers=2), LogitScale()).to(clip.device)
 
-    def run_epoch(video_batches) -> tuple[float, list[float]]:
+    def run_epoch(batch_stream) -> tuple[float, list[float]]:
         model = copy.deepcopy(initial).train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         losses = []
         if clip.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for (video, mask), t in zip(video_batches, text_batches):
+        for (video, mask), t in zip(batch_stream, text_batches):
             loss = model(t.to(clip.device), video.to(clip.device), mask.to(clip.device))
             loss.backward()
             opt.step()
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     pixels = PixelSource(paths, ns.frames, clip.image_size)
 
     def reencoded():
-        for frames, mask in _video_batches(pixels, batches, ns.workers):
+        for frames, mask in video_batches(pixels, batches, ns.workers):
             B, T = mask.shape
             emb = torch.zeros(B, T, clip.embed_dim, device=clip.device)
             emb[mask.to(clip.device)] = clip.encode_frames(frames[mask])  # frozen backbone, real frames only

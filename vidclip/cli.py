@@ -101,6 +101,7 @@ def cmd_encode(ns: argparse.Namespace) -> int:
 
 def cmd_synth(ns: argparse.Namespace) -> int:
     from .data.synth import SynthConfig, make_synthetic_dataset
+    from .errors import display_path
 
     cfg = SynthConfig(num_videos=ns.videos, seed=ns.seed, size=ns.size, num_frames=ns.frames,
                       train_twins=ns.train_twins)
@@ -108,7 +109,10 @@ def cmd_synth(ns: argparse.Namespace) -> int:
     if ns.json:
         print_json(summary)
     else:
-        print(f"wrote a synthetic MSR-VTT-style dataset to {ns.out}: {summary}")
+        seconds = summary["seconds"]
+        rate = f", {summary['num_videos'] / seconds:.0f} videos/s" if seconds > 0 else ""
+        print(f"wrote {summary['num_videos']} synthetic videos ({summary['num_train']} train, {summary['num_test']} "
+              f"test, {summary['num_captions']} captions) to {display_path(summary['root'])} in {seconds:.1f} s{rate}")
     return 0
 
 
@@ -174,12 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import add_demo_parser
     from .eval.commands import add_eval_parser
     from .index.commands import add_index_parser, add_search_parser
+    from .recognition.commands import add_classify_parser
+    from .rerank.commands import add_rerank_parser, add_trec_eval_parser
     from .serve.commands import add_serve_parser
     from .train.commands import add_train_parser
     from .train.pretrain import add_pretrain_parser
 
     for add_parser in (add_train_parser, add_pretrain_parser, add_eval_parser, add_index_parser,
-                       add_search_parser, add_serve_parser, add_demo_parser):
+                       add_search_parser, add_serve_parser, add_demo_parser, add_rerank_parser,
+                       add_trec_eval_parser, add_classify_parser):
         add_parser(sub)
     return parser
 

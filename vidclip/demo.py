@@ -62,10 +62,50 @@ def make_scene_library(out_dir: Path, num_videos: int, scenes_per_video: int, se
     return videos
 
 
+def pick_queries(videos: list[dict], num_queries: int, seed: int) -> list[tuple[int, dict]]:
+    """``num_queries`` (video index, scene) pairs drawn with ``seed``, one per video, preferring
+    scenes whose description no other scene of the library shares (a query that fits two videos
+    equally has no single right answer)."""
+    count: dict[str, int] = {}  # a query names size, colour, shape and background: all a frame shows
+    for video in videos:
+        for scene in video["scenes"]:
+            count[scene["query"]] = count.get(scene["query"], 0) + 1
+    rng = np.random.default_rng(seed + 1)
+    picks = []
+    for v in rng.permutation(len(videos))[: min(num_queries, len(videos))]:
+        scenes = videos[int(v)]["scenes"]
+        unique = [s for s in scenes if count[s["query"]] == 1] or scenes
+        picks.append((int(v), unique[int(rng.integers(len(unique)))]))
+    return picks
+
+
+def run_query(index, query: str, path: str, scene: dict, num_videos: int, scenes_per_video: int) -> dict:
+    """Search ``query`` and say where the right video (``path``) ranked.
+
+    Videos are ranked by their best-matching moment (window): the search returns windows best
+    first, and a video's rank is the position of its first window among the videos. Whole-video
+    vectors average every scene of a video, so a one-scene query would be diluted by the others.
+    """
+    windows_per_video = 4 * scenes_per_video * int(np.ceil(SCENE_SECONDS / DEMO_SAMPLER["stride"]))
+    moments = index.search(query, k=num_videos * windows_per_video, segments=True)
+    best: dict[str, object] = {}
+    for hit in moments:
+        best.setdefault(hit.path, hit)  # first = best window of that video
+    ranking = list(best)
+    rank = ranking.index(path) + 1 if path in best else len(ranking) + 1
+    right = best.get(path)
+    moment_found = bool(right is not None and right.start < scene["end"] and right.end > scene["start"])
+    return {"query": query, "expected": {"path": path, "start": scene["start"], "end": scene["end"]},
+            "hits": [best[p].to_dict() for p in ranking[:3]], "ranking": ranking, "rank": rank,
+            "num_videos": num_videos, "moment_found": moment_found}
+
+
 def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scenes_per_video: int = 3,
              num_queries: int = 4, seed: int = 0, model: str = "vidclip-synth", workers: int = 2,
              progress: bool = True, log=print) -> dict:
-    """Build, index and query the demo library; returns a JSON-able summary."""
+    """Build, index and query the demo library; returns a JSON-able summary (per query: the top 3
+    videos, the full ``ranking`` of video paths and the right video's ``rank`` in it; ``first`` and
+    ``top3``: how many queries had the right video first / in the top 3)."""
     from .index.library import VideoIndex, index_library
     from .models.clip import load_clip
     from .video.sample import SamplerConfig
@@ -83,22 +123,24 @@ def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scen
     summary = report.to_dict()
     log(f"     indexed {summary.get('indexed')}, unchanged {summary.get('unchanged')}, failed {len(summary.get('failed', []))}")
 
-    log("3/3  searching")
+    log("3/3  searching (videos ranked by their best-matching moment)")
     index = VideoIndex.open(index_dir, clip=clip)
-    rng = np.random.default_rng(seed + 1)
-    picks = rng.choice(len(videos), size=min(num_queries, len(videos)), replace=False)
     results = []
-    for v in picks:
-        scene = videos[v]["scenes"][int(rng.integers(scenes_per_video))]
-        query = scene["query"]
-        hits = index.search(query, k=3)
-        log(f'\n  query: "{query}"   (it happens in {videos[v]["path"]} at {scene["start"]:.1f}-{scene["end"]:.1f} s)')
-        for rank, hit in enumerate(hits, 1):
-            mark = "  <- the right video" if hit.path == videos[v]["path"] else ""
-            log(f"    {rank}. {hit.path}  score {hit.score:.3f}  best moment {hit.start:.1f}-{hit.end:.1f} s{mark}")
-        results.append({"query": query, "expected": {"path": videos[v]["path"], "start": scene["start"],
-                                                     "end": scene["end"]},
-                        "hits": [h.to_dict() for h in hits]})
+    for v, scene in pick_queries(videos, num_queries, seed):
+        results.append(run_query(index, scene["query"], videos[v]["path"], scene, num_videos, scenes_per_video))
+        r = results[-1]
+        log(f'\n  query: "{r["query"]}"   (it happens in {r["expected"]["path"]} at '
+            f'{scene["start"]:.1f}-{scene["end"]:.1f} s)')
+        for rank, hit in enumerate(r["hits"], 1):
+            mark = "  <- the right video" if hit["path"] == r["expected"]["path"] else ""
+            log(f"    {rank}. {hit['path']}  score {hit['score']:.3f}  best moment "
+                f"{hit['start']:.1f}-{hit['end']:.1f} s{mark}")
+        where = "the right moment" if r["moment_found"] else "another moment of it"
+        log(f"    the right video ranked {r['rank']} of {r['num_videos']}" + (f" ({where})" if r["rank"] <= 3 else ""))
+    first = sum(r["rank"] == 1 for r in results)
+    top3 = sum(r["rank"] <= 3 for r in results)
+    log(f"\nThe right video came first for {first} of {len(results)} queries and in the top 3 for {top3} of "
+        f"{len(results)} (among {num_videos} videos, {num_videos * scenes_per_video} scenes).")
     index.close()
     seconds = time.perf_counter() - t0
     log(f"\nDone in {seconds:.0f} s.")
@@ -111,7 +153,7 @@ def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scen
     log("    vidclip index ~/Videos --index ~/vidx --model ViT-B-32 --pretrained /path/to/open_clip_vit_b_32.pt")
     log('    vidclip search "a dog catches a frisbee" --index ~/vidx')
     return {"workdir": str(workdir), "library": str(library), "index": str(index_dir), "index_report": summary,
-            "queries": results, "seconds": round(seconds, 2)}
+            "queries": results, "first": first, "top3": top3, "seconds": round(seconds, 1)}
 
 
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:

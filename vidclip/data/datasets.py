@@ -36,6 +36,7 @@ import json
 import math
 import os
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,6 +263,16 @@ def _msrvtt_videos_dir(root: Path, videos_dir: str | os.PathLike | None) -> Path
     return root / "videos" / "all" if (root / "videos" / "all").is_dir() else root / "videos"
 
 
+def _msrvtt_name(root: Path, split: str) -> str:
+    """``msrvtt-<split>``; a synthetic dataset in the MSR-VTT layout (``vidclip synth``, which
+    writes synth_meta.json) is named after its folder instead: ``synth-<split>`` for data/synth,
+    ``synth-<folder>-<split>`` otherwise."""
+    if not (root / "synth_meta.json").is_file():
+        return f"msrvtt-{split}"
+    folder = re.sub(r"\s+", "_", Path(os.path.abspath(root)).name) or "synth"
+    return f"{folder}-{split}" if folder.startswith("synth") else f"synth-{folder}-{split}"
+
+
 def _load_msrvtt(
     root: Path,
     split: str,
@@ -273,7 +284,7 @@ def _load_msrvtt(
     if split not in _MSRVTT_LISTS:
         raise ConfigError(f"msrvtt: unknown split {split!r}; one of {sorted(_MSRVTT_LISTS)}")
     vdir = _msrvtt_videos_dir(root, videos_dir)
-    name = f"msrvtt-{split}"
+    name = _msrvtt_name(root, split)
     csv_path = Path(list_csv) if list_csv is not None else root / _MSRVTT_LISTS[split]
 
     if split == "test":

@@ -12,12 +12,20 @@ Layout (see docs/architecture.md)::
         frame_index.npy           int64   [N]     decoded frame index of each row
         time.npy                  float64 [N]     presentation time (s) of each row
         videos.jsonl              one JSON object per video: key, path, offset, count, duration,
-                                  fps, windows [[start_s, end_s, first, count], ...], extra
+                                  fps, windows [[start_s, end_s, first, count], ...], extra,
+                                  source (the file's identity when encoded: size, mtime_ns, hash)
+      failures.jsonl              videos the last encode could not decode (pipeline.encode_videos)
+      sources-confirmed.json      copies whose content was checked after their mtime moved (feature_cache)
 
 Shards are immutable once committed. A killed writer leaves at most a ``.tmp-*`` directory,
 which the next writer removes; every video in a committed shard is complete. A video key
 appears in at most one shard per writer session; when a key is written again later (a changed
-file), the newest shard wins on read.
+file), the newest shard wins on read. A record ``{"key": K, "removed": true}`` in a later shard
+(:meth:`FeatureWriter.forget`) drops K's features, so that the next encode writes them afresh.
+
+``source`` (:func:`vidclip.data.identity.file_identity`) is what the features were computed
+from; :func:`vidclip.data.feature_cache.check_features` reports a video whose file no longer
+matches it (records from before it existed have none and count as changed).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 
 from ..errors import VidclipError
 from ..fileio import atomic_write_text
+from .identity import file_identity
 
 FORMAT_VERSION = 1
 STORE_FILE = "store.json"
@@ -54,6 +63,7 @@ class VideoFeatures:
     duration: float = 0.0
     fps: float = 0.0
     extra: dict = field(default_factory=dict)
+    source: dict | None = None  # file identity when encoded (size, mtime_ns, hash); None if unknown
 
 
 def _fsync_dir(path: Path) -> None:
@@ -113,7 +123,10 @@ class FeatureStore:
                 for line in f:
                     if line.strip():
                         rec = json.loads(line)
-                        self._records[rec["key"]] = (shard_no, rec)  # later shards win
+                        if rec.get("removed"):  # a tombstone (FeatureWriter.forget)
+                            self._records.pop(rec["key"], None)
+                        else:
+                            self._records[rec["key"]] = (shard_no, rec)  # later shards win
 
     def keys(self) -> list[str]:
         return list(self._records)
@@ -160,6 +173,7 @@ class FeatureStore:
             duration=float(rec.get("duration", 0.0)),
             fps=float(rec.get("fps", 0.0)),
             extra=rec.get("extra") or {},
+            source=rec.get("source"),
         )
 
     def batch(self, keys: Sequence[str], num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +227,7 @@ class FeatureWriter:
         existing = committed_shards(self.root)
         self._next_shard = 1 + max((int(p.name.split("-")[1]) for p in existing), default=-1)
         self._pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._embed_dim = int(header["model"].get("embed_dim") or 0)
 
     def add(
         self,
@@ -225,8 +240,13 @@ class FeatureWriter:
         duration: float = 0.0,
         fps: float = 0.0,
         extra: dict | None = None,
+        source: dict | None = None,
     ) -> None:
-        """Queue one video: emb float [T, D] (any float dtype, numpy or torch), frame_index [T], time [T]."""
+        """Queue one video: emb float [T, D] (any float dtype, numpy or torch), frame_index [T], time [T].
+
+        ``source``: the identity of the file the features come from
+        (:func:`~vidclip.data.identity.file_identity`); by default that of ``path`` now.
+        """
         if isinstance(emb, torch.Tensor):
             emb = emb.detach().float().cpu().numpy()
         emb = np.asarray(emb, dtype=np.float16)
@@ -244,10 +264,24 @@ class FeatureWriter:
             "fps": float(fps),
             "windows": [[float(w[0]), float(w[1]), int(w[2]), int(w[3])] for w in windows],
             "extra": extra or {},
+            "source": source if source is not None else file_identity(path),
         }
         self._pending.append((rec, emb, frame_index, time))
         if len(self._pending) >= self.shard_size:
             self.flush()
+
+    def forget(self, keys: Iterable[str]) -> str | None:
+        """Drop the stored features of ``keys`` (a committed shard of tombstones; queued videos
+        are committed first). Returns the shard name (None for no keys)."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return None
+        self.flush()
+        empty = np.zeros((0, self._embed_dim), np.float16)
+        for key in keys:
+            rec = {"key": key, "removed": True, "count": 0}
+            self._pending.append((rec, empty, np.zeros(0, np.int64), np.zeros(0, np.float64)))
+        return self.flush()
 
     def flush(self) -> str | None:
         """Commit the queued videos as one shard; returns the shard name (None if nothing queued)."""
@@ -261,8 +295,9 @@ class FeatureWriter:
         for rec, *_ in self._pending:
             rec["offset"] = offset
             offset += rec["count"]
-        dim = self._pending[0][1].shape[1]
-        np.save(tmp / "emb.npy", np.concatenate([p[1] for p in self._pending]).reshape(-1, dim))
+        rows = [p[1] for p in self._pending if p[1].shape[0]]  # tombstones hold no rows
+        emb = np.concatenate(rows) if rows else np.zeros((0, self._embed_dim), np.float16)
+        np.save(tmp / "emb.npy", emb)
         np.save(tmp / "frame_index.npy", np.concatenate([p[2] for p in self._pending]))
         np.save(tmp / "time.npy", np.concatenate([p[3] for p in self._pending]))
         with open(tmp / "videos.jsonl", "w", encoding="utf-8") as f:

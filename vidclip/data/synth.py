@@ -46,9 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from vidclip.errors import ConfigError, DatasetError
+from vidclip.errors import ConfigError, DatasetError, display_path
 
 META_VERSION = 1
+
+#: Written into every synthetic mp4's container metadata (the ``comment`` tag) by
+#: :func:`write_mp4`; :func:`is_synthetic_footage` looks for it.
+SYNTH_TAG = "vidclip synthetic footage"
+
+#: The shipped model trained on this world alone (vidclip/assets): it knows its shapes, colours
+#: and backgrounds, nothing else.
+SYNTH_MODEL = "vidclip-synth"
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -348,6 +356,8 @@ def render_clip(spec: ClipSpec, cfg: SynthConfig) -> np.ndarray:
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int = 20) -> None:
     """Encode uint8 [T, H, W, 3] RGB frames to an h264/yuv420p mp4 with PyAV.
 
+    The file is tagged as synthetic (container ``comment`` = :data:`SYNTH_TAG`).
+
     Single-threaded so that the output is deterministic (and because for tiny clips the
     thread start-up costs more than it saves).  ``crf=0`` is lossless in YUV space, so
     decoded frames are then a deterministic function of the input frames alone.
@@ -362,6 +372,7 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int 
     t, h, w, _ = frames.shape
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w", format="mp4") as container:
+        container.metadata["comment"] = SYNTH_TAG  # lets is_synthetic_footage tell it apart
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = (
@@ -655,7 +666,7 @@ def make_synthetic_dataset(
         "num_train": len(train),
         "num_test": len(test),
         "num_captions": len(sentences),
-        "seconds": time.perf_counter() - t0,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
@@ -681,3 +692,81 @@ def load_synth_meta(root: str | os.PathLike) -> dict[str, Any]:
     except (KeyError, TypeError, ConfigError) as e:
         raise DatasetError(f"{path}: malformed: {e}") from None
     return meta
+
+
+# ----------------------------------------------------------------------------- detection
+
+#: How many video files of a folder :func:`is_synthetic_footage` inspects.
+_DETECT_SAMPLE = 8
+_VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+
+
+def _has_synth_tag(path: Path) -> bool:
+    """True when the container's ``comment`` tag is :data:`SYNTH_TAG` (header read only)."""
+    import av  # local import: PyAV is only needed when looking at videos
+
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment", "") == SYNTH_TAG
+    except (OSError, ValueError, av.error.FFmpegError):  # unreadable: not ours
+        return False
+
+
+def _listed_in_synth_meta(path: Path) -> bool:
+    """True for ``ROOT/videos/<video_id>.mp4`` whose ROOT's synth_meta.json lists it (files
+    written before :func:`write_mp4` tagged them)."""
+    meta = path.parent.parent / "synth_meta.json"
+    if path.parent.name != "videos" or not meta.is_file():
+        return False
+    try:
+        listed = json.loads(meta.read_text(encoding="utf-8")).get("videos", [])
+        return any(v.get("video_id") == path.stem for v in listed)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_synthetic_footage(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds footage made by this module (what ``vidclip-synth`` knows).
+
+    The rule, cheapest first:
+
+    - a folder that is a synthetic dataset root (it has ``synth_meta.json``), or its
+      ``videos/`` folder, is synthetic;
+    - a video file is synthetic when its container carries the :data:`SYNTH_TAG` comment that
+      :func:`write_mp4` writes, or when it is ``ROOT/videos/<id>.mp4`` of a dataset root whose
+      ``synth_meta.json`` lists ``<id>`` (datasets written before the tag existed);
+    - any other folder is synthetic when it holds video files and the first
+      ``_DETECT_SAMPLE`` of them (sorted, searched recursively) are all synthetic.
+
+    Missing or unreadable paths are not synthetic. Never raises for a bad path; reads only
+    container headers (a few ms per file), never decodes, and does not import torch.
+    """
+    p = Path(path)
+    try:
+        if p.is_dir():
+            if (p / "synth_meta.json").is_file():
+                return True
+            if p.name == "videos" and (p.parent / "synth_meta.json").is_file():
+                return True
+            sample: list[Path] = []
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() in _VIDEO_SUFFIXES and f.is_file():
+                    sample.append(f)
+                    if len(sample) == _DETECT_SAMPLE:
+                        break
+            return bool(sample) and all(is_synthetic_footage(f) for f in sample)
+        if not p.is_file():
+            return False
+    except OSError:
+        return False
+    return _has_synth_tag(p) or _listed_in_synth_meta(p)
+
+
+def synthetic_model_warning(model_name: str, footage: str | os.PathLike) -> str | None:
+    """The one line to show when the synthetic-domain model (:data:`SYNTH_MODEL`) is used on
+    ``footage`` (a file or folder) that :func:`is_synthetic_footage` says is not synthetic;
+    None when there is nothing to say (another model, or synthetic footage)."""
+    if model_name != SYNTH_MODEL or is_synthetic_footage(footage):
+        return None
+    return (f"warning: {SYNTH_MODEL} knows only the synthetic shapes world of `vidclip synth`; "
+            f"its scores mean nothing on {display_path(footage)}")

@@ -14,8 +14,8 @@ _EPILOG = """\
 examples:
   vidclip eval runs/synth_seq_transformer                 # best checkpoint, the config's test split
   vidclip eval runs/msrvtt_mean/best.safetensors --dsl --json --out results.json
-  vidclip eval --zero-shot --data /data/msrvtt --features cache/msrvtt-b32/features \\
-               --model ViT-B-32 --pretrained openai
+  vidclip eval --zero-shot --data /data/msrvtt --model ViT-B-32 --pretrained openai
+                                                           # features cached in cache/msrvtt-vit-b-32/features
 """
 
 
@@ -42,13 +42,15 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--kind", default=None, help="dataset reader: msrvtt, msvd, didemo, jsonl (default: msrvtt)")
     g.add_argument("--split", default=None, help="split to evaluate (default: the config's test split, else test)")
     g.add_argument("--features", default=None,
-                   help="feature store folder; missing videos are encoded into it (default: the checkpoint's cache)")
+                   help="feature store folder; missing or changed videos are encoded into it (default: the "
+                        "checkpoint's cache; zero-shot: cache/<dataset folder>-<model>/features)")
     g.add_argument("--num-frames", type=int, default=None,
                    help="frames per video given to the module (default: the config's, else 12)")
     g.add_argument("--encode-frames", type=int, default=None,
-                   help="frames per video stored when encoding missing videos (default: the config's, else 12)")
+                   help="frames per video stored when encoding missing videos (default: the config's, else "
+                        "the --features store's, else 12)")
     g.add_argument("--workers", type=int, default=2, help="decoding processes when encoding (default: %(default)s)")
-    g.add_argument("--no-encode", action="store_true", help="fail instead of encoding videos missing from the store")
+    g.add_argument("--no-encode", action="store_true", help="fail instead of encoding videos missing from the store (or changed since)")
     o = p.add_argument_group("output")
     o.add_argument("--dsl", action="store_true",
                    help="also report dual-softmax (DSL) inference numbers, separately from the default ones")
@@ -62,59 +64,66 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _write_json_atomic(path: str, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _feature_source(ns, clip, ds, features: Path, encode_frames: int, num_frames: int):
-    """Open the store, encoding the split's videos that are missing (unless --no-encode)."""
-    from ..data.features import STORE_FILE, FeatureStore
+def _feature_source(ns, clip, ds, features: Path, encode_frames: int, num_frames: int, *, log):
+    """Open the store, encoding the split's videos that are missing or changed (unless --no-encode)."""
+    from ..data.feature_cache import check_features
+    from ..data.features import FeatureStore
     from ..errors import VidclipError
     from .evaluate import FeatureSource
 
-    have = FeatureStore(features) if (features / STORE_FILE).is_file() else None
-    todo = [(v.video_id, str(v.path)) for v in ds.videos if have is None or v.video_id not in have]
-    if todo:
-        if ns.no_encode:
-            raise VidclipError(f"{features}: {len(todo)} of {len(ds)} videos of {ds.name} have no features "
-                               f"(first: {todo[0][0]}); run without --no-encode to encode them")
+    videos = [(v.video_id, str(v.path)) for v in ds.videos]
+    found = check_features(features, clip.identity, videos, encode_frames=encode_frames,
+                           for_encoding=not ns.no_encode, elsewhere="use another --features folder")
+    if found.missing and ns.no_encode:
+        first = found.missing[0][0]
+        why = "its file changed since it was encoded" if first in set(found.changed) else "not encoded"
+        raise VidclipError(f"{features}: {len(found.missing)} of {len(ds)} videos of {ds.name} have no current "
+                           f"features (first: {first}: {why}); run without --no-encode to encode them")
+    if found.missing:
         from ..pipeline import encode_videos
         from ..video.sample import SamplerConfig
 
-        report = encode_videos(todo, features, clip, SamplerConfig("uniform", num_frames=encode_frames),
+        if found.changed:
+            log(f"{features}: {len(found.changed)} videos changed since their features were encoded "
+                f"(first: {found.changed[0]}); encoding them again")
+        report = encode_videos(found.missing, features, clip, SamplerConfig("uniform", num_frames=encode_frames),
                                workers=ns.workers, backend="auto", progress=not ns.json)
         for f in report.failed:
-            print(f"vidclip eval: {f.path}: {f.reason}", file=sys.stderr)
+            log(f"{f.path}: {f.reason}")
         if report.failed:
             raise VidclipError(f"{len(report.failed)} videos of {ds.name} could not be encoded; metrics over a "
                                "partial test set would not be comparable")
-    store = FeatureStore(features)
-    from ..models.clip import ModelIdentity
+    return FeatureSource(FeatureStore(features), num_frames)
 
-    if ModelIdentity.from_dict(store.model).key() != clip.identity.key():
-        raise VidclipError(f"{features}: features were encoded with {store.model.get('name')}, not with "
-                           f"{clip.identity.name}; use another --features folder")
-    return FeatureSource(store, num_frames)
+
+def _load_checkpoint(path, device):
+    try:  # the trained model's home (issue 8); until it exists, the training package holds it
+        from ..models.checkpoint import load_checkpoint
+    except ModuleNotFoundError as e:
+        if e.name != "vidclip.models.checkpoint":
+            raise
+        from ..train.model import load_checkpoint
+    return load_checkpoint(path, device=device)
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     from ..cli_options import model_from_args, resolve_device
     from ..data.datasets import load_dataset
+    from ..data.feature_cache import check_whole_videos, default_features_dir
+    from ..data.synth import synthetic_model_warning
     from ..errors import ConfigError
+    from ..fileio import atomic_write_text
     from .evaluate import PixelSource, evaluate, format_results, zero_shot
+
+    def log(line: str) -> None:
+        print(f"vidclip eval: {line}", file=sys.stderr)
 
     if bool(ns.checkpoint) == bool(ns.zero_shot):
         raise ConfigError("give a CHECKPOINT (run dir or .safetensors) or --zero-shot, not both / neither")
 
     loaded = None
     if ns.checkpoint:
-        from ..train.model import load_checkpoint
-
-        loaded = load_checkpoint(ns.checkpoint, device=resolve_device(ns.device))
+        loaded = _load_checkpoint(ns.checkpoint, resolve_device(ns.device))
         cfg = loaded.config
         clip = loaded.clip
         kind, root = ns.kind or cfg.data.kind, ns.data or cfg.data.root
@@ -123,34 +132,36 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         num_frames = ns.num_frames or cfg.data.num_frames
         encode_frames = ns.encode_frames or cfg.data.encode_frames
     else:
-        if not ns.data or not ns.features:
-            raise ConfigError("--zero-shot needs --data (dataset root) and --features (feature store folder)")
+        if not ns.data:
+            raise ConfigError("--zero-shot needs --data (the dataset root)")
         clip = model_from_args(ns)
         kind, root, split = ns.kind or "msrvtt", ns.data, ns.split or "test"
-        features = Path(ns.features)
         num_frames = ns.num_frames or 12
-        encode_frames = ns.encode_frames or 12
+        encode_frames = ns.encode_frames or _stored_uniform_frames(ns.features) or 12
+        features = Path(ns.features) if ns.features else default_features_dir(root, clip.identity, encode_frames)
     if num_frames <= 0 or encode_frames <= 0:
         raise ConfigError("--num-frames and --encode-frames must be positive")
 
     ds = load_dataset(kind, root, split)
-    from ..train.trainer import check_whole_videos
-
     check_whole_videos([ds])
+    footage = root if Path(root).is_dir() else os.path.commonpath([str(v.path) for v in ds.videos[:8]])
+    warning = synthetic_model_warning(clip.identity.name, footage)
+    if warning:
+        log(warning)
     captions, cv, keys = ds.captions, ds.caption_video, ds.video_ids
     if loaded is not None:
         module = loaded.model.temporal
         if getattr(module, "needs_pixels", False):
             source = PixelSource({v.video_id: str(v.path) for v in ds.videos}, num_frames, clip.image_size)
         else:
-            source = _feature_source(ns, clip, ds, features, encode_frames, num_frames)
+            source = _feature_source(ns, clip, ds, features, encode_frames, num_frames, log=log)
         name = f"{cfg.model.temporal}" + (" +text-ft" if loaded.model.text_tower is not None else "")
         results = {name: evaluate(module, captions, cv, keys, source, clip=clip, text_tower=loaded.model.text_tower,
                                   dsl=ns.dsl, dsl_temperature=ns.dsl_temperature, device=clip.device,
                                   batch_videos=ns.batch_videos, name=name)}
     else:
         modules = [m.strip() for m in ns.modules.split(",") if m.strip()]
-        source = _feature_source(ns, clip, ds, features, encode_frames, num_frames)
+        source = _feature_source(ns, clip, ds, features, encode_frames, num_frames, log=log)
         results = zero_shot(clip, captions, cv, keys, source, modules=modules, dsl=ns.dsl,
                             batch_videos=ns.batch_videos)
 
@@ -159,16 +170,20 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         "mode": "checkpoint" if loaded is not None else "zero-shot",
         "checkpoint": str(loaded.path) if loaded is not None else None,
         "dataset": ds.name, "split": split, "num_captions": len(captions), "num_videos": len(keys),
-        "num_frames": num_frames, "model": clip.identity.to_dict(),
-        "results": {n: r.metrics for n, r in results.items()},
+        "num_frames": num_frames, "features": None if isinstance(source, PixelSource) else str(features),
+        "model": clip.identity.to_dict(),
+        "results": {n: _rounded(r.metrics) for n, r in results.items()},
     }
     if ns.dsl:
-        out["dsl"] = {n: r.dsl for n, r in results.items()}
+        out["dsl"] = {n: _rounded(r.dsl) for n, r in results.items()}
         out["dsl_temperature"] = ns.dsl_temperature
-    if random_weights:
-        out["warning"] = "the CLIP has RANDOM weights: these numbers are meaningless"
+    warnings = (["the CLIP has RANDOM weights: these numbers are meaningless"] if random_weights else []) + (
+        [warning.removeprefix("warning: ")] if warning else [])
+    if warnings:
+        out["warning"] = "; ".join(warnings)
     if ns.out:
-        _write_json_atomic(ns.out, out)
+        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(ns.out, json.dumps(out, indent=2) + "\n")
     if ns.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -179,3 +194,19 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         if random_weights:
             print("WARNING: the CLIP has RANDOM weights: these numbers are meaningless.")
     return 0
+
+
+def _stored_uniform_frames(features: str | None) -> int | None:
+    """Frames per video of an existing uniform-sampled store at ``features`` (None otherwise):
+    what zero-shot encodes missing videos with when --encode-frames is not given."""
+    from ..data.features import STORE_FILE, read_store_header
+
+    if not features or not (Path(features) / STORE_FILE).is_file():
+        return None
+    sampler = read_store_header(features).get("sampler") or {}
+    return int(sampler["num_frames"]) if sampler.get("name") == "uniform" and sampler.get("num_frames") else None
+
+
+def _rounded(metrics: dict) -> dict:
+    """Metrics as reported: percentages and mean ranks to 0.01 (what a test set can resolve)."""
+    return {d: {k: round(v, 2) if isinstance(v, float) else v for k, v in m.items()} for d, m in metrics.items()}

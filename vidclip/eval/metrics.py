@@ -9,9 +9,13 @@ higher = more similar) and ``caption_video`` int ``[C]``, the index of each capt
   the rank of its *best-ranked* own caption among all C captions (the usual multi-sentence
   handling of CLIP4Clip-style evaluation: a video counts as found at K if any of its captions
   is in the top K). With one caption per video (MSR-VTT 1k-A) this is the plain diagonal rank.
-* **Ties** count as *not better*: rank = 1 + the number of candidates with a strictly greater
-  score. That is the first sorted position holding the ground-truth value, which is what
-  CLIP4Clip's ``compute_metrics`` looks up (although that code emits extra entries on ties).
+* **Ties** count as *not better*, i.e. in the query's favour: rank = 1 + the number of
+  candidates with a strictly greater score. That is the first sorted position holding the
+  ground-truth value, which is what CLIP4Clip's ``compute_metrics`` looks up (although that
+  code emits extra entries on ties). Two candidates with exactly the ground truth's score
+  therefore both leave it at rank 1 (a 3x3 case of tied twins gives R@1 100%), so every result
+  also reports ``ties``: how many queries had at least one other candidate with exactly the
+  ground truth's score (for v2t: another video's caption with exactly the best own caption's).
 
 Metrics: R@1, R@5, R@10 in percent; MdR (median rank) and MnR (mean rank), ranks 1-based.
 
@@ -33,6 +37,8 @@ __all__ = [
     "t2v_ranks",
     "v2t_ranks",
     "rank_metrics",
+    "t2v_ties",
+    "v2t_ties",
     "retrieval_metrics",
     "dual_softmax",
     "format_metrics_table",
@@ -96,6 +102,37 @@ def t2v_ranks(sim, caption_video) -> np.ndarray:
     return ranks
 
 
+def t2v_ties(sim, caption_video) -> np.ndarray:
+    """int64 [C]: for each caption, how many *other* videos score exactly its own video's score
+    (ties that :func:`t2v_ranks` counts in the query's favour)."""
+    chk = _check(sim, caption_video)
+    sim, cv = chk.sim, chk.caption_video
+    positive = sim[np.arange(len(cv)), cv]  # [C]
+    ties = np.empty(len(cv), dtype=np.int64)
+    for lo in range(0, len(cv), _ROW_CHUNK):
+        hi = lo + _ROW_CHUNK
+        ties[lo:hi] = (sim[lo:hi] == positive[lo:hi, None]).sum(axis=1) - 1  # minus the own video
+    return ties
+
+
+def v2t_ties(sim, caption_video) -> tuple[np.ndarray, np.ndarray]:
+    """For each captioned video, how many captions *of other videos* score exactly its best own
+    caption's score. Returns (ties int64 [V'], videos int64 [V']) in :func:`v2t_ranks` order."""
+    chk = _check(sim, caption_video)
+    sim, cv = chk.sim, chk.caption_video
+    num_videos = sim.shape[1]
+    best = np.full(num_videos, -np.inf, dtype=np.float64)
+    np.maximum.at(best, cv, sim[np.arange(len(cv)), cv].astype(np.float64))
+    equal = np.zeros(num_videos, dtype=np.int64)
+    for lo in range(0, sim.shape[0], _ROW_CHUNK):
+        rows = sim[lo:lo + _ROW_CHUNK] == best[None, :]  # [rows, V]
+        own = cv[lo:lo + _ROW_CHUNK]
+        rows[np.arange(len(own)), own] = False  # a video's own captions are not competitors
+        equal += rows.sum(axis=0)
+    videos = np.unique(cv)
+    return equal[videos], videos
+
+
 def v2t_ranks(sim, caption_video) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each captioned video's best own caption among all captions.
 
@@ -116,8 +153,9 @@ def v2t_ranks(sim, caption_video) -> tuple[np.ndarray, np.ndarray]:
     return 1 + above[videos], videos
 
 
-def rank_metrics(ranks) -> dict:
-    """R@1/5/10 (percent), MdR, MnR and the number of queries from 1-based ranks."""
+def rank_metrics(ranks, ties=None) -> dict:
+    """R@1/5/10 (percent), MdR, MnR and the number of queries from 1-based ranks; with ``ties``
+    (per-query tie counts, :func:`t2v_ties`), also ``ties``: the queries with at least one."""
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
         raise MetricsInputError("ranks: no queries to score")
@@ -125,6 +163,8 @@ def rank_metrics(ranks) -> dict:
     out["MdR"] = float(np.median(ranks))
     out["MnR"] = float(np.mean(ranks))
     out["queries"] = int(ranks.size)
+    if ties is not None:
+        out["ties"] = int(np.count_nonzero(np.asarray(ties)))
     return out
 
 
@@ -137,17 +177,19 @@ def retrieval_metrics(sim, caption_video) -> dict:
 
     Returns:
         ``{"t2v": {...}, "v2t": {...}}``, each with ``R@1``, ``R@5``, ``R@10`` (percent),
-        ``MdR``, ``MnR`` (1-based ranks) and ``queries``. t2v ranks every caption against all
-        videos; v2t takes, for every video that has a caption, the rank of its best-ranked own
-        caption among all captions. A tie with the ground truth counts as not better
-        (rank = 1 + number of strictly greater scores).
+        ``MdR``, ``MnR`` (1-based ranks), ``queries`` and ``ties``. t2v ranks every caption
+        against all videos; v2t takes, for every video that has a caption, the rank of its
+        best-ranked own caption among all captions. A tie with the ground truth counts as not
+        better, in the query's favour (rank = 1 + number of strictly greater scores); ``ties``
+        is the number of queries that had one.
 
     Raises:
         MetricsInputError: wrong shapes, out-of-range video indices or non-finite scores.
     """
     t2v = t2v_ranks(sim, caption_video)
     v2t, _ = v2t_ranks(sim, caption_video)
-    return {"t2v": rank_metrics(t2v), "v2t": rank_metrics(v2t)}
+    return {"t2v": rank_metrics(t2v, t2v_ties(sim, caption_video)),
+            "v2t": rank_metrics(v2t, v2t_ties(sim, caption_video)[0])}
 
 
 def dual_softmax(sim, temperature: float = 0.01) -> np.ndarray:
@@ -194,4 +236,9 @@ def format_metrics_table(results: dict, title: str | None = None) -> str:
                 continue
             vals = "  ".join(f"{m[c]:6.1f}" for c in cols)
             lines.append(f"{name:<{name_w}}  {direction:<3}  {vals}  {m['queries']:>7}")
+    tied = [f"{name or 'result'} {d} {res[d]['ties']}" for name, res in results.items() for d in ("t2v", "v2t")
+            if res.get(d, {}).get("ties")]
+    if tied:
+        lines.append("exact ties with the ground truth (counted in the query's favour, as CLIP4Clip): "
+                     + ", ".join(tied) + " queries")
     return "\n".join(lines)

@@ -7,6 +7,8 @@ Entry points: :class:`~vidclip.index.library.VideoIndex` (open + search),
 ``import vidclip.index`` stays cheap.
 """
 
+from .._lazy import lazy_getattr
+
 _EXPORTS = {
     "VideoIndex": "library", "SearchHit": "library", "index_library": "library", "merge_index": "library",
     "index_report": "library", "scan_library": "library", "IndexReport": "library", "check_recall": "library",
@@ -15,12 +17,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,7 @@ are only imported when a model is actually loaded).
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "ModelIdentity": "vidclip.models.clip",
@@ -23,7 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vidclip.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _EXPORTS)

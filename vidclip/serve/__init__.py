@@ -6,6 +6,8 @@ registering the CLI verb does not import FastAPI.
 
 from __future__ import annotations
 
+from .._lazy import lazy_getattr
+
 DEFAULT_MAX_QUERY_CHARS = 500  # CLIP's text encoder sees 77 tokens; 500 characters is plenty
 DEFAULT_MAX_K = 100
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -13,9 +15,4 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 __all__ = ["create_app", "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_MAX_K", "LOOPBACK_HOSTS"]
 
 
-def __getattr__(name: str):
-    if name == "create_app":
-        from .app import create_app
-
-        return create_app
-    raise AttributeError(f"module 'vidclip.serve' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), {"create_app": "app"})

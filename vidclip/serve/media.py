@@ -10,20 +10,26 @@ Nothing here knows about FastAPI, so each piece is tested on its own:
   timestamps, so thumbnails are exact on variable-frame-rate video.
 - :class:`Thumbnailer` renders a JPEG of that frame and keeps the results in small LRU caches
   keyed by the file's identity (path, size, mtime), so a file replaced on disk is re-read.
+- :func:`open_indexed_file` opens a video only when it is still the file the catalog indexed
+  (same size and mtime, a regular file, not swapped for a symbolic link out of the library).
+- :func:`format_time` is the one way times are written for people (page, API text, CLI):
+  ``m:ss.s`` (``h:mm:ss.s`` from an hour on), always one decimal.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
+import stat as stat_mod
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -88,7 +94,9 @@ class ByteRange:
         return f"bytes {self.start}-{self.end}/{self.size}"
 
 
-_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# At most 19 digits a side (any real file size fits): a 5000-digit number must be a 416, not
+# Python's int-conversion limit turning into a 500.
+_RANGE_SPEC = re.compile(r"^\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$")
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:
@@ -170,6 +178,111 @@ class FileStamp:
         if value.startswith('"') or value.startswith("W/"):
             return value == self.etag
         return value == self.last_modified
+
+
+# --------------------------------------------------------------------------- serving only the indexed file
+
+
+class NotServable(VidclipError):
+    """The file at an indexed video's path is not (any more) the file the catalog indexed.
+
+    ``reason`` is safe to show a client: it never contains a path.
+    """
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass
+class IndexedFile:
+    """An open, verified video file: ``file`` (binary, read-only), its ``stat`` and ``real_path``
+    (symlinks resolved: what decoders should open)."""
+
+    file: BinaryIO
+    stat: os.stat_result
+    real_path: Path
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def open_indexed_file(path: str | os.PathLike, *, size: int | None, mtime_ns: int | None,
+                      roots: tuple[str | os.PathLike, ...]) -> IndexedFile:
+    """Open ``path`` for reading only if it is still the file the catalog indexed.
+
+    Refused (:class:`NotServable`) when: the catalog has no size/mtime for it; the path lies in
+    one of ``roots`` (library folders) but symbolic links now lead outside all of them (a file
+    swapped for a link to ``/etc/passwd``); it is not a regular file (a FIFO would block, a
+    device never ends); or its size or mtime (ns) differ from the catalog's (re-run
+    ``vidclip index`` to re-index it). The checks run on the opened descriptor (``fstat``), and
+    the descriptor must be the file the resolved path names, so a swap between check and open
+    is caught too. Files outside every root (CSV lists of absolute paths) are served when they
+    pass the size/mtime/regular-file checks.
+    """
+    if size is None or mtime_ns is None:
+        raise NotServable("the catalog records no size/mtime for it, so it cannot be checked")
+    full = os.path.abspath(path)
+    real = os.path.realpath(full)
+    real_roots = [os.path.realpath(r) for r in roots]
+    inside = any(_within(full, os.path.abspath(r)) or _within(full, rr) for r, rr in zip(roots, real_roots))
+    if inside and real != full and not any(_within(real, rr) for rr in real_roots):
+        raise NotServable("its path is now a symbolic link to a file outside the library")
+    try:
+        # O_NONBLOCK: opening a FIFO swapped in for the video must not hang a worker thread.
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise NotServable("its file is no longer in the library") from None
+    except OSError as e:
+        raise NotServable(f"its file cannot be opened ({e.strerror or type(e).__name__})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotServable("its path no longer names a regular file")
+        try:
+            now = os.stat(real)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise NotServable("its file was replaced while it was being opened")
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            what = (f"size {size} -> {st.st_size} bytes" if st.st_size != size else "modification time")
+            raise NotServable(f"its file changed since it was indexed ({what}); run 'vidclip index' "
+                              "again to re-index it")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return IndexedFile(f, st, Path(real))
+
+
+# --------------------------------------------------------------------------- times for people
+
+
+def format_time(seconds: float) -> str:
+    """``m:ss.s`` (``h:mm:ss.s`` from one hour on), always one decimal: 1.5 -> '0:01.5',
+    4 -> '0:04.0', 59.96 -> '1:00.0', 3725.25 -> '1:02:05.2'. Negative or non-finite -> '0:00.0'.
+
+    The page's ``fmtTime`` (static/timefmt.js) writes exactly the same text (tested).
+    """
+    s = float(seconds)
+    if not math.isfinite(s) or s < 0:
+        s = 0.0
+    tenths = int(math.floor(s * 10 + 0.5))  # round half up once, then split: no '0:60.0'
+    h, rem = divmod(tenths, 36000)
+    m, t = divmod(rem, 600)
+    sec = f"{t // 10:02d}.{t % 10}"
+    return f"{h}:{m:02d}:{sec}" if h else f"{m}:{sec}"
+
+
+def format_span(start: float, end: float) -> str:
+    """'0:01.5–0:04.5' (en dash): a hit's time span as the page shows it."""
+    return f"{format_time(start)}\u2013{format_time(end)}"
 
 
 # --------------------------------------------------------------------------- frames and thumbnails

@@ -6,7 +6,7 @@ Names are imported lazily so ``import vidclip.train`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_getattr
 
 _EXPORTS = {
     "TrainConfig": "vidclip.train.config",
@@ -22,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vidclip.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _EXPORTS)

@@ -44,7 +44,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.feature_cache import check_features, check_whole_videos
 from ..errors import ConfigError
+from ..fileio import atomic_write_text
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .losses import LogitScale
 from .model import (
@@ -56,7 +58,8 @@ from .model import (
     save_weights,
 )
 
-__all__ = ["TrainResult", "train", "prepare", "prepare_features", "check_whole_videos", "epoch_order", "lr_multiplier", "select_score"]
+__all__ = ["TrainResult", "train", "prepare", "prepare_features", "epoch_order", "lr_multiplier", "select_score",
+           "video_batches"]
 
 STATE_FILE = "state.pt"
 
@@ -147,56 +150,31 @@ def param_groups(model: RetrievalModel, cfg) -> list[dict]:
 
 
 def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True, encode: bool = True):
-    """Open (and, where videos are missing, fill) the feature store of ``cfg``.
+    """Open (and, where videos are missing or changed, fill) the feature store of ``cfg``.
 
-    Runs ``encode_videos`` for the datasets' videos that are not in the store yet, with the
-    uniform sampler of ``data.encode_frames`` frames (``encode=False`` only reports them).
-    Refuses a store written by another model. Returns (store root, missing [(key, path)] before
-    encoding, failures of this encode). Videos that failed in an earlier encode are listed in
-    the store's failures.jsonl and are not counted as missing.
+    :func:`vidclip.data.feature_cache.check_features` on ``cfg.features_dir`` with the uniform
+    sampler of ``data.encode_frames`` frames, then ``encode_videos`` for what it reports missing
+    (``encode=False`` only reports). Refuses a store written by another model or sampler;
+    re-encodes videos whose file changed since they were encoded (warning once). Returns (store
+    root, missing [(key, path)] before encoding, failures of this encode).
     """
-    from ..data.features import STORE_FILE, FeatureStore
-    from ..models.clip import ModelIdentity
-
-    root = cfg.features_dir
     check_whole_videos(datasets)
-    items: dict[str, str] = {}
-    for ds in datasets:
-        for v in ds.videos:
-            items.setdefault(v.video_id, str(v.path))
+    videos = [(v.video_id, str(v.path)) for ds in datasets for v in ds.videos]
+    found = check_features(cfg.features_dir, clip.identity, videos, encode_frames=cfg.data.encode_frames,
+                           for_encoding=encode, elsewhere="point data.features / data.cache_dir elsewhere")
     failures = []
-    known_bad: set[str] = set()
-    if (root / STORE_FILE).is_file():
-        store = FeatureStore(root)
-        theirs = ModelIdentity.from_dict(store.model).key()
-        if theirs != clip.identity.key():
-            raise ConfigError(
-                f"{root}: features were encoded with {store.model.get('name')} ({theirs}), but model.clip is "
-                f"{clip.identity.name} ({clip.identity.key()}); point data.features / data.cache_dir elsewhere")
-        sampled = (store.sampler.get("name"), store.sampler.get("num_frames"))
-        if store.sampler and sampled != ("uniform", cfg.data.encode_frames):
-            raise ConfigError(
-                f"{root}: features were sampled with {sampled[0]} {sampled[1]} frames, but data.encode_frames is "
-                f"{cfg.data.encode_frames} (uniform); point data.features / data.cache_dir elsewhere")
-        todo = [(k, p) for k, p in items.items() if k not in store]
-        if not encode and (root / "failures.jsonl").is_file():
-            for line in (root / "failures.jsonl").read_text(encoding="utf-8").splitlines():
-                try:
-                    known_bad.add(json.loads(line)["key"])
-                except (json.JSONDecodeError, KeyError):
-                    continue
-            todo = [(k, p) for k, p in todo if k not in known_bad]
-    else:
-        todo = list(items.items())
-    if todo and encode:
+    if found.missing and encode:
         from ..pipeline import encode_videos
         from ..video.sample import SamplerConfig
 
-        sampler = SamplerConfig("uniform", num_frames=cfg.data.encode_frames)
-        report = encode_videos(todo, root, clip, sampler, workers=cfg.data.encode_workers,
-                               backend=cfg.data.backend, progress=progress)
+        if found.changed:
+            warnings.warn(f"{found.root}: {len(found.changed)} videos changed since their features were "
+                          f"encoded (first: {found.changed[0]}); encoding them again", stacklevel=2)
+        report = encode_videos(found.missing, found.root, clip,
+                               SamplerConfig("uniform", num_frames=cfg.data.encode_frames),
+                               workers=cfg.data.encode_workers, backend=cfg.data.backend, progress=progress)
         failures = report.failed
-    return root, todo, failures
+    return found.root, found.missing, failures
 
 
 def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
@@ -232,16 +210,6 @@ def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
     return summary
 
 
-def check_whole_videos(datasets) -> None:
-    """Refuse segment-level datasets (items with start/end): features are per whole video."""
-    for ds in datasets:
-        seg = next((v for v in ds.videos if v.start is not None or v.end is not None), None)
-        if seg is not None:
-            raise ConfigError(
-                f"{ds.name}: video {seg.video_id!r} is a segment ({seg.start}-{seg.end} s); training and "
-                "evaluation work on whole videos only (cut the segments into their own files)")
-
-
 def _log_line(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -259,9 +227,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
 def _rng_state() -> dict:
@@ -323,7 +289,8 @@ def _video_sources(run: _Run, temporal, train_ds, val_ds):
         root, todo, _ = prepare_features(cfg, run.clip, [train_ds, val_ds], encode=False)
         if todo:
             raise ConfigError(
-                f"{root}: {len(todo)} training/validation videos have no cached features (first: {todo[0][0]}); "
+                f"{root}: {len(todo)} training/validation videos have no current cached features (first: "
+                f"{todo[0][0]}: not encoded, or its file changed since); "
                 "build the cache in one process first: `vidclip train CONFIG --prepare-only`")
     else:
         root, _, failures = prepare_features(cfg, run.clip, [train_ds, val_ds], progress=run.progress)
@@ -351,7 +318,7 @@ class _StepBatches(torch.utils.data.Dataset):
         return self.source.batch(self.keys_per_step[i])
 
 
-def _video_batches(source, keys_per_step: list[list[str]], workers: int):
+def video_batches(source, keys_per_step: list[list[str]], workers: int):
     """Yield ``source.batch(keys)`` for each step, in order.
 
     Cached features are memory-mapped reads and are fetched inline; pixel sources decode video
@@ -391,6 +358,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         progress: show a tqdm bar (main process only).
         clip: an already loaded FrozenCLIP matching ``cfg.model`` (saves reloading in tests).
     """
+    run_dir = cfg.resolved_run_dir
+    created = not run_dir.exists()
+    try:
+        return _train(cfg, resume=resume, stop_after=stop_after, progress=progress, clip=clip)
+    except BaseException:
+        # A run that fails before writing anything leaves no empty runs/<name>/ behind; a folder
+        # that existed before, or holds anything, is left as it is.
+        if created:
+            try:
+                run_dir.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
+        raise
+
+
+def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          clip=None) -> TrainResult:
+    """The body of :func:`train` (which removes an empty run dir it created on failure)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -487,9 +472,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         if run.is_main:
             _truncate_log(run.log_path, global_step)
     elif run.is_main:
-        tmp = run_dir / ".config.yaml.tmp"
-        tmp.write_text(dump_config(cfg), encoding="utf-8")
-        os.replace(tmp, run_dir / "config.yaml")
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     acc.wait_for_everyone()
 
     saved_at = global_step if resume else -1
@@ -545,7 +528,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             chosen = caption_choice(bounds, epoch, cfg.seed)
             steps = range(step_in_epoch, min(steps_per_epoch, step_in_epoch + total - global_step))
             mine = [order[s, run.rank * local:(run.rank + 1) * local] for s in steps]  # this process's rows
-            videos = _video_batches(source, [[keys[int(v)] for v in items[r]] for r in mine], cfg.data.encode_workers)
+            videos = video_batches(source, [[keys[int(v)] for v in items[r]] for r in mine], cfg.data.encode_workers)
             for rows, (video_in, mask) in zip(mine, videos):
                 caps_t = torch.from_numpy(chosen[rows])
                 text_in = train_text[caps_t] if train_tokens is None else train_tokens[caps_t]

@@ -4,6 +4,7 @@ Frames are ``torch.uint8 [T, H, W, 3]`` RGB, upright (rotation flags applied); t
 float64 seconds of each frame's pts, first frame = 0. See docs/architecture.md.
 """
 
+from .._lazy import lazy_getattr
 from .decode import VideoInfo, VideoReader, available_backends, open_video, probe
 from .frames import write_frames
 from .sample import Sample, SampledFrames, SamplerConfig, Window, plan_sample, sample_video
@@ -25,10 +26,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # preprocess is owned by the models package author; imported on first use only.
-    if name == "preprocess_frames":
-        from .preprocess import preprocess_frames
-
-        return preprocess_frames
-    raise AttributeError(f"module 'vidclip.video' has no attribute {name!r}")
+# preprocess (torch) is imported on first use only.
+__getattr__ = lazy_getattr(globals(), {"preprocess_frames": "preprocess"})

@@ -1,0 +1,327 @@
+"""Training-free few-shot adapters on top of a zero-shot CLIP classifier.
+
+All methods take pooled, L2-normalised video features ``F`` [N, D] (float32 torch), integer
+labels ``y`` [N] and the zero-shot text classifier ``W`` [C, D] (rows L2-normalised), and give
+logits [M, C] for query features ``f`` [M, D]. Every residual method has the form
+
+    logits(f) = 100 * f W^T + alpha * adapter(f)
+
+so ``alpha = 0`` is exactly zero-shot CLIP (logit scale 100, as the papers use). Formulas follow
+the official code (facts, not code, carried over):
+
+- Tip-Adapter (gaopengcuhk/Tip-Adapter): keys = training features, values = one-hot labels L;
+  adapter(f) = exp(-beta (1 - f K^T)) L.
+- Tip-Adapter-F: the same with the keys fine-tuned (AdamW lr 1e-3, eps 1e-4, cosine schedule,
+  cross-entropy on the training shots).
+- GDA (mrflogs/ICLR24): class means mu_c, one shared covariance with the KS shrinkage estimator
+  precision P = D * pinv((N - 1) S + tr(S) I) (S: sample covariance of the centred features);
+  adapter(f) = f (P mu^T) + b, b_c = log(1/C) - mu_c P mu_c^T / 2.
+- ProKeR (Bendou et al., CVPR 2025): kernel ridge regression around the zero-shot classifier in
+  the RKHS of k(x, x') = exp(-beta (1 - x x'^T)); closed form
+  g(f) = f W^T + k(f, F) (K / lambda + I)^{-1} (L - F W^T), logits = 100 g(f); here written
+  100 f W^T + alpha * 100 k(f, F) A, with alpha = 1 in the paper (the grid keeps it at 1).
+- APE (yangyangyang127/APE, training-free): keep the ``n`` channels with the highest
+  criterion J_d = -w0 * s_d + w1 * var_c(W_cd) (s_d: mean product of channel d between features of
+  different classes, text and cache together), then a Tip cache on the refined channels whose
+  values are weighted by exp(gamma * KL(L || softmax(K' W'^T))).
+- Linear probe: scikit-learn multinomial logistic regression (not a residual; the classical
+  baseline), logits = f A^T + c.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from ..errors import ConfigError
+
+LOGIT_SCALE = 100.0
+METHODS = ("tip", "tip-f", "gda", "proker", "ape", "linear")
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int [N] -> float32 [N, C]."""
+    return nnf.one_hot(labels.long(), num_classes).float()
+
+
+def zero_shot_logits(features: torch.Tensor, text_weights: torch.Tensor) -> torch.Tensor:
+    """100 * f W^T: [M, D] x [C, D] -> [M, C]."""
+    return LOGIT_SCALE * features.float() @ text_weights.float().T
+
+
+def cache_affinity(features: torch.Tensor, keys: torch.Tensor, beta: float) -> torch.Tensor:
+    """exp(-beta (1 - f K^T)): [M, D] x [S, D] -> [M, S] (Tip-Adapter's affinity, ProKeR's kernel)."""
+    return torch.exp(-beta * (1.0 - features.float() @ keys.float().T))
+
+
+# ----------------------------------------------------------------------------- logits (fitted state -> logits)
+
+
+def tip_logits(f, W, keys, values, *, alpha: float, beta: float) -> torch.Tensor:
+    """Tip-Adapter / Tip-Adapter-F: 100 f W^T + alpha exp(-beta (1 - f K^T)) L. keys [S, D], values [S, C]."""
+    return zero_shot_logits(f, W) + alpha * cache_affinity(f, keys, beta) @ values.float()
+
+
+def gda_logits(f, W, weight, bias, *, alpha: float) -> torch.Tensor:
+    """GDA: 100 f W^T + alpha (f G^T + b). weight G [C, D], bias b [C]."""
+    return zero_shot_logits(f, W) + alpha * (f.float() @ weight.float().T + bias.float())
+
+
+def proker_logits(f, W, support, coef, *, alpha: float, beta: float) -> torch.Tensor:
+    """ProKeR: 100 (f W^T + alpha k(f, S) A). support S [S, D], coef A [S, C]."""
+    return zero_shot_logits(f, W) + alpha * LOGIT_SCALE * cache_affinity(f, support, beta) @ coef.float()
+
+
+def ape_logits(f, W, keys, values, channels, *, alpha: float, beta: float, gamma: float) -> torch.Tensor:
+    """APE: 100 f W^T + alpha exp(-beta (1 - f' K'^T)) (L * exp(gamma * div)).
+
+    channels [n] (int64): the refined channels; keys [S, D] (full width), values [S, C].
+    """
+    fr, kr, wr = _ape_refine(f, keys, W, channels)
+    soft_values = values.float() * torch.exp(gamma * _ape_divergence(kr, wr, values))
+    return zero_shot_logits(f, W) + alpha * cache_affinity(fr, kr, beta) @ soft_values
+
+
+def linear_logits(f, weight, bias) -> torch.Tensor:
+    """Linear probe: f A^T + c. weight [C, D], bias [C]."""
+    return f.float() @ weight.float().T + bias.float()
+
+
+def _ape_refine(f, keys, W, channels):
+    idx = channels.long()
+    return (nnf.normalize(f.float()[:, idx], dim=-1), nnf.normalize(keys.float()[:, idx], dim=-1),
+            nnf.normalize(W.float()[:, idx], dim=-1))
+
+
+def _ape_divergence(keys_r, W_r, values) -> torch.Tensor:
+    """KL(L || softmax(K' W'^T)) per cache entry, in bits, as APE: [S, 1]."""
+    key_probs = (keys_r @ W_r.T).softmax(dim=1)
+    v = values.float()
+    return torch.sum(v * torch.log2((v + 1e-6) / (key_probs + 1e-6)), dim=1, keepdim=True)
+
+
+def ape_criterion(W: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, w: tuple[float, float] = (0.7, 0.3)
+                  ) -> torch.Tensor:
+    """APE's channel criterion J [D] = -w0 * s + w1 * var over classes of W.
+
+    s_d is the mean of x_d * x'_d over all pairs (x, x') of samples of *different* classes, the
+    samples of class c being its text weight and its cache features (APE's ``cal_criterion``).
+    Vectorised: with T_c = sum of class c's samples, sum_{c != c'} T_c T_c' = (sum_c T_c)^2 - sum_c T_c^2.
+    """
+    C, D = W.shape
+    y = labels.long()
+    per_class = torch.zeros(C, D, dtype=torch.float64).index_add_(0, y, keys.double()) + W.double()
+    counts = torch.bincount(y, minlength=C).double() + 1.0
+    total = per_class.sum(0)
+    cross = total**2 - (per_class**2).sum(0)
+    pairs = counts.sum() ** 2 - (counts**2).sum()
+    sim = cross / pairs
+    return (-w[0] * sim + w[1] * W.double().var(dim=0)).float()
+
+
+# ----------------------------------------------------------------------------- fitting (closed forms)
+
+
+def gda_fit(F: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GDA parameters (weight [C, D], bias [C]) from features [N, D], labels [N].
+
+    Shared covariance, KS shrinkage: P = D * pinv((N - 1) S + tr(S) I), S the unbiased sample
+    covariance of the class-centred features; uniform class prior.
+    """
+    F = F.double()
+    y = y.long()
+    counts = torch.bincount(y, minlength=num_classes)
+    if (counts == 0).any():
+        raise ConfigError(f"GDA: class {int(torch.nonzero(counts == 0)[0])} has no training example")
+    mus = torch.zeros(num_classes, F.shape[1], dtype=torch.float64).index_add_(0, y, F) / counts[:, None]
+    centred = F - mus[y]
+    n, d = centred.shape
+    cov = centred.T @ centred / max(n - 1, 1)
+    precision = d * torch.linalg.pinv((n - 1) * cov + torch.trace(cov) * torch.eye(d, dtype=torch.float64))
+    weight = mus @ precision  # [C, D] (P is symmetric)
+    bias = math.log(1.0 / num_classes) - 0.5 * torch.einsum("cd,cd->c", weight, mus)
+    return weight.float(), bias.float()
+
+
+def proker_fit(F: torch.Tensor, y: torch.Tensor, W: torch.Tensor, *, beta: float, lam: float) -> torch.Tensor:
+    """ProKeR coefficients A [N, C] = (K / lambda + I)^{-1} (L - F W^T), K = k(F, F)."""
+    K = cache_affinity(F, F, beta).double()
+    residual = one_hot(y, W.shape[0]).double() - F.double() @ W.double().T
+    A = torch.linalg.solve(K / lam + torch.eye(K.shape[0], dtype=torch.float64), residual)
+    return A.float()
+
+
+def tip_f_finetune(F, y, W, *, alpha: float, beta: float, epochs: int = 20, lr: float = 1e-3,
+                   seed: int = 0) -> torch.Tensor:
+    """Tip-Adapter-F: fine-tune the cache keys [N, D] (init: F) with AdamW on the shots' CE loss."""
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.nn.Parameter(F.float().clone())
+    values = one_hot(y, W.shape[0])
+    opt = torch.optim.AdamW([keys], lr=lr, eps=1e-4)
+    batch = 256
+    steps = epochs * max(1, math.ceil(F.shape[0] / batch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(epochs):
+        order = torch.randperm(F.shape[0], generator=gen)
+        for i in range(0, F.shape[0], batch):
+            idx = order[i:i + batch]
+            logits = tip_logits(F[idx], W, keys, values, alpha=alpha, beta=beta)
+            loss = nnf.cross_entropy(logits, y[idx].long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return keys.detach()
+
+
+def linear_fit(F, y, num_classes: int, *, C: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn logistic regression (lbfgs, multinomial) -> (weight [C, D], bias [C])."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, max_iter=1000, random_state=seed)
+    clf.fit(F.double().numpy(), y.numpy())
+    weight = np.zeros((num_classes, F.shape[1]), np.float32)
+    bias = np.full(num_classes, -1e4, np.float32)  # a class absent from the fit is never predicted
+    cls = clf.classes_.astype(int)
+    if len(cls) == 2:  # sklearn keeps one row for two classes: logit difference split in two
+        weight[cls[1]], bias[cls[1]] = clf.coef_[0] / 2, clf.intercept_[0] / 2
+        weight[cls[0]], bias[cls[0]] = -clf.coef_[0] / 2, -clf.intercept_[0] / 2
+    else:
+        weight[cls], bias[cls] = clf.coef_, clf.intercept_
+    return torch.from_numpy(weight), torch.from_numpy(bias)
+
+
+# ----------------------------------------------------------------------------- one method = fit + logits
+
+
+@dataclass
+class Fitted:
+    """A fitted method: ``tensors`` and ``params`` are all :func:`method_logits` needs."""
+
+    method: str
+    tensors: dict[str, torch.Tensor]
+    params: dict
+    search: dict = field(default_factory=dict)
+    fit_seconds: float = 0.0
+
+
+def method_logits(method: str, f: torch.Tensor, W: torch.Tensor, tensors: dict, params: dict) -> torch.Tensor:
+    """Logits [M, C] of a fitted ``method`` for features f [M, D]."""
+    t, p = tensors, params
+    if method == "zeroshot":
+        return zero_shot_logits(f, W)
+    if method in ("tip", "tip-f"):
+        return tip_logits(f, W, t["keys"], t["values"], alpha=p["alpha"], beta=p["beta"])
+    if method == "gda":
+        return gda_logits(f, W, t["weight"], t["bias"], alpha=p["alpha"])
+    if method == "proker":
+        return proker_logits(f, W, t["support"], t["coef"], alpha=p["alpha"], beta=p["beta"])
+    if method == "ape":
+        return ape_logits(f, W, t["keys"], t["values"], t["channels"], alpha=p["alpha"], beta=p["beta"],
+                          gamma=p["gamma"])
+    if method == "linear":
+        return linear_logits(f, t["weight"], t["bias"])
+    raise ConfigError(f"unknown method {method!r}; one of zeroshot, {', '.join(METHODS)}")
+
+
+#: The grids searched on the validation split (the papers' ranges, coarser), and the values used
+#: when there is no validation split (K = 1 without --val): the papers' defaults.
+GRIDS: dict[str, dict[str, list]] = {
+    "tip": {"alpha": [0.1, 0.5, 1, 2, 3, 5, 10], "beta": [0.5, 1, 2, 3, 5, 7, 10]},
+    "tip-f": {"alpha": [0.1, 0.5, 1, 2, 3, 5, 10], "beta": [0.5, 1, 2, 3, 5, 7, 10]},
+    "gda": {"alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]},
+    "proker": {"beta": [0.5, 1, 2, 4, 8, 16], "lam": [0.01, 0.1, 1, 10, 100], "alpha": [1.0]},
+    "ape": {"alpha": [0.1, 0.5, 1, 2, 3, 5], "beta": [0.5, 1, 2, 4, 7], "gamma": [0, 0.5, 1, 2],
+            "channels": [0.5, 0.75, 1.0]},
+    "linear": {"C": [0.01, 0.1, 1, 10, 100]},
+}
+DEFAULTS: dict[str, dict] = {
+    "tip": {"alpha": 1.0, "beta": 5.5}, "tip-f": {"alpha": 1.0, "beta": 5.5}, "gda": {"alpha": 1.0},
+    "proker": {"beta": 1.0, "lam": 1.0, "alpha": 1.0},
+    "ape": {"alpha": 1.0, "beta": 1.0, "gamma": 0.0, "channels": 0.75}, "linear": {"C": 1.0},
+}
+
+
+def _fit_state(method: str, F, y, W, p: dict, seed: int) -> dict[str, torch.Tensor]:
+    C = W.shape[0]
+    if method == "tip":
+        return {"keys": F.float(), "values": one_hot(y, C)}
+    if method == "tip-f":
+        return {"keys": tip_f_finetune(F, y, W, alpha=p["alpha"], beta=p["beta"], seed=seed), "values": one_hot(y, C)}
+    if method == "gda":
+        weight, bias = gda_fit(F, y, C)
+        return {"weight": weight, "bias": bias}
+    if method == "proker":
+        return {"support": F.float(), "coef": proker_fit(F, y, W, beta=p["beta"], lam=p["lam"])}
+    if method == "ape":
+        n = max(1, int(round(p["channels"] * F.shape[1])))
+        channels = torch.topk(ape_criterion(W, F, y), n).indices.sort().values
+        return {"keys": F.float(), "values": one_hot(y, C), "channels": channels}
+    if method == "linear":
+        weight, bias = linear_fit(F, y, C, C=p["C"], seed=seed)
+        return {"weight": weight, "bias": bias}
+    raise ConfigError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+
+
+# Which grid keys change the fitted state (refit per value); the others only change the logits.
+_STATE_KEYS = {"tip": (), "tip-f": (), "gda": (), "proker": ("beta", "lam"), "ape": ("channels",), "linear": ("C",)}
+
+
+def _grid_points(grid: dict[str, list]) -> list[dict]:
+    points = [{}]
+    for name, values in grid.items():
+        points = [{**pt, name: v} for pt in points for v in values]
+    return points
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y.long()).float().mean()) if len(y) else 0.0
+
+
+def fit(method: str, F: torch.Tensor, y: torch.Tensor, W: torch.Tensor, *,
+        val: tuple[torch.Tensor, torch.Tensor] | None = None, final: tuple[torch.Tensor, torch.Tensor] | None = None,
+        grid: dict | None = None, seed: int = 0) -> Fitted:
+    """Fit ``method`` on features F [N, D] / labels y [N] with text classifier W [C, D].
+
+    Hyper-parameters: searched on ``val`` = (features, labels) when given (the best validation
+    accuracy; ties keep the earlier grid point), else the papers' defaults. The search is
+    recorded in ``Fitted.search``: the grid, the chosen values, their validation accuracy and
+    the zero-shot validation accuracy. The final state is fitted with those values on ``final``
+    = (features, labels) when given (all K shots, after searching on a split of them), else on (F, y).
+    Tip-Adapter-F fine-tunes its keys once (with the defaults) for the search, as its paper
+    searches alpha and beta after fine-tuning.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+    start = time.perf_counter()
+    F, W = F.float(), W.float()
+    grid = dict(grid or GRIDS[method])
+    search: dict = {"grid": grid}
+    if val is None or len(val[1]) == 0:
+        params = dict(DEFAULTS[method])
+        search.update(validation="none (papers' defaults)", chosen=params)
+    else:
+        vf, vy = val[0].float(), val[1]
+        state_keys = _STATE_KEYS[method]
+        best, best_acc = None, -1.0
+        states: dict[tuple, dict] = {}
+        base = dict(DEFAULTS[method])
+        for pt in _grid_points(grid):
+            params = {**base, **pt}
+            skey = tuple(params[k] for k in state_keys)
+            if skey not in states:
+                states[skey] = _fit_state(method, F, y, W, params if method != "tip-f" else base, seed)
+            acc = _accuracy(method_logits(method, vf, W, states[skey], params), vy)
+            if acc > best_acc + 1e-12:
+                best, best_acc = params, acc
+        params = best
+        search.update(validation=f"{len(vy)} videos", chosen=params, val_accuracy=best_acc,
+                      val_zero_shot_accuracy=_accuracy(zero_shot_logits(vf, W), vy))
+    final_F, final_y = (F, y) if final is None else (final[0].float(), final[1])
+    tensors = _fit_state(method, final_F, final_y, W, params, seed)
+    return Fitted(method, tensors, params, search, time.perf_counter() - start)

@@ -1,0 +1,392 @@
+"""What ``vidclip classify`` does: encode videos once, pool them, fit or load a classifier, score.
+
+Frame features go through the project's encode pipeline into a feature store
+(:func:`vidclip.pipeline.encode_videos`), keyed by the video's absolute path, so a second run (or
+another method on the same videos) decodes nothing. Video features are pooled from the stored
+frames by the temporal module: ``mean`` (normalised mean of normalised frames) or a ``vidclip
+train`` checkpoint's module, then L2-normalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, display_path
+from .classifier import VideoClassifier
+from .datasets import LabeledVideos, clean_class_name
+from .fewshot import fit
+from .zeroshot import DEFAULT_TEMPLATES, text_classifier
+
+
+def default_store_dir(identity, num_frames: int, cache: str | os.PathLike = "cache") -> Path:
+    """``cache/classify-<model>-<digest8>/features-<n>f``: one store per model and frame count."""
+    name = re.sub(r"[^a-z0-9._]+", "-", Path(str(identity.name).rstrip("/\\")).name.lower()).strip("-.") or "model"
+    return Path(cache) / f"classify-{name}-{identity.weights_digest[:8]}" / f"features-{num_frames}f"
+
+
+@dataclass
+class Pooler:
+    """Stored frames -> pooled video features [N, D] (L2-normalised)."""
+
+    spec: dict  # {"name": "mean"} or {"name": "checkpoint", "path", "module", "digest"}
+    module: torch.nn.Module | None = None
+    max_frames: int = 0
+
+    @classmethod
+    def create(cls, temporal: str | None, clip) -> "Pooler":
+        if temporal in (None, "", "mean"):
+            return cls({"name": "mean"})
+        path = Path(temporal).expanduser().resolve()
+        if not path.exists():
+            raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
+        try:
+            from ..models.checkpoint import load_checkpoint
+        except ModuleNotFoundError as e:
+            if e.name != "vidclip.models.checkpoint":
+                raise
+            raise ConfigError(f"--temporal {temporal}: loading `vidclip train` checkpoints needs "
+                              "vidclip.models.checkpoint, which this build does not have yet; use 'mean'") from None
+        loaded = load_checkpoint(path, clip=clip, device=str(clip.device))
+        module = loaded.model.temporal
+        name = loaded.config.model.temporal
+        if getattr(module, "text_conditioned", False) or getattr(module, "needs_pixels", False):
+            raise ConfigError(f"--temporal {temporal}: module {name!r} is text-conditioned or works on pixels; "
+                              "classification needs one vector per video (mean, seq_transformer, tdb)")
+        file = loaded.path if Path(loaded.path).is_file() else path
+        digest = hashlib.blake2b(Path(file).read_bytes(), digest_size=8).hexdigest()
+        spec = {"name": "checkpoint", "path": str(file), "module": name, "digest": digest}
+        return cls(spec, module.eval(), int(getattr(loaded.config.model, "max_frames", 0) or 0))
+
+    def check(self, spec: dict, where: str) -> None:
+        mine = (self.spec.get("name"), self.spec.get("digest"))
+        if mine != (spec.get("name", "mean"), spec.get("digest")):
+            raise ConfigError(f"{where}: classifier was fitted on video features pooled by {spec}, not by "
+                              f"{self.spec}; pass the same --temporal")
+
+    def pool(self, store, keys: list[str], batch: int = 256) -> torch.Tensor:
+        from ..models.temporal import l2_normalize, masked_mean
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(keys), batch):
+                chunk = keys[i:i + batch]
+                frames = self.max_frames or max(store.record(k)["count"] for k in chunk)
+                x, mask = store.batch(chunk, frames)
+                if self.module is None:
+                    v = masked_mean(l2_normalize(x), mask)
+                else:
+                    dev = next(self.module.parameters(), torch.empty(0)).device
+                    v = self.module(x.to(dev), mask.to(dev)).float().cpu()
+                out.append(l2_normalize(v))
+        dim = store.embed_dim
+        return torch.cat(out) if out else torch.zeros(0, dim)
+
+
+@dataclass
+class Featurizer:
+    """Videos -> pooled features, encoding only what the store lacks. Failures accumulate."""
+
+    clip: object
+    store_dir: Path
+    sampler: object  # SamplerConfig
+    pooler: Pooler
+    workers: int = 2
+    backend: str = "auto"
+    progress: bool = True
+    failures: list = field(default_factory=list)  # pipeline.Failure of every bad video
+
+    def features(self, paths: list[str], desc: str = "encode") -> tuple[torch.Tensor, np.ndarray]:
+        """(features [M, D] of the good videos, bool mask [len(paths)] of which were good)."""
+        from ..data.features import FeatureStore
+        from ..pipeline import encode_videos
+
+        keys = [str(Path(p).resolve()) for p in paths]
+        items = list(dict.fromkeys(zip(keys, paths)))
+        report = encode_videos(items, self.store_dir, self.clip, self.sampler, workers=self.workers,
+                               backend=self.backend, progress=desc if self.progress else False)
+        bad = {f.key for f in report.failed}
+        self.failures += [f for f in report.failed if f.key not in {g.key for g in self.failures}]
+        store = FeatureStore(self.store_dir)
+        ok = np.array([k in store and k not in bad for k in keys], dtype=bool)
+        good = [k for k, g in zip(keys, ok) if g]
+        return self.pooler.pool(store, good), ok
+
+
+def zero_shot_classifier(clip, classes: list[str], *, templates=DEFAULT_TEMPLATES, names: dict | None = None,
+                         temporal: dict | None = None) -> VideoClassifier:
+    prompt_names = [(names or {}).get(c, clean_class_name(c)) for c in classes]
+    W = text_classifier(clip, prompt_names, templates)
+    return VideoClassifier("zeroshot", list(classes), prompt_names, list(templates), W, clip.identity.to_dict(),
+                           temporal or {"name": "mean"})
+
+
+def carve_validation(labels: torch.Tensor, num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (fit, val) carved from K shots per class: a quarter of each class's shots (at least
+    one) go to validation when the class has >= 2; with one shot there is nothing to carve (val empty)."""
+    gen = torch.Generator().manual_seed(seed)
+    fit_idx, val_idx = [], []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val = max(1, len(idx) // 4) if len(idx) >= 2 else 0
+        val_idx.append(idx[:n_val])
+        fit_idx.append(idx[n_val:])
+    return torch.cat(fit_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+def fit_few_shot(base: VideoClassifier, method: str, F: torch.Tensor, y: torch.Tensor, *,
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None, shots: int | None = None,
+                 seed: int = 0) -> VideoClassifier:
+    """``method`` fitted on shot features F [N, D] / labels y [N] around ``base``'s text weights.
+
+    Hyper-parameters are searched on ``val`` when given, else on a split carved from the shots
+    (:func:`carve_validation`) and then refitted on all shots; never on the test set.
+    """
+    C = len(base.classes)
+    y = y.long()
+    if val is not None:
+        fitted = fit(method, F, y, base.text_weights, val=val, seed=seed)
+        fitted.search["validation"] = f"given split ({len(val[1])} videos)"
+    else:
+        fit_idx, val_idx = carve_validation(y, C, seed)
+        if len(val_idx) == 0:
+            fitted = fit(method, F, y, base.text_weights, seed=seed)
+            fitted.search["validation"] = "none: 1 shot per class leaves nothing to carve; papers' defaults"
+        else:
+            fitted = fit(method, F[fit_idx], y[fit_idx], base.text_weights, val=(F[val_idx], y[val_idx]),
+                         final=(F, y), seed=seed)
+            fitted.search["validation"] = (f"carved from the shots: {len(val_idx)} videos held out for the search, "
+                                           "then refitted on all shots")
+    fitted.search["fit_seconds"] = round(fitted.fit_seconds, 4)
+    return VideoClassifier(method, base.classes, base.prompt_names, base.templates, base.text_weights, base.model,
+                           base.temporal, fitted.tensors, fitted.params, fitted.search, shots)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """top-1, top-5 (top-min(5, C)), mean per-class accuracy (classes with test videos), confusion [C, C]."""
+    labels = labels.long()
+    C = len(classes)
+    n = int(labels.numel())
+    if n == 0:
+        return {"videos": 0, "top1": None, "top5": None, "mean_class_accuracy": None, "confusion": []}
+    k = min(5, C)
+    topk = logits.topk(k, dim=1).indices
+    pred = topk[:, 0]
+    conf = torch.zeros(C, C, dtype=torch.long)
+    conf.index_put_((labels, pred), torch.ones(n, dtype=torch.long), accumulate=True)
+    support = conf.sum(1)
+    per_class = conf.diag().double() / support.clamp(min=1)
+    present = support > 0
+    return {
+        "videos": n,
+        "top1": float((pred == labels).double().mean()),
+        "top5": float((topk == labels[:, None]).any(1).double().mean()),
+        "top5_k": k,
+        "mean_class_accuracy": float(per_class[present].mean()),
+        "per_class": {classes[i]: round(float(per_class[i]), 4) for i in range(C) if present[i]},
+        "confusion": conf.tolist(),
+    }
+
+
+def write_confusion_png(confusion: list[list[int]], classes: list[str], path: str | os.PathLike,
+                        title: str = "") -> Path:
+    """Row-normalised confusion matrix with class names (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_path
+
+    conf = np.asarray(confusion, dtype=np.float64)
+    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    C = len(classes)
+    side = min(4 + 0.35 * C, 40)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(C), labels=classes, rotation=90, fontsize=max(4, 9 - C // 20))
+    ax.set_yticks(range(C), labels=classes, fontsize=max(4, 9 - C // 20))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if C <= 30:
+        for i in range(C):
+            for j in range(C):
+                if conf[i, j]:
+                    ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rows[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out
+
+
+def top_predictions(probs: torch.Tensor, classes: list[str], k: int) -> list[list[dict]]:
+    k = min(k, len(classes))
+    p, idx = probs.topk(k, dim=1)
+    return [[{"label": classes[int(i)], "probability": round(float(q), 6)} for q, i in zip(pr, ir)]
+            for pr, ir in zip(p, idx)]
+
+
+def describe_failures(failures) -> list[str]:
+    return [f"{display_path(f.path)}: {f.reason}" for f in failures]
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+__all__ = ["Featurizer", "Pooler", "zero_shot_classifier", "fit_few_shot", "carve_validation",
+           "classification_metrics", "write_confusion_png", "top_predictions", "default_store_dir",
+           "LabeledVideos"]
+
+
+# ----------------------------------------------------------------------------- the whole verb
+
+
+@dataclass
+class ClassifyRequest:
+    """Everything ``vidclip classify`` was asked; see ``vidclip classify --help``."""
+
+    inputs: list[str] = field(default_factory=list)  # videos / folders to label
+    data: str | None = None
+    layout: str = "auto"
+    fold: int = 1
+    test: str = "test"
+    train: str | None = None
+    val: str | None = None
+    method: str = "zeroshot"
+    shots: int = 16
+    seed: int = 0
+    classes_file: str | None = None
+    names_file: str | None = None
+    templates_file: str | None = None
+    classifier_file: str | None = None
+    save: str | None = None
+    confusion: str | None = None
+    temporal: str = "mean"
+    features: str | None = None
+    skip_missing: bool = False
+    top_k: int = 5
+
+
+def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: str = "auto",
+             progress: bool = True, log=print) -> dict:
+    """Run one ``vidclip classify`` request with a loaded CLIP; returns the JSON-able result."""
+    from .classifier import check_model, load_classifier
+    from .datasets import (
+        dataset_classes,
+        read_class_list,
+        read_class_names,
+        read_split,
+        sample_shots,
+    )
+    from .zeroshot import read_templates
+
+    pooler = Pooler.create(req.temporal, clip)
+    store_dir = Path(req.features) if req.features else default_store_dir(clip.identity, sampler.num_frames)
+    feats = Featurizer(clip, store_dir, sampler, pooler, workers=workers, backend=backend, progress=progress)
+    result: dict = {"model": clip.identity.to_dict(), "temporal": pooler.spec, "features": str(store_dir)}
+    if clip.identity.random_weights:
+        result["warning"] = "the model has RANDOM weights: the predictions mean nothing"
+
+    if req.classifier_file:
+        if req.method != "zeroshot" or req.train:
+            raise ConfigError("--classifier reuses a fitted classifier; it cannot be combined with --method/--train")
+        clf = load_classifier(req.classifier_file)
+        check_model(clf, clip.identity, req.classifier_file)
+        pooler.check(clf.temporal, req.classifier_file)
+    else:
+        if req.data:
+            classes = dataset_classes(req.data, req.layout)
+        elif req.classes_file:
+            classes = read_class_list(req.classes_file)
+        else:
+            raise ConfigError("no classes: pass --data DATASET, --classes FILE or --classifier FILE")
+        templates = read_templates(req.templates_file) if req.templates_file else DEFAULT_TEMPLATES
+        names = read_class_names(req.names_file) if req.names_file else None
+        clf = zero_shot_classifier(clip, classes, templates=templates, names=names, temporal=pooler.spec)
+        if req.method != "zeroshot":
+            if not req.train:
+                raise ConfigError(f"--method {req.method} needs --train SPLIT (the labelled examples)")
+            if req.shots < 1:
+                raise ConfigError(f"--shots must be >= 1, got {req.shots}")
+            train_set = read_split(req.data, req.train, layout=req.layout, fold=req.fold, classes=classes,
+                                   skip_missing=req.skip_missing)
+            _report_missing(train_set, log)
+            shots = sample_shots(train_set, req.shots, req.seed)
+            F, y, lost = _labelled_features(feats, shots, "encode train")
+            if lost:
+                log(f"vidclip classify: {lost} training video(s) failed to decode and were skipped")
+            val = None
+            if req.val:
+                val_set = read_split(req.data, req.val, layout=req.layout, fold=req.fold, classes=classes,
+                                     skip_missing=req.skip_missing)
+                vF, vy, _ = _labelled_features(feats, val_set, "encode val")
+                val = (vF, vy)
+            clf, seconds = timed(fit_few_shot, clf, req.method, F, y, val=val, shots=req.shots, seed=req.seed)
+            result["fit"] = {"method": req.method, "shots": req.shots, "train_videos": int(len(y)),
+                             "params": clf.params, "search": clf.search, "seconds": round(seconds, 4)}
+    result["method"] = clf.method
+    result["classes"] = clf.classes
+    if req.save:
+        result["saved"] = str(clf.save(req.save))
+
+    if req.data and not req.inputs:
+        test_set = read_split(req.data, req.test, layout=req.layout, fold=req.fold, classes=clf.classes,
+                              skip_missing=req.skip_missing)
+        _report_missing(test_set, log)
+        F, y, _ = _labelled_features(feats, test_set, "encode test")
+        logits = clf.logits(F)
+        metrics = classification_metrics(logits, y, clf.classes)
+        result["test"] = {"split": req.test, "listed": len(test_set.items), **metrics}
+        if req.confusion:
+            title = f"{clf.method} ({clf.shots} shots)" if clf.shots else "zero-shot"
+            result["confusion_png"] = str(write_confusion_png(metrics["confusion"], clf.classes, req.confusion,
+                                                              f"{Path(str(req.data)).name}: {title}, top-1 "
+                                                              f"{100 * metrics['top1']:.1f}%"))
+    elif req.inputs:
+        from ..pipeline import collect_videos
+
+        items = collect_videos(req.inputs)
+        if not items:
+            raise ConfigError(f"no videos found in {' '.join(map(str, req.inputs))}")
+        paths = [p for _, p in items]
+        F, ok = feats.features(paths, "encode")
+        probs = clf.probabilities(F)
+        tops = top_predictions(probs, clf.classes, req.top_k)
+        good = [p for p, g in zip(paths, ok) if g]
+        result["predictions"] = [{"path": p, "top": t} for p, t in zip(good, tops)]
+    elif not req.save:
+        raise ConfigError("nothing to classify: pass videos/folders, or --data DATASET to evaluate")
+    result["failed"] = [f.to_dict() for f in feats.failures]
+    return result
+
+
+def _labelled_features(feats: Featurizer, videos: LabeledVideos, desc: str):
+    F, ok = feats.features(videos.paths, desc)
+    y = torch.tensor(videos.labels, dtype=torch.long)[torch.from_numpy(ok)]
+    return F, y, int((~ok).sum())
+
+
+def _report_missing(videos: LabeledVideos, log) -> None:
+    for m in videos.missing:
+        log(f"vidclip classify: {m}; skipped")

@@ -1,0 +1,61 @@
+"""The zero-shot text classifier: class names x prompt templates -> normalised weights [C, D].
+
+Each class's prompts are encoded, L2-normalised, averaged and normalised again (CLIP's prompt
+ensembling). Templates contain ``{}`` where the (cleaned) class name goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+#: The default ensemble for actions (a subset of the Kinetics / UCF101 templates of CLIP's paper).
+DEFAULT_TEMPLATES = (
+    "a video of a person {}.",
+    "a video of a person doing {}.",
+    "a photo of a person {}.",
+    "a person {}.",
+    "an example of a person {}.",
+    "a demonstration of a person {}.",
+    "a video of {}.",
+    "{}",
+)
+
+
+def read_templates(path: str | os.PathLike) -> list[str]:
+    """Templates from a file: a JSON list of strings, or one template per line (``#`` comments)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the prompt templates: {e.strerror or e}") from e
+    if p.suffix.lower() == ".json":
+        try:
+            templates = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}: not valid JSON ({e}); expected a list of template strings") from e
+        if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+            raise ConfigError(f"{p}: expected a JSON list of template strings")
+    else:
+        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    for i, t in enumerate(templates, 1):
+        if t.count("{}") != 1:
+            raise ConfigError(f"{p}: template {i} {t!r} must contain '{{}}' exactly once (where the class name goes)")
+    if not templates:
+        raise ConfigError(f"{p}: no prompt templates in the file")
+    return templates
+
+
+def text_classifier(clip, class_names: list[str], templates=DEFAULT_TEMPLATES) -> torch.Tensor:
+    """Zero-shot weights float32 [C, D] on the CPU: per class, mean of normalised prompt embeddings, normalised."""
+    templates = list(templates)
+    prompts = [t.format(name) for name in class_names for t in templates]
+    with torch.no_grad():
+        emb = clip.encode_text(prompts).float().cpu()
+    emb = torch.nn.functional.normalize(emb, dim=-1).reshape(len(class_names), len(templates), -1)
+    return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1)
