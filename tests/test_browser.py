@@ -9,6 +9,7 @@ says the browser cannot play it. Skips (with the reason) only when no Chromium b
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -94,7 +95,16 @@ def test_search_click_plays_from_span_start(chromium, served):
 
     # The playable hit with the latest span start (a time between keyframes, so an exact seek shows).
     hits = page.evaluate("""() => [...document.querySelectorAll('#results .hit')].map((b, i) => ({
-        i, start: Number(b.dataset.start), name: b.querySelector('.hit-name').textContent}))""")
+        i, start: Number(b.dataset.start), end: Number(b.dataset.end),
+        name: b.querySelector('.hit-name').textContent, span: b.querySelector('.hit-span').textContent,
+        alt: b.querySelector('img.thumb').alt}))""")
+    # One time format on the whole page, the CLI's and format_time's: m:ss.s, always one decimal.
+    from vidclip.serve.media import format_span, format_time
+
+    for h in hits:
+        assert re.fullmatch(r"\d+:\d\d\.\d\u2013\d+:\d\d\.\d", h["span"]), h
+        assert h["span"] == format_span(h["start"], h["end"])
+        assert re.fullmatch(r"Frame at \d+:\d\d\.\d", h["alt"]), h
     # The H.264 MP4 moment that starts latest: 4.0 s lies between keyframes (2.5 s, 5.0 s), so
     # a player that snapped to a keyframe would show 2.5, not 4.0.
     target = max((h for h in hits if h["name"].endswith(".mp4")), key=lambda h: h["start"])
@@ -119,6 +129,8 @@ def test_search_click_plays_from_span_start(chromium, served):
     assert state["err"] is None and not state["paused"]
     assert state["played0"] == pytest.approx(start, abs=0.05)
     assert state["src"].endswith("/stream") and state["title"] == target["name"]
+    info = page.inner_text("#player-info")
+    assert info.startswith(f"Playing from {format_time(start)} (matched {format_span(start, target['end'])}"), info
     assert page.is_hidden("#player-error")
 
     # A format Chromium cannot decode: the page says so and offers the file.

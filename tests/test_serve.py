@@ -234,6 +234,17 @@ class FakeIndex:
         return self.library_root / self.rows[video_id]["path"]
 
 
+def stamp_rows(root: Path, rows: dict[int, dict]) -> dict[int, dict]:
+    """Add what the catalog records at indexing time, each file's size and mtime (ns)."""
+    for row in rows.values():
+        f = root / os.fsdecode(row["path"])
+        if f.is_file():
+            st = f.stat()
+            row.setdefault("size", st.st_size)
+            row.setdefault("mtime_ns", st.st_mtime_ns)
+    return rows
+
+
 BODY = bytes(range(256)) * 40 + b"tail"  # 10244 bytes, every offset distinguishable
 
 
@@ -258,6 +269,7 @@ def library(tmp_path):
             "status": "indexed", "vector": b"\x00" * 16, "shard": "shard-000000",
             "metadata": '{"caption": "a clip"}', "size": 3},
     }
+    stamp_rows(root, rows)
     (root / "gone.mp4").unlink()
     return FakeIndex(root, rows, failed={5})
 
@@ -434,6 +446,212 @@ def test_thumbnail_decode_failure_is_500_without_paths(library):
     assert str(library.library_root) not in r.text
 
 
+def test_thumbnail_past_the_end_is_422(client):
+    """Row 1's catalog duration is 10 s: t=10 is its last frame, anything later is a 422."""
+    assert client.get("/videos/1/thumbnail", params={"t": 10.0}).status_code == 200
+    for t in (10.5, 11, 1e6, 1e8, "inf"):
+        r = client.get("/videos/1/thumbnail", params={"t": t})
+        assert r.status_code == 422, (t, r.status_code)
+        assert "t" in r.json()["detail"][0]["loc"]
+    r = client.get("/videos/1/thumbnail", params={"t": 10.5})
+    assert "past the end of the video (duration 10 s" in r.text
+
+
+def test_thumbnailer_without_duration_ends_one_frame_after_the_last(tmp_path):
+    from vidclip.serve.media import TimeOutOfRange
+
+    p = tmp_path / "v.mp4"
+    p.write_bytes(b"x")
+    th = Thumbnailer(open_video=FakeVideo)  # pts 0, 0.5, 1.25, 2.0, 3.5: the last frame lasts 1.5 s
+    assert th.render(p, 4.9).frame_index == 4
+    with pytest.raises(TimeOutOfRange, match="duration 5 s"):
+        th.render(p, 5.01)
+    with pytest.raises(TimeOutOfRange, match="duration 2 s"):
+        th.render(p, 2.5, duration=2.0)  # a catalog duration wins, checked before decoding
+    assert th.render(p, 2.0, duration=2.0).frame_index == 3
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "secret"])
+def test_symlink_swap_is_404(client, library, target):
+    """An indexed file replaced by a link to a file outside the library is never served."""
+    root = library.library_root
+    if target == "secret":
+        target = str(root.parent / "secret.mp4")
+    elif not Path(target).is_file():
+        pytest.skip("no /etc/passwd on this system")
+    (root / "a.mp4").unlink()
+    (root / "a.mp4").symlink_to(target)
+    secret = Path(target).read_bytes()
+    for url in ("/videos/1/stream", "/videos/1", "/videos/1/thumbnail?t=1"):
+        r = client.get(url, headers={"Range": "bytes=0-99"})
+        assert r.status_code == 404, (url, r.status_code)
+        assert "symbolic link leading out of the library" in r.json()["detail"]
+        assert secret[:20] not in r.content and target not in r.text
+    # Even when the size and mtime were made to match the catalog's (a link inside the library
+    # to a copy with the same stamp is fine, see below; one leading out is not).
+    library.rows[1].update(size=len(secret), mtime_ns=Path(target).stat().st_mtime_ns)
+    assert client.get("/videos/1/stream").status_code == 404
+
+
+def test_changed_file_is_404_until_reindexed(client, library):
+    root = library.library_root
+    st = (root / "a.mp4").stat()
+    (root / "a.mp4").write_bytes(BODY[::-1])           # same size, new content and mtime
+    os.utime(root / "a.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    for url in ("/videos/1/stream", "/videos/1", "/videos/1/thumbnail?t=1"):
+        r = client.get(url)
+        assert r.status_code == 404, url
+        assert "changed since it was indexed (modification time)" in r.json()["detail"]
+        assert "vidclip index" in r.json()["detail"] and BODY[::-1][:50] not in r.content
+    (root / "a.mp4").write_bytes(BODY + b"more")
+    os.utime(root / "a.mp4", ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = client.get("/videos/1/stream")
+    assert r.status_code == 404 and f"size {len(BODY)} -> {len(BODY) + 4} bytes" in r.json()["detail"]
+    (root / "a.mp4").write_bytes(BODY)                 # what was indexed, same stamp: served again
+    os.utime(root / "a.mp4", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert client.get("/videos/1/stream").content == BODY
+
+
+def test_fifo_or_directory_in_place_of_a_video_is_404(client, library):
+    root = library.library_root
+    (root / "a.mp4").unlink()
+    os.mkfifo(root / "a.mp4")   # opening a FIFO for reading would block without O_NONBLOCK
+    r = client.get("/videos/1/stream")
+    assert r.status_code == 404 and "no longer names a regular file" in r.json()["detail"]
+    (root / "sub" / "b.webm").unlink()
+    (root / "sub" / "b.webm").mkdir()
+    assert client.get("/videos/2/stream").status_code == 404
+
+
+def test_symlinks_within_the_library_are_served(tmp_path):
+    """Links are fine when they stay in the library (and the library root may itself be a link)."""
+    real_root = tmp_path / "disk" / "videos"
+    (real_root / "clips").mkdir(parents=True)
+    (real_root / "clips" / "x.mp4").write_bytes(BODY)
+    (real_root / "alias.mp4").symlink_to("clips/x.mp4")
+    (tmp_path / "Videos").symlink_to(real_root)       # the library as the user named it
+    root = tmp_path / "Videos"
+    index = FakeIndex(root, stamp_rows(root, {1: {"path": "alias.mp4", "duration": 10.0},
+                                              2: {"path": "clips/x.mp4", "duration": 10.0}}))
+    with TestClient(create_app(index, open_video=FakeVideo)) as c:
+        for vid in (1, 2):
+            assert c.get(f"/videos/{vid}/stream").content == BODY
+            assert c.get(f"/videos/{vid}/thumbnail?t=1").status_code == 200
+        # Re-pointed at another file of the library: its size/mtime differ from the catalog's.
+        (real_root / "other.mp4").write_bytes(b"other")
+        (real_root / "alias.mp4").unlink()
+        (real_root / "alias.mp4").symlink_to("other.mp4")
+        r = c.get("/videos/1/stream")
+        assert r.status_code == 404 and "changed since it was indexed" in r.json()["detail"]
+
+
+def test_open_indexed_file_needs_a_catalog_stamp(tmp_path):
+    from vidclip.serve.media import NotServable, open_indexed_file
+
+    p = tmp_path / "v.mp4"
+    p.write_bytes(b"abc")
+    st = p.stat()
+    f = open_indexed_file(p, size=3, mtime_ns=st.st_mtime_ns, roots=(tmp_path,))
+    assert f.file.read() == b"abc" and f.real_path == p
+    f.close()
+    with pytest.raises(NotServable, match="no size/mtime"):
+        open_indexed_file(p, size=None, mtime_ns=st.st_mtime_ns, roots=(tmp_path,))
+    with pytest.raises(NotServable, match="no longer in the library"):
+        open_indexed_file(tmp_path / "nope.mp4", size=3, mtime_ns=1, roots=(tmp_path,))
+
+
+def test_non_utf8_name_is_shown_escaped_and_streams(tmp_path):
+    from vidclip.errors import display_path
+
+    root = tmp_path / "lib"
+    root.mkdir()
+    raw = os.fsencode(root) + b"/caf\xe9 \xff.mp4"
+    with open(raw, "wb") as f:
+        f.write(BODY)
+    name = os.fsdecode(b"caf\xe9 \xff.mp4")    # how Python (and the catalog) hold such a name
+    (root / "plain.mp4").write_bytes(b"plain")
+    index = FakeIndex(root, stamp_rows(root, {1: {"path": name, "duration": 10.0},
+                                              2: {"path": "plain.mp4", "duration": 10.0}}))
+    shown = "caf\\xe9 \\xff.mp4"
+    assert display_path(name) == shown
+    with TestClient(create_app(index, open_video=FakeVideo)) as c:
+        hits = c.get("/search", params={"q": "x"}).json()["hits"]
+        assert [h["name"] for h in hits] == [shown, "plain.mp4"]
+        assert c.get("/videos/1").json()["name"] == shown
+        r = c.get("/videos/1/stream")
+        assert r.status_code == 200 and r.content == BODY
+        assert r.headers["content-disposition"] == "inline; filename*=UTF-8''caf%5Cxe9%20%5Cxff.mp4"
+        assert c.get("/videos/1/thumbnail?t=1").status_code == 200
+        assert c.get("/videos/2/stream").content == b"plain"
+
+
+def test_health_shows_no_absolute_paths(library):
+    library.identity = {"model": {"name": "ViT-B-32", "pretrained": "/home/alice/models/vit-b-32.pt",
+                                  "weights_digest": "ab12", "hub": "hf:openai/clip-vit-base-patch32",
+                                  "url": "https://example.org/w.bin"},
+                        "temporal": {"checkpoint": "/srv/runs/seq/best.safetensors", "note": "from ~/runs/x.pt"},
+                        "paths": ["/a/b/c.bin", "C:\\Users\\bob\\m.pt"]}
+    with TestClient(create_app(library)) as c:
+        h = c.get("/health")
+    assert h.status_code == 200
+    ident = h.json()["identity"]
+    assert ident["model"]["pretrained"] == "vit-b-32.pt" and ident["temporal"]["checkpoint"] == "best.safetensors"
+    assert ident["temporal"]["note"] == "from x.pt" and ident["paths"] == ["c.bin", "m.pt"]
+    assert ident["model"]["hub"] == "hf:openai/clip-vit-base-patch32"   # hub ids and URLs are not paths
+    assert ident["model"]["url"] == "https://example.org/w.bin" and ident["model"]["weights_digest"] == "ab12"
+    for leak in ("alice", "/srv", "/home", "runs/", "Users", '"/a'):
+        assert leak not in h.text, leak
+
+
+def test_range_numbers_are_bounded(client):
+    """A 5000-digit Range start must be a 416, not Python's int-conversion limit (a 500)."""
+    r = client.get("/videos/1/stream", headers={"Range": "bytes=" + "9" * 5000 + "-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(BODY)}"
+    assert client.get("/videos/1/stream", headers={"Range": "bytes=-" + "9" * 19}).content == BODY
+
+
+# ----------------------------------------------------------------------------- one time format
+
+
+@pytest.mark.parametrize("seconds,text", [
+    (0, "0:00.0"), (1.5, "0:01.5"), (4, "0:04.0"), (4.5, "0:04.5"), (0.04, "0:00.0"), (0.05, "0:00.1"),
+    (9.96, "0:10.0"), (59.96, "1:00.0"), (75.5, "1:15.5"), (599.99, "10:00.0"), (3599.95, "1:00:00.0"),
+    (3725.25, "1:02:05.3"), (36000, "10:00:00.0"), (-3, "0:00.0"), (float("nan"), "0:00.0"),
+])
+def test_format_time_by_hand(seconds, text):
+    from vidclip.serve.media import format_span, format_time
+
+    assert format_time(seconds) == text
+    assert format_span(1.5, 4) == "0:01.5\u20130:04.0"
+
+
+def test_page_formats_times_like_format_time():
+    """static/timefmt.js (the page's only time formatter) writes what format_time writes."""
+    import json
+    import shutil
+    import subprocess
+
+    from vidclip.serve.app import STATIC_DIR
+    from vidclip.serve.media import format_span, format_time
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("no node executable to run static/timefmt.js (the browser test checks the page too)")
+    rng = np.random.default_rng(0)
+    values = [0, 0.05, 0.04999, 1.25, 59.95, 59.96, 3599.95, 86399.99, 1e7 - 0.01, -1]
+    values += [float(v) for v in np.round(rng.uniform(0, 8000, 300), 3)] + [float(v) for v in rng.uniform(0, 100, 100)]
+    script = (f"require({json.dumps(str(STATIC_DIR / 'timefmt.js'))});"
+              f"const v = {json.dumps(values)};"
+              "console.log(JSON.stringify([v.map(globalThis.vidclipTime.fmtTime),"
+              " globalThis.vidclipTime.fmtSpan(1.5, 4)]));")
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    js_times, js_span = json.loads(out)
+    assert js_times == [format_time(v) for v in values]
+    assert js_span == format_span(1.5, 4)
+    app_js = (STATIC_DIR / "app.js").read_text()
+    assert "toFixed(1)" not in app_js and "padStart(4" not in app_js  # no second formatter in app.js
+
+
 def test_host_header_guard(library):
     app = create_app(library, allowed_hosts=["127.0.0.1", "localhost", "::1"])
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:
@@ -536,8 +754,8 @@ def test_shared_clip_streams_with_its_type(tmp_path):
     clip = SHARED / "videos" / "nasa_13013.mp4"
     if not clip.exists():
         pytest.skip("../shared not present: nasa_13013.mp4 missing")
-    index = FakeIndex(SHARED / "videos", {1: {"path": clip.name, "duration": 13.1},
-                                          2: {"path": "decord_flipping_a_pancake.mkv", "duration": 10.4}})
+    index = FakeIndex(SHARED / "videos", stamp_rows(SHARED / "videos", {
+        1: {"path": clip.name, "duration": 13.1}, 2: {"path": "decord_flipping_a_pancake.mkv", "duration": 10.4}}))
     with TestClient(create_app(index)) as c:
         r = c.get("/videos/1/stream", headers={"Range": "bytes=0-11"})
         assert r.status_code == 206 and r.content[4:8] == b"ftyp"  # an ISO-BMFF (mp4) box header
@@ -572,7 +790,9 @@ def test_real_index_search_thumbnails_streams(real):
     assert rows["broken.mp4"]["status"] == "failed" and rows["ramp.mp4"]["status"] == "indexed"
     failed_id, mp4_id = rows["broken.mp4"]["id"], rows["ramp.mp4"]["id"]
     with TestClient(create_app(index)) as c:
-        assert c.get("/health").json()["random_weights"] is True
+        health = c.get("/health")
+        assert health.json()["random_weights"] is True
+        assert '"/' not in health.text and str(real["dir"]) not in health.text  # no absolute paths
 
         body = c.get("/search", params={"q": "a grey frame", "k": 50, "segments": "true"}).json()
         hits = body["hits"]
@@ -604,7 +824,42 @@ def test_real_index_search_thumbnails_streams(real):
         for url in (f"/videos/{failed_id}", f"/videos/{failed_id}/stream", f"/videos/{failed_id}/thumbnail",
                     "/videos/999999/stream"):
             assert c.get(url).status_code == 404, url
+
+        duration = c.get(f"/videos/{mp4_id}").json()["duration"]   # 6 s
+        assert c.get(f"/videos/{mp4_id}/thumbnail", params={"t": duration}).status_code == 200
+        past = c.get(f"/videos/{mp4_id}/thumbnail", params={"t": duration + 0.5})
+        assert past.status_code == 422 and "past the end of the video" in past.text
     assert _snapshot(lib) == real["before"]  # neither indexing nor serving wrote the library
+
+
+def test_real_index_symlink_swap_is_404(real, tmp_path):
+    """The issue's attack: an indexed file replaced by a link to /etc/passwd must not be served."""
+    import shutil
+
+    from serve_fixtures import build_real_index, make_video
+
+    lib, idx_dir = tmp_path / "library", tmp_path / "index"
+    shutil.copytree(real["lib"], lib)
+    index, _, _ = build_real_index(lib, idx_dir, clip=real["clip"])
+    mp4 = next(r for r in index.catalog.videos(status="indexed") if r["path"] == "ramp.mp4")["id"]
+    target = Path("/etc/passwd") if Path("/etc/passwd").is_file() else tmp_path / "secret.txt"
+    if not target.exists():
+        target.write_text("root:x:0:0:secret\n")
+    try:
+        with TestClient(create_app(index)) as c:
+            assert c.get(f"/videos/{mp4}/stream").status_code == 200
+            (lib / "ramp.mp4").unlink()
+            (lib / "ramp.mp4").symlink_to(target)
+            for url in (f"/videos/{mp4}/stream", f"/videos/{mp4}/thumbnail?t=1", f"/videos/{mp4}"):
+                r = c.get(url)
+                assert r.status_code == 404, (url, r.status_code)
+                assert b"root:" not in r.content and "symbolic link" in r.json()["detail"]
+            (lib / "ramp.mp4").unlink()
+            make_video(lib / "ramp.mp4", seconds=2.0)  # a different file under the indexed name
+            r = c.get(f"/videos/{mp4}/stream")
+            assert r.status_code == 404 and "changed since it was indexed" in r.json()["detail"]
+    finally:
+        index.close()
 
 
 def test_real_index_deleted_video_is_404(real, tmp_path):
@@ -630,6 +885,31 @@ def test_real_index_deleted_video_is_404(real, tmp_path):
         hits = c.get("/search", params={"q": "grey", "k": 10}).json()["hits"]
         assert webm not in {h["video_id"] for h in hits} and len(hits) == 1
     index.close()
+
+
+def test_real_index_non_utf8_name(real, tmp_path):
+    """A file named with non-UTF-8 bytes is indexed (vidclip.index), shown escaped and streamed."""
+    from serve_fixtures import build_real_index, make_video
+
+    lib = tmp_path / "library"
+    lib.mkdir()
+    make_video(lib / "plain.mp4", seconds=3.0)
+    odd = os.fsdecode(os.fsencode(lib) + b"/caf\xe9.mp4")
+    make_video(Path(odd), seconds=4.0)
+    index, report, _ = build_real_index(lib, tmp_path / "index", clip=real["clip"])
+    try:
+        assert report.indexed == 2, report.to_dict()
+        with TestClient(create_app(index)) as c:
+            hits = c.get("/search", params={"q": "grey", "k": 5}).json()["hits"]
+            names = {h["name"]: h for h in hits}
+            assert set(names) == {"plain.mp4", "caf\\xe9.mp4"}
+            h = names["caf\\xe9.mp4"]
+            assert c.get(h["url"]).json()["name"] == "caf\\xe9.mp4"
+            assert c.get(h["stream_url"]).content == Path(odd).read_bytes()
+            assert c.get(h["thumbnail_url"]).status_code == 200
+            assert c.get(names["plain.mp4"]["stream_url"]).content == (lib / "plain.mp4").read_bytes()
+    finally:
+        index.close()
 
 
 @pytest.mark.slow

@@ -41,7 +41,10 @@ class VideoClassifier:
     shots: int | None = None
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return method_logits(self.method, features.float(), self.text_weights, self.tensors, self.params)
+        """[N, C] float32, computed in float64: the same numbers whatever the memory layout of the
+        tensors (a loaded file's are laid out differently, and float32 BLAS paths differ in the last bit)."""
+        state = {k: v.double() if v.is_floating_point() else v for k, v in self.tensors.items()}
+        return method_logits(self.method, features.double(), self.text_weights.double(), state, self.params).float()
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         return self.logits(features).softmax(dim=-1)

@@ -313,11 +313,11 @@ def read_path_label_csv(path: Path, *, classes=None, skip_missing=False) -> Labe
 
 def read_kinetics(path: Path, split: str | None, *, classes=None, skip_missing=False) -> LabeledVideos:
     """Kinetics CSV rows of ``split`` (None: all); files found by name under the CSV's folder."""
-    rows = [(no, r) for no, r in _csv_rows(path, ("label", "youtube_id", "time_start", "time_end"))
-            if split is None or r.get("split", "") == split]
+    all_rows = list(_csv_rows(path, ("label", "youtube_id", "time_start", "time_end")))
+    rows = [(no, r) for no, r in all_rows if split is None or r.get("split", "") == split]
     if split is not None and not rows:
         raise DatasetError(f"{display_path(path)}: no rows with split {split!r}")
-    names = list(classes) if classes is not None else sorted({r["label"] for _, r in rows})
+    names = list(classes) if classes is not None else sorted({r["label"] for _, r in all_rows})
     index = {c: i for i, c in enumerate(names)}
     by_name: dict[str, Path] = {}
     for f in path.parent.rglob("*"):

@@ -44,6 +44,11 @@ LOGIT_SCALE = 100.0
 METHODS = ("tip", "tip-f", "gda", "proker", "ape", "linear")
 
 
+def _fl(x: torch.Tensor) -> torch.Tensor:
+    """float64 stays float64 (exact reloads, see VideoClassifier.logits); anything else -> float32."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """int [N] -> float32 [N, C]."""
     return nnf.one_hot(labels.long(), num_classes).float()
@@ -51,12 +56,12 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def zero_shot_logits(features: torch.Tensor, text_weights: torch.Tensor) -> torch.Tensor:
     """100 * f W^T: [M, D] x [C, D] -> [M, C]."""
-    return LOGIT_SCALE * features.float() @ text_weights.float().T
+    return LOGIT_SCALE * _fl(features) @ _fl(text_weights).T
 
 
 def cache_affinity(features: torch.Tensor, keys: torch.Tensor, beta: float) -> torch.Tensor:
     """exp(-beta (1 - f K^T)): [M, D] x [S, D] -> [M, S] (Tip-Adapter's affinity, ProKeR's kernel)."""
-    return torch.exp(-beta * (1.0 - features.float() @ keys.float().T))
+    return torch.exp(-beta * (1.0 - _fl(features) @ _fl(keys).T))
 
 
 # ----------------------------------------------------------------------------- logits (fitted state -> logits)
@@ -64,17 +69,17 @@ def cache_affinity(features: torch.Tensor, keys: torch.Tensor, beta: float) -> t
 
 def tip_logits(f, W, keys, values, *, alpha: float, beta: float) -> torch.Tensor:
     """Tip-Adapter / Tip-Adapter-F: 100 f W^T + alpha exp(-beta (1 - f K^T)) L. keys [S, D], values [S, C]."""
-    return zero_shot_logits(f, W) + alpha * cache_affinity(f, keys, beta) @ values.float()
+    return zero_shot_logits(f, W) + alpha * cache_affinity(f, keys, beta) @ _fl(values)
 
 
 def gda_logits(f, W, weight, bias, *, alpha: float) -> torch.Tensor:
     """GDA: 100 f W^T + alpha (f G^T + b). weight G [C, D], bias b [C]."""
-    return zero_shot_logits(f, W) + alpha * (f.float() @ weight.float().T + bias.float())
+    return zero_shot_logits(f, W) + alpha * (_fl(f) @ _fl(weight).T + _fl(bias))
 
 
 def proker_logits(f, W, support, coef, *, alpha: float, beta: float) -> torch.Tensor:
     """ProKeR: 100 (f W^T + alpha k(f, S) A). support S [S, D], coef A [S, C]."""
-    return zero_shot_logits(f, W) + alpha * LOGIT_SCALE * cache_affinity(f, support, beta) @ coef.float()
+    return zero_shot_logits(f, W) + alpha * LOGIT_SCALE * cache_affinity(f, support, beta) @ _fl(coef)
 
 
 def ape_logits(f, W, keys, values, channels, *, alpha: float, beta: float, gamma: float) -> torch.Tensor:
@@ -83,25 +88,25 @@ def ape_logits(f, W, keys, values, channels, *, alpha: float, beta: float, gamma
     channels [n] (int64): the refined channels; keys [S, D] (full width), values [S, C].
     """
     fr, kr, wr = _ape_refine(f, keys, W, channels)
-    soft_values = values.float() * torch.exp(gamma * _ape_divergence(kr, wr, values))
+    soft_values = _fl(values) * torch.exp(gamma * _ape_divergence(kr, wr, values))
     return zero_shot_logits(f, W) + alpha * cache_affinity(fr, kr, beta) @ soft_values
 
 
 def linear_logits(f, weight, bias) -> torch.Tensor:
     """Linear probe: f A^T + c. weight [C, D], bias [C]."""
-    return f.float() @ weight.float().T + bias.float()
+    return _fl(f) @ _fl(weight).T + _fl(bias)
 
 
 def _ape_refine(f, keys, W, channels):
     idx = channels.long()
-    return (nnf.normalize(f.float()[:, idx], dim=-1), nnf.normalize(keys.float()[:, idx], dim=-1),
-            nnf.normalize(W.float()[:, idx], dim=-1))
+    return (nnf.normalize(_fl(f)[:, idx], dim=-1), nnf.normalize(_fl(keys)[:, idx], dim=-1),
+            nnf.normalize(_fl(W)[:, idx], dim=-1))
 
 
 def _ape_divergence(keys_r, W_r, values) -> torch.Tensor:
     """KL(L || softmax(K' W'^T)) per cache entry, in bits, as APE: [S, 1]."""
     key_probs = (keys_r @ W_r.T).softmax(dim=1)
-    v = values.float()
+    v = _fl(values)
     return torch.sum(v * torch.log2((v + 1e-6) / (key_probs + 1e-6)), dim=1, keepdim=True)
 
 

@@ -11,12 +11,18 @@ UI from a CDN, so it is blank offline while ``/openapi.json`` always works)::
     GET /health                     liveness, model identity, request limits
 
 Security model. URLs carry catalog ids, never paths: a file is served only when the index says
-it is an indexed video (``VideoIndex.get_video`` / ``video_path``) and the file still exists;
-anything else -- unknown ids, failed or deleted videos, ids that are not plain decimal numbers
-such as ``..%2f..%2fetc%2fpasswd`` -- is a 404 that reveals no path. Membership in the catalog,
-not a path prefix, is the test, because an index may legitimately hold videos from several
-library folders or from CSV lists of absolute paths. Query length and ``k`` are bounded (422
-with a message). Files are only ever opened for reading; nothing under the library folder is
+it is an indexed video (``VideoIndex.get_video`` / ``video_path``) and the file on disk is still
+the one the catalog indexed (:func:`~vidclip.serve.media.open_indexed_file`: same size and
+mtime, a regular file, and inside the library not swapped for a symbolic link that leads out of
+it); anything else -- unknown ids, failed or deleted videos, changed files, ids that are not
+plain decimal numbers such as ``..%2f..%2fetc%2fpasswd`` -- is a 404 whose reason names no path.
+Membership in the catalog, not a path prefix, decides which ids exist, because an index may
+legitimately hold videos from several library folders or from CSV lists of absolute paths.
+Every input is bounded (422 with a message): query length, ``k``, the thumbnail time (0 up to
+the video's duration), ids (at most 18 digits) and ``Range`` numbers (at most 19 digits). No
+response shows an absolute path: names are relative to the library (non-UTF-8 bytes escaped,
+:func:`vidclip.errors.display_path`) and ``/health`` shows only the last part of any path in
+the model identity. Files are only ever opened for reading; nothing under the library folder is
 written. ``vidclip serve`` binds to 127.0.0.1 unless told otherwise, and ``allowed_hosts``
 rejects requests whose ``Host`` header names another site, which stops DNS-rebinding pages
 from reading a local library through the user's browser. The page sends a strict
@@ -48,13 +54,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..errors import VidclipError
+from ..errors import VidclipError, display_path
 from . import DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS
 from .media import (
     FileStamp,
+    IndexedFile,
+    NotServable,
     RangeNotSatisfiable,
     Thumbnailer,
+    TimeOutOfRange,
     content_type_for,
+    open_indexed_file,
     parse_range,
 )
 
@@ -93,6 +103,27 @@ def _uses_random_weights(identity: Any) -> bool:
             return True
         return any(_uses_random_weights(v) for v in identity.values())
     return False
+
+
+# An absolute path inside a string (POSIX, ~, or a Windows drive), but not the '//' of a URL.
+_ABS_PATH_RE = re.compile(r"""(?:^|(?<=[\s=('"\[,]))(?:~?/(?!/)|[A-Za-z]:[\\/])[^\s'")\],]*""")
+
+
+def public_identity(identity: Any) -> Any:
+    """``identity`` (nested dicts/lists) with every absolute path cut to its last part.
+
+    ``/home/me/models/vit-b-32.pt`` -> ``vit-b-32.pt``: what a client may see in ``/health``
+    (the weights' digest already tells checkpoints apart; where they live is this machine's
+    business). Hub ids (``hf:openai/clip-vit-base-patch32``) and URLs are left alone.
+    """
+    if isinstance(identity, dict):
+        return {k: public_identity(v) for k, v in identity.items()}
+    if isinstance(identity, (list, tuple)):
+        return [public_identity(v) for v in identity]
+    if isinstance(identity, str):
+        return _ABS_PATH_RE.sub(lambda m: display_path(re.split(r"[\\/]", m.group(0).rstrip("/\\"))[-1] or "/"),
+                                identity)
+    return identity
 
 
 def _fmt_t(t: float) -> str:
@@ -134,15 +165,16 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
     # ------------------------------------------------------------------ helpers
 
     def display_name(path: str | os.PathLike) -> str:
-        """A path relative to the library (what the user recognises), never an absolute path."""
-        p = Path(os.path.abspath(library_root / path))
+        """A path relative to the library (what the user recognises), never an absolute path;
+        one printable line, non-UTF-8 bytes as ``\\xNN`` (the file itself is found by id)."""
+        p = Path(os.path.abspath(library_root / os.fsdecode(path)))
         try:
-            return p.relative_to(library_root).as_posix()
+            return display_path(p.relative_to(library_root).as_posix())
         except ValueError:
-            return p.name
+            return display_path(p.name)
 
     def resolve(video_id: str) -> tuple[int, dict, Path]:
-        """Catalog row and on-disk file of an indexed video, or 404 (never a path from the URL)."""
+        """Catalog row and catalog path of an indexed video, or 404 (never a path from the URL)."""
         if not _ID_RE.fullmatch(video_id):
             raise _not_found("no such video")
         vid = int(video_id)
@@ -155,10 +187,18 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         # The catalog is the authority on what may be served: it may legitimately list files
         # outside library_root (other libraries, CSV lists of absolute paths), so there is no
         # prefix check here; what matters is that the path came from the catalog, not the URL.
-        full = Path(os.path.abspath(library_root / path))
-        if not full.is_file():
-            raise _not_found(f"video {vid}: its file is no longer in the library")
+        full = Path(os.path.abspath(library_root / os.fsdecode(path)))
         return vid, row, full
+
+    def open_checked(video_id: str) -> tuple[int, dict, Path, IndexedFile]:
+        """:func:`resolve`, then open the file only if it is still the one the catalog indexed."""
+        vid, row, full = resolve(video_id)
+        roots = tuple(str(r) for r in (library_root, row.get("root")) if r)
+        try:
+            opened = open_indexed_file(full, size=row.get("size"), mtime_ns=row.get("mtime_ns"), roots=roots)
+        except NotServable as e:
+            raise _not_found(f"video {vid}: {e.reason}") from None
+        return vid, row, full, opened
 
     def urls(vid: int, t: float | None = None) -> dict[str, str]:
         thumb = f"/videos/{vid}/thumbnail" + ("" if t is None else f"?t={_fmt_t(t)}")
@@ -192,7 +232,7 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         return {
             "status": "ok",
             "version": __version__,
-            "identity": jsonable_encoder(index.identity),
+            "identity": public_identity(jsonable_encoder(index.identity)),
             "random_weights": random_weights,
             "limits": {"max_query_chars": max_query_chars, "max_k": max_k},
         }
@@ -217,35 +257,45 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         t0 = time.perf_counter()
         hits = index.search(text, k, segments=segments)
         took_ms = (time.perf_counter() - t0) * 1e3
-        out = []
-        for hit in hits:
-            d = jsonable_encoder(hit.to_dict())
-            start = max(0.0, float(hit.start))
-            end = max(start, float(hit.end))
-            # The thumbnail shows the middle of the matched span: for a moment hit that is the
-            # middle of the best window, for a whole-video hit a frame from the middle.
-            moment = float(getattr(hit, "moment", (start + end) / 2))
-            d.pop("path", None)
-            d.update(video_id=int(hit.video_id), name=display_name(hit.path), start=start, end=end,
-                     moment=moment, content_type=content_type_for(hit.path), **urls(int(hit.video_id), moment))
-            out.append(d)
-        return {"query": text, "k": k, "segments": segments, "took_ms": round(took_ms, 2), "hits": out}
+        return {"query": text, "k": k, "segments": segments, "took_ms": round(took_ms, 2),
+                "hits": [hit_json(hit) for hit in hits]}
+
+    def hit_json(hit) -> dict:
+        """One search hit as the API shows it (used by every route that returns hits)."""
+        d = jsonable_encoder({k: v for k, v in hit.to_dict().items() if k != "path"})
+        start = max(0.0, float(hit.start))
+        end = max(start, float(hit.end))
+        # The thumbnail shows the middle of the matched span: for a moment hit that is the
+        # middle of the best window, for a whole-video hit a frame from the middle.
+        moment = float(getattr(hit, "moment", (start + end) / 2))
+        d.update(video_id=int(hit.video_id), name=display_name(hit.path), start=start, end=end,
+                 moment=moment, content_type=content_type_for(hit.path), **urls(int(hit.video_id), moment))
+        return d
+
+    app.state.hit_json = hit_json  # for routes added next to /search (e.g. reranked search)
 
     # ------------------------------------------------------------------ videos
 
     @app.get("/videos/{video_id}", summary="Metadata of one indexed video")
     def video(video_id: str) -> dict:
-        vid, row, full = resolve(video_id)
+        vid, row, full, opened = open_checked(video_id)
+        opened.close()
         return public_row(vid, row, full)
 
     @app.get("/videos/{video_id}/thumbnail", summary="JPEG of the frame shown at time t",
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(video_id: str,
-                  t: float = Query(0.0, ge=0, le=1e7, description="seconds; the frame on screen at t"),
+                  t: float = Query(0.0, ge=0, le=1e7,
+                                   description="seconds, 0..the video's duration; the frame on screen at t"),
                   ) -> Response:
-        vid, _row, full = resolve(video_id)
+        vid, row, _full, opened = open_checked(video_id)
+        opened.close()  # decoders open by path: the verified, symlink-free one
+        duration = row.get("duration")
         try:
-            th = thumbs.render(full, t)
+            th = thumbs.render(opened.real_path, t, duration=float(duration) if duration else None)
+        except TimeOutOfRange as e:
+            raise HTTPException(status_code=422, detail=[{
+                "loc": ["query", "t"], "type": "value_error", "msg": str(e), "input": t}]) from None
         except (VidclipError, OSError, ValueError) as e:
             log.warning("thumbnail of video %d at %.3f s failed: %s", vid, t, e)
             raise HTTPException(status_code=500, detail=f"video {vid}: could not decode a frame at {t:g} s") from None
@@ -261,17 +311,14 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         A malformed or unsatisfiable ``Range`` is 416 with ``Content-Range: bytes */SIZE``;
         ``If-Range`` naming an older version of the file gets the whole file.
         """
-        vid, _row, full = resolve(video_id)
+        vid, _row, full, opened = open_checked(video_id)
+        f = opened.file  # closed by the response body generator
         try:
-            f = open(full, "rb")  # noqa: SIM115 - closed by the response body generator
-        except OSError:
-            raise _not_found(f"video {vid}: its file cannot be read") from None
-        try:
-            st = os.fstat(f.fileno())
+            st = opened.stat
             stamp = FileStamp(str(full), st.st_size, st.st_mtime_ns)
             headers = {"Accept-Ranges": "bytes", "ETag": stamp.etag, "Last-Modified": stamp.last_modified,
                        "Cache-Control": "no-cache",
-                       "Content-Disposition": f"inline; filename*=UTF-8''{quote(full.name)}"}
+                       "Content-Disposition": f"inline; filename*=UTF-8''{quote(display_path(full.name))}"}
             range_header = request.headers.get("range")
             if not stamp.matches_if_range(request.headers.get("if-range")):
                 range_header = None  # the client's copy is stale: send the whole new file

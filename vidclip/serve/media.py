@@ -231,7 +231,7 @@ def open_indexed_file(path: str | os.PathLike, *, size: int | None, mtime_ns: in
     real_roots = [os.path.realpath(r) for r in roots]
     inside = any(_within(full, os.path.abspath(r)) or _within(full, rr) for r, rr in zip(roots, real_roots))
     if inside and real != full and not any(_within(real, rr) for rr in real_roots):
-        raise NotServable("its path is now a symbolic link to a file outside the library")
+        raise NotServable("its path is now a symbolic link leading out of the library")
     try:
         # O_NONBLOCK: opening a FIFO swapped in for the video must not hang a worker thread.
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -342,6 +342,16 @@ def _default_open_video(path: Path):
     return open_video(path)
 
 
+class TimeOutOfRange(VidclipError):
+    """A thumbnail time past the end of the video (HTTP 422)."""
+
+    def __init__(self, t: float, duration: float):
+        self.t = float(t)
+        self.duration = float(duration)
+        super().__init__(f"t={self.t:g} s is past the end of the video (duration {self.duration:g} s; "
+                         f"t must be in 0..{self.duration:g})")
+
+
 @dataclass(frozen=True)
 class Thumbnail:
     """A rendered thumbnail: JPEG bytes and which frame (index, pts seconds) it shows."""
@@ -374,11 +384,19 @@ class Thumbnailer:
         # Decoding is CPU-heavy; a burst of thumbnail requests should not starve search.
         self._decode_slots = threading.BoundedSemaphore(max(1, max_concurrent))
 
-    def render(self, path: str | os.PathLike, t: float) -> Thumbnail:
-        """The thumbnail of ``path`` at ``t`` seconds. Raises VideoDecodeError / OSError."""
+    def render(self, path: str | os.PathLike, t: float, *, duration: float | None = None) -> Thumbnail:
+        """The thumbnail of ``path`` at ``t`` seconds.
+
+        ``t`` past the end -- ``duration`` (the catalog's) when given, else the end of the last
+        frame -- raises :class:`TimeOutOfRange` (the server answers 422); nothing is clamped.
+        Raises VideoDecodeError / OSError when the file cannot be decoded.
+        """
+        if duration is not None and duration > 0 and t > duration + 1e-6:
+            raise TimeOutOfRange(t, duration)
         stamp = FileStamp.of(path)
         ts = self.timestamps.get(stamp)
         if ts is not None:
+            self._check_end(ts, t, duration)
             i = frame_index_at(ts, t)
             cached = self.images.get((stamp, i))
             if cached is not None:
@@ -388,6 +406,7 @@ class Thumbnailer:
             try:
                 ts = np.asarray(video.timestamps, dtype=np.float64)
                 self.timestamps.put(stamp, ts)
+                self._check_end(ts, t, duration)
                 i = frame_index_at(ts, t)
                 cached = self.images.get((stamp, i))
                 if cached is not None:
@@ -400,6 +419,16 @@ class Thumbnailer:
         thumb = Thumbnail(self._encode(frames), i, float(ts[i]))
         self.images.put((stamp, i), thumb)
         return thumb
+
+    @staticmethod
+    def _check_end(ts: np.ndarray, t: float, duration: float | None) -> None:
+        """Without a usable catalog duration, the video ends one frame step after the last pts."""
+        if duration is not None and duration > 0:
+            return
+        step = float(ts[-1] - ts[-2]) if ts.size > 1 else 0.0
+        end = float(ts[-1]) + max(step, 0.0)
+        if t > end + 1e-6:
+            raise TimeOutOfRange(t, end)
 
     def _encode(self, frames) -> bytes:
         from PIL import Image

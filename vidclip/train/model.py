@@ -193,12 +193,20 @@ class LoadedCheckpoint:
     path: Path
 
 
-def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None) -> LoadedCheckpoint:
+def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None,
+                    source: str | None = None) -> LoadedCheckpoint:
     """Rebuild the RetrievalModel of a checkpoint (a .safetensors file or a run dir: best, else last).
 
     The CLIP named in the checkpoint's config is loaded (or ``clip`` is used, after checking
-    that its weights are the ones the checkpoint was trained on).
+    that its weights are the ones the checkpoint was trained on). An official CLIP4Clip /
+    CLIP2Video / X-Pool file (``source=``, or a torch pickle file) is converted in memory by
+    ``vidclip.train.convert_run.load_official`` (it needs ``clip``).
     """
+    from ..models.convert import conform_converted, is_official_checkpoint
+    from .convert_run import load_official
+
+    if source is not None or is_official_checkpoint(path):
+        return load_official(path, source, clip=clip, device=device)
     p = Path(path)
     if p.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
@@ -219,6 +227,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None) 
             f"{p}: trained on CLIP weights {ident.get('weights_digest')} ({ident.get('name')}), but the "
             f"loaded model has {clip.identity.weights_digest}; pass the same --model/--pretrained")
     temporal = build_temporal(cfg, clip)
+    if meta.get("converted_from"):  # official numerics the state dict does not hold (convert-checkpoint)
+        conform_converted(temporal, meta["converted_from"])
     text_tower = TextTower(clip) if cfg.model.text_tower == "finetune" else None
     model = RetrievalModel(temporal, LogitScale(), text_tower)
     missing, unexpected = model.load_state_dict(state, strict=False)

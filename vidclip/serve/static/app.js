@@ -18,16 +18,9 @@
   let pendingMeta = null;     // the loadedmetadata handler of the clip being opened
   let currentButton = null;   // the result card whose video is in the player
 
-  // 75.5 -> "1:15.5", 5 -> "0:05", 3725 -> "1:02:05"
-  function fmtTime(seconds) {
-    const s = Math.max(0, Number(seconds) || 0);
-    const whole = Math.abs(s - Math.round(s)) < 0.05;
-    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-    const sec = s - 3600 * h - 60 * m;
-    const secText = whole ? String(Math.round(sec)).padStart(2, "0") : sec.toFixed(1).padStart(4, "0");
-    return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + ":" + secText;
-  }
-  const fmtSpan = (hit) => `${fmtTime(hit.start)}–${fmtTime(hit.end)}`;
+  // One time format everywhere on the page (static/timefmt.js, loaded first): 1.5 -> "0:01.5".
+  const { fmtTime } = window.vidclipTime;
+  const fmtSpan = (hit) => window.vidclipTime.fmtSpan(hit.start, hit.end);
 
   function setStatus(text, isError = false) {
     statusEl.textContent = text;

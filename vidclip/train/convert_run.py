@@ -1,0 +1,210 @@
+"""Official CLIP4Clip / CLIP2Video / X-Pool checkpoints as vidclip runs, and the ``convert-checkpoint`` verb.
+
+The key mapping and the official numerics are in :mod:`vidclip.models.convert`; this module
+writes / builds what training produces (a run dir, a :class:`~vidclip.train.model.LoadedCheckpoint`),
+so it sits in train/ (models/ never imports train/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+# torch and the models are imported inside the functions: cli.py imports this module to build
+# its parser, and `vidclip --help` must not pay for torch.
+
+__all__ = ["convert_checkpoint", "load_official", "add_convert_parser", "cmd_convert"]
+
+
+def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: str | None = None, *,
+                       clip_model: str | None = None, clip_pretrained: str | None = None,
+                       xpool_heads: int = 1, drop_tab: bool = False, data_root: str = "data/msrvtt",
+                       num_frames: int = 12, overwrite: bool = False) -> dict:
+    """Convert an official checkpoint into a vidclip run dir ``out``.
+
+    Writes ``out/best.safetensors`` (vidclip's training-checkpoint format, so ``vidclip eval``,
+    ``index --temporal`` and ``serve`` use it as any run), ``out/config.yaml`` and, unless
+    ``clip_model`` is given, ``out/clip_finetuned.safetensors`` (the checkpoint's fine-tuned CLIP,
+    OpenAI layout), which the run names as its frozen CLIP.
+
+    Returns a summary dict (module, clip, notes, files).
+    """
+    import torch
+
+    from ..fileio import atomic_write_text
+    from ..models.clip import load_clip
+    from ..models.convert import (
+        CLIP_FILE,
+        build_converted_temporal,
+        clip_architecture,
+        clip_matches,
+        convert_state,
+        read_official_state,
+    )
+    from .config import TrainConfig, dump_config
+    from .losses import LogitScale
+    from .model import RetrievalModel, save_weights
+
+    src_path = Path(path).expanduser().resolve()
+    out = Path(out).expanduser().resolve()
+    if (out / "best.safetensors").exists() and not overwrite:
+        raise ConfigError(f"{out}: already holds a run (best.safetensors); pass overwrite / --force to replace it")
+    conv = convert_state(read_official_state(src_path), source, xpool_heads=xpool_heads, drop_tab=drop_tab,
+                         where=str(src_path))
+    notes = list(conv.notes)
+    out.mkdir(parents=True, exist_ok=True)
+    if clip_model is None:
+        if conv.clip_layout != "openai":
+            why = ("holds no CLIP weights" if not conv.clip_state else
+                   "holds its CLIP in the transformers layout (X-Pool --huggingface), which is not exported")
+            raise ConfigError(f"{src_path}: {why}; pass the frozen CLIP to use (--model/--pretrained), knowing the "
+                              "temporal module was trained on the checkpoint's fine-tuned CLIP")
+        arch = clip_architecture(conv.clip_state)
+        clip_file = out / CLIP_FILE
+        from safetensors.torch import save_file
+
+        from ..fileio import atomic_path
+
+        with atomic_path(clip_file) as tmp:
+            save_file({k: v.detach().contiguous().clone() for k, v in conv.clip_state.items()}, str(tmp))
+        clip_model, clip_pretrained = arch, str(clip_file)
+        equivalent_clip = True
+    else:
+        equivalent_clip = False
+    clip = load_clip(clip_model, clip_pretrained)
+    if not equivalent_clip:
+        same = clip_matches(clip, conv) if conv.clip_state else None
+        if same is not True:
+            notes.append(f"the frozen CLIP is {clip_model} ({clip_pretrained}), not the checkpoint's fine-tuned "
+                         "CLIP: the temporal module sees other features than it was trained on, so this is not "
+                         "the official model")
+    if clip.embed_dim != conv.embed_dim:
+        raise ConfigError(f"{clip_model}: embed_dim {clip.embed_dim} != the checkpoint's temporal width {conv.embed_dim}")
+    temporal = build_converted_temporal(conv, clip, where=str(src_path))
+    cfg = TrainConfig(name=out.name, run_dir=str(out))
+    cfg.data.root, cfg.data.num_frames, cfg.data.encode_frames = data_root, num_frames, num_frames
+    cfg.model.clip, cfg.model.pretrained = clip_model, clip_pretrained
+    cfg.model.temporal, cfg.model.temporal_args = conv.temporal, dict(conv.temporal_args)
+    cfg.model.max_frames, cfg.model.text_tower = conv.max_frames, "frozen"
+    scale = LogitScale()
+    if conv.log_logit_scale is not None:
+        with torch.no_grad():
+            scale.log_scale.fill_(min(conv.log_logit_scale, scale.max_log))
+    model = RetrievalModel(temporal, scale, None)
+    save_weights(out / "best.safetensors", model, cfg, clip.identity.to_dict(),
+                 converted_from=conv.spec() | {"file": str(src_path)}, conversion_notes=notes)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    summary = {"run_dir": str(out), "source": conv.source, "temporal": conv.temporal,
+               "temporal_args": conv.temporal_args, "max_frames": conv.max_frames, "embed_dim": conv.embed_dim,
+               "clip": {"model": clip_model, "pretrained": clip_pretrained, "finetuned_from_checkpoint": equivalent_clip},
+               "notes": notes}
+    atomic_write_text(out / "conversion.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_official(path: str | os.PathLike, source: str | None = None, *, clip: Any = None, device: str = "cpu",
+                  xpool_heads: int = 1, drop_tab: bool = False):
+    """An official checkpoint file as a :class:`~vidclip.train.model.LoadedCheckpoint`, in memory.
+
+    ``clip`` is required (the file's own fine-tuned CLIP is only usable after
+    :func:`convert_checkpoint` exported it); when it is not the checkpoint's CLIP a warning says
+    that the results are not the official model's.
+    """
+    import torch
+
+    from ..models.convert import (
+        build_converted_temporal,
+        clip_matches,
+        convert_state,
+        read_official_state,
+    )
+    from .config import TrainConfig
+    from .losses import LogitScale
+    from .model import LoadedCheckpoint, RetrievalModel
+
+    p = Path(path)
+    conv = convert_state(read_official_state(p), source, xpool_heads=xpool_heads, drop_tab=drop_tab, where=str(p))
+    if clip is None:
+        raise ConfigError(f"{p}: an official {conv.source} checkpoint needs the CLIP to run on; convert it first "
+                          f"(vidclip convert-checkpoint --from {conv.source} {p} --out RUN_DIR), which also exports "
+                          "its fine-tuned CLIP")
+    if conv.clip_state and clip_matches(clip, conv) is not True:
+        warnings.warn(f"{p}: the CLIP given is not the checkpoint's fine-tuned CLIP; results are not the official "
+                      "model's (convert with vidclip convert-checkpoint to use its CLIP)", stacklevel=2)
+    temporal = build_converted_temporal(conv, clip, where=str(p))
+    cfg = TrainConfig(name=p.stem)
+    cfg.model.temporal, cfg.model.temporal_args = conv.temporal, dict(conv.temporal_args)
+    cfg.model.max_frames = conv.max_frames
+    ident = clip.identity
+    cfg.model.clip, cfg.model.pretrained = ident.name, ident.pretrained
+    scale = LogitScale()
+    if conv.log_logit_scale is not None:
+        with torch.no_grad():
+            scale.log_scale.fill_(min(conv.log_logit_scale, scale.max_log))
+    model = RetrievalModel(temporal, scale, None).to(clip.device).eval()
+    meta = {"converted_from": conv.spec() | {"file": str(p)}, "conversion_notes": conv.notes,
+            "clip_identity": ident.to_dict()}
+    return LoadedCheckpoint(cfg, clip, model, meta, p)
+
+
+_EPILOG = """\
+examples:
+  vidclip convert-checkpoint --from clip4clip ckpts/pytorch_model.bin.4 --out runs/c4c_seqtransf
+  vidclip convert-checkpoint --from xpool model_best.pth --out runs/xpool --model ViT-B-32 --pretrained openai
+  vidclip eval runs/c4c_seqtransf --data data/msrvtt
+"""
+
+
+def add_convert_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "convert-checkpoint",
+        help="turn a CLIP4Clip / CLIP2Video / X-Pool checkpoint into a vidclip run dir",
+        description="Map the temporal module of an official checkpoint onto vidclip's (mean, seq_transformer, "
+                    "tdb, xpool) and write a run dir that eval, index --temporal and serve use. The checkpoint's "
+                    "fine-tuned CLIP is written beside it (clip_finetuned.safetensors) and becomes the run's "
+                    "frozen CLIP, unless --model names another one.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="FILE", help="official checkpoint (pytorch_model.bin.N, model_best.pth)")
+    p.add_argument("--from", dest="source", required=True, choices=["clip4clip", "clip2video", "xpool"],
+                   help="code that trained it")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run dir to write")
+    p.add_argument("--model", default=None,
+                   help="use this frozen CLIP instead of the checkpoint's fine-tuned one (then the run is NOT the "
+                        "official model: its temporal module was trained on other features)")
+    p.add_argument("--pretrained", default=None, help="weights of --model (tag or file)")
+    p.add_argument("--xpool-heads", type=int, default=1,
+                   help="X-Pool's --num_mha_heads (not stored in the checkpoint; default: %(default)s)")
+    p.add_argument("--drop-tab", action="store_true",
+                   help="CLIP2Video: convert the TDB branch and drop TAB (the result is not the released model)")
+    p.add_argument("--data", default="data/msrvtt", help="dataset root recorded in the run (default: %(default)s)")
+    p.add_argument("--num-frames", type=int, default=12, help="frames per video recorded in the run (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace a run already in RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_convert)
+    return p
+
+
+def cmd_convert(ns: argparse.Namespace) -> int:
+    if ns.pretrained is not None and ns.model is None:
+        raise ConfigError("--pretrained needs --model")
+    if ns.num_frames <= 0 or ns.xpool_heads <= 0:
+        raise ConfigError("--num-frames and --xpool-heads must be positive")
+    summary = convert_checkpoint(ns.checkpoint, ns.out, ns.source, clip_model=ns.model, clip_pretrained=ns.pretrained,
+                                 xpool_heads=ns.xpool_heads, drop_tab=ns.drop_tab, data_root=ns.data,
+                                 num_frames=ns.num_frames, overwrite=ns.force)
+    if ns.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    clip = summary["clip"]
+    print(f"{summary['run_dir']}: {summary['source']} -> {summary['temporal']} {summary['temporal_args'] or ''}".rstrip())
+    print(f"  frozen CLIP: {clip['model']} {clip['pretrained']}"
+          + (" (the checkpoint's fine-tuned CLIP)" if clip["finetuned_from_checkpoint"] else ""))
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    return 0
