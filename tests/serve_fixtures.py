@@ -55,7 +55,7 @@ def build_real_index(library: Path, index_dir: Path, clip=None):
     span starts of 1, 2, 3 ... s, between the keyframes (every 2.5 s) of ``make_video``'s files.
     Returns (VideoIndex, IndexReport, clip).
     """
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
     from vidclip.models.clip import load_clip
     from vidclip.video.sample import SamplerConfig
 

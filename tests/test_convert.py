@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidclip.errors import ConfigError
+from vidclip.models.checkpoint import load_checkpoint
 from vidclip.models.convert import convert_state, sniff_source
 from vidclip.train.convert_run import convert_checkpoint
-from vidclip.train.model import load_checkpoint
 
 BLOCK = ["attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
          "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
@@ -299,7 +299,7 @@ def test_convert_run_dir_loads_with_finetuned_clip(tmp_path, tiny_clip_state):
     summary = convert_checkpoint(f, tmp_path / "run", "clip4clip")
     assert summary["clip"]["model"] == "convert-tiny-qg" and summary["clip"]["finetuned_from_checkpoint"]
     loaded = load_checkpoint(tmp_path / "run")
-    assert loaded.config.model.temporal == "seq_transformer"
+    assert loaded.model_config.temporal == "seq_transformer"
     # the run's frozen CLIP is the checkpoint's CLIP (same weights)
     clip_sd = loaded.clip.model.state_dict()
     assert torch.equal(clip_sd["visual.proj"], tiny_clip_state["visual.proj"])
@@ -318,7 +318,7 @@ def test_convert_run_dir_loads_with_finetuned_clip(tmp_path, tiny_clip_state):
     try:
         from vidclip.index.pooling import Pooler
     except ImportError:  # before the index package split
-        from vidclip.index.library import Pooler
+        from vidclip.index.pooling import Pooler
     pooler = Pooler.create(tmp_path / "run", loaded.clip)
     assert pooler.spec["module"] == "seq_transformer" and pooler.temporal is not None
     # direct load of the official file, with the run's CLIP

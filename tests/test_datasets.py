@@ -58,6 +58,7 @@ def write_msrvtt(
 # ----------------------------------------------------------------------------- MSR-VTT
 
 
+@pytest.mark.shared
 def test_msrvtt_real_mini_fixture():
     mini = SHARED / "msrvtt" / "mini"
     if not mini.is_dir():
@@ -75,6 +76,7 @@ def test_msrvtt_real_mini_fixture():
     }
 
 
+@pytest.mark.shared
 def test_msrvtt_official_split_lists():
     root = SHARED / "msrvtt"
     if not (root / "MSRVTT_JSFUSION_test.csv").is_file():

@@ -144,3 +144,69 @@ def test_cli_synth(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_videos"] == 6
     assert len(list((tmp_path / "s" / "videos").glob("*.mp4"))) == 6
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+
+def test_sigkill_mid_decode_leaves_no_process_behind(tmp_path):
+    """Decode workers (and the resource tracker) die with a SIGKILLed `vidclip encode`."""
+    psutil = pytest.importorskip("psutil")
+    import signal
+    import time
+
+    lib = tmp_path / "lib"
+    for i in range(8):
+        make_coded_video(lib / f"v{i}.mp4", 300, size=(160, 120), gop=250, noise=10, quality="normal")
+    proc = subprocess.Popen([sys.executable, "-m", "vidclip", "encode", str(lib), "--out", str(tmp_path / "out"),
+                             "--model", "tiny-vit", "--pretrained", "none", "--workers", "2", "--quiet",
+                             "--sampler", "fps", "--fps", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    kids = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids = parent.children(recursive=True)
+        if sum(1 for k in kids if "resource_tracker" not in " ".join(k.cmdline())) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None and len(kids) >= 2, "the encode run never started its decode workers"
+    time.sleep(1.0)  # mid-decode
+    kids = parent.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(kids, timeout=8)
+    for p in alive:
+        p.kill()
+    assert not alive, [p.cmdline() for p in alive]
+
+
+README_SNIPPET = """
+import vidclip
+clip = vidclip.load_clip("tiny-vit")  # random weights: offline test model
+cfg = vidclip.SamplerConfig("uniform", num_frames=4)
+report = vidclip.encode_videos([("a", "a.mp4"), ("b", "b.mkv")], "features/", clip, cfg, progress=False)
+parallel = vidclip.encode_videos([("a", "a.mp4"), ("b", "b.mkv")], "features2/", clip, cfg, workers=2,
+                                 progress=False)
+store = vidclip.FeatureStore("features/")
+print("OK", report.done, parallel.done, store.get("a").emb.shape)
+"""
+
+
+@pytest.mark.parametrize("form", ["script", "stdin", "dash-c"])
+def test_readme_python_snippet_runs_as_script_stdin_and_c(library, tmp_path, form):
+    """No `if __name__ == "__main__"` needed: workers do not re-import the main module."""
+    import shutil
+
+    shutil.copy(library / "a.mp4", tmp_path / "a.mp4")
+    shutil.copy(library / "sub" / "b.mkv", tmp_path / "b.mkv")
+    if form == "script":
+        (tmp_path / "snippet.py").write_text(README_SNIPPET)
+        args, stdin = [sys.executable, "snippet.py"], None
+    elif form == "stdin":
+        args, stdin = [sys.executable, "-"], README_SNIPPET
+    else:
+        args, stdin = [sys.executable, "-c", README_SNIPPET], None
+    proc = subprocess.run(args, cwd=tmp_path, input=stdin, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK 2 2" in proc.stdout, proc.stdout

@@ -15,7 +15,7 @@ from vidclip.data.features import FeatureStore
 from vidclip.errors import VidclipError
 from vidclip.eval.evaluate import FeatureSource, evaluate, similarity_matrix, zero_shot
 from vidclip.eval.metrics import dual_softmax, retrieval_metrics
-from vidclip.models.temporal import create_temporal
+from vidclip.models.registry import create_temporal
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -170,6 +170,7 @@ def test_pixel_source_decodes_padded_uint8_frames(tmp_path):
     assert src.missing(keys + ["nope"]) == ["nope"]
 
 
+@pytest.mark.shared
 def test_zero_shot_encodes_real_msrvtt_videos(tmp_path, clip, capsys):
     """The 4 real MSR-VTT test videos: encode into a fresh store, then score (random weights:
     only the mechanics are checked, the numbers are meaningless)."""

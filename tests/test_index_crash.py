@@ -44,7 +44,7 @@ def library(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, library, clip):
     """An uninterrupted index of the same library, and its search results."""
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
     from vidclip.video.sample import SamplerConfig
 
     idx = tmp_path_factory.mktemp("ref") / "idx"
@@ -104,7 +104,7 @@ def _committed(idx: Path) -> dict[str, int]:
 
 
 def _recover_and_check(library: Path, idx: Path, clip, reference, before: dict[str, int]):
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
     from vidclip.video.sample import SamplerConfig
 
     report = index_library(library, idx, clip, SamplerConfig(name="windows", fps=4.0, window=1.0, stride=0.5),
@@ -167,7 +167,7 @@ def test_kill_from_outside(tmp_path, library, clip, reference, kill_at_shards, d
 
 def test_stale_faiss_is_rebuilt_on_open(tmp_path, library, clip, reference):
     """Faiss files older than the catalog (a kill after a commit) are rebuilt, never served stale."""
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
     from vidclip.index.vectors import VectorIndex
     from vidclip.video.sample import SamplerConfig
 

@@ -1,4 +1,4 @@
-"""vidclip.index.library: scanning, incremental indexing, search math, merge, CLI."""
+"""vidclip.index (scan, pooling, build, search): scanning, incremental indexing, search math, merge, CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from index_testutil import check_index_invariants, make_clip
 
 from vidclip.errors import DatasetError, IndexMismatchError, VidclipError
-from vidclip.index.library import (
+from vidclip.index import (
     Pooler,
     SearchHit,
     VideoIndex,
@@ -288,7 +288,7 @@ def test_cli_index_search_report(tmp_path, capsys, clip):
 
 
 def test_second_writer_is_refused(tmp_path, clip, sampler, monkeypatch):
-    import vidclip.index.library as L
+    import vidclip.index.directory as L
 
     lib = _lib(tmp_path, n=1)
     idx = tmp_path / "idx"

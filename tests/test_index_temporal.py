@@ -39,21 +39,21 @@ def library(tmp_path_factory):
 
 
 def _checkpoint(tmp_path, clip, temporal: str, text_tower: str = "frozen", full: bool = False):
-    from vidclip.train.config import config_from_dict
-    from vidclip.train.losses import LogitScale
-    from vidclip.train.model import (
+    from vidclip.models.checkpoint import (
+        LogitScale,
         RetrievalModel,
         TextTower,
         build_temporal,
         load_checkpoint,
-        save_weights,
     )
+    from vidclip.train.config import config_from_dict
+    from vidclip.train.model import save_weights
 
     cfg = config_from_dict({"model": {"clip": "tiny-vit", "pretrained": None, "temporal": temporal,
                                       "max_frames": MAX_FRAMES, "text_tower": text_tower}})
     torch.manual_seed(3)
     tower = TextTower(clip) if text_tower == "finetune" else None
-    model = RetrievalModel(build_temporal(cfg, clip), LogitScale(), tower)
+    model = RetrievalModel(build_temporal(cfg.model, clip), LogitScale(), tower)
     with torch.no_grad():  # move away from the init so that the trained parts matter
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -75,7 +75,7 @@ def _subsample(frames: np.ndarray, n: int) -> np.ndarray:
 
 
 def test_pooling_checkpoint_vectors_match_module(tmp_path, clip, sampler, library):
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
 
     ckpt, module = _checkpoint(tmp_path, clip, "seq_transformer")
     idx = tmp_path / "idx"
@@ -108,7 +108,7 @@ def test_pooling_checkpoint_vectors_match_module(tmp_path, clip, sampler, librar
 
 
 def test_text_conditioned_checkpoint_reranks_with_module(tmp_path, clip, sampler, library):
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
 
     ckpt, module = _checkpoint(tmp_path, clip, "xpool")
     idx = tmp_path / "idx"
@@ -135,7 +135,7 @@ def test_text_conditioned_checkpoint_reranks_with_module(tmp_path, clip, sampler
 
 
 def test_finetuned_text_tower_encodes_the_queries(tmp_path, clip, sampler, library):
-    from vidclip.index.library import VideoIndex, index_library
+    from vidclip.index import VideoIndex, index_library
 
     ckpt, model = _checkpoint(tmp_path, clip, "mean", text_tower="finetune", full=True)
     idx = tmp_path / "idx"

@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidclip.fileio import atomic_path
+from vidclip.models.checkpoint import LogitScale
 from vidclip.train.losses import (
-    LogitScale,
     all_gather_with_grad,
     conditioned_contrastive_loss,
     contrastive_loss,

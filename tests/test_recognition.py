@@ -98,8 +98,8 @@ def test_ape_criterion_matches_the_pairwise_loop():
                     for b in feats[j]:
                         total += (a * b).double()
                         count += 1
-    expected = -0.7 * total / count + 0.3 * Wr.double().var(dim=0)
-    np.testing.assert_allclose(fs.ape_criterion(Wr, keys, y).numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+    expected = -0.2 * total / count + 0.8 * Wr.double().var(dim=0)
+    np.testing.assert_allclose(fs.ape_criterion(Wr, keys, y, w=(0.2, 0.8)).numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_ape_logits_match_hand_computation():
@@ -309,3 +309,42 @@ def test_classifier_file_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="not a vidclip classifier file"):
         load_classifier(tmp_path / "x.safetensors")
     VideoClassifier  # noqa: B018 (imported for the type)
+
+
+def test_prompt_ensemble_is_the_normalised_mean_of_normalised_prompts():
+    from vidclip.recognition.zeroshot import text_classifier
+
+    clip = FakeClip()
+    W = text_classifier(clip, ["brush hair", "yo yo"], ["a {}.", "a video of {}"])
+    for c, name in enumerate(["brush hair", "yo yo"]):
+        e = clip.encode_text([f"a {name}.", f"a video of {name}"])
+        e = e / e.norm(dim=1, keepdim=True)
+        m = e.mean(0)
+        torch.testing.assert_close(W[c], m / m.norm())
+
+
+def test_templates_file(tmp_path):
+    from vidclip.recognition.zeroshot import read_templates
+
+    (tmp_path / "t.txt").write_text("# mine\na clip of {}\n{} on video\n")
+    assert read_templates(tmp_path / "t.txt") == ["a clip of {}", "{} on video"]
+    (tmp_path / "bad.txt").write_text("no placeholder\n")
+    with pytest.raises(ConfigError, match=r"bad.txt: template 1 'no placeholder' must contain '\{\}'"):
+        read_templates(tmp_path / "bad.txt")
+
+
+def test_mean_pooling_from_the_store(tmp_path):
+    from vidclip.data.features import FeatureStore, FeatureWriter
+    from vidclip.recognition.run import Pooler
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 4)).astype(np.float16), rng.normal(size=(5, 4)).astype(np.float16)
+    with FeatureWriter(tmp_path, {**FakeIdentity().to_dict(), "embed_dim": 4}, {"name": "uniform", "num_frames": 5}) as w:
+        w.add("a", "a.mp4", a, np.arange(3), np.arange(3.0))
+        w.add("b", "b.mp4", b, np.arange(5), np.arange(5.0))
+    got = Pooler({"name": "mean"}).pool(FeatureStore(tmp_path), ["b", "a"])
+    for row, frames in zip(got, (b, a)):
+        f = frames.astype(np.float64)
+        f /= np.linalg.norm(f, axis=1, keepdims=True)
+        m = f.mean(0)
+        np.testing.assert_allclose(row.numpy(), m / np.linalg.norm(m), rtol=1e-5, atol=1e-6)

@@ -96,3 +96,26 @@ def test_help_explains_every_option(capsys):
                 "--val", "--method", "--shots", "--save", "--classifier", "--confusion", "--top-k", "--json",
                 "--temporal", "--features", "--skip-missing"):
         assert opt in text
+
+
+def test_a_video_replaced_at_the_same_path_is_encoded_again(actions, tmp_path, capsys):
+    # Features are keyed by path; a file swapped in at that path must not reuse the old file's features.
+    folder = tmp_path / "videos"
+    shutil.copytree(actions / "test", folder)
+    target, other = folder / "red_moving_up" / "test_000.mp4", folder / "blue_moving_left" / "test_000.mp4"
+    (tmp_path / "classes.txt").write_text("".join(p.name + "\n" for p in sorted((actions / "test").iterdir())))
+    common = ["--classes", tmp_path / "classes.txt", "--features", tmp_path / "feats", "--json"]
+
+    def tops():
+        code, out, err = run(capsys, folder, *common)
+        assert code == 0, err
+        return {p["path"]: p["top"] for p in json.loads(out)["predictions"]}, err
+
+    before, _ = tops()
+    assert before[str(target)] != before[str(other)]
+    shutil.copyfile(other, target)  # another video, same path
+    after, err = tops()
+    assert after[str(target)] == before[str(other)]  # its own features, freshly encoded
+    assert "1 video(s) changed since their features were encoded" in err and "encoding them again" in err
+    again, err = tops()
+    assert again == after and "changed" not in err  # and then reused

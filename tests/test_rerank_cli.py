@@ -69,7 +69,7 @@ def test_unresolved_docids_keep_their_place(world, tmp_path, capsys):
 
 
 def test_rerank_from_index_matches_decoding(world, tmp_path, capsys):
-    from vidclip.index.library import index_library
+    from vidclip.index import index_library
     from vidclip.models.clip import load_clip
     from vidclip.video.sample import SamplerConfig
 

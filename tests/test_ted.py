@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from vidclip.errors import ConfigError
 from vidclip.models.clip import load_clip
+from vidclip.models.registry import create_temporal
 from vidclip.models.ted import TEDAdapter, TEDVideoEncoder, TemporalAdapter
-from vidclip.models.temporal import create_temporal, trainable_parameters
+from vidclip.models.temporal import trainable_parameters
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,14 @@ from torch import nn
 
 from vidclip.errors import ConfigError
 from vidclip.models.clip import load_clip, register_config_dir
-from vidclip.models.temporal import (
+from vidclip.models.registry import (
     TEMPORAL_MODULES,
-    QuickGELU,
-    ResidualAttentionBlock,
-    TemporalModule,
-    _copy_text_block,
     create_temporal,
     list_temporal,
     register_temporal,
-    trainable_parameters,
 )
+from vidclip.models.temporal import TemporalModule, trainable_parameters
+from vidclip.models.temporal_transformer import QuickGELU, ResidualAttentionBlock, _copy_text_block
 
 D = 16
 
@@ -471,7 +468,8 @@ def test_layerscale_is_folded_into_copied_block():
         src.ls_2.gamma.uniform_(-1, 1)
     x = torch.randn(2, 6, 32)
     with torch.no_grad():
-        torch.testing.assert_close(_copy_text_block(src, "open_clip")(x), src(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(_copy_text_block(src, "open_clip", ln_eps=src.ln_1.eps)(x), src(x),
+                                   atol=1e-5, rtol=0)
 
 
 def test_width_mismatch_warns_and_random_inits():
@@ -490,3 +488,43 @@ def test_block_mask_excludes_padded_keys():
     mask = torch.tensor([[True, True, True, True, False, False]])
     y = blk(x, mask)
     torch.testing.assert_close(y[:, :4], blk(x[:, :4]), atol=1e-6, rtol=0)
+
+
+def _ref_block_eps12(blk, x):
+    """Hand-written pre-LN CLIP block in float64 with the official LayerNorm eps 1e-12."""
+    def ln(v, m):
+        mu = v.mean(-1, keepdim=True)
+        var = ((v - mu) ** 2).mean(-1, keepdim=True)
+        return (v - mu) / torch.sqrt(var + 1e-12) * m.weight.double() + m.bias.double()
+
+    a = blk.attn
+    W, H = x.shape[-1], a.num_heads
+    h = ln(x, blk.ln_1)
+    q, k, v = (h @ w.double().T + b.double() for w, b in zip(a.in_proj_weight.chunk(3), a.in_proj_bias.chunk(3)))
+    split = lambda t: t.view(t.shape[0], t.shape[1], H, W // H).transpose(1, 2)  # noqa: E731
+    att = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(W // H), -1) @ split(v)
+    att = att.transpose(1, 2).reshape(x.shape) @ a.out_proj.weight.double().T + a.out_proj.bias.double()
+    x = x + att
+    h = ln(x, blk.ln_2) @ blk.mlp.c_fc.weight.double().T + blk.mlp.c_fc.bias.double()
+    h = h * torch.sigmoid(1.702 * h)  # QuickGELU
+    return x + h @ blk.mlp.c_proj.weight.double().T + blk.mlp.c_proj.bias.double()
+
+
+@pytest.mark.parametrize("name", ["seq_transformer", "tdb"])
+@pytest.mark.parametrize("from_text", [False, True])
+def test_temporal_blocks_use_official_layernorm_eps(name, from_text):
+    """CLIP4Clip / CLIP2Video temporal blocks: until_module.LayerNorm(hidden, eps=1e-12), copied or fresh."""
+    clip = load_clip("tiny-vit") if from_text else None
+    D = 64 if from_text else 32  # tiny-vit's text width is 64: blocks are copied from its text tower
+    m = create_temporal(name, D, max_frames=8, clip=clip).eval()
+    if from_text:
+        assert m.initialised_from_text
+    blocks = [b for b in m.modules() if isinstance(b, ResidualAttentionBlock)]
+    assert blocks and all(b.ln_1.eps == 1e-12 and b.ln_2.eps == 1e-12 for b in blocks)
+    # A near-static input (variance ~1e-10 per token) is where eps 1e-5 and 1e-12 part ways.
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(1, 1, D, generator=g) * 0 + 0.3 + 1e-5 * torch.randn(2, 5, D, generator=g)).float()
+    blk = blocks[0]
+    with torch.no_grad():
+        got = blk.double()(x.double())
+    torch.testing.assert_close(got, _ref_block_eps12(blk, x.double()), atol=1e-6, rtol=1e-6)

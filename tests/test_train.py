@@ -111,7 +111,7 @@ def test_dumped_config_round_trips():
 
 
 def test_shipped_configs_are_valid():
-    from vidclip.models.temporal import list_temporal
+    from vidclip.models.registry import list_temporal
 
     # (configs/pretrain_*.yaml belong to vidclip.train.pretrain and have their own schema)
     files = sorted((REPO / "configs").glob("msrvtt_*.yaml")) + sorted((REPO / "configs").glob("synth_*.yaml"))
@@ -161,7 +161,7 @@ def test_epoch_order_keeps_groups_in_one_batch():
 def test_train_writes_run_dir_and_checkpoint_loads(data, clip, tmp_path):
     from vidclip.data.features import FeatureStore
     from vidclip.eval.evaluate import FeatureSource, evaluate
-    from vidclip.train.model import load_checkpoint, load_weights
+    from vidclip.models.checkpoint import load_checkpoint, load_weights
 
     cfg = tiny_config(data, tmp_path, "model.temporal=seq_transformer")
     res = run_train(cfg, clip)
@@ -205,7 +205,7 @@ def test_resume_continues_exactly(data, clip, tmp_path):
     a, b = train_losses(tmp_path / "a" / "run"), train_losses(tmp_path / "b" / "run")
     assert [s for s, _ in a] == list(range(1, 10)) and [s for s, _ in b] == list(range(1, 10))
     assert [x for _, x in a] == [x for _, x in b]  # bit-identical losses
-    from vidclip.train.model import load_weights
+    from vidclip.models.checkpoint import load_weights
 
     wa, _ = load_weights(tmp_path / "a" / "run" / "last.safetensors")
     wb, _ = load_weights(tmp_path / "b" / "run" / "last.safetensors")
@@ -232,8 +232,8 @@ def test_resume_drops_log_lines_past_the_checkpoint(data, clip, tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny-vit", "hf-tiny"])
 def test_text_tower_copy_matches_frozen_tower_and_leaves_it_alone(name):
+    from vidclip.models.checkpoint import TextTower
     from vidclip.models.clip import load_clip
-    from vidclip.train.model import TextTower
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -258,7 +258,7 @@ def test_finetuned_text_tower_learns_direction_words(data, clip, tmp_path):
     """
     from vidclip.data.features import FeatureStore
     from vidclip.eval.evaluate import encode_captions
-    from vidclip.train.model import load_checkpoint
+    from vidclip.models.checkpoint import load_checkpoint
 
     cfg = tiny_config(data, tmp_path, "model.text_tower=finetune", "optim.text_lr=3e-3", "optim.epochs=20",
                       "eval_every=20", "optim.batch_size=9")
@@ -411,8 +411,8 @@ def test_ted_trains_through_the_backbone_from_decoded_frames(clip, tmp_path):
     """needs_pixels modules get decoded frames (prefetched by DataLoader workers), the adapters
     learn, and the frozen backbone does not change."""
     from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+    from vidclip.models.checkpoint import load_weights
     from vidclip.models.clip import state_dict_digest
-    from vidclip.train.model import load_weights
 
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
                            progress=False)

@@ -85,7 +85,7 @@ def test_sampled_frames_are_the_planned_frames(coded_videos, fmt, sampler, backe
     np.testing.assert_allclose(s.timestamps, v.pts[s.indices], atol=ms_tolerance(v))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
 @pytest.mark.parametrize("fmt", ["mp4", "webm", "avi", "vfr_mp4", "rot90"])
 def test_random_access_any_order(coded_videos, fmt, backend):
     v = coded_videos[fmt]
@@ -184,12 +184,25 @@ def test_rotation_matches_ffmpeg_autorotate(coded_videos, fmt, tmp_path):
 # ----------------------------------------------------------------------------- backends
 
 
-def test_auto_prefers_decord_and_falls_back_to_pyav(coded_videos):
-    if "decord" not in available_backends():
-        pytest.skip("decord not installed")
-    assert probe(coded_videos["mp4"].path).backend == "decord"
-    # AVI: decord cannot seek by pts there, PyAV counts frames without converting them all
-    assert probe(coded_videos["avi"].path).backend == "pyav"
+def test_auto_chooses_pyav_for_sparse_and_decord_for_dense_requests(coded_videos):
+    """backend="auto": the faster exact backend per request (BENCHMARKS.md, Decoding)."""
+    from vidclip.video.decode import DENSE_MIN_FRAMES
+
+    v = coded_videos["mp4"]  # 60 frames, keyframe every 12
+    with open_video(v.path) as r:
+        assert r.info.backend == "auto"
+        sparse = [5, 29, 53]
+        assert codes(r.get_frames(sparse)) == sparse and r.last_backend == "pyav"
+        if "decord" in available_backends():
+            every = list(range(v.num_frames))
+            assert codes(r.get_frames(every)) == every and r.last_backend == "decord"
+            # too few frames to be worth decord's reader
+            few = every[: DENSE_MIN_FRAMES - 1]
+            assert codes(r.get_frames(few)) == few and r.last_backend == "pyav"
+    # AVI: decord cannot seek by pts there; PyAV counts frames without converting them all
+    with open_video(coded_videos["avi"].path) as r:
+        every = list(range(coded_videos["avi"].num_frames))
+        assert codes(r.get_frames(every)) == every and r.last_backend == "pyav"
 
 
 def test_decord_malformed_output_falls_back(tmp_path):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """End-to-end library indexing throughput next to the encoder-only ceiling, in one run.
 
-1. ``index``: vidclip.index.library.index_library over a library (decode workers -> batched
+1. ``index``: vidclip.index.build.index_library over a library (decode workers -> batched
    encoding -> shards + catalog + faiss), timed from start to the saved faiss files.
 2. ``decode only``: the same videos decoded, sampled and shrunk to the model's input size in
    this process (what the workers do), timed; the frames are kept in memory.
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from vidclip.index.library import index_library
+    from vidclip.index import index_library
     from vidclip.models.clip import load_clip
     from vidclip.pipeline import decode_job
     from vidclip.video.sample import SamplerConfig

@@ -2,13 +2,16 @@
 
 Classes: object colour x motion direction (``red_moving_left``, ...: 2 x 4 = 8 classes), from
 the synthetic world, with held-out test videos; features from the shipped ``vidclip-synth`` CLIP,
-pooled by ``mean``. For K in 1, 2, 4, 8, 16 shots (3 shot draws each), every method's test top-1
-and fit time (hyper-parameter search included); the search uses a split carved from the K
-shots only. Then a smoke run of the real-data path on the labelled clips of ../shared/videos.
+pooled by ``mean`` and, with ``--temporal CKPT``, also by a ``vidclip train`` checkpoint's
+order-aware module (the same stored frame features; its zero-shot text weights come from the
+checkpoint's text tower when it was fine-tuned). For K in 1, 2, 4, 8, 16 shots (3 shot draws
+each), every method's test top-1 and fit time (hyper-parameter search included); the search uses
+a split carved from the K shots only. Then a smoke run of the real-data path on the labelled
+clips of ../shared/videos.
 
-    nice python tools/bench_recognition.py [--out DIR] [--json FILE]
+    nice python tools/bench_recognition.py [--out DIR] [--json FILE] [--temporal CKPT]
 
-About two minutes on 2 CPU cores.
+About two minutes on 2 CPU cores, plus about one per checkpoint.
 """
 
 from __future__ import annotations
@@ -49,18 +52,20 @@ def labelled(feats: Featurizer, videos, desc):
     return F, torch.tensor(videos.labels)[torch.from_numpy(ok)]
 
 
-def synthetic(work: Path, clip, frames: int) -> dict:
+def synthetic(work: Path, clip, frames: int, pooler: Pooler) -> dict:
     root = work / "actions"
     t0 = time.perf_counter()
-    make_synthetic_actions(root, train_per_class=16, test_per_class=8, seed=0)
-    feats = Featurizer(clip, work / "features", SamplerConfig("uniform", num_frames=frames), Pooler.create("mean", clip),
-                       workers=0, progress=False)
+    if not root.exists():
+        make_synthetic_actions(root, train_per_class=16, test_per_class=8, seed=0)
+    feats = Featurizer(clip, work / "features", SamplerConfig("uniform", num_frames=frames), pooler,
+                       workers=0, progress=False)  # one store: a second pooler re-pools, decodes nothing
     train, test = read_class_folders(root / "train"), read_class_folders(root / "test")
     Ftr, ytr = labelled(feats, train, "train")
     Fte, yte = labelled(feats, test, "test")
     prep = time.perf_counter() - t0
     names = read_class_names(root / "class_names.txt")
-    base = zero_shot_classifier(clip, train.classes, templates=read_templates(root / "templates.txt"), names=names)
+    base = zero_shot_classifier(clip, train.classes, templates=read_templates(root / "templates.txt"), names=names,
+                                temporal=pooler.spec, text_tower=pooler.text_tower)
     zs = classification_metrics(base.logits(Fte), yte, base.classes)
     rows = []
     for k in SHOTS:
@@ -79,7 +84,8 @@ def synthetic(work: Path, clip, frames: int) -> dict:
                          "fit_s": statistics.mean(secs), "params": chosen})
             print(f"  K={k:2d} {method:7s} top-1 {100 * statistics.mean(accs):5.1f}%  fit {statistics.mean(secs):7.3f} s",
                   flush=True)
-    return {"classes": train.classes, "train_videos": len(ytr), "test_videos": len(yte), "prepare_s": prep,
+    return {"temporal": pooler.spec, "classes": train.classes, "train_videos": len(ytr), "test_videos": len(yte),
+            "prepare_s": prep,
             "zero_shot": {k: zs[k] for k in ("top1", "top5", "mean_class_accuracy")}, "rows": rows,
             "zero_shot_confusion": zs["confusion"]}
 
@@ -112,22 +118,29 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="work folder (default: a temporary one)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--temporal", action="append", default=[], metavar="CKPT",
+                   help="also pool by this `vidclip train` checkpoint / run dir (repeatable)")
     ns = p.parse_args(argv)
     torch.set_num_threads(2)
     work = Path(ns.out) if ns.out else Path(tempfile.mkdtemp(prefix="bench-recognition-"))
     clip = load_clip("vidclip-synth", device="cpu")
-    print(f"synthetic action set (colour x direction, 8 classes, 16 train / 8 test per class), vidclip-synth, mean, "
-          f"{ns.frames} frames; work dir {work}", flush=True)
-    res = {"synthetic": synthetic(work, clip, ns.frames)}
-    zs = res["synthetic"]["zero_shot"]
-    print(f"zero-shot: top-1 {100 * zs['top1']:.1f}%, top-5 {100 * zs['top5']:.1f}%")
-    print("| method | " + " | ".join(f"K={k}" for k in SHOTS) + " | fit s (K=16) |")
-    print("|---|" + "---:|" * (len(SHOTS) + 1))
-    print("| zero-shot | " + " | ".join(f"{100 * zs['top1']:.1f}" for _ in SHOTS) + " | 0 |")
-    for method in METHODS:
-        rows = {r["shots"]: r for r in res["synthetic"]["rows"] if r["method"] == method}
-        print(f"| {method} | " + " | ".join(f"{100 * rows[k]['top1']:.1f}" for k in SHOTS)
-              + f" | {rows[16]['fit_s']:.3f} |")
+    res = {}
+    for temporal in ["mean", *ns.temporal]:
+        pooler = Pooler.create(temporal, clip)
+        label = pooler.spec.get("module", "mean")
+        print(f"synthetic action set (colour x direction, 8 classes, 16 train / 8 test per class), vidclip-synth, "
+              f"{label} ({temporal}), {ns.frames} frames; work dir {work}", flush=True)
+        out = res["synthetic" if temporal == "mean" else f"synthetic {temporal}"] = synthetic(work, clip, ns.frames,
+                                                                                                pooler)
+        zs = out["zero_shot"]
+        print(f"zero-shot: top-1 {100 * zs['top1']:.1f}%, top-5 {100 * zs['top5']:.1f}%")
+        print("| method | " + " | ".join(f"K={k}" for k in SHOTS) + " | fit s (K=16) |")
+        print("|---|" + "---:|" * (len(SHOTS) + 1))
+        print("| zero-shot | " + " | ".join(f"{100 * zs['top1']:.1f}" for _ in SHOTS) + " | 0 |")
+        for method in METHODS:
+            rows = {r["shots"]: r for r in out["rows"] if r["method"] == method}
+            print(f"| {method} | " + " | ".join(f"{100 * rows[k]['top1']:.1f}" for k in SHOTS)
+                  + f" | {rows[16]['fit_s']:.3f} |")
     smoke = shared_smoke(work, clip, ns.frames)
     res["shared_smoke"] = smoke
     if smoke is None:

@@ -134,9 +134,9 @@ def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, meta: d
     from vidclip.data.features import FeatureStore
     from vidclip.eval.evaluate import FeatureSource, PixelSource, encode_captions, similarity_matrix
     from vidclip.eval.metrics import retrieval_metrics
+    from vidclip.models.checkpoint import load_checkpoint
     from vidclip.models.temporal import trainable_parameters
     from vidclip.train.config import load_config
-    from vidclip.train.model import load_checkpoint
     from vidclip.train.trainer import prepare_features, train
 
     cfg = load_config(REPO / "configs" / f"synth_{name}.yaml", [

@@ -58,11 +58,11 @@ def main(argv=None) -> int:
     from vidclip.data.features import FeatureStore
     from vidclip.data.synth import SynthConfig, make_synthetic_dataset
     from vidclip.eval.evaluate import FeatureSource, PixelSource
+    from vidclip.models.checkpoint import LogitScale, cached_text_embeddings
     from vidclip.models.clip import load_clip
-    from vidclip.models.temporal import create_temporal
+    from vidclip.models.registry import create_temporal
     from vidclip.pipeline import encode_videos
-    from vidclip.train.losses import LogitScale
-    from vidclip.train.model import RetrievalModel, cached_text_embeddings
+    from vidclip.train.model import TrainingModel
     from vidclip.train.trainer import video_batches
     from vidclip.video.sample import SamplerConfig
 
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # seq_transformer: random init notice
         torch.manual_seed(0)
-        initial = RetrievalModel(create_temporal("seq_transformer", clip.embed_dim, max_frames=ns.frames, clip=clip,
+        initial = TrainingModel(create_temporal("seq_transformer", clip.embed_dim, max_frames=ns.frames, clip=clip,
                                                  num_layers=2), LogitScale()).to(clip.device)
 
     def run_epoch(batch_stream) -> tuple[float, list[float]]:

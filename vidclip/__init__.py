@@ -38,7 +38,7 @@ _LAZY = {
     "encode_videos": "vidclip.pipeline",
     "iter_encoded": "vidclip.pipeline",
     "retrieval_metrics": "vidclip.eval.metrics",
-    "VideoIndex": "vidclip.index.library",
+    "VideoIndex": "vidclip.index.search",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -23,32 +23,64 @@ from .cli_options import (
     print_json,
     sampler_from_args,
 )
-from .errors import VidclipError
+from .errors import VidclipError, display_path
 
 # ----------------------------------------------------------------------------- foundation verbs
 
 
 def cmd_probe(ns: argparse.Namespace) -> int:
-    from .video.decode import probe
+    from .video.header import probe  # header only: no torch, no decoding
 
     results, failed = [], 0
     for path in ns.videos:
         try:
-            results.append(probe(path, backend=ns.backend).to_dict())
+            info = probe(path, backend=ns.backend).to_dict()
         except VidclipError as e:
             failed += 1
             print(f"vidclip probe: {e}", file=sys.stderr)
             results.append({"path": str(path), "error": str(e)})
+            continue
+        results.append(info)
+        for w in info["warnings"]:
+            print(f"vidclip probe: warning: {w}", file=sys.stderr)
     if ns.json:
         print_json(results if len(ns.videos) > 1 else results[0])
     else:
         for r in results:
             if "error" in r:
                 continue
-            print(f"{r['path']}: {r['duration']:.2f} s, {r['fps']:.3f} fps, {r['num_frames']} frames, "
+            print(f"{display_path(r['path'])}: {r['duration']:.2f} s, {r['fps']:.3f} fps, {r['num_frames']} frames, "
                   f"{r['width']}x{r['height']}, {r['codec']}, rotation {r['rotation']}, "
                   f"audio {'yes' if r['has_audio'] else 'no'}")
     return 1 if failed else 0
+
+
+def frames_folders(videos: list[str]) -> dict[str, Path]:
+    """Output subfolder (relative) of each video of ``vidclip frames`` with several videos.
+
+    Rule: the file's stem (``clip`` for ``a/clip.mp4``); when stems collide, as many parent
+    folders of the absolute path as tell the videos apart (``a/clip``, ``b/clip``); when even the
+    whole folder path does not (``clip.mp4`` and ``clip.mkv`` side by side), the file name with
+    its extension. The same file given twice is written once.
+    """
+    import os
+
+    parts = {v: Path(os.path.abspath(v)).parts[1:] for v in videos}
+    out: dict[str, Path] = {}
+    for v, p in parts.items():
+        stem = Path(p[-1]).stem
+        rivals = [q for w, q in parts.items() if q != p and Path(q[-1]).stem == stem]
+        if not rivals:
+            out[v] = Path(stem)
+            continue
+        for k in range(2, len(p) + 1):
+            mine = (*p[-k:-1], stem)
+            if all((*q[-k:-1], Path(q[-1]).stem) != mine for q in rivals):
+                out[v] = Path(*mine)
+                break
+        else:
+            out[v] = Path(*p[-2:-1], p[-1]) if len(p) > 1 else Path(p[-1])
+    return out
 
 
 def cmd_frames(ns: argparse.Namespace) -> int:
@@ -56,10 +88,11 @@ def cmd_frames(ns: argparse.Namespace) -> int:
 
     sampler = sampler_from_args(ns)
     failed = 0
-    many = len(ns.videos) > 1
+    videos = list(dict.fromkeys(ns.videos))
+    folders = frames_folders(videos) if len(videos) > 1 else {videos[0]: Path()}
     summaries = []
-    for video in ns.videos:
-        out = Path(ns.out) / Path(video).stem if many else Path(ns.out)
+    for video in videos:
+        out = Path(ns.out) / folders[video]
         try:
             summary = write_frames(video, out, sampler, backend=ns.backend)
         except VidclipError as e:
@@ -67,20 +100,38 @@ def cmd_frames(ns: argparse.Namespace) -> int:
             print(f"vidclip frames: {e}", file=sys.stderr)
             continue
         summaries.append(summary)
+        for w in summary["info"]["warnings"]:
+            print(f"vidclip frames: warning: {w}", file=sys.stderr)
         if not ns.json:
-            print(f"{video}: wrote {int(sum(summary['mask']))} frames to {out} (frames.json has indices and timestamps)")
+            print(f"{display_path(video)}: wrote {int(sum(summary['mask']))} frames to {display_path(out)} "
+                  "(frames.json has indices and timestamps)")
     if ns.json:
         print_json(summaries)
     return 1 if failed else 0
+
+
+def _workers_arg(value: str):
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number >= 0, got {value!r}")
+    return n
 
 
 def cmd_encode(ns: argparse.Namespace) -> int:
     from .pipeline import collect_videos, encode_videos
 
     sampler = sampler_from_args(ns)
-    items = collect_videos(ns.inputs)
-    if not items:
-        raise VidclipError(f"no videos found in {' '.join(map(str, ns.inputs))}")
+    problems: list[tuple[str, str]] = []
+    items = collect_videos(ns.inputs, problems)
+    for path, reason in problems:
+        print(f"vidclip encode: {display_path(path)}: {reason}", file=sys.stderr)
+    if not items:  # nothing to encode: create no store
+        raise VidclipError(f"no videos found in {' '.join(display_path(p) for p in ns.inputs)}")
     clip = model_from_args(ns)
     if clip.identity.random_weights:
         print("vidclip encode: note: the model has RANDOM weights; features are for testing only, not meaningful.",
@@ -89,14 +140,16 @@ def cmd_encode(ns: argparse.Namespace) -> int:
                            decode_device=ns.decode_device, batch_frames=ns.batch_frames,
                            shard_size=ns.shard_size, progress=not ns.json and not ns.quiet)
     for f in report.failed:
-        print(f"vidclip encode: {f.path}: {f.reason}", file=sys.stderr)
+        print(f"vidclip encode: {display_path(f.path)}: {f.reason}", file=sys.stderr)
+    for w in report.warnings:
+        print(f"vidclip encode: warning: {w}", file=sys.stderr)
     if ns.json:
         print_json(report.to_dict())
     else:
         r = report.to_dict()
         print(f"encoded {r['done']} videos ({r['frames']} frames, {r['frames_per_s'] or 0:.1f} frames/s), "
-              f"skipped {r['skipped']} already done, failed {len(report.failed)} -> {ns.out}")
-    return 1 if report.failed else 0
+              f"skipped {r['skipped']} already done, failed {len(report.failed) + len(problems)} -> {ns.out}")
+    return 1 if report.failed or problems else 0
 
 
 def cmd_synth(ns: argparse.Namespace) -> int:
@@ -139,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("frames", help="write the frames a sampler picks as PNG files plus frames.json",
                        description="See what the model sees: sample frames and save them with their indices and timestamps.")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--out", required=True, help="output folder (one subfolder per video when several are given)")
+    p.add_argument("--out", required=True,
+                   help="output folder; with several videos one subfolder each, named by the file's stem (clip for "
+                        "a/clip.mp4), with as many parent folders as tell same-named videos apart (a/clip, b/clip), "
+                        "or the full file name when only the extension differs (clip.mp4, clip.mkv)")
     p.add_argument("--json", action="store_true", help="print the frames.json content")
     add_sampler_args(p)
     p.set_defaults(func=cmd_frames)
@@ -150,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "reported and skipped.")
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="feature store folder")
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes; 0 decodes in this process (default: %(default)s)")
+    p.add_argument("--workers", type=_workers_arg, default="auto",
+                   help="decoding worker processes; 0 decodes in this process; auto: in this process for up to 4 "
+                        "videos, else one worker per core up to 4 (default: %(default)s)")
     p.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
     p.add_argument("--shard-size", type=int, default=256, help="videos per committed shard (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON report")

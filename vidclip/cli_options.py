@@ -11,8 +11,6 @@ import argparse
 import json
 import sys
 
-from .errors import VidclipError
-
 
 def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = "openai") -> None:
     g = parser.add_argument_group("model")
@@ -53,7 +51,8 @@ def add_sampler_args(parser: argparse.ArgumentParser, default: str = "uniform") 
     g.add_argument("--max-frames", type=int, default=None, help="fps: cap on frames per video, subsampled uniformly")
     g.add_argument("--window", type=float, default=10.0, help="windows: window length in seconds (default: %(default)s)")
     g.add_argument("--stride", type=float, default=5.0, help="windows: stride in seconds (default: %(default)s)")
-    g.add_argument("--backend", default="auto", help="decoder: auto (decord, else PyAV), decord, pyav, torchcodec")
+    g.add_argument("--backend", default="auto", help="decoder: auto (per request: PyAV for sparse frames, decord for dense runs), decord, pyav, "
+                        "torchcodec")
     g.add_argument("--decode-device", default="cpu",
                    help="cpu, or cuda for GPU decoding (decord built with CUDA or torchcodec); an error when unavailable")
 
@@ -61,13 +60,9 @@ def add_sampler_args(parser: argparse.ArgumentParser, default: str = "uniform") 
 def sampler_from_args(ns: argparse.Namespace):
     from .video.sample import SamplerConfig
 
-    cfg = SamplerConfig(name=ns.sampler, num_frames=ns.num_frames, fps=ns.fps, max_frames=ns.max_frames,
-                        window=ns.window, stride=ns.stride)
-    for name, value in (("--num-frames", cfg.num_frames), ("--fps", cfg.fps), ("--window", cfg.window),
-                        ("--stride", cfg.stride)):
-        if value <= 0:
-            raise VidclipError(f"{name} must be positive, got {value}")
-    return cfg
+    # SamplerConfig checks every field itself (ConfigError naming the field)
+    return SamplerConfig(name=ns.sampler, num_frames=ns.num_frames, fps=ns.fps, max_frames=ns.max_frames,
+                         window=ns.window, stride=ns.stride)
 
 
 def print_json(obj) -> None:

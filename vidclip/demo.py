@@ -106,7 +106,7 @@ def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scen
     """Build, index and query the demo library; returns a JSON-able summary (per query: the top 3
     videos, the full ``ranking`` of video paths and the right video's ``rank`` in it; ``first`` and
     ``top3``: how many queries had the right video first / in the top 3)."""
-    from .index.library import VideoIndex, index_library
+    from .index import VideoIndex, index_library
     from .models.clip import load_clip
     from .video.sample import SamplerConfig
 

@@ -13,7 +13,7 @@ class VideoDecodeError(VidclipError):
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{display_path(self.path)}: {reason}")  # one line, whatever the name
 
 
 class BackendUnavailableError(VidclipError):

@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import multiprocessing.context
 import os
+import sys
 import time
+import types
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .data.features import STORE_FILE, FeatureStore, FeatureWriter
-from .errors import VidclipError
+from .errors import VidclipError, display_path
+from .video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401  (VIDEO_EXTENSIONS: re-exported)
 from .video.sample import Sample, SamplerConfig, sample_video
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -69,12 +73,14 @@ class EncodeReport:
     frames: int = 0
     seconds: float = 0.0
     failed: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each, e.g. a file cut short
 
     def to_dict(self) -> dict:
         return {
             "done": self.done,
             "skipped": self.skipped,
             "failed": [f.to_dict() for f in self.failed],
+            "warnings": list(self.warnings),
             "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "videos_per_s": round(self.done / self.seconds, 3) if self.seconds else None,
@@ -85,9 +91,68 @@ class EncodeReport:
 # ----------------------------------------------------------------------------- decoding jobs
 
 
-def _init_worker() -> None:
+def _watch_parent(parent: int) -> None:
+    import time as _time
+
+    while os.getppid() == parent:
+        _time.sleep(0.5)
+    os._exit(0)  # the parent is gone (killed): do not outlive it
+
+
+def _init_worker(parent: int, pdeathsig: bool) -> None:
+    """Runs first in each decode worker: die with the parent, one intra-op thread."""
+    import threading
+
+    if pdeathsig and sys.platform.startswith("linux"):
+        # Linux: the kernel sends SIGKILL when the parent (the thread that started us) dies.
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # died before we got here
+        os._exit(0)
+    # Everywhere (and when the starting thread is not the main one): poll the parent's pid.
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="vidclip-parent-watch").start()
+    import torch
+
     # Each worker decodes one video at a time; intra-op threads would only fight each other.
     torch.set_num_threads(1)
+
+
+class _NoMainSpawnContext(mp.context.SpawnContext):
+    """Spawned workers that do not re-import the main module: decode jobs are vidclip functions,
+    so a plain script without ``if __name__ == "__main__"``, a notebook and ``python -`` all
+    work (multiprocessing's spawn/forkserver would re-run the script, or open '<stdin>')."""
+
+    class Process(mp.context.SpawnProcess):
+        @staticmethod
+        def _Popen(process_obj):
+            from multiprocessing.popen_spawn_posix import Popen
+
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")  # nothing to prepare
+            try:
+                return Popen(process_obj)
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
+
+
+def resolve_workers(workers, num_items: int) -> int:
+    """``workers="auto"``: decode in this process for a few videos (no start-up cost), else up
+    to 4 worker processes (one per core). An int is taken as given."""
+    if workers == "auto":
+        return 0 if num_items <= 4 else max(1, min(4, os.cpu_count() or 1))
+    try:
+        n = int(workers)
+    except (TypeError, ValueError):
+        raise VidclipError(f"workers: expected 'auto' or an int >= 0, got {workers!r}") from None
+    if n < 0:
+        raise VidclipError(f"workers: expected 'auto' or an int >= 0, got {workers!r}")
+    return n
 
 
 def decode_job(key: str, path: str, sampler: dict, backend: str, image_size: int, device: str = "cpu"):
@@ -113,13 +178,16 @@ def decode_job(key: str, path: str, sampler: dict, backend: str, image_size: int
 def _decoded_stream(items, sampler: SamplerConfig, backend: str, image_size: int, workers: int, device: str):
     """Yield decode_job results in completion order, at most ``4 * workers`` jobs in flight."""
     sampler_dict = sampler.to_dict()
-    if workers <= 0 or device != "cpu":
+    if workers <= 0 or device != "cpu" or sys.platform == "win32":
         # GPU decoding keeps frames on the device, so it stays in this process.
         for key, path in items:
             yield decode_job(key, str(path), sampler_dict, backend, image_size, device)
         return
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+    import threading
+
+    pdeathsig = threading.current_thread() is threading.main_thread()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_NoMainSpawnContext(), initializer=_init_worker,
+                             initargs=(os.getpid(), pdeathsig)) as pool:
         todo = deque(items)
         running: set[Future] = set()
         while todo or running:
@@ -136,7 +204,7 @@ def iter_encoded(
     clip,
     sampler: SamplerConfig,
     *,
-    workers: int = 2,
+    workers: int | str = "auto",
     backend: str = "auto",
     decode_device: str = "cpu",
     batch_frames: int = 256,
@@ -144,12 +212,15 @@ def iter_encoded(
 ) -> Iterator[EncodedVideo | Failure]:
     """Decode, sample and encode ``items`` = [(key, path), ...] with a FrozenCLIP.
 
+    ``workers``: decoding processes (0 = in this process; "auto" = :func:`resolve_workers`).
     Yields an EncodedVideo (emb float32 [T, D] for the T real frames) or a Failure per item, in
     completion order.
     """
+    import torch
     from tqdm.auto import tqdm
 
     items = list(items)
+    workers = resolve_workers(workers, len(items))
     bar = tqdm(total=len(items), unit="video", desc=progress if isinstance(progress, str) else "encode",
                disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
@@ -197,26 +268,26 @@ def iter_encoded(
 # ----------------------------------------------------------------------------- vidclip encode
 
 
-def collect_videos(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
+def collect_videos(inputs: Sequence[str | os.PathLike], problems: list | None = None) -> list[tuple[str, str]]:
     """Expand files and folders (recursive, by extension) to (key, path) pairs.
 
     The key of a file found under a folder is its path relative to that folder; a file named
-    directly keys by its stem-less name as given. Missing inputs are kept so that they are
-    reported as failures, not silently dropped.
+    directly keys by its file name. Paths that cannot be read (missing, link loops, dangling
+    links, FIFOs, devices, empty files; see :func:`vidclip.video.files.find_videos`) are
+    appended to ``problems`` as ``(path, reason)`` when a list is given, else kept as items so
+    that reading them reports them as failures.
     """
-    items: list[tuple[str, str]] = []
-    for inp in inputs:
-        p = Path(inp)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS:
-                    items.append((f.relative_to(p).as_posix(), str(f)))
-        else:
-            items.append((p.name, str(p)))
+    found, bad = find_videos(inputs)
+    items = list(found)
+    if problems is not None:
+        problems.extend(bad)
+    else:
+        items += [(os.path.basename(os.path.normpath(p)), p) for p, _ in bad]
     seen: dict[str, str] = {}
     for key, path in items:
         if key in seen and seen[key] != path:
-            raise VidclipError(f"two inputs share the video key {key!r}: {seen[key]} and {path}; encode them to separate --out folders")
+            raise VidclipError(f"two inputs share the video key {display_path(key)!r}: {display_path(seen[key])} "
+                               f"and {display_path(path)}; encode them to separate --out folders")
         seen[key] = path
     return list(seen.items())
 
@@ -227,7 +298,7 @@ def encode_videos(
     clip,
     sampler: SamplerConfig,
     *,
-    workers: int = 2,
+    workers: int | str = "auto",
     backend: str = "auto",
     decode_device: str = "cpu",
     batch_frames: int = 256,
@@ -260,6 +331,7 @@ def encode_videos(
                 report.failed.append(result)
                 continue
             info = result.info
+            report.warnings.extend(getattr(info, "warnings", []))
             writer.add(
                 result.key, result.path, result.emb, result.valid_indices, result.valid_times,
                 windows=result.windows, duration=info.duration, fps=info.fps,

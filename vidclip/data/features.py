@@ -36,14 +36,16 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import VidclipError
 from ..fileio import atomic_write_text
 from .identity import file_identity
+
+if TYPE_CHECKING:  # torch is imported where it is used: the index's read side needs none
+    import torch
 
 FORMAT_VERSION = 1
 STORE_FILE = "store.json"
@@ -143,13 +145,32 @@ class FeatureStore:
 
     def _shard_arrays(self, shard_no: int):
         if shard_no not in self._arrays:
-            shard = self._shards[shard_no]
-            self._arrays[shard_no] = (
-                np.load(shard / "emb.npy", mmap_mode="r"),
-                np.load(shard / "frame_index.npy", mmap_mode="r"),
-                np.load(shard / "time.npy", mmap_mode="r"),
-            )
+            self._arrays[shard_no] = self.open_shard(self.root, self._shards[shard_no].name)
         return self._arrays[shard_no]
+
+    @staticmethod
+    def open_shard(root: str | os.PathLike, shard: str, *, rows: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memory-map the committed shard named ``shard`` under store ``root`` without reading any
+        manifest: (emb float16 [N, D], frame_index int64 [N], time float64 [N]).
+
+        ``rows``: the least number of rows the caller's records need; a missing, unreadable or
+        shorter (truncated) array is a VidclipError naming the file.
+        """
+        folder = Path(root) / SHARDS_DIR / shard
+        arrays = []
+        for name in ("emb", "frame_index", "time"):
+            path = folder / f"{name}.npy"
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                raise VidclipError(f"{path}: missing (the shard was deleted or moved)") from None
+            except (OSError, ValueError) as e:
+                raise VidclipError(f"{path}: unreadable array ({e})") from None
+            if rows is not None and arr.shape[0] < rows:
+                raise VidclipError(f"{path}: holds {arr.shape[0]} rows, its records need {rows} (truncated?)")
+            arrays.append(arr)
+        return arrays[0], arrays[1], arrays[2]
 
     def record(self, key: str) -> dict:
         try:
@@ -183,6 +204,8 @@ class FeatureStore:
         frames are subsampled with the evaluation-mode uniform rule; shorter ones are zero-padded
         with mask False.
         """
+        import torch
+
         dim = self.embed_dim or self.get(keys[0]).emb.shape[1]
         out = np.zeros((len(keys), num_frames, dim), dtype=np.float32)
         mask = np.zeros((len(keys), num_frames), dtype=bool)
@@ -247,7 +270,7 @@ class FeatureWriter:
         ``source``: the identity of the file the features come from
         (:func:`~vidclip.data.identity.file_identity`); by default that of ``path`` now.
         """
-        if isinstance(emb, torch.Tensor):
+        if hasattr(emb, "detach"):  # a torch tensor (without importing torch for numpy input)
             emb = emb.detach().float().cpu().numpy()
         emb = np.asarray(emb, dtype=np.float16)
         frame_index = np.asarray(frame_index, dtype=np.int64).reshape(-1)

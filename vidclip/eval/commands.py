@@ -96,14 +96,15 @@ def _feature_source(ns, clip, ds, features: Path, encode_frames: int, num_frames
     return FeatureSource(FeatureStore(features), num_frames)
 
 
-def _load_checkpoint(path, device):
-    try:  # the trained model's home (issue 8); until it exists, the training package holds it
-        from ..models.checkpoint import load_checkpoint
-    except ModuleNotFoundError as e:
-        if e.name != "vidclip.models.checkpoint":
-            raise
-        from ..train.model import load_checkpoint
-    return load_checkpoint(path, device=device)
+def _run_data(run_config: dict) -> dict:
+    """The data settings of a checkpoint's saved training config (a plain mapping: eval never needs
+    vidclip.train). An official file loaded in memory has none: the training defaults apply."""
+    name = str(run_config.get("name", "run"))
+    data = {"kind": "msrvtt", "root": "data/msrvtt", "test_split": "test", "cache_dir": "cache/{name}",
+            "features": None, "num_frames": 12, "encode_frames": 12, **(run_config.get("data") or {})}
+    features = data["features"] or str(Path(data["cache_dir"]) / "features")
+    data["features_dir"] = Path(features.format(name=name))
+    return data
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
@@ -123,14 +124,16 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     loaded = None
     if ns.checkpoint:
-        loaded = _load_checkpoint(ns.checkpoint, resolve_device(ns.device))
-        cfg = loaded.config
+        from ..models.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(ns.checkpoint, device=resolve_device(ns.device))
+        data = _run_data(loaded.run_config)
         clip = loaded.clip
-        kind, root = ns.kind or cfg.data.kind, ns.data or cfg.data.root
-        split = ns.split or cfg.data.test_split
-        features = Path(ns.features) if ns.features else cfg.features_dir
-        num_frames = ns.num_frames or cfg.data.num_frames
-        encode_frames = ns.encode_frames or cfg.data.encode_frames
+        kind, root = ns.kind or data["kind"], ns.data or data["root"]
+        split = ns.split or data["test_split"]
+        features = Path(ns.features) if ns.features else data["features_dir"]
+        num_frames = ns.num_frames or data["num_frames"]
+        encode_frames = ns.encode_frames or data["encode_frames"]
     else:
         if not ns.data:
             raise ConfigError("--zero-shot needs --data (the dataset root)")
@@ -155,7 +158,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
             source = PixelSource({v.video_id: str(v.path) for v in ds.videos}, num_frames, clip.image_size)
         else:
             source = _feature_source(ns, clip, ds, features, encode_frames, num_frames, log=log)
-        name = f"{cfg.model.temporal}" + (" +text-ft" if loaded.model.text_tower is not None else "")
+        name = f"{loaded.model_config.temporal}" + (" +text-ft" if loaded.model.text_tower is not None else "")
         results = {name: evaluate(module, captions, cv, keys, source, clip=clip, text_tower=loaded.model.text_tower,
                                   dsl=ns.dsl, dsl_temperature=ns.dsl_temperature, device=clip.device,
                                   batch_videos=ns.batch_videos, name=name)}

@@ -252,7 +252,7 @@ def zero_shot(
     Captions are embedded once and shared by all modules. A module with trainable parameters
     would be evaluated at its random initialisation, which means nothing, so it is refused.
     """
-    from ..models.temporal import create_temporal
+    from ..models.registry import create_temporal
 
     text_emb = encode_captions(captions, clip)
     results = {}

@@ -1,8 +1,8 @@
 """vidclip.index: the library index (SQLite catalog, frame-feature shards, faiss) and search.
 
-Entry points: :class:`~vidclip.index.library.VideoIndex` (open + search),
-:func:`~vidclip.index.library.index_library`, :func:`~vidclip.index.library.merge_index`,
-:func:`~vidclip.index.library.check_recall`,
+Entry points: :class:`~vidclip.index.search.VideoIndex` (open + search),
+:func:`~vidclip.index.build.index_library`, :func:`~vidclip.index.build.merge_index`,
+:func:`~vidclip.index.recall.check_recall`,
 :class:`~vidclip.index.vectors.VectorIndex` (faiss wrapper). Imported lazily so that
 ``import vidclip.index`` stays cheap.
 """
@@ -10,10 +10,11 @@ Entry points: :class:`~vidclip.index.library.VideoIndex` (open + search),
 from .._lazy import lazy_getattr
 
 _EXPORTS = {
-    "VideoIndex": "library", "SearchHit": "library", "index_library": "library", "merge_index": "library",
-    "index_report": "library", "scan_library": "library", "IndexReport": "library", "check_recall": "library",
+    "VideoIndex": "search", "SearchHit": "search", "index_library": "build", "merge_index": "build",
+    "index_report": "build", "scan_library": "scan", "IndexReport": "build", "check_recall": "recall",
+    "Pooler": "pooling", "Library": "scan", "LibraryItem": "scan",
     "VectorIndex": "vectors", "recall_at_k": "vectors", "exact_search": "vectors", "choose_design": "vectors",
-    "Catalog": "catalog", "fast_hash": "catalog",
+    "Catalog": "catalog", "fast_hash": "vidclip.data.identity",
 }
 
 

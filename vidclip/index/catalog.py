@@ -23,7 +23,7 @@ are (re)built from.
 vectors; a faiss file records the generation it was built at, so a mismatch on open means
 "stale, rebuild from the stored vectors".
 
-Content hash (:func:`fast_hash`): blake2b-128 over the file size (8 bytes, little endian), the
+Content hash (:func:`vidclip.data.identity.fast_hash`): blake2b-128 over the file size (8 bytes, little endian), the
 first MiB and the last MiB. Reading 2 MiB makes it cheap for any file size. It catches every
 size change and any edit to the head or tail (where containers keep their headers and index
 atoms); an edit confined to the middle of a large file that keeps the size would be missed by
@@ -33,7 +33,6 @@ the hash in the first place: the hash only decides whether a touched file really
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -44,11 +43,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..data.identity import fast_hash  # noqa: F401  (the content hash the catalog stores; re-exported)
 from ..errors import IndexMismatchError, VidclipError
 
 SCHEMA_VERSION = 1
 STATUSES = ("indexed", "failed", "deleted")
-_MIB = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -96,21 +95,24 @@ VIDEO_COLUMNS = ("id", "key", "source", "root", "path", "abs_path", "size", "mti
                  "status", "error", "metadata", "shard", "offset", "count", "indexed_at")
 
 
-def fast_hash(path: str | os.PathLike, size: int | None = None) -> str:
-    """Content fingerprint: blake2b-128 hex of (size, first MiB, last MiB). See the module docstring."""
-    path = Path(path)
-    if size is None:
-        size = path.stat().st_size
-    h = hashlib.blake2b(digest_size=16)
-    h.update(int(size).to_bytes(8, "little"))
-    with open(path, "rb") as f:
-        h.update(f.read(_MIB))
-        if size > 2 * _MIB:
-            f.seek(size - _MIB)
-            h.update(f.read(_MIB))
-        elif size > _MIB:
-            h.update(f.read())
-    return h.hexdigest()
+# Text columns that may hold a file name. A name that is not valid UTF-8 (Python keeps its bytes
+# as surrogate escapes) cannot be a SQLite TEXT value: it is stored as a BLOB of its raw bytes
+# (os.fsencode) and read back with os.fsdecode, so it round-trips exactly and a re-run finds it.
+PATH_COLUMNS = ("key", "source", "root", "path", "abs_path", "error")
+
+
+def _to_db(value):
+    """A str column value as SQLite can store it: itself, or its raw bytes when not UTF-8-encodable."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(value)
+    return value
+
+
+def _from_db(value):
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def vector_blob(v) -> bytes:
@@ -236,6 +238,9 @@ class Catalog:
         out = []
         for r in self.conn.execute(sql, tuple(args)):
             d = dict(r)
+            for col in PATH_COLUMNS:
+                if col in d:
+                    d[col] = _from_db(d[col])
             if "metadata" in d:
                 d["metadata"] = json.loads(d["metadata"] or "{}")
             out.append(d)
@@ -252,7 +257,7 @@ class Catalog:
             args.append(status)
         if source is not None:
             where.append("source = ?")
-            args.append(source)
+            args.append(_to_db(source))
         sql = f"SELECT {', '.join(VIDEO_COLUMNS)} FROM videos"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -274,8 +279,12 @@ class Catalog:
         Only the columns change detection needs: this is read whole at the start of every run.
         """
         cols = ("id", "abs_path", "source", "size", "mtime_ns", "hash", "status")
-        return {r[1]: dict(zip(cols, r)) for r in self.conn.execute(
-            f"SELECT {', '.join(cols)} FROM videos WHERE status != 'deleted'")}
+        out = {}
+        for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM videos WHERE status != 'deleted'"):
+            d = dict(zip(cols, r))
+            d["abs_path"], d["source"] = _from_db(d["abs_path"]), _from_db(d["source"])
+            out[d["abs_path"]] = d
+        return out
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)
@@ -337,7 +346,8 @@ class Catalog:
         cur.execute(
             "INSERT INTO videos(key, source, root, path, abs_path, size, mtime_ns, hash, duration, fps, status, error, "
             "metadata, shard, offset, count, vector, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (key, source, root, path, abs_path, size, mtime_ns, hash, duration, fps, status, error,
+            (*map(_to_db, (key, source, root, path, abs_path)), size, mtime_ns, hash, duration, fps, status,
+             _to_db(error),
              json.dumps(metadata or {}, sort_keys=True, default=str), shard, offset, count,
              None if vector is None else vector_blob(vector), time.time()))
         return int(cur.lastrowid)
@@ -354,6 +364,16 @@ class Catalog:
         cur.executemany("UPDATE videos SET status = 'deleted', vector = NULL, shard = NULL, offset = NULL, "
                         "count = NULL, indexed_at = ? WHERE id = ?", [(time.time(), i) for (i,) in ids])
         cur.executemany("DELETE FROM segments WHERE video_id = ?", ids)
+
+    def mark_lost(self, cur: sqlite3.Cursor, video_ids: Iterable[int], reason: str) -> None:
+        """An indexed video whose stored frames are gone: status ``failed`` with ``reason``, and its
+        recorded size and mtime cleared so that the next ``vidclip index`` of its library sees it as
+        changed and re-encodes it (only it)."""
+        ids = [int(i) for i in video_ids]
+        cur.executemany("UPDATE videos SET status = 'failed', error = ?, size = NULL, mtime_ns = NULL, vector = NULL, "
+                        "shard = NULL, offset = NULL, count = NULL, indexed_at = ? WHERE id = ?",
+                        [(_to_db(reason), time.time(), i) for i in ids])
+        cur.executemany("DELETE FROM segments WHERE video_id = ?", [(i,) for i in ids])
 
     @staticmethod
     def segment_ids_of(cur: sqlite3.Cursor, video_ids: Sequence[int]) -> list[int]:

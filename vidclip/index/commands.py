@@ -1,4 +1,4 @@
-"""``vidclip index`` and ``vidclip search``: the command-line face of vidclip.index.library."""
+"""``vidclip index`` and ``vidclip search``: the command-line face of vidclip.index."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, VidclipError
+from ..errors import ConfigError, display_path
 
 INDEX_EPILOG = """\
 examples:
@@ -17,6 +17,7 @@ examples:
   vidclip index --report ~/vidx                   # what is indexed, what failed and why
   vidclip index big/ --index ~/vidx --design "IVF4096,SQ8" --nprobe 32   # approximate search
   vidclip index --check-recall ~/vidx             # recall@10 of faiss vs exact search
+  vidclip index --verify ~/vidx                   # check shards, faiss files, catalog rows; repair
   vidclip index --check-recall ~/vidx --nprobe 64 -k 10 --queries 500 --json
 
 Re-running on the same library indexes only new or changed files and drops deleted ones.
@@ -28,6 +29,7 @@ SEARCH_EPILOG = """\
 examples:
   vidclip search "a person cleaning a swimming pool" --index ~/vidx
   vidclip search "basketball" --index ~/vidx --segments -k 20 --json
+  vidclip search --queries queries.txt --index ~/vidx -k 5     # JSON Lines out, one per query
 """
 
 
@@ -43,6 +45,9 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--index", metavar="DIR", help="index directory (created if missing)")
     p.add_argument("--merge", metavar="OTHER_DIR", help="merge another index built with the same model into --index")
     p.add_argument("--report", metavar="DIR", help="print an index's counts and its failed files with reasons")
+    p.add_argument("--verify", metavar="DIR",
+                   help="check every shard, vector file and catalog row of an index; rebuild faiss files from the "
+                        "stored vectors and mark videos whose frames are lost for re-encoding")
     p.add_argument("--check-recall", metavar="DIR",
                    help="measure recall@k of the index's faiss indexes (videos, segments) against exact search "
                         "over the same stored vectors")
@@ -106,7 +111,10 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
         description="Rank the indexed videos (or, with --segments, their time windows) by similarity to a text "
                     "query, with each video's best-matching time span.",
         epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("query", nargs="+", metavar="QUERY", help="the text query (several words are joined)")
+    p.add_argument("query", nargs="*", metavar="QUERY", help="the text query (several words are joined)")
+    p.add_argument("--queries", metavar="FILE",
+                   help="many queries, one model load: one query per line, or JSON Lines with 'query' and an "
+                        "optional 'id'; prints one JSON line per query")
     p.add_argument("--index", required=True, metavar="DIR", help="index directory made by `vidclip index`")
     p.add_argument("-k", "--top", type=int, default=10, dest="k", help="results to return (default: %(default)s)")
     p.add_argument("--segments", action="store_true", help="rank time windows instead of whole videos")
@@ -117,6 +125,21 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _implied_pretrained(model: str) -> str | None:
+    """The weights a model name implies when --pretrained is not given: the shipped file of a
+    shipped model (vidclip-synth), None (their own weights) for a hub id or a local folder,
+    else open_clip's "openai"."""
+    import os
+
+    from ..models.clip import SHIPPED_WEIGHTS
+
+    if model in SHIPPED_WEIGHTS:
+        return str(SHIPPED_WEIGHTS[model])
+    if model.startswith(("hf:", "hf-hub:")) or os.path.isdir(os.path.expanduser(model)):
+        return None
+    return "openai"
 
 
 def _load_model(ns, stored: dict | None):
@@ -132,7 +155,7 @@ def _load_model(ns, stored: dict | None):
     elif stored is not None and stored.get("name") == model:
         pretrained = stored.get("pretrained")
     else:
-        pretrained = "openai"  # as everywhere in the CLI
+        pretrained = _implied_pretrained(model)
     if isinstance(pretrained, str) and pretrained.lower() in ("", "none", "random"):
         pretrained = None
     return load_clip(model, pretrained, device=device, precision=ns.precision)
@@ -154,7 +177,7 @@ def _sampler(ns, stored: dict | None):
 
 def _stored_meta(index_dir: Path) -> dict:
     from .catalog import Catalog
-    from .library import CATALOG_FILE
+    from .directory import CATALOG_FILE
 
     if not (index_dir / CATALOG_FILE).is_file():
         return {}
@@ -165,21 +188,33 @@ def _stored_meta(index_dir: Path) -> dict:
         cat.close()
 
 
+def _rate(per_s: float) -> str:
+    """A rate rounded for reading: whole numbers from 100 up, else 3 significant figures
+    (848.85 -> "849", 12.345 -> "12.3", 0.4567 -> "0.457")."""
+    return f"{per_s:.0f}" if per_s >= 100 else f"{float(f'{per_s:.3g}'):g}"
+
+
 def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
     from ..cli_options import print_json
 
     for f in report.failed:
-        print(f"vidclip {verb}: {f['path']}: {f['reason']}", file=sys.stderr)
+        print(f"vidclip {verb}: {display_path(f['path'])}: {display_path(f['reason'])}", file=sys.stderr)
     d = report.to_dict()
     if as_json:
         print_json(d)
     else:
-        rate = f", {d['videos_per_s']:.2f} videos/s, {d['frames_per_s']:.1f} frames/s" if d["indexed"] and d["seconds"] else ""
+        rate = (f", {_rate(d['videos_per_s'])} videos/s, {_rate(d['frames_per_s'])} frames/s"
+                if d["indexed"] and d["seconds"] else "")
         print(f"indexed {d['indexed']} videos ({d['frames']} frames in {d['seconds']:.1f} s{rate}), "
               f"{d['unchanged']} unchanged, {d['deleted']} deleted, {len(d['failed'])} failed "
               f"-> {index_dir} ({d['total_indexed']} videos searchable)")
         if d["orphans_removed"]:
             print(f"removed {d['orphans_removed']} uncommitted shard(s) left by an interrupted run")
+        if d["temps_removed"]:
+            print(f"removed {d['temps_removed']} faiss temp file(s) left by an interrupted save")
+    for lost in report.lost:
+        print(f"vidclip {verb}: {display_path(lost['path'])}: stored frames lost ({display_path(lost['reason'])}); "
+              "re-encoding it when its library is indexed", file=sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -188,12 +223,14 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
 
 def cmd_index(ns: argparse.Namespace) -> int:
     from ..cli_options import print_json
-    from .library import index_library, index_report, merge_index
+    from .build import index_library, index_report, merge_index
 
-    modes = [m for m in (ns.library, ns.merge, ns.report, ns.check_recall) if m is not None]
+    modes = [m for m in (ns.library, ns.merge, ns.report, ns.check_recall, ns.verify) if m is not None]
     if len(modes) != 1:
         raise ConfigError("give exactly one of: LIBRARY (with --index), --merge OTHER_DIR (with --index), --report DIR, "
-                          "--check-recall DIR")
+                          "--check-recall DIR, --verify DIR")
+    if ns.verify is not None:
+        return _verify(ns)
     if ns.check_recall is not None:
         return _check_recall(ns)
     if ns.report is not None:
@@ -211,7 +248,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
             print(f"faiss designs: videos {rep['designs']['videos']}, segments {rep['designs']['segments']}{knobs} "
                   f"(measure them with --check-recall)")
             for f in rep["failed"]:
-                print(f"failed: {f['path']}: {f['reason']}")
+                print(f"failed: {display_path(f['path'])}: {display_path(f['reason'])}")
         return 0
     if ns.index is None:
         raise ConfigError("--index DIR is required")
@@ -222,10 +259,22 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
         raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
     stored = _stored_meta(index_dir)
-    clip = _load_model(ns, stored.get("model"))
-    if clip.identity.random_weights:
+    if stored.get("model") and ns.model is None and ns.pretrained is None:
+        # the index's own model: index_library loads it only if some video must be encoded
+        def clip():
+            return _load_model(ns, stored["model"])
+        name, random_weights = stored["model"].get("name"), bool(stored["model"].get("random_weights"))
+    else:
+        clip = _load_model(ns, stored.get("model"))
+        name, random_weights = clip.identity.name, clip.identity.random_weights
+    if random_weights:
         print("vidclip index: note: the model has RANDOM weights; the index is for testing only, search results "
               "are not meaningful.", file=sys.stderr)
+    from ..data.synth import synthetic_model_warning
+
+    warning = synthetic_model_warning(str(name), ns.library)
+    if warning:
+        print(f"vidclip index: {warning}", file=sys.stderr)
     sampler = _sampler(ns, stored.get("sampler"))
     temporal = ns.temporal
     if temporal is None:
@@ -243,9 +292,26 @@ def cmd_index(ns: argparse.Namespace) -> int:
     return _print_report(report, index_dir, "index", ns.json)
 
 
+def _verify(ns: argparse.Namespace) -> int:
+    from ..cli_options import print_json
+    from .verify import verify_index
+
+    result = verify_index(ns.verify)
+    if ns.json:
+        print_json(result)
+    else:
+        for f in result["findings"]:
+            print(f"{f['file']}: {f['problem']} -> {f['repair'] or 'NOT REPAIRED'}")
+        c = result["counts"]
+        state = "OK" if result["ok"] else "PROBLEMS LEFT"
+        print(f"{result['index']}: {state}; {len(result['findings'])} finding(s); {c['indexed']} indexed, "
+              f"{c['failed']} failed")
+    return 0 if result["ok"] else 1
+
+
 def _check_recall(ns: argparse.Namespace) -> int:
     from ..cli_options import print_json
-    from .library import check_recall
+    from .recall import check_recall
 
     if ns.min_recall is not None and not 0.0 <= ns.min_recall <= 1.0:
         raise ConfigError(f"--min-recall must be within [0, 1], got {ns.min_recall}")
@@ -281,32 +347,77 @@ def _check_recall(ns: argparse.Namespace) -> int:
     return 1 if low else 0
 
 
-def cmd_search(ns: argparse.Namespace) -> int:
-    from ..cli_options import print_json, resolve_device
-    from ..models.clip import load_clip_from_identity
-    from .library import VideoIndex
+def _read_queries(path: Path) -> list[tuple[str | None, str]]:
+    """``--queries FILE``: one query per line, or JSON Lines of {"query": ..., "id": ...} (id optional).
+    Returns [(id or None, text)]; blank lines and ``#`` comments of a plain file are skipped."""
+    import json
 
-    query = " ".join(ns.query).strip()
-    meta = _stored_meta(Path(ns.index))
-    if not meta.get("model"):
-        raise VidclipError(f"{ns.index}: not a vidclip index with videos; build one with `vidclip index`")
-    clip = load_clip_from_identity(meta["model"], device=resolve_device(ns.device))
-    index = VideoIndex.open(ns.index, clip=clip)
     try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--queries {path}: cannot read it as UTF-8 text ({e})") from None
+    out: list[tuple[str | None, str]] = []
+    for no, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or (text.startswith("#")):
+            continue
+        if text.startswith("{"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"--queries {path}: line {no}: not valid JSON ({e.msg})") from None
+            query = obj.get("query") if isinstance(obj, dict) else None
+            if not isinstance(query, str) or not query.strip():
+                raise ConfigError(f"--queries {path}: line {no}: field 'query' missing or empty")
+            qid = obj.get("id")
+            out.append((None if qid is None else str(qid), query.strip()))
+        else:
+            out.append((None, text))
+    if not out:
+        raise ConfigError(f"--queries {path}: no queries in it")
+    return out
+
+
+def cmd_search(ns: argparse.Namespace) -> int:
+    import json
+
+    from ..cli_options import print_json, resolve_device
+    from .search import VideoIndex
+
+    query = " ".join(ns.query or []).strip()
+    if bool(query) == bool(ns.queries):
+        raise ConfigError("give a QUERY or --queries FILE (not both)")
+    batch = _read_queries(Path(ns.queries)) if ns.queries else None
+    index = VideoIndex.open(ns.index, device=resolve_device(ns.device))
+    try:
+        random_weights = bool(index.identity.get("random_weights"))
+        if not ns.json or batch is not None:
+            if random_weights:
+                print("vidclip search: note: the index's model has RANDOM weights; rankings are not meaningful.",
+                      file=sys.stderr)
+            from ..data.synth import synthetic_model_warning
+
+            warning = synthetic_model_warning(str(index.identity.get("name")), index.library_root)
+            if warning:
+                print(f"vidclip search: {warning}", file=sys.stderr)
+        if batch is not None:  # one model load, one JSON line per query
+            for qid, text in batch:
+                hits = index.search(text, ns.k, segments=ns.segments)
+                rec = {"id": qid, "query": text, "hits": [h.to_dict() for h in hits]} if qid is not None else \
+                    {"query": text, "hits": [h.to_dict() for h in hits]}
+                print(json.dumps(rec, ensure_ascii=False), flush=True)
+            return 0
         hits = index.search(query, ns.k, segments=ns.segments)
     finally:
         index.close()
     if ns.json:
         print_json({"query": query, "index": str(Path(ns.index).resolve()), "segments": ns.segments,
-                    "random_weights": bool(meta["model"].get("random_weights")),
-                    "hits": [h.to_dict() for h in hits]})
+                    "random_weights": random_weights, "hits": [h.to_dict() for h in hits]})
         return 0
-    if meta["model"].get("random_weights"):
-        print("vidclip search: note: the index's model has RANDOM weights; rankings are not meaningful.", file=sys.stderr)
     if not hits:
         print("no results (is the index empty?)")
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:3d}. {h.score:+.4f}  {h.path}  [{_ts(h.start)} - {_ts(h.end)}] of {_ts(h.duration)}  (id {h.video_id})")
+        print(f"{rank:3d}. {h.score:+.4f}  {display_path(h.path)}  [{_ts(h.start)} - {_ts(h.end)}] of {_ts(h.duration)}  (id {h.video_id})")
     return 0
 
 

@@ -490,18 +490,27 @@ class VectorIndex:
             f = open(path, "rb")
         except FileNotFoundError:
             raise VidclipError(f"{path}: vector index file not found") from None
+        except IsADirectoryError:
+            raise IndexMismatchError(f"{path}: is a directory, not a vector index file") from None
+        except OSError as e:
+            raise IndexMismatchError(f"{path}: cannot read the vector index ({e.strerror})") from None
         with f:
             if f.read(len(_MAGIC)) != _MAGIC:
                 raise IndexMismatchError(f"{path}: not a vidclip vector index (bad magic bytes)")
             try:
                 (hlen,) = struct.unpack("<Q", f.read(8))
                 header = json.loads(f.read(hlen).decode("utf-8"))
+                if not isinstance(header, dict):
+                    raise ValueError("header is not a JSON object")
+                for name, kind in (("dim", int), ("design", str), ("removed", int)):
+                    if not isinstance(header.get(name), kind) or isinstance(header.get(name), bool):
+                        raise ValueError(f"header field {name!r} is missing or not a {kind.__name__}")
                 removed = np.frombuffer(f.read(8 * int(header["removed"])), dtype="<i8")
                 reader = faiss.PyCallbackIOReader(f.read)
                 index = faiss.read_index(reader)
                 del reader
-            except (struct.error, ValueError, KeyError, RuntimeError) as e:
-                raise IndexMismatchError(f"{path}: corrupt vector index ({type(e).__name__}: {str(e)[:200]})") from None
+            except (struct.error, ValueError, KeyError, RuntimeError, OverflowError, MemoryError) as e:
+                raise IndexMismatchError(f"{path}: corrupt vector index ({str(e)[:200]})") from None
         self = cls.__new__(cls)
         self.dim = int(header["dim"])
         self.design = header["design"]

@@ -14,10 +14,13 @@ _EXPORTS = {
     "load_clip": "vidclip.models.clip",
     "load_clip_from_identity": "vidclip.models.clip",
     "list_models": "vidclip.models.clip",
-    "create_temporal": "vidclip.models.temporal",
-    "list_temporal": "vidclip.models.temporal",
-    "register_temporal": "vidclip.models.temporal",
+    "create_temporal": "vidclip.models.registry",
+    "list_temporal": "vidclip.models.registry",
+    "register_temporal": "vidclip.models.registry",
     "TemporalModule": "vidclip.models.temporal",
+    "ModelConfig": "vidclip.models.checkpoint",
+    "LoadedCheckpoint": "vidclip.models.checkpoint",
+    "load_checkpoint": "vidclip.models.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -48,7 +48,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .temporal import QuickGELU, create_temporal
+from .registry import create_temporal
+from .temporal_transformer import QuickGELU
 
 __all__ = ["SOURCES", "ConvertedState", "read_official_state", "sniff_source", "convert_state",
            "build_converted_temporal", "conform_converted", "clip_architecture", "clip_matches",

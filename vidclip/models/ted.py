@@ -44,7 +44,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vidclip.errors import ConfigError
-from vidclip.models.temporal import TemporalModule, l2_normalize, masked_mean, register_temporal
+from vidclip.models.registry import register_temporal
+from vidclip.models.temporal import TemporalModule, l2_normalize, masked_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from vidclip.models.clip import FrozenCLIP

@@ -26,7 +26,9 @@ HMDB51 (<class>_test_split<N>.txt), a Kinetics CSV (label,youtube_id,time_start,
 path,label CSV. A SPLIT (--test/--train/--val) is a split name of that dataset (train, test, val,
 all), a folder-per-class folder, a .csv or a UCF-style .txt list.
 Hyper-parameters are searched on --val, else on a quarter of the shots held out (then refitted on
-all shots); never on the test split. Frame features are encoded once into --features and reused."""
+all shots); never on the test split. Frame features are encoded once into --features and reused.
+Model: --model vidclip-synth takes its shipped weights (the default --pretrained openai is for
+open_clip architectures). Sampling: uniform only (--num-frames N per video)."""
 
 
 def add_classify_parser(sub) -> None:

@@ -76,10 +76,11 @@ def read_class_names(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_class_list(path: str | os.PathLike) -> list[str]:
-    """A plain class list: one class per line (a UCF ``classInd.txt`` ``N name`` works too)."""
+    """A plain class list: one class per line (a UCF ``classInd.txt`` ``N name`` works too; in a
+    ``RAW<TAB>prompt name`` file the class is the part before the tab)."""
     names = []
     for line in _read_lines(Path(path)):
-        line = line.strip()
+        line = line.split("\t", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split(maxsplit=1)

@@ -2,9 +2,12 @@
 
 Frame features go through the project's encode pipeline into a feature store
 (:func:`vidclip.pipeline.encode_videos`), keyed by the video's absolute path, so a second run (or
-another method on the same videos) decodes nothing. Video features are pooled from the stored
+another method on the same videos) decodes nothing. Stored features are reused only while they
+are still from the same file, model and sampler (:func:`vidclip.data.feature_cache.check_features`,
+as training and evaluation): a video replaced at the same path is encoded again. Video features are pooled from the stored
 frames by the temporal module: ``mean`` (normalised mean of normalised frames) or a ``vidclip
-train`` checkpoint's module, then L2-normalised.
+train`` checkpoint's module, then L2-normalised. With a checkpoint whose text tower was
+fine-tuned, the zero-shot text weights come from that tower (what its module was trained against).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Pooler:
     spec: dict  # {"name": "mean"} or {"name": "checkpoint", "path", "module", "digest"}
     module: torch.nn.Module | None = None
     max_frames: int = 0
+    text_tower: torch.nn.Module | None = None  # the checkpoint's fine-tuned text tower, if it has one
 
     @classmethod
     def create(cls, temporal: str | None, clip) -> "Pooler":
@@ -47,23 +51,20 @@ class Pooler:
         path = Path(temporal).expanduser().resolve()
         if not path.exists():
             raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
-        try:
-            from ..models.checkpoint import load_checkpoint
-        except ModuleNotFoundError as e:
-            if e.name != "vidclip.models.checkpoint":
-                raise
-            raise ConfigError(f"--temporal {temporal}: loading `vidclip train` checkpoints needs "
-                              "vidclip.models.checkpoint, which this build does not have yet; use 'mean'") from None
+        from ..models.checkpoint import load_checkpoint
+
         loaded = load_checkpoint(path, clip=clip, device=str(clip.device))
         module = loaded.model.temporal
-        name = loaded.config.model.temporal
+        name = loaded.model_config.temporal
         if getattr(module, "text_conditioned", False) or getattr(module, "needs_pixels", False):
             raise ConfigError(f"--temporal {temporal}: module {name!r} is text-conditioned or works on pixels; "
                               "classification needs one vector per video (mean, seq_transformer, tdb)")
         file = loaded.path if Path(loaded.path).is_file() else path
         digest = hashlib.blake2b(Path(file).read_bytes(), digest_size=8).hexdigest()
         spec = {"name": "checkpoint", "path": str(file), "module": name, "digest": digest}
-        return cls(spec, module.eval(), int(getattr(loaded.config.model, "max_frames", 0) or 0))
+        tower = getattr(loaded.model, "text_tower", None)
+        return cls(spec, module.eval(), int(loaded.model_config.max_frames or 0),
+                   tower.eval() if tower is not None else None)
 
     def check(self, spec: dict, where: str) -> None:
         mine = (self.spec.get("name"), self.spec.get("digest"))
@@ -101,19 +102,30 @@ class Featurizer:
     workers: int = 2
     backend: str = "auto"
     progress: bool = True
+    log: object = None  # callable(str) for one-line notes (re-encoded changed videos); None: silent
     failures: list = field(default_factory=list)  # pipeline.Failure of every bad video
 
     def features(self, paths: list[str], desc: str = "encode") -> tuple[torch.Tensor, np.ndarray]:
         """(features [M, D] of the good videos, bool mask [len(paths)] of which were good)."""
+        from ..data.feature_cache import check_features
         from ..data.features import FeatureStore
         from ..pipeline import encode_videos
 
         keys = [str(Path(p).resolve()) for p in paths]
-        items = list(dict.fromkeys(zip(keys, paths)))
-        report = encode_videos(items, self.store_dir, self.clip, self.sampler, workers=self.workers,
-                               backend=self.backend, progress=desc if self.progress else False)
-        bad = {f.key for f in report.failed}
-        self.failures += [f for f in report.failed if f.key not in {g.key for g in self.failures}]
+        # The training/eval check: refuses another model's or sampler's store, and reports (and
+        # drops) videos whose file changed since they were encoded, so they are encoded afresh.
+        found = check_features(self.store_dir, self.clip.identity, zip(keys, paths),
+                               encode_frames=self.sampler.num_frames, for_encoding=True,
+                               elsewhere="pass another --features folder")
+        if found.changed and self.log is not None:
+            self.log(f"vidclip classify: {len(found.changed)} video(s) changed since their features were encoded "
+                     f"(first: {display_path(found.changed[0])}); encoding them again")
+        bad: set[str] = set()
+        if found.missing:
+            report = encode_videos(found.missing, self.store_dir, self.clip, self.sampler, workers=self.workers,
+                                   backend=self.backend, progress=desc if self.progress else False)
+            bad = {f.key for f in report.failed}
+            self.failures += [f for f in report.failed if f.key not in {g.key for g in self.failures}]
         store = FeatureStore(self.store_dir)
         ok = np.array([k in store and k not in bad for k in keys], dtype=bool)
         good = [k for k, g in zip(keys, ok) if g]
@@ -121,9 +133,10 @@ class Featurizer:
 
 
 def zero_shot_classifier(clip, classes: list[str], *, templates=DEFAULT_TEMPLATES, names: dict | None = None,
-                         temporal: dict | None = None) -> VideoClassifier:
+                         temporal: dict | None = None, text_tower=None) -> VideoClassifier:
+    """Text weights from the prompts; ``text_tower``: a checkpoint's fine-tuned one (else CLIP's)."""
     prompt_names = [(names or {}).get(c, clean_class_name(c)) for c in classes]
-    W = text_classifier(clip, prompt_names, templates)
+    W = text_classifier(clip, prompt_names, templates, text_tower=text_tower)
     return VideoClassifier("zeroshot", list(classes), prompt_names, list(templates), W, clip.identity.to_dict(),
                            temporal or {"name": "mean"})
 
@@ -303,7 +316,8 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
 
     pooler = Pooler.create(req.temporal, clip)
     store_dir = Path(req.features) if req.features else default_store_dir(clip.identity, sampler.num_frames)
-    feats = Featurizer(clip, store_dir, sampler, pooler, workers=workers, backend=backend, progress=progress)
+    feats = Featurizer(clip, store_dir, sampler, pooler, workers=workers, backend=backend, progress=progress,
+                       log=log)
     result: dict = {"model": clip.identity.to_dict(), "temporal": pooler.spec, "features": str(store_dir)}
     if clip.identity.random_weights:
         result["warning"] = "the model has RANDOM weights: the predictions mean nothing"
@@ -323,7 +337,8 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
             raise ConfigError("no classes: pass --data DATASET, --classes FILE or --classifier FILE")
         templates = read_templates(req.templates_file) if req.templates_file else DEFAULT_TEMPLATES
         names = read_class_names(req.names_file) if req.names_file else None
-        clf = zero_shot_classifier(clip, classes, templates=templates, names=names, temporal=pooler.spec)
+        clf = zero_shot_classifier(clip, classes, templates=templates, names=names, temporal=pooler.spec,
+                                   text_tower=pooler.text_tower)
         if req.method != "zeroshot":
             if not req.train:
                 raise ConfigError(f"--method {req.method} needs --train SPLIT (the labelled examples)")

@@ -51,11 +51,20 @@ def read_templates(path: str | os.PathLike) -> list[str]:
     return templates
 
 
-def text_classifier(clip, class_names: list[str], templates=DEFAULT_TEMPLATES) -> torch.Tensor:
-    """Zero-shot weights float32 [C, D] on the CPU: per class, mean of normalised prompt embeddings, normalised."""
+def text_classifier(clip, class_names: list[str], templates=DEFAULT_TEMPLATES, text_tower=None) -> torch.Tensor:
+    """Zero-shot weights float32 [C, D] on the CPU: per class, mean of normalised prompt embeddings, normalised.
+
+    ``text_tower``: a checkpoint's fine-tuned text tower (``text_tower: finetune`` runs), whose
+    embeddings its temporal module was trained against; None: the frozen CLIP text tower.
+    """
     templates = list(templates)
     prompts = [t.format(name) for name in class_names for t in templates]
     with torch.no_grad():
-        emb = clip.encode_text(prompts).float().cpu()
+        if text_tower is None:
+            emb = clip.encode_text(prompts).float().cpu()
+        else:
+            from ..eval.evaluate import encode_captions
+
+            emb = encode_captions(prompts, clip, text_tower)
     emb = torch.nn.functional.normalize(emb, dim=-1).reshape(len(class_names), len(templates), -1)
     return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1)

@@ -1,4 +1,4 @@
-"""The HTTP API and web page over a :class:`~vidclip.index.library.VideoIndex`.
+"""The HTTP API and web page over a :class:`~vidclip.index.search.VideoIndex`.
 
 Routes (OpenAPI schema at ``/openapi.json``; FastAPI's interactive ``/docs`` page fetches Swagger
 UI from a CDN, so it is blank offline while ``/openapi.json`` always works)::
@@ -135,7 +135,7 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
                allowed_hosts: Iterable[str] | None = None, open_video=None) -> FastAPI:
     """A FastAPI app serving search, metadata, thumbnails and streams of ``index``'s videos.
 
-    ``index`` is a :class:`~vidclip.index.library.VideoIndex` (anything with its ``search``,
+    ``index`` is a :class:`~vidclip.index.search.VideoIndex` (anything with its ``search``,
     ``get_video``, ``video_path``, ``identity`` and ``library_root``). ``max_query_chars`` and
     ``max_k`` bound ``/search`` (422 beyond them). ``allowed_hosts``, when given, is the set of
     host names the ``Host`` header may carry (others get 400); ``vidclip serve`` passes the

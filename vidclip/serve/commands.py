@@ -42,7 +42,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from ..index.library import VideoIndex
+    from ..index.search import VideoIndex
     from .app import create_app
 
     # Bind first: a busy port is one clear error line, before the model is loaded, rather than

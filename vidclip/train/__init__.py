@@ -14,7 +14,6 @@ _EXPORTS = {
     "apply_overrides": "vidclip.train.config",
     "train": "vidclip.train.trainer",
     "TrainResult": "vidclip.train.trainer",
-    "load_checkpoint": "vidclip.train.model",
     "contrastive_loss": "vidclip.train.losses",
     "all_gather_with_grad": "vidclip.train.losses",
 }

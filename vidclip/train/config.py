@@ -5,7 +5,7 @@ A config has three sections plus run-level settings::
     name: synth_mean
     seed: 0
     data:   {root: ..., cache_dir: ..., num_frames: 12, ...}      -> DataConfig
-    model:  {clip: ..., pretrained: ..., temporal: mean, ...}     -> ModelConfig
+    model:  {clip: ..., pretrained: ..., temporal: mean, ...}     -> ModelConfig (vidclip.models.checkpoint)
     optim:  {batch_size: 64, epochs: 10, lr: 1e-4, ...}           -> OptimConfig
 
 Every value is type checked against the dataclass field (an int where a float is expected is
@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import yaml
 
 from ..errors import ConfigError
+from ..models.checkpoint import ModelConfig
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides",
            "config_from_dict", "config_to_dict", "dump_config", "check_train_value", "ValueCheck",
@@ -71,18 +72,6 @@ class DataConfig:
     encode_frames: int = 12  # frames per video the prepare step stores (uniform sampler)
     encode_workers: int = 2  # decoding processes of the prepare step
     backend: str = "auto"  # decoder of the prepare step / pixel training
-
-
-@dataclass
-class ModelConfig:
-    """The frozen CLIP, the trained temporal module and the text side."""
-
-    clip: str = "ViT-B-32"  # load_clip model spec
-    pretrained: str | None = "openai"  # load_clip pretrained tag / file; null = random weights
-    temporal: str = "mean"  # registered temporal module (vidclip.models.temporal.list_temporal())
-    temporal_args: dict = field(default_factory=dict)  # extra keyword arguments of create_temporal
-    max_frames: int = 32  # longest frame sequence the module accepts (position embeddings)
-    text_tower: str = "frozen"  # frozen: text embeddings cached once; finetune: text tower trains too
 
 
 @dataclass

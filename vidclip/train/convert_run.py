@@ -1,8 +1,8 @@
 """Official CLIP4Clip / CLIP2Video / X-Pool checkpoints as vidclip runs, and the ``convert-checkpoint`` verb.
 
-The key mapping and the official numerics are in :mod:`vidclip.models.convert`; this module
-writes / builds what training produces (a run dir, a :class:`~vidclip.train.model.LoadedCheckpoint`),
-so it sits in train/ (models/ never imports train/).
+The key mapping and the official numerics are in :mod:`vidclip.models.convert`; loading an official
+file in memory is :func:`vidclip.models.checkpoint.load_official`. This module writes what training
+produces (a run dir with a training config), so it sits in train/ (models/ never imports train/).
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import warnings
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 
 # torch and the models are imported inside the functions: cli.py imports this module to build
 # its parser, and `vidclip --help` must not pay for torch.
 
-__all__ = ["convert_checkpoint", "load_official", "add_convert_parser", "cmd_convert"]
+__all__ = ["convert_checkpoint", "add_convert_parser", "cmd_convert"]
 
 
 def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: str | None = None, *,
@@ -35,9 +33,9 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
 
     Returns a summary dict (module, clip, notes, files).
     """
-    import torch
 
     from ..fileio import atomic_write_text
+    from ..models.checkpoint import RetrievalModel, converted_logit_scale
     from ..models.clip import load_clip
     from ..models.convert import (
         CLIP_FILE,
@@ -48,8 +46,7 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
         read_official_state,
     )
     from .config import TrainConfig, dump_config
-    from .losses import LogitScale
-    from .model import RetrievalModel, save_weights
+    from .model import save_weights
 
     src_path = Path(path).expanduser().resolve()
     out = Path(out).expanduser().resolve()
@@ -92,11 +89,7 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
     cfg.model.clip, cfg.model.pretrained = clip_model, clip_pretrained
     cfg.model.temporal, cfg.model.temporal_args = conv.temporal, dict(conv.temporal_args)
     cfg.model.max_frames, cfg.model.text_tower = conv.max_frames, "frozen"
-    scale = LogitScale()
-    if conv.log_logit_scale is not None:
-        with torch.no_grad():
-            scale.log_scale.fill_(min(conv.log_logit_scale, scale.max_log))
-    model = RetrievalModel(temporal, scale, None)
+    model = RetrievalModel(temporal, converted_logit_scale(conv.log_logit_scale), None)
     save_weights(out / "best.safetensors", model, cfg, clip.identity.to_dict(),
                  converted_from=conv.spec() | {"file": str(src_path)}, conversion_notes=notes)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
@@ -106,51 +99,6 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
                "notes": notes}
     atomic_write_text(out / "conversion.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def load_official(path: str | os.PathLike, source: str | None = None, *, clip: Any = None, device: str = "cpu",
-                  xpool_heads: int = 1, drop_tab: bool = False):
-    """An official checkpoint file as a :class:`~vidclip.train.model.LoadedCheckpoint`, in memory.
-
-    ``clip`` is required (the file's own fine-tuned CLIP is only usable after
-    :func:`convert_checkpoint` exported it); when it is not the checkpoint's CLIP a warning says
-    that the results are not the official model's.
-    """
-    import torch
-
-    from ..models.convert import (
-        build_converted_temporal,
-        clip_matches,
-        convert_state,
-        read_official_state,
-    )
-    from .config import TrainConfig
-    from .losses import LogitScale
-    from .model import LoadedCheckpoint, RetrievalModel
-
-    p = Path(path)
-    conv = convert_state(read_official_state(p), source, xpool_heads=xpool_heads, drop_tab=drop_tab, where=str(p))
-    if clip is None:
-        raise ConfigError(f"{p}: an official {conv.source} checkpoint needs the CLIP to run on; convert it first "
-                          f"(vidclip convert-checkpoint --from {conv.source} {p} --out RUN_DIR), which also exports "
-                          "its fine-tuned CLIP")
-    if conv.clip_state and clip_matches(clip, conv) is not True:
-        warnings.warn(f"{p}: the CLIP given is not the checkpoint's fine-tuned CLIP; results are not the official "
-                      "model's (convert with vidclip convert-checkpoint to use its CLIP)", stacklevel=2)
-    temporal = build_converted_temporal(conv, clip, where=str(p))
-    cfg = TrainConfig(name=p.stem)
-    cfg.model.temporal, cfg.model.temporal_args = conv.temporal, dict(conv.temporal_args)
-    cfg.model.max_frames = conv.max_frames
-    ident = clip.identity
-    cfg.model.clip, cfg.model.pretrained = ident.name, ident.pretrained
-    scale = LogitScale()
-    if conv.log_logit_scale is not None:
-        with torch.no_grad():
-            scale.log_scale.fill_(min(conv.log_logit_scale, scale.max_log))
-    model = RetrievalModel(temporal, scale, None).to(clip.device).eval()
-    meta = {"converted_from": conv.spec() | {"file": str(p)}, "conversion_notes": conv.notes,
-            "clip_identity": ident.to_dict()}
-    return LoadedCheckpoint(cfg, clip, model, meta, p)
 
 
 _EPILOG = """\

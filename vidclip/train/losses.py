@@ -25,49 +25,19 @@ through ``module.similarity``, which is the same algebra.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "LogitScale",
     "all_gather_with_grad",
     "gather_batch",
     "infonce_from_sim",
     "contrastive_loss",
     "conditioned_contrastive_loss",
 ]
-
-INIT_TEMPERATURE = 0.07
-MAX_LOGIT_SCALE = 100.0
-
-
-class LogitScale(nn.Module):
-    """Learnable ``s = exp(t)``, initialised to 1/0.07 and kept <= 100 (CLIP's clamp).
-
-    The parameter is the log of the scale (as in CLIP). ``forward`` clamps the value it returns,
-    and :meth:`clamp_` clamps the parameter itself; the trainer calls it after every optimizer
-    step, as open_clip does, so the parameter never drifts above log(100).
-    """
-
-    def __init__(self, init: float = 1.0 / INIT_TEMPERATURE, max_scale: float = MAX_LOGIT_SCALE):
-        super().__init__()
-        if not 0 < init <= max_scale:
-            raise ValueError(f"logit scale init must be in (0, {max_scale}], got {init}")
-        self.max_log = math.log(max_scale)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init), dtype=torch.float32))
-
-    def forward(self) -> torch.Tensor:
-        return self.log_scale.clamp(max=self.max_log).exp()
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        self.log_scale.clamp_(0.0, self.max_log)
-
 
 # ----------------------------------------------------------------------------- gathering
 
@@ -190,7 +160,7 @@ def contrastive_loss(text: torch.Tensor, video: torch.Tensor, logit_scale: torch
     Args:
         text: [n, D] text embeddings (normalised here).
         video: [n, D] video embeddings of the same pairs (normalised here).
-        logit_scale: scalar s (e.g. ``LogitScale()()``).
+        logit_scale: scalar s (e.g. ``vidclip.models.checkpoint.LogitScale()()``).
     Across processes, negatives come from every process (see the module docstring).
     """
     text = F.normalize(text.float(), dim=-1)

@@ -3,7 +3,7 @@
 The project cannot download CLIP weights, yet its tests, its demo and the temporal-modelling
 benchmark need an image-text model whose embeddings *mean* something. This recipe trains one
 from scratch, on single frames of a ``vidclip synth`` dataset, with the project's own
-contrastive code (:func:`vidclip.train.losses.contrastive_loss`, :class:`LogitScale`, the
+contrastive code (:func:`vidclip.train.losses.contrastive_loss`, :class:`~vidclip.models.checkpoint.LogitScale`, the
 trainer's LR schedule). It is deterministic (seeded data, batches and captions; deterministic
 torch kernels) and runs in a few minutes on two CPU cores::
 
@@ -591,8 +591,9 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
     """
     import torch
 
+    from ..models.checkpoint import LogitScale
     from ..models.clip import load_clip
-    from .losses import LogitScale, contrastive_loss
+    from .losses import contrastive_loss
     from .trainer import lr_multiplier
 
     t_start = time.perf_counter()

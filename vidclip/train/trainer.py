@@ -47,16 +47,15 @@ import torch
 from ..data.feature_cache import check_features, check_whole_videos
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
-from .losses import LogitScale
-from .model import (
+from ..models.checkpoint import (
+    LogitScale,
     RetrievalModel,
     TextTower,
-    atomic_torch_save,
     build_temporal,
     cached_text_embeddings,
-    save_weights,
 )
+from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from .model import TrainingModel, atomic_torch_save, save_weights
 
 __all__ = ["TrainResult", "train", "prepare", "prepare_features", "epoch_order", "lr_multiplier", "select_score",
            "video_batches"]
@@ -194,9 +193,9 @@ def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
             cfg.device != "cpu" and torch.cuda.is_available()) else "cpu")
     full = load_dataset(cfg.data.kind, cfg.data.root, cfg.data.train_split)
     train_ds, val_ds = split_validation(full, cfg.data.val_fraction, cfg.data.val_seed, cfg.data.group_size)
-    from ..models.temporal import TEMPORAL_MODULES
+    from ..models.registry import get_temporal
 
-    cls = TEMPORAL_MODULES.get(cfg.model.temporal)
+    cls = get_temporal(cfg.model.temporal)
     summary: dict = {"features": None, "encoded": 0, "failed": []}
     if cls is None or not getattr(cls, "needs_pixels", False):
         root, todo, failures = prepare_features(cfg, clip, [train_ds, val_ds], progress=progress)
@@ -411,7 +410,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
 
     # -- data, features, text -------------------------------------------------------------
     train_ds, val_ds = _load_data(run)
-    temporal = build_temporal(cfg, clip)
+    temporal = build_temporal(cfg.model, clip)
     source, train_ds, val_ds = _video_sources(run, temporal, train_ds, val_ds)
     text_tower = TextTower(clip) if cfg.model.text_tower == "finetune" else None
     if text_tower is None:
@@ -436,7 +435,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     num_epochs = math.ceil(total / steps_per_epoch)
 
-    model = RetrievalModel(temporal, LogitScale(cfg.optim.logit_scale_init), text_tower).to(acc.device)
+    model = TrainingModel(temporal, LogitScale(cfg.optim.logit_scale_init), text_tower).to(acc.device)
     # Weights are initialised identically everywhere (seed above; DDP also broadcasts rank 0's);
     # training noise (dropout) gets a seed per process so processes do not drop the same units.
     set_seed(cfg.seed + run.rank)

@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from vidclip.errors import ConfigError, VidclipError
 
-from .decode import VideoInfo, open_video, video_end
+if TYPE_CHECKING:
+    import torch
+
+from .decode import open_video
+from .reader import VideoInfo, video_end
 
 __all__ = ["SamplerConfig", "Window", "Sample", "SampledFrames", "SampleError", "plan_sample", "sample_video"]
 
@@ -74,6 +78,10 @@ class SamplerConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                     or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"sampler {name}: expected a positive number, got {v!r}")
+        if not isinstance(self.train, (bool, np.bool_)):
+            raise ConfigError(f"sampler train: expected true or false, got {self.train!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ConfigError(f"sampler seed: expected an int, got {self.seed!r}")
         self.num_frames = int(self.num_frames)
         self.max_frames = None if self.max_frames is None else int(self.max_frames)
         self.fps, self.window, self.stride = float(self.fps), float(self.window), float(self.stride)

@@ -1,0 +1,484 @@
+"""Building an index: incremental, crash-safe indexing of a library (:func:`index_library`),
+merging indexes (:func:`merge_index`) and the report of an index (:func:`index_report`).
+
+Commit order (what makes a SIGKILL at any moment harmless):
+
+1. frame embeddings of a batch of videos are written as a shard (``shards/.tmp-*`` renamed
+   into place by FeatureWriter.flush);
+2. one catalog transaction inserts their rows (shard, offset, count, vectors, windows), turns
+   the rows they replace into ``deleted``, records failures and increments ``generation``;
+3. faiss is updated in memory and saved atomically at the end of the run, stamped with the
+   catalog generation it reflects.
+
+A kill between 1 and 2 leaves a shard no catalog row references: the next run deletes it
+("orphan") and re-encodes those videos, which the catalog never claimed. A kill after 2 loses
+nothing: the next run sees the videos as indexed and unchanged. A kill before 3 leaves faiss
+files of an older generation: whoever opens the index next rebuilds them from the stored vectors
+(keeping an IVF's training), so search never serves a set different from the catalog's.
+Ids are never reused (AUTOINCREMENT), so a stale faiss id can only miss, never mislead;
+search also drops any id the catalog does not list as indexed.
+
+Change detection: a file whose (size, mtime) equals its row's is unchanged without reading
+it; otherwise its fast content hash (catalog.fast_hash) decides, and a touched-but-identical
+file only gets its mtime updated. Files gone from the library are marked deleted (only rows
+that came from the same library source: merged-in videos are left alone). Failed files are
+retried when they change, or with ``retry_failed``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.features import FeatureStore, FeatureWriter
+from ..data.identity import fast_hash
+from ..errors import ConfigError, IndexMismatchError, VidclipError, display_path
+from .catalog import Catalog
+from .directory import (
+    CATALOG_FILE,
+    FEATURES_DIR,
+    _crash_point,
+    _DirLock,
+    _is_index_dir,
+    _outgrown,
+    _remove_orphan_shards,
+    _sync_faiss,
+    check_index_path,
+    mark_lost_frames,
+    remove_stale_temps,
+)
+from .pooling import Pooler
+from .scan import Library, LibraryItem, scan_library
+from .vectors import VectorIndex, choose_design
+
+COMMIT_FRAMES = 65_536  # also commit once this many frames are pending (bounds memory for long videos)
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0  # newly indexed (new or changed files) this run
+    unchanged: int = 0  # skipped: already indexed (or failed) and unchanged
+    deleted: int = 0  # gone from the library, removed from the index
+    failed: list[dict] = field(default_factory=list)  # {"path", "reason"} of this run
+    frames: int = 0
+    seconds: float = 0.0
+    orphans_removed: int = 0  # uncommitted shards of a killed run, deleted
+    temps_removed: int = 0  # faiss temp files of a killed save, deleted
+    lost: list[dict] = field(default_factory=list)  # {"id", "path", "reason"}: stored frames found damaged
+    total_indexed: int = 0  # indexed videos in the index after the run
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        d["videos_per_s"] = round(self.indexed / self.seconds, 3) if self.seconds else None
+        d["frames_per_s"] = round(self.frames / self.seconds, 2) if self.seconds else None
+        return d
+
+
+def _default_windows(frames: int, duration: float, times: np.ndarray) -> list[tuple[float, float, int, int]]:
+    """One window covering the whole video (sampler gave none, or the video is shorter than one)."""
+    end = float(duration) if duration and duration > 0 else (float(times[-1]) if len(times) else 0.0)
+    return [(0.0, end, 0, int(frames))]
+
+
+class _Committer:
+    """Buffers encoded videos and failures; commits them shard -> catalog -> in-memory faiss."""
+
+    def __init__(self, catalog: Catalog, writer: FeatureWriter, video_index: VectorIndex,
+                 segment_index: VectorIndex, dim: int):
+        self.catalog, self.writer = catalog, writer
+        self.video_index, self.segment_index = video_index, segment_index
+        self.dim = dim
+        self.pending: list[dict] = []  # encoded videos, in FeatureWriter order
+        self.failures: list[dict] = []
+        self.offset = 0
+
+    def add_video(self, rec: dict, emb: np.ndarray, frame_index, times) -> None:
+        """rec: catalog fields + "vector" [D] + "windows" + "window_vectors" [W, D] + "replaces"."""
+        self.writer.add(rec["key"], rec["abs_path"], emb, frame_index, times, windows=rec["windows"],
+                        duration=rec["duration"] or 0.0, fps=rec["fps"] or 0.0,
+                        extra={"source": rec["source"], "hash": rec["hash"]})
+        rec["offset"], rec["count"] = self.offset, int(emb.shape[0])
+        self.offset += int(emb.shape[0])
+        self.pending.append(rec)
+
+    def add_failure(self, rec: dict) -> None:
+        self.failures.append(rec)
+
+    def commit(self) -> None:
+        if not self.pending and not self.failures:
+            return
+        shard = self.writer.flush() if self.pending else None
+        _crash_point("shard")
+        new_v, new_vv, new_s, new_sv = [], [], [], []
+        gone = [int(rec["replaces"]) for rec in self.pending + self.failures if rec.get("replaces") is not None]
+        with self.catalog.transaction() as cur:
+            gone_segments = self.catalog.segment_ids_of(cur, gone)
+            self.catalog.mark_deleted(cur, gone)
+            for rec in self.pending:
+                vid = self.catalog.insert_video(
+                    cur, key=rec["key"], source=rec["source"], root=rec["root"], path=rec["path"],
+                    abs_path=rec["abs_path"], size=rec["size"], mtime_ns=rec["mtime_ns"], hash=rec["hash"],
+                    status="indexed", duration=rec["duration"], fps=rec["fps"], metadata=rec["metadata"],
+                    shard=shard, offset=rec["offset"], count=rec["count"], vector=rec["vector"])
+                self.catalog.insert_segments(cur, vid, rec["windows"], rec["window_vectors"])
+                seg_ids = [r[0] for r in cur.execute("SELECT id FROM segments WHERE video_id = ? ORDER BY id", (vid,))]
+                new_v.append(vid)
+                new_vv.append(rec["vector"])
+                new_s.extend(seg_ids)
+                new_sv.append(rec["window_vectors"])
+            for rec in self.failures:
+                self.catalog.insert_video(
+                    cur, key=rec["key"], source=rec["source"], root=rec["root"], path=rec["path"],
+                    abs_path=rec["abs_path"], size=rec["size"], mtime_ns=rec["mtime_ns"], hash=rec["hash"],
+                    status="failed", error=rec["error"], metadata=rec["metadata"])
+            if new_v or gone:
+                self.catalog.bump_generation(cur)
+        _crash_point("commit")
+        # In-memory faiss follows the committed catalog (saved, stamped, at the end of the run).
+        if gone:
+            self.video_index.remove(gone)
+            self.segment_index.remove(gone_segments)
+        if new_v and self.video_index.is_trained:
+            self.video_index.add(np.stack(new_vv), new_v)
+        if new_s and self.segment_index.is_trained:
+            self.segment_index.add(np.concatenate(new_sv), new_s)
+        self.pending, self.failures, self.offset = [], [], 0
+
+
+def _video_record(item: LibraryItem, lib: Library, st: os.stat_result | None, hash_: str | None,
+                  replaces: int | None) -> dict:
+    return {"key": item.key, "source": lib.source, "root": str(lib.root), "path": item.key,
+            "abs_path": str(item.path), "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None,
+            "hash": hash_, "metadata": item.metadata, "replaces": replaces, "duration": None, "fps": None}
+
+
+def index_library(
+    library: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    clip,
+    sampler=None,
+    *,
+    temporal: str | os.PathLike | None = "mean",
+    design: str | None = None,
+    segment_design: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    workers: int = 2,
+    backend: str = "auto",
+    decode_device: str = "cpu",
+    batch_frames: int = 256,
+    commit_every: int = 64,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> IndexReport:
+    """Index (or bring up to date) the videos of ``library`` into ``index_dir``.
+
+    ``clip``: a FrozenCLIP (must match the index's model when the index exists), or a zero-argument
+    function returning the index's own model: then it is called only when a video must be encoded
+    (a run with nothing new loads no model). ``sampler``: a
+    SamplerConfig (default: windows of 10 s every 5 s at 1 fps; must match the index's).
+    ``temporal``: "mean" or a training checkpoint. ``design`` / ``segment_design``: faiss designs
+    ("auto" = exact up to 200k vectors, else IVF). ``nprobe`` / ``ef_search``: search-time knobs of
+    IVF / HNSW designs, recorded in the index (None keeps the recorded value, else IVF nprobe 16 and
+    faiss' HNSW default); :func:`check_recall` measures what they give. ``commit_every``: videos per shard + catalog
+    transaction (the most a kill can cost).
+    """
+    from ..video.sample import SamplerConfig
+
+    index_dir = Path(index_dir).expanduser().resolve()
+    check_index_path(index_dir)
+    if sampler is None:
+        sampler = SamplerConfig(name="windows", fps=1.0, window=10.0, stride=5.0)
+    start = time.perf_counter()
+    lib = scan_library(library)
+    report = IndexReport()
+    with _DirLock(index_dir):
+        catalog = Catalog(index_dir / CATALOG_FILE)
+        try:
+            stored = catalog.get_meta("model")
+            lazy = not hasattr(clip, "identity") and stored is not None and (temporal is None or str(temporal) == "mean")
+            if lazy:  # the index's own model, loaded below only if a video must be encoded
+                ident_dict, pooler = stored, None
+                catalog.check_or_set_identity(stored, catalog.get_meta("model_key"), sampler.to_dict(),
+                                              {"name": "mean"})
+                dim = int(stored["embed_dim"])
+            else:
+                clip = clip if hasattr(clip, "identity") else clip()
+                pooler = Pooler.create(temporal, clip)
+                ident = clip.identity
+                ident_dict = ident.to_dict()
+                catalog.check_or_set_identity(ident_dict, ident.key(), sampler.to_dict(), pooler.spec)
+                dim = int(clip.embed_dim)
+            _record_settings(catalog, lib, design, segment_design, nprobe, ef_search)
+            features = index_dir / FEATURES_DIR
+            report.lost = mark_lost_frames(catalog, features, dim)  # re-encoded below (they look changed)
+            report.orphans_removed = _remove_orphan_shards(catalog, features)
+            report.temps_removed = len(remove_stale_temps(index_dir))
+            vindex = _sync_faiss(catalog, index_dir, "videos", dim, save=False)
+            sindex = _sync_faiss(catalog, index_dir, "segments", dim, save=False)
+
+            todo, report.unchanged, deleted = _plan(catalog, lib, retry_failed)
+            if deleted:
+                gone = [r["id"] for r in deleted]
+                with catalog.transaction() as cur:
+                    gone_segments = catalog.segment_ids_of(cur, gone)
+                    catalog.mark_deleted(cur, gone)
+                    catalog.bump_generation(cur)
+                vindex.remove(gone)
+                sindex.remove(gone_segments)
+                report.deleted = sum(1 for r in deleted if r["status"] == "indexed")
+
+            writer = FeatureWriter(features, ident_dict, sampler.to_dict(), shard_size=1 << 30)
+            committer = _Committer(catalog, writer, vindex, sindex, dim)
+            by_key = {rec["abs_path"]: (rec, item) for rec, item in todo}
+            for rec in [rec for rec, _ in todo if rec["size"] is None]:
+                rec["error"] = "file not found"
+                committer.add_failure(rec)
+                report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
+            items = [(rec["abs_path"], rec["abs_path"]) for rec, _ in todo if rec["size"] is not None]
+            if items:
+                from ..pipeline import Failure, iter_encoded
+
+                if lazy:
+                    clip = clip()
+                    if clip.identity.key() != catalog.get_meta("model_key"):
+                        raise IndexMismatchError(f"{display_path(index_dir)}: the model loaded for this index "
+                                                 f"({clip.identity.name!r}) is not the one it was built with")
+                    pooler = Pooler.create("mean", clip)
+            results = iter_encoded(items, clip, sampler, workers=workers, backend=backend,
+                                   decode_device=decode_device, batch_frames=batch_frames,
+                                   progress="index" if progress else False) if items else ()
+            for result in results:
+                rec, item = by_key[result.key]
+                if isinstance(result, Failure):
+                    rec["error"] = result.reason
+                    committer.add_failure(rec)
+                    report.failed.append({"path": rec["abs_path"], "reason": result.reason})
+                else:
+                    emb = result.emb.detach().float().cpu().numpy()
+                    if emb.shape[0] == 0:
+                        rec["error"] = "no frames could be decoded"
+                        committer.add_failure(rec)
+                        report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
+                        continue
+                    info = result.info
+                    times = np.asarray(result.valid_times, dtype=np.float64)
+                    windows = [tuple(w) for w in result.windows] or _default_windows(emb.shape[0], info.duration, times)
+                    # frames are stored fp16: pool what search will read back, so vectors and frames agree
+                    emb16 = emb.astype(np.float16).astype(np.float32)
+                    video_vec, window_vecs = pooler.video_and_windows(emb16, windows)
+                    rec.update(duration=float(info.duration), fps=float(info.fps), vector=video_vec,
+                               windows=windows, window_vectors=window_vecs)
+                    if rec["hash"] is None:
+                        rec["hash"] = fast_hash(item.path, rec["size"])
+                    committer.add_video(rec, emb16, result.valid_indices, times)
+                    report.indexed += 1
+                    report.frames += int(emb.shape[0])
+                if len(committer.pending) + len(committer.failures) >= commit_every or committer.offset >= COMMIT_FRAMES:
+                    committer.commit()
+            committer.commit()
+            # faiss: rebuild if the design should change (auto crossing flat_max, untrained), then save
+            for kind, idx in (("videos", vindex), ("segments", sindex)):
+                idx.metadata["generation"] = catalog.generation if idx.is_trained else -1
+                _sync_faiss(catalog, index_dir, kind, dim, current=_fit_or_none(catalog, kind, idx), save=True)
+            report.total_indexed = catalog.counts()["indexed"]
+        finally:
+            catalog.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _fit_or_none(catalog: Catalog, kind: str, idx: VectorIndex) -> VectorIndex | None:
+    """``idx`` if its design is still what the catalog asks for at the current size, else None (rebuild)."""
+    requested = catalog.get_meta(f"design_{kind}", "auto")
+    n = idx.ntotal
+    design = choose_design(n) if requested.lower() == "auto" else requested
+    if idx.design != design or not idx.is_trained or _outgrown(idx, n):
+        return None
+    idx.metadata["requested"] = requested
+    return idx
+
+
+def _record_settings(catalog: Catalog, lib: Library | None, design: str | None, segment_design: str | None,
+                     nprobe: int | None = None, ef_search: int | None = None) -> None:
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    with catalog.transaction() as cur:
+        for kind in ("videos", "segments"):  # one setting for both indexes: each uses it if its design has the knob
+            if nprobe is not None:
+                catalog.set_meta(cur, f"nprobe_{kind}", int(nprobe))
+            if ef_search is not None:
+                catalog.set_meta(cur, f"ef_search_{kind}", int(ef_search))
+        if design:
+            catalog.set_meta(cur, "design_videos", design)
+        elif catalog.get_meta("design_videos") is None:
+            catalog.set_meta(cur, "design_videos", "auto")
+        if segment_design:
+            catalog.set_meta(cur, "design_segments", segment_design)
+        elif catalog.get_meta("design_segments") is None:
+            catalog.set_meta(cur, "design_segments", "auto")
+        if lib is not None:
+            libs = catalog.get_meta("libraries", [])
+            if lib.source not in [x["source"] for x in libs]:
+                libs.append({"source": lib.source, "root": str(lib.root)})
+                catalog.set_meta(cur, "libraries", libs)
+            if catalog.get_meta("library_root") is None:
+                catalog.set_meta(cur, "library_root", str(lib.root))
+
+
+def _plan(catalog: Catalog, lib: Library, retry_failed: bool) -> tuple[list[tuple[dict, LibraryItem]], int, list[dict]]:
+    """(to encode: [(record, item)], unchanged count, rows to mark deleted)."""
+    live = catalog.live()
+    todo, unchanged = [], 0
+    seen: set[str] = set()
+    touched: list[tuple[int, int]] = []
+    for item in lib.items:
+        abs_path = str(item.path)
+        seen.add(abs_path)
+        try:
+            st = item.path.stat()
+        except OSError:
+            st = None
+        row = live.get(abs_path)
+        if row is not None:
+            if st is None:
+                if row["status"] == "failed" and row["size"] is None:
+                    unchanged += 1  # still missing
+                    continue
+            elif row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+                if row["status"] == "indexed" or not retry_failed:
+                    unchanged += 1
+                    continue
+            elif row["hash"] is not None and row["size"] == st.st_size and fast_hash(item.path, st.st_size) == row["hash"]:
+                touched.append((row["id"], st.st_mtime_ns))  # touched, same content
+                if row["status"] == "indexed" or not retry_failed:
+                    unchanged += 1
+                    continue
+        h = None
+        todo.append((_video_record(item, lib, st, h, row["id"] if row is not None else None), item))
+    if touched:
+        with catalog.transaction() as cur:
+            for vid, mtime in touched:
+                catalog.touch(cur, vid, mtime)
+    deleted = [r for p, r in live.items() if r["source"] == lib.source and p not in seen]
+    return todo, unchanged, deleted
+
+
+# ----------------------------------------------------------------------------- merge, report
+
+
+def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, commit_every: int = 256) -> IndexReport:
+    """Copy every indexed (and failed) video of ``other_dir`` into ``index_dir``.
+
+    Both must use the same model, sampler and temporal module (an empty ``index_dir`` adopts
+    ``other_dir``'s). A video already in ``index_dir`` (same absolute path) is kept when its
+    content hash matches, else the newer file version (by mtime) wins. Frame embeddings are
+    copied into new shards of ``index_dir``, so the two indexes stay independent.
+    """
+    other_dir = Path(other_dir).expanduser().resolve()
+    index_dir = Path(index_dir).expanduser().resolve()
+    if other_dir == index_dir:
+        raise ConfigError(f"--merge {other_dir}: cannot merge an index into itself")
+    if not _is_index_dir(other_dir):
+        raise VidclipError(f"{other_dir}: not a vidclip index (no {CATALOG_FILE})")
+    start = time.perf_counter()
+    report = IndexReport()
+    src = Catalog(other_dir / CATALOG_FILE, readonly=True)
+    try:
+        with _DirLock(index_dir):
+            dst = Catalog(index_dir / CATALOG_FILE)
+            try:
+                model = src.get_meta("model")
+                dst.check_or_set_identity(model, src.get_meta("model_key"), src.get_meta("sampler"),
+                                          src.get_meta("temporal"))
+                _record_settings(dst, None, None, None)
+                with dst.transaction() as cur:
+                    libs = dst.get_meta("libraries", [])
+                    for lib in src.get_meta("libraries", []):
+                        if lib["source"] not in [x["source"] for x in libs]:
+                            libs.append(lib)
+                    dst.set_meta(cur, "libraries", libs)
+                    if dst.get_meta("library_root") is None and src.get_meta("library_root") is not None:
+                        dst.set_meta(cur, "library_root", src.get_meta("library_root"))
+                dim = int(model["embed_dim"])
+                features = index_dir / FEATURES_DIR
+                report.lost = mark_lost_frames(dst, features, dim)
+                report.orphans_removed = _remove_orphan_shards(dst, features)
+                report.temps_removed = len(remove_stale_temps(index_dir))
+                vindex = _sync_faiss(dst, index_dir, "videos", dim, save=False)
+                sindex = _sync_faiss(dst, index_dir, "segments", dim, save=False)
+                writer = FeatureWriter(features, model, src.get_meta("sampler"), shard_size=1 << 30)
+                committer = _Committer(dst, writer, vindex, sindex, dim)
+                live = dst.live()
+                rows = [r for r in src.videos() if r["status"] in ("indexed", "failed")]
+                shards: dict[str, tuple] = {}
+                for row in rows:
+                    old = live.get(row["abs_path"])
+                    if old is not None:
+                        same = old["hash"] is not None and old["hash"] == row["hash"] and old["status"] == row["status"]
+                        if same or (old["mtime_ns"] or 0) >= (row["mtime_ns"] or 0):
+                            report.unchanged += 1
+                            continue
+                    rec = {k: row[k] for k in ("key", "source", "root", "path", "abs_path", "size", "mtime_ns", "hash",
+                                               "metadata", "duration", "fps")}
+                    rec["replaces"] = old["id"] if old is not None else None
+                    if row["status"] == "failed":
+                        rec["error"] = row["error"]
+                        committer.add_failure(rec)
+                        report.failed.append({"path": row["abs_path"], "reason": row["error"]})
+                    else:
+                        sl = slice(row["offset"], row["offset"] + row["count"])
+                        if row["shard"] not in shards or shards[row["shard"]][0].shape[0] < sl.stop:
+                            shards[row["shard"]] = FeatureStore.open_shard(other_dir / FEATURES_DIR, row["shard"],
+                                                                           rows=sl.stop)
+                        emb, fidx, times = shards[row["shard"]]
+                        segs, seg_vecs = src.segments_of([row["id"]], dim)[row["id"]]
+                        vec = src.conn.execute("SELECT vector FROM videos WHERE id = ?", (row["id"],)).fetchone()[0]
+                        rec.update(vector=np.frombuffer(vec, "<f4").astype(np.float32),
+                                   windows=[(s["start"], s["end"], s["first"], s["count"]) for s in segs],
+                                   window_vectors=seg_vecs)
+                        committer.add_video(rec, np.asarray(emb[sl]), np.asarray(fidx[sl]), np.asarray(times[sl]))
+                        report.indexed += 1
+                        report.frames += int(row["count"])
+                    if len(committer.pending) + len(committer.failures) >= commit_every:
+                        committer.commit()
+                committer.commit()
+                for kind, idx in (("videos", vindex), ("segments", sindex)):
+                    idx.metadata["generation"] = dst.generation if idx.is_trained else -1
+                    _sync_faiss(dst, index_dir, kind, dim, current=_fit_or_none(dst, kind, idx), save=True)
+                report.total_indexed = dst.counts()["indexed"]
+            finally:
+                dst.close()
+    finally:
+        src.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def index_report(index_dir: str | os.PathLike) -> dict:
+    """Counts, settings and the failed videos (path, reason) of an index."""
+    index_dir = Path(index_dir).expanduser().resolve()
+    catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
+    try:
+        return {
+            "index": str(index_dir),
+            "counts": catalog.counts(),
+            "model": catalog.get_meta("model"),
+            "sampler": catalog.get_meta("sampler"),
+            "temporal": catalog.get_meta("temporal"),
+            "designs": {"videos": catalog.get_meta("design_videos"), "segments": catalog.get_meta("design_segments")},
+            "search_settings": {k: catalog.get_meta(k) for k in ("nprobe_videos", "ef_search_videos",
+                                                                  "nprobe_segments", "ef_search_segments")},
+            "libraries": catalog.get_meta("libraries", []),
+            "generation": catalog.generation,
+            "failed": [{"id": r["id"], "path": r["abs_path"], "reason": r["error"]}
+                       for r in catalog.videos(status="failed")],
+        }
+    finally:
+        catalog.close()

@@ -1,0 +1,165 @@
+"""Recall check of an index's approximate faiss designs against exact search.
+
+Recall: :func:`check_recall` (``vidclip index --check-recall DIR``) measures recall@k of both faiss
+indexes against exact search over the same stored vectors, so an approximate design (IVF, HNSW,
+PQ, chosen by ``--design``) and its search knobs (``--nprobe``, ``--ef-search``, recorded in the
+catalog) can be checked on the library itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..data.features import FeatureStore
+from ..errors import ConfigError, IndexMismatchError, VidclipError
+from .catalog import Catalog
+from .directory import CATALOG_FILE, FEATURES_DIR, _is_index_dir, _sync_faiss
+from .pooling import Pooler
+from .vectors import VectorIndex, recall_at_k
+
+RECALL_QUERIES = 200  # default number of queries of check_recall
+RECALL_TIE_TOL = 1e-6  # cosine gap below which a result ties with the exact k-th one (float rounding)
+
+
+def _frame_queries(catalog: Catalog, index_dir: Path, num_queries: int, seed: int) -> np.ndarray:
+    """Stored frame embeddings drawn uniformly (without replacement) from all frames of the indexed
+    videos: float32 [min(num_queries, frames), D], raw (recall_at_k normalises them)."""
+    rows = catalog.videos(status="indexed")
+    counts = np.array([r["count"] for r in rows], dtype=np.int64)
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(num_queries, total), replace=False))
+    which = np.searchsorted(ends, pick, side="right")  # the video each picked frame belongs to
+    offsets = np.array([r["offset"] for r in rows], dtype=np.int64)[which] + (pick - (ends - counts)[which])
+    shards = np.array([r["shard"] for r in rows], dtype=object)[which]
+    out = None
+    need = np.array([r["offset"] + r["count"] for r in rows], dtype=np.int64)[which]
+    for shard in sorted(set(shards.tolist())):  # one memory-mapped read per shard, not per frame
+        emb = FeatureStore.open_shard(index_dir / FEATURES_DIR, shard, rows=int(need[shards == shard].max()))[0]
+        sel = shards == shard
+        if out is None:
+            out = np.empty((len(pick), emb.shape[1]), np.float32)
+        out[sel] = emb[offsets[sel]]
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def _faiss_with_vectors(catalog: Catalog, index_dir: Path, kind: str, dim: int
+                        ) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+    """(faiss index as a reader would serve it, its ids [N], vectors [N, D]) of one catalog generation."""
+    for _ in range(5):  # a concurrent indexer may commit between the two reads: retry until they agree
+        index = _sync_faiss(catalog, index_dir, kind, dim, save=False)
+        with catalog.conn:
+            catalog.conn.execute("BEGIN")
+            generation = catalog.generation
+            ids, vectors = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
+        if index.metadata.get("generation") == generation:
+            return index, ids, vectors
+    raise VidclipError(f"{index_dir}: the index kept changing while its recall was being checked; try again")
+
+
+def check_recall(
+    index_dir: str | os.PathLike,
+    k: int = 10,
+    num_queries: int = RECALL_QUERIES,
+    seed: int = 0,
+    *,
+    texts: Sequence[str] | None = None,
+    clip=None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    tie_tol: float = RECALL_TIE_TOL,
+) -> dict:
+    """Recall@k of an index's faiss indexes (videos and segments) against exact search.
+
+    Each faiss index is taken as a reader would serve it (the saved file, or rebuilt in memory when
+    stale; nothing is written) and compared with exact inner-product search over the same stored
+    vectors (the catalog's), by :func:`~vidclip.index.vectors.recall_at_k`: per query,
+    |approx top-k ∩ exact top-k| / k, ties at rank k (duplicates, rounding within ``tie_tol``) counted
+    as hits. A ``Flat`` design is exact, so it must report 1.0.
+
+    Queries: by default ``num_queries`` stored frame embeddings, drawn uniformly without replacement
+    from all frames of the indexed videos (``seed``). A single frame is never one of the indexed
+    vectors (those are means over a video or window, except a one-frame window), but comes from the
+    same distribution, like a held-out video. Text queries are further from every video than a frame
+    is (CLIP's image-text modality gap), which can make approximate search harder; pass ``texts``
+    (encoded with the index's model and query tower; ``clip`` to reuse a loaded model) to measure on
+    real queries. ``nprobe`` / ``ef_search`` measure at another setting than the index's own.
+
+    Returns {"index", "k", "queries", "query_source", "seed", "random_weights", "videos": {...},
+    "segments": {...}}
+    where each of "videos" / "segments" holds design, requested, nprobe, ef_search, vectors,
+    exact (bool), recall and a one-line verdict.
+    """
+    index_dir = Path(index_dir).expanduser().resolve()
+    if isinstance(k, bool) or int(k) != k or k <= 0:
+        raise ConfigError(f"check_recall: k must be a positive integer, got {k!r}")
+    if texts is None and (isinstance(num_queries, bool) or int(num_queries) != num_queries or num_queries <= 0):
+        raise ConfigError(f"check_recall: the number of queries must be a positive integer, got {num_queries!r}")
+    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value <= 0):
+            raise ConfigError(f"check_recall: {name} must be a positive integer, got {value!r}")
+    if not _is_index_dir(index_dir):
+        raise VidclipError(f"{index_dir}: not a vidclip index (no {CATALOG_FILE})")
+    catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
+    try:
+        model = catalog.get_meta("model")
+        if model is None or catalog.counts()["indexed"] == 0:
+            raise VidclipError(f"{index_dir}: the index holds no videos; nothing to check")
+        dim = int(model["embed_dim"])
+        if texts is not None:
+            texts = [t.strip() for t in texts if t and t.strip()]
+            if not texts:
+                raise ConfigError("check_recall: no text queries given (all empty)")
+            queries = _text_queries(catalog, model, texts, clip)
+            source = "texts"
+        else:
+            queries = _frame_queries(catalog, index_dir, int(num_queries), seed)
+            source = "frames"
+        result = {"index": str(index_dir), "k": int(k), "queries": int(len(queries)), "query_source": source,
+                  "seed": int(seed) if source == "frames" else None,
+                  "random_weights": bool(model.get("random_weights"))}
+        for kind, label in (("videos", "video"), ("segments", "segment")):
+            index, ids, vectors = _faiss_with_vectors(catalog, index_dir, kind, dim)
+            if nprobe is not None and index.nprobe is not None:
+                index.nprobe = int(nprobe)
+            if ef_search is not None and "HNSW" in index.design.upper():
+                index.ef_search = int(ef_search)
+            recall = recall_at_k(index, vectors, queries, int(k), ids, tie_tol=tie_tol)
+            result[kind] = _recall_entry(label, index, catalog.get_meta(f"design_{kind}", "auto"), len(ids),
+                                         recall, int(k), len(queries), source)
+        return result
+    finally:
+        catalog.close()
+
+
+def _text_queries(catalog: Catalog, model: dict, texts: list[str], clip) -> np.ndarray:
+    """Text embeddings [Q, D] as search computes them (the index's model; a checkpoint's text tower)."""
+    if clip is None:
+        from ..models.clip import load_clip_from_identity
+
+        clip = load_clip_from_identity(model)
+    elif clip.identity.key() != catalog.get_meta("model_key"):
+        raise IndexMismatchError(f"check_recall: the index was built with model {model.get('name')!r}, "
+                                 f"the given model is {clip.identity.name!r}")
+    pooler = Pooler.from_spec(catalog.get_meta("temporal") or {"name": "mean"}, clip)
+    return np.stack([pooler.encode_query(t).cpu().numpy() for t in texts]).astype(np.float32)
+
+
+def _recall_entry(label: str, index: VectorIndex, requested: str, n: int, recall: float, k: int, q: int,
+                  source: str) -> dict:
+    exact = index.design.strip() == "Flat"
+    ef = index.ef_search if index.ef_search is not None else (index._hnsw_ef() if "HNSW" in index.design.upper() else None)
+    knobs = "".join(f" {name}={value}" for name, value in (("nprobe", index.nprobe), ("efSearch", ef)) if value is not None)
+    notes = []
+    if requested.strip().lower() != index.design.strip().lower():
+        notes.append(f"requested {requested}")
+    if exact:
+        notes.append("exact search")
+    verdict = (f"{label} index {index.design}{knobs}: recall@{k} = {recall:.3f} over {q} {source[:-1]} queries "
+               f"({n} vectors{'; ' + ', '.join(notes) if notes else ''})")
+    return {"design": index.design, "requested": requested, "nprobe": index.nprobe, "ef_search": ef,
+            "vectors": int(n), "exact": exact, "recall": round(float(recall), 6), "verdict": verdict}

@@ -1,0 +1,105 @@
+"""Library scanning: a folder, a CSV with a ``path`` column or a text file of paths -> the
+videos to index (:class:`Library` of :class:`LibraryItem`)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DatasetError, display_path
+
+
+@dataclass
+class LibraryItem:
+    key: str  # path relative to the library root (absolute when outside it)
+    path: Path  # absolute
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Library:
+    source: str  # absolute path of the folder / list / CSV
+    root: Path
+    items: list[LibraryItem]
+
+
+def _video_extensions() -> tuple[str, ...]:
+    from ..pipeline import VIDEO_EXTENSIONS
+
+    return VIDEO_EXTENSIONS
+
+
+def _item(root: Path, raw: str, metadata: dict | None = None) -> LibraryItem:
+    p = Path(os.path.expanduser(raw))
+    p = p if p.is_absolute() else root / p
+    p = Path(os.path.normpath(p))
+    try:
+        key = p.relative_to(root).as_posix()
+    except ValueError:
+        key = p.as_posix()
+    return LibraryItem(key, p, metadata or {})
+
+
+LIST_SUFFIXES = (".txt", ".lst", ".list", "")  # a text file of paths; ".csv" is a CSV with a 'path' column
+
+
+def scan_library(spec: str | os.PathLike) -> Library:
+    """Expand a library: a folder (recursive, by video extension), a CSV (``.csv``) with a ``path``
+    column (other columns become the video's metadata), a text file (``.txt``, ``.lst``, ``.list``
+    or no suffix) with one path per line (``#`` comments and blank lines skipped), or one video file
+    (by its video extension, whatever it holds). Relative paths in a list resolve against the
+    list's folder, which is the library root. Listed files that do not exist are kept (they are
+    recorded as failed, not silently dropped)."""
+    spec_path = Path(spec).expanduser().resolve()
+    if spec_path.is_dir():
+        exts = _video_extensions()
+        items = [_item(spec_path, f.relative_to(spec_path).as_posix())
+                 for f in sorted(spec_path.rglob("*")) if f.is_file() and f.suffix.lower() in exts]
+        return Library(str(spec_path), spec_path, items)
+    if not spec_path.is_file():
+        raise DatasetError(f"{display_path(spec)}: no such folder or file (a library is a folder, a CSV with a "
+                           "'path' column, a text file of paths, or a video file)")
+    root = spec_path.parent
+    suffix = spec_path.suffix.lower()
+    if suffix in _video_extensions():  # a video, even one that holds text: it fails as a video would
+        return Library(str(spec_path), root, [_item(root, spec_path.name)])
+    if suffix != ".csv" and suffix not in LIST_SUFFIXES:
+        raise DatasetError(f"{display_path(spec_path)}: not a library: a folder, a .csv with a 'path' column, a "
+                           f"text file of paths ({', '.join(s for s in LIST_SUFFIXES if s)} or no suffix) or a video "
+                           f"file ({', '.join(_video_extensions())})")
+    items: list[LibraryItem] = []
+    seen: dict[Path, str] = {}
+    if suffix == ".csv":
+        with open(spec_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in (reader.fieldnames or [])]
+            if "path" not in fields:
+                raise DatasetError(f"{spec_path}: header {fields} has no 'path' column")
+            reader.fieldnames = fields
+            for row_no, row in enumerate(reader, start=2):
+                raw = (row.get("path") or "").strip()
+                if not raw:
+                    raise DatasetError(f"{spec_path}: row {row_no}: field 'path' is empty")
+                meta = {k: v for k, v in row.items() if k != "path" and k is not None}
+                item = _item(root, raw, meta)
+                if item.path in seen:
+                    raise DatasetError(f"{spec_path}: row {row_no}: path {raw!r} already listed ({seen[item.path]})")
+                seen[item.path] = f"row {row_no}"
+                items.append(item)
+    else:
+        try:
+            lines = spec_path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise DatasetError(f"{spec_path}: not a text file of paths (is it a video? pass its folder instead)") from None
+        for line_no, line in enumerate(lines, start=1):
+            raw = line.strip()
+            if not raw or raw.startswith("#"):
+                continue
+            item = _item(root, raw)
+            if item.path in seen:
+                raise DatasetError(f"{spec_path}: line {line_no}: path {raw!r} already listed ({seen[item.path]})")
+            seen[item.path] = f"line {line_no}"
+            items.append(item)
+    return Library(str(spec_path), root, items)

@@ -1,0 +1,100 @@
+"""``vidclip index --verify DIR``: check every part of an index against the catalog and repair what
+can be rebuilt from what is stored.
+
+Checked: the catalog opens and has a model; every indexed row has a vector of the model's width
+and its frames in a readable shard with enough rows; each faiss file loads, is stamped with the
+catalog's generation and holds as many vectors as the catalog; no temp files or orphan shards of a
+killed run remain. Repaired (under the writer's lock): faiss files are rebuilt from the vectors in
+the catalog; videos whose stored frames are lost are marked so that the next ``vidclip index`` of
+their library re-encodes exactly them; leftovers are deleted. Not repairable here: a catalog that
+does not open (re-index into a new folder), a path that is a directory where a file belongs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import VidclipError, display_path
+from .catalog import Catalog
+from .directory import (
+    CATALOG_FILE,
+    FEATURES_DIR,
+    _DirLock,
+    _is_index_dir,
+    _remove_orphan_shards,
+    _sync_faiss,
+    faiss_path,
+    mark_lost_frames,
+    remove_stale_temps,
+)
+from .vectors import VectorIndex
+
+
+def verify_index(index_dir: str | os.PathLike) -> dict:
+    """Check and repair the index at ``index_dir``.
+
+    Returns {"index", "ok" (nothing left wrong after the repairs), "findings": [{"file", "problem",
+    "repair"}], "counts"}; "repair" is what was done, or None when nothing could be.
+    """
+    index_dir = Path(index_dir).expanduser().resolve()
+    if not _is_index_dir(index_dir):
+        raise VidclipError(f"{display_path(index_dir)}: not a vidclip index (no {CATALOG_FILE})")
+    findings: list[dict] = []
+
+    def found(path, problem: str, repair: str | None) -> None:
+        findings.append({"file": display_path(path), "problem": problem, "repair": repair})
+
+    with _DirLock(index_dir):
+        for tmp in remove_stale_temps(index_dir):
+            found(tmp, "temp file of an interrupted faiss save", "deleted")
+        catalog = Catalog(index_dir / CATALOG_FILE)
+        try:
+            model = catalog.get_meta("model")
+            if model is None:
+                return {"index": display_path(index_dir), "ok": True, "findings": findings,
+                        "counts": catalog.counts(), "note": "the index holds no videos yet"}
+            dim = int(model["embed_dim"])
+            features = index_dir / FEATURES_DIR
+            for lost in mark_lost_frames(catalog, features, dim):
+                found(lost["path"], lost["reason"], "marked lost: the next `vidclip index` of its library re-encodes it")
+            bad_vectors = [(r[0], os.fsdecode(r[1])) for r in catalog.conn.execute(
+                "SELECT id, abs_path FROM videos WHERE status = 'indexed' AND (vector IS NULL OR length(vector) != ?)",
+                (4 * dim,))]
+            if bad_vectors:
+                with catalog.transaction() as cur:
+                    catalog.mark_lost(cur, [i for i, _ in bad_vectors], "stored video vector missing or of the wrong "
+                                                                        "width; re-index to encode it again")
+                    catalog.bump_generation(cur)
+                for _, path in bad_vectors:
+                    found(path, f"stored video vector missing or not {dim}-d",
+                          "marked lost: the next `vidclip index` of its library re-encodes it")
+            orphans = _remove_orphan_shards(catalog, features)
+            if orphans:
+                found(features, f"{orphans} shard(s) no catalog row references", "deleted")
+            for kind in ("videos", "segments"):
+                path = faiss_path(index_dir, kind)
+                ids, _ = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
+                if path.is_dir():
+                    found(path, "a directory where the vector file belongs", None)
+                    continue
+                problem = None
+                try:
+                    saved = VectorIndex.load(path)
+                    if saved.metadata.get("generation") != catalog.generation:
+                        problem = (f"stale: built at catalog generation {saved.metadata.get('generation')}, "
+                                   f"the catalog is at {catalog.generation}")
+                    elif saved.dim != dim or saved.ntotal != len(ids):
+                        problem = f"holds {saved.ntotal} {saved.dim}-d vectors, the catalog {len(ids)} {dim}-d"
+                except VidclipError as e:
+                    problem = str(e).removeprefix(f"{path}: ")
+                if problem is not None:
+                    if path.exists():
+                        path.unlink()  # derived data: rebuilt below from the catalog's vectors
+                    _sync_faiss(catalog, index_dir, kind, dim, save=True)
+                    found(path, problem, f"rebuilt from the {len(ids)} vectors stored in the catalog")
+            counts = catalog.counts()
+        finally:
+            catalog.close()
+    ok = all(f["repair"] is not None for f in findings)
+    return {"index": display_path(index_dir), "ok": ok, "findings": findings, "counts": counts}
