@@ -141,3 +141,19 @@ def test_noop_reindex_loads_no_model(tmp_path, clip, sampler, capsys, monkeypatc
     make_clip(lib / "new.mp4", seed=9, seconds=2.0)
     assert main(["index", str(lib), "--index", str(idx), "--workers", "0", "--quiet"]) == 0
     assert "indexed 1 videos" in capsys.readouterr().out and loads == [1]  # loaded once something is new
+
+
+def test_folder_scan_reports_links_loops_and_fifos_one_line_each(tmp_path, clip, sampler):
+    # before: rglob + is_file() skipped them silently (exit 0); now the same scan as `vidclip encode`
+    lib = _lib(tmp_path, n=1)
+    os.symlink("nowhere.mp4", lib / "dangling.mp4")
+    os.symlink("loop2.mp4", lib / "loop1.mp4")
+    os.symlink("loop1.mp4", lib / "loop2.mp4")
+    os.mkfifo(lib / "pipe.mp4")
+    got = scan_library(lib)
+    assert [i.key for i in got.items] == ["clip0.mp4"]
+    reasons = {os.path.basename(p["path"]): p["reason"] for p in got.problems}
+    assert set(reasons) == {"dangling.mp4", "loop1.mp4", "loop2.mp4", "pipe.mp4"}
+    assert "dangling" in reasons["dangling.mp4"] and "loop" in reasons["loop1.mp4"] and "FIFO" in reasons["pipe.mp4"]
+    rep = index_library(lib, tmp_path / "idx", clip, sampler, workers=0, progress=False)
+    assert rep.indexed == 1 and len(rep.failed) == 4  # reported, and the good video still indexed

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import pytest
 from index_testutil import make_clip
 

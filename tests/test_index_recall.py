@@ -10,8 +10,8 @@ import pytest
 from index_testutil import make_clip
 
 from vidclip.errors import ConfigError, VidclipError
-from vidclip.index.catalog import Catalog
 from vidclip.index import check_recall, index_library
+from vidclip.index.catalog import Catalog
 from vidclip.index.vectors import VectorIndex, recall_at_k
 
 INDEX_OPTS = ["--model", "tiny-vit", "--pretrained", "none", "--workers", "0",

@@ -530,3 +530,124 @@ def test_cuda_encode_matches_cpu(tiny, precision):
     t = F.cosine_similarity(gpu.encode_text(TEXTS).cpu(), tiny.encode_text(TEXTS), dim=-1)
     assert t.min() > (0.9999 if precision == "fp32" else 0.99)
     assert gpu.default_batch_size() >= 1
+
+
+# ------------------------------------------------------------------------------------------
+# one rule for `pretrained` (CLI --pretrained, config model.pretrained, Python load_clip)
+# ------------------------------------------------------------------------------------------
+def test_pretrained_unspecified_means_what_the_name_implies():
+    from vidclip.models.clip import resolve_pretrained
+
+    assert resolve_pretrained("ViT-B-32", None) == ("openai", False)
+    assert resolve_pretrained("ViT-B-32", "") == ("openai", False)
+    # an architecture without an openai tag: its first listed tag
+    from open_clip.pretrained import list_pretrained_tags_by_model
+
+    tags = list_pretrained_tags_by_model("ViT-B-16-SigLIP")
+    assert tags and "openai" not in tags
+    assert resolve_pretrained("ViT-B-16-SigLIP", None) == (tags[0], False)
+    assert resolve_pretrained("tiny-vit", None) == (None, True)  # no tag at all: random
+    assert resolve_pretrained("hf-tiny", None) == (None, True)
+    assert resolve_pretrained("vidclip-synth", None) == (str(clipmod.SHIPPED_WEIGHTS["vidclip-synth"]), False)
+    assert resolve_pretrained("hf:openai/clip-vit-base-patch32", None) == (None, False)
+    for word in ("none", "None", "random"):
+        for model in ("ViT-B-32", "vidclip-synth", "tiny-vit"):
+            assert resolve_pretrained(model, word) == (None, True)
+    assert resolve_pretrained("ViT-B-32", "laion2b_s34b_b79k") == ("laion2b_s34b_b79k", False)
+
+
+def test_vidclip_synth_defaults_to_shipped_weights_and_none_is_random():
+    from safetensors.torch import load_file
+
+    shipped = load_clip("vidclip-synth")
+    assert not shipped.identity.random_weights
+    sd = load_file(str(clipmod.SHIPPED_WEIGHTS["vidclip-synth"]))
+    k = next(k for k in sd if k.endswith("proj") or "weight" in k)
+    assert torch.equal(shipped.model.state_dict()[k].float(), sd[k].float())
+    for word in ("none", "random"):
+        rnd = load_clip("vidclip-synth", word)
+        assert rnd.identity.random_weights and rnd.identity.pretrained is None
+        assert rnd.identity.weights_digest != shipped.identity.weights_digest
+    # a random identity reloads as random, not as the shipped weights
+    again = load_clip_from_identity(rnd.identity.to_dict())
+    assert again.identity.weights_digest == rnd.identity.weights_digest
+
+
+def test_vidclip_synth_bad_tag_gives_no_network_advice():
+    with pytest.raises(WeightsNotFoundError) as ei:
+        load_clip("vidclip-synth", "openai")
+    assert "network" not in str(ei.value) and "--pretrained none" in str(ei.value)
+
+
+def _cli_model(argv):
+    import argparse
+
+    from vidclip.cli_options import add_model_args, model_from_args
+
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    ns = p.parse_args(argv + ["--device", "cpu"])
+    return ns, model_from_args(ns)
+
+
+def test_cli_pretrained_default_follows_the_model(tmp_path, hf_tiny):
+    from transformers import CLIPModel
+
+    ns, clip = _cli_model(["--model", "vidclip-synth"])
+    assert ns.pretrained is None and not clip.identity.random_weights
+    assert clip.identity.weights_digest == load_clip("vidclip-synth").identity.weights_digest
+    _, rnd = _cli_model(["--model", "vidclip-synth", "--pretrained", "none"])
+    assert rnd.identity.random_weights
+    # a local transformers folder (and hf:FOLDER): its own weights, no --pretrained needed
+    net = CLIPModel(hf_tiny.model.config)
+    net.load_state_dict(perturbed_state(hf_tiny.model, seed=4))
+    folder = tmp_path / "hf-folder"
+    net.save_pretrained(folder)
+    for spec in (str(folder), "hf:" + str(folder)):
+        _, c = _cli_model(["--model", spec])
+        assert not c.identity.random_weights
+        assert torch.equal(c.model.state_dict()["visual_projection.weight"], net.state_dict()["visual_projection.weight"])
+    with pytest.raises(ConfigError, match="brings its own weights"):
+        _cli_model(["--model", str(folder), "--pretrained", "none"])
+    _, t = _cli_model(["--model", "tiny-vit"])
+    assert t.identity.random_weights
+
+
+def test_config_pretrained_none_means_random_and_null_means_implied(tmp_path):
+    from vidclip.train.config import apply_overrides, config_from_dict, load_config
+
+    cfg = config_from_dict({"model": {"clip": "vidclip-synth"}})
+    assert cfg.model.pretrained is None  # implied: the shipped weights
+    assert apply_overrides(cfg, ["model.pretrained=none"]).model.pretrained == "none"
+    assert apply_overrides(cfg, ["model.pretrained=Random"]).model.pretrained == "random"
+    assert apply_overrides(cfg, ["model.pretrained=null"]).model.pretrained is None
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  clip: vidclip-synth\n  pretrained: none\n")
+    assert load_config(f).model.pretrained == "none"
+    with pytest.raises(ConfigError, match="did you mean 'model.pretrained'"):
+        apply_overrides(cfg, ["model.pretrianed=none"])
+
+
+def test_train_weights_hint_uses_config_keys():
+    from vidclip.models.clip import _HOW_TO_LOCAL
+    from vidclip.train.commands import _in_config_words
+
+    msg = _in_config_words("ViT-B-32 pretrained='openai': weights could not be downloaded. " + _HOW_TO_LOCAL)
+    assert "--pretrained" not in msg and "--model" not in msg
+    assert "`model.pretrained=/path/to/checkpoint.pt" in msg and "`model.clip=/path/to/dir`" in msg
+
+
+def test_open_clip_root_log_records_are_taken_off_the_log(caplog, tmp_path):
+    """open_clip's 'No pretrained weights loaded ...' (random init, or a checkpoint loaded right
+    after) never reaches the log: vidclip says it itself (RANDOM WEIGHTS in the identity)."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    clip = load_clip("tiny-vit", "none")
+    ckpt = tmp_path / "tiny.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in perturbed_state(clip.model).items()}, str(ckpt))
+    load_clip("tiny-vit", str(ckpt))
+    assert not [r.getMessage() for r in caplog.records if r.name == "root"]
+    assert not logging.getLogger().filters  # the capture is removed afterwards

@@ -7,6 +7,7 @@ same comparison also proves that padding does not change the output.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -439,7 +440,11 @@ def test_text_tower_init_open_clip(w64_models):
     with torch.no_grad():
         for mine, src in [(seq.transformer[0], text_blocks[0]), (seq.transformer[1], text_blocks[1]),
                           (tdb.frame2t_attention[0], text_blocks[0]), (tdb.transformer[1], text_blocks[1])]:
-            torch.testing.assert_close(mine(x), src(x), atol=1e-5, rtol=0)
+            # same weights; the temporal blocks' LayerNorm eps is the official 1e-12, the text tower's 1e-5
+            assert mine.ln_1.eps == 1e-12
+            same_eps = copy.deepcopy(mine)
+            same_eps.ln_1.eps = same_eps.ln_2.eps = src.ln_1.eps
+            torch.testing.assert_close(same_eps(x), src(x), atol=1e-5, rtol=0)
         # copies, not shared: training them leaves the frozen text tower alone
         assert seq.transformer[0].attn.in_proj_weight.data_ptr() != text_blocks[0].attn.in_proj_weight.data_ptr()
 
@@ -473,9 +478,18 @@ def test_layerscale_is_folded_into_copied_block():
 
 
 def test_width_mismatch_warns_and_random_inits():
-    clip = load_clip("tiny-vit")  # D=32, text width 64
+    import dataclasses
+    import types
+
+    clip = load_clip("tiny-vit")  # D=32, text width 64, random weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a random text tower: the fallback is expected, no warning
+        assert not create_temporal("seq_transformer", 32, clip=clip).initialised_from_text
+    # the same tower holding trained weights: the fallback is worth a warning
+    trained = types.SimpleNamespace(model=clip.model, family=clip.family, embed_dim=clip.embed_dim,
+                                    identity=dataclasses.replace(clip.identity, random_weights=False))
     with pytest.warns(UserWarning, match="text width 64 != embed_dim 32"):
-        m = create_temporal("seq_transformer", 32, clip=clip)
+        m = create_temporal("seq_transformer", 32, clip=trained)
     assert not m.initialised_from_text
     assert isinstance(m.transformer[0].mlp.gelu, QuickGELU)  # CLIP4Clip's block
     with pytest.raises(ConfigError, match="differs from the CLIP model's embed_dim 32"):
@@ -506,25 +520,26 @@ def _ref_block_eps12(blk, x):
     att = att.transpose(1, 2).reshape(x.shape) @ a.out_proj.weight.double().T + a.out_proj.bias.double()
     x = x + att
     h = ln(x, blk.ln_2) @ blk.mlp.c_fc.weight.double().T + blk.mlp.c_fc.bias.double()
-    h = h * torch.sigmoid(1.702 * h)  # QuickGELU
+    h = blk.mlp.gelu(h)  # the block's activation (QuickGELU fresh, the text tower's when copied)
     return x + h @ blk.mlp.c_proj.weight.double().T + blk.mlp.c_proj.bias.double()
 
 
-@pytest.mark.parametrize("name", ["seq_transformer", "tdb"])
-@pytest.mark.parametrize("from_text", [False, True])
-def test_temporal_blocks_use_official_layernorm_eps(name, from_text):
-    """CLIP4Clip / CLIP2Video temporal blocks: until_module.LayerNorm(hidden, eps=1e-12), copied or fresh."""
-    clip = load_clip("tiny-vit") if from_text else None
-    D = 64 if from_text else 32  # tiny-vit's text width is 64: blocks are copied from its text tower
-    m = create_temporal(name, D, max_frames=8, clip=clip).eval()
-    if from_text:
-        assert m.initialised_from_text
-    blocks = [b for b in m.modules() if isinstance(b, ResidualAttentionBlock)]
+@pytest.mark.parametrize("name", ["seq_transformer", "tdb", "copied"])
+def test_temporal_blocks_use_official_layernorm_eps(name):
+    """CLIP4Clip / CLIP2Video temporal blocks: until_module.LayerNorm(hidden, eps=1e-12), fresh or copied
+    from the text tower (whose own LayerNorms use 1e-5)."""
+    from open_clip.transformer import ResidualAttentionBlock as OCBlock
+
+    D = 32
+    if name == "copied":
+        blocks = [_copy_text_block(OCBlock(D, 2), "open_clip")]
+    else:
+        m = create_temporal(name, D, max_frames=8).eval()
+        blocks = [b for b in m.modules() if isinstance(b, ResidualAttentionBlock)]
     assert blocks and all(b.ln_1.eps == 1e-12 and b.ln_2.eps == 1e-12 for b in blocks)
     # A near-static input (variance ~1e-10 per token) is where eps 1e-5 and 1e-12 part ways.
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(1, 1, D, generator=g) * 0 + 0.3 + 1e-5 * torch.randn(2, 5, D, generator=g)).float()
-    blk = blocks[0]
+    x = (0.3 + 1e-5 * torch.randn(2, 5, D, generator=g)).double()
+    blk = blocks[0].double()
     with torch.no_grad():
-        got = blk.double()(x.double())
-    torch.testing.assert_close(got, _ref_block_eps12(blk, x.double()), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(blk(x), _ref_block_eps12(blk, x), atol=1e-6, rtol=1e-6)

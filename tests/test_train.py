@@ -76,7 +76,7 @@ def test_config_file_overrides_and_errors(tmp_path):
                           "optim.lr=3e-4", "mixed_precision=bf16"])
     assert cfg.name == "c"  # defaults to the file name
     assert cfg.data.num_frames == 8 and cfg.optim.batch_size == 32 and cfg.optim.lr == pytest.approx(3e-4)
-    assert cfg.model.temporal_args == {"layers": 2} and cfg.model.pretrained is None
+    assert cfg.model.temporal_args == {"layers": 2} and cfg.model.pretrained == "none"  # random, not implied
     assert cfg.mixed_precision == "bf16"
     # the YAML "1e-4" (a string to PyYAML) became a float
     assert isinstance(load_config(f).optim.lr, float)

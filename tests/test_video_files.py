@@ -189,3 +189,36 @@ def test_cli_sampler_errors_are_one_line(small, tmp_path, capsys):
     assert main(["frames", str(small.path), "--num-frames", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "num_frames" in err[0]
+
+
+# ----------------------------------------------------------------------------- FFmpeg log noise
+
+
+def _damaged_mkv(tmp_path):
+    v = make_coded_video(tmp_path / "src.mkv", 100, size=(96, 64), gop=10)
+    data = bytearray(v.path.read_bytes())
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(bytes(data[: len(data) // 2]))
+    for i in range(2000, len(data), 97):  # flip bytes all through the clusters
+        data[i] ^= 0xFF
+    garbled = tmp_path / "garbled.mkv"
+    garbled.write_bytes(bytes(data))
+    return cut, garbled
+
+
+def test_ffmpeg_log_lines_never_reach_the_terminal(tmp_path):
+    cut, garbled = _damaged_mkv(tmp_path)
+    # Control: decord's bundled FFmpeg does print "[matroska,webm @ 0x...]" lines on these files.
+    raw = run_py("import decord, sys\nfor p in sys.argv[1:]:\n    r = decord.VideoReader(p)\n"
+                 "    try: r.get_batch(list(range(len(r)))).asnumpy()\n    except Exception: pass\n",
+                 str(cut), str(garbled))
+    assert " @ 0x" in raw.stderr
+    for backend in ("decord", "pyav", "auto"):
+        for verb in (["probe"], ["frames", "--out", str(tmp_path / f"o_{backend}"), "--num-frames", "8"]):
+            for f in (cut, garbled):
+                proc = subprocess.run([sys.executable, "-m", "vidclip", verb[0], str(f), *verb[1:],
+                                       "--backend", backend], capture_output=True, text=True, timeout=120, env=ENV)
+                lines = [ln for ln in proc.stderr.splitlines() if ln]
+                assert " @ 0x" not in proc.stderr, (backend, verb, f.name, proc.stderr)
+                assert all(ln.startswith(f"vidclip {verb[0]}: ") and f.name in ln for ln in lines), lines
+                assert "/github/workspace" not in proc.stderr and "threaded_decoder" not in proc.stderr, lines

@@ -53,7 +53,7 @@ def _best_times(fns: dict, repeats: int) -> tuple[dict, dict]:
 def bench(model: str, n: int, batch_sizes: list[int], device: str, repeats: int, hw=(240, 320)) -> list[dict]:
     from vidclip.models.clip import load_clip
 
-    clip = load_clip(model, None, device=device, precision="fp32")
+    clip = load_clip(model, "none", device=device, precision="fp32")  # random weights: timing only
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (n, hw[0], hw[1], 3), dtype=torch.uint8, generator=g)
     pixels = clip.preprocess(frames).to(clip.device)

@@ -48,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         vc = [sys.executable, "-m", "vidclip"]
         data = work / "synth"
         if not (data / "videos").is_dir():
-            subprocess.run(vc + ["synth", str(data), "--videos", str(ns.videos)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(vc + ["synth", str(data), "--videos", str(ns.videos)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         idx = work / "index"
         lib = data / "videos"
         subprocess.run(vc + ["index", str(lib), "--index", str(idx), "--model", "vidclip-synth", "--workers", "0",
-                             "--quiet", "--device", "cpu"], check=True, stdout=subprocess.DEVNULL)
+                             "--quiet", "--device", "cpu"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         queries = work / "queries.txt"
         queries.write_text("\n".join(f"a red circle moving {i}" for i in range(ns.queries_count)) + "\n")
         rows = {

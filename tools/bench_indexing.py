@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     if not videos:
         print(f"no videos found in {[str(s) for s in sources]}", file=sys.stderr)
         return 2
-    pretrained = None if ns.pretrained.lower() in ("none", "") else ns.pretrained
-    clip = load_clip(ns.model, pretrained)
+    clip = load_clip(ns.model, ns.pretrained)  # 'none' = random weights
     sampler = SamplerConfig(name="windows", fps=ns.fps, window=ns.window, stride=ns.stride)
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "

@@ -52,7 +52,7 @@ def labelled(feats: Featurizer, videos, desc):
     return F, torch.tensor(videos.labels)[torch.from_numpy(ok)]
 
 
-def synthetic(work: Path, clip, frames: int, pooler: Pooler) -> dict:
+def synthetic(work: Path, clip, frames: int, pooler: Pooler, methods=METHODS) -> dict:
     root = work / "actions"
     t0 = time.perf_counter()
     if not root.exists():
@@ -69,7 +69,7 @@ def synthetic(work: Path, clip, frames: int, pooler: Pooler) -> dict:
     zs = classification_metrics(base.logits(Fte), yte, base.classes)
     rows = []
     for k in SHOTS:
-        for method in METHODS:
+        for method in methods:
             accs, secs, chosen = [], [], []
             for seed in SEEDS:
                 shots = sample_shots(train, k, seed)
@@ -120,24 +120,27 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--temporal", action="append", default=[], metavar="CKPT",
                    help="also pool by this `vidclip train` checkpoint / run dir (repeatable)")
+    p.add_argument("--no-mean", action="store_true", help="only the --temporal checkpoints (skip mean pooling)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated few-shot methods (default: all)")
     ns = p.parse_args(argv)
     torch.set_num_threads(2)
     work = Path(ns.out) if ns.out else Path(tempfile.mkdtemp(prefix="bench-recognition-"))
     clip = load_clip("vidclip-synth", device="cpu")
     res = {}
-    for temporal in ["mean", *ns.temporal]:
+    methods = [m for m in ns.methods.split(",") if m]
+    for temporal in ([] if ns.no_mean else ["mean"]) + ns.temporal:
         pooler = Pooler.create(temporal, clip)
         label = pooler.spec.get("module", "mean")
         print(f"synthetic action set (colour x direction, 8 classes, 16 train / 8 test per class), vidclip-synth, "
               f"{label} ({temporal}), {ns.frames} frames; work dir {work}", flush=True)
         out = res["synthetic" if temporal == "mean" else f"synthetic {temporal}"] = synthetic(work, clip, ns.frames,
-                                                                                                pooler)
+                                                                                                pooler, methods)
         zs = out["zero_shot"]
         print(f"zero-shot: top-1 {100 * zs['top1']:.1f}%, top-5 {100 * zs['top5']:.1f}%")
         print("| method | " + " | ".join(f"K={k}" for k in SHOTS) + " | fit s (K=16) |")
         print("|---|" + "---:|" * (len(SHOTS) + 1))
         print("| zero-shot | " + " | ".join(f"{100 * zs['top1']:.1f}" for _ in SHOTS) + " | 0 |")
-        for method in METHODS:
+        for method in methods:
             rows = {r["shots"]: r for r in out["rows"] if r["method"] == method}
             print(f"| {method} | " + " | ".join(f"{100 * rows[k]['top1']:.1f}" for k in SHOTS)
                   + f" | {rows[16]['fit_s']:.3f} |")

@@ -29,6 +29,7 @@ def timed(cmd: list[str], repeats: int, cwd: Path) -> float:
         times.append(time.perf_counter() - t)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    print(f"{' '.join(cmd[1:4])}: {times}", file=sys.stderr, flush=True)
     return statistics.median(times)
 
 

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     paths = {v.video_id: str(v.path) for v in ds.videos}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clip = load_clip(ns.model, None, device=ns.device)
+        clip = load_clip(ns.model, "none", device=ns.device)
 
     features = out / f"features-{ns.model}-{ns.size}-{ns.frames}-{ns.videos}"
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import json
 import sys
 
 
-def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = "openai") -> None:
+def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = None) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=default_model,
                    help="open_clip architecture (ViT-B-32, ...), 'hf-hub:ORG/REPO', 'hf:ORG/NAME' or a local "
@@ -20,7 +20,9 @@ def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-
                         f"(default: {default_model})")
     g.add_argument("--pretrained", default=default_pretrained,
                    help="open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k) or a local checkpoint file; "
-                        "'none' for random weights (default: %(default)s)")
+                        "'none' for random weights; default: what --model implies (the shipped weights of "
+                        "vidclip-synth, the folder's or hub repo's own weights, else openai or the first tag)"
+                        + (f" (default: {default_pretrained})" if default_pretrained else ""))
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="encoder precision; auto = fp16 autocast on GPU, fp32 on CPU")
@@ -37,8 +39,8 @@ def resolve_device(device: str) -> str:
 def model_from_args(ns: argparse.Namespace):
     from .models.clip import load_clip
 
-    pretrained = None if (ns.pretrained or "").lower() in ("", "none", "random") else ns.pretrained
-    return load_clip(ns.model, pretrained, device=resolve_device(ns.device), precision=ns.precision)
+    # load_clip applies the one --pretrained rule: None = what the model implies, 'none' = random
+    return load_clip(ns.model, ns.pretrained or None, device=resolve_device(ns.device), precision=ns.precision)
 
 
 def add_sampler_args(parser: argparse.ArgumentParser, default: str = "uniform") -> None:

@@ -197,6 +197,7 @@ def index_library(
     start = time.perf_counter()
     lib = scan_library(library)
     report = IndexReport()
+    report.failed.extend(lib.problems)  # unreadable folder entries: one line each, never silently skipped
     with _DirLock(index_dir):
         catalog = Catalog(index_dir / CATALOG_FILE)
         try:

@@ -127,21 +127,6 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _implied_pretrained(model: str) -> str | None:
-    """The weights a model name implies when --pretrained is not given: the shipped file of a
-    shipped model (vidclip-synth), None (their own weights) for a hub id or a local folder,
-    else open_clip's "openai"."""
-    import os
-
-    from ..models.clip import SHIPPED_WEIGHTS
-
-    if model in SHIPPED_WEIGHTS:
-        return str(SHIPPED_WEIGHTS[model])
-    if model.startswith(("hf:", "hf-hub:")) or os.path.isdir(os.path.expanduser(model)):
-        return None
-    return "openai"
-
-
 def _load_model(ns, stored: dict | None):
     from ..cli_options import resolve_device
     from ..models.clip import load_clip, load_clip_from_identity
@@ -153,12 +138,10 @@ def _load_model(ns, stored: dict | None):
     if ns.pretrained is not None:
         pretrained = ns.pretrained
     elif stored is not None and stored.get("name") == model:
-        pretrained = stored.get("pretrained")
+        pretrained = stored.get("pretrained") or ("none" if stored.get("random_weights") else None)
     else:
-        pretrained = _implied_pretrained(model)
-    if isinstance(pretrained, str) and pretrained.lower() in ("", "none", "random"):
-        pretrained = None
-    return load_clip(model, pretrained, device=device, precision=ns.precision)
+        pretrained = None  # load_clip: what the model name implies
+    return load_clip(model, pretrained or None, device=device, precision=ns.precision)
 
 
 def _sampler(ns, stored: dict | None):

@@ -23,6 +23,9 @@ class Library:
     source: str  # absolute path of the folder / list / CSV
     root: Path
     items: list[LibraryItem]
+    # entries of a scanned folder that cannot be read (dangling link, loop, FIFO, device, empty):
+    # [{"path", "reason"}], reported by the build (vidclip.video.files.find_videos, as `vidclip encode` does)
+    problems: list[dict] = field(default_factory=list)
 
 
 def _video_extensions() -> tuple[str, ...]:
@@ -54,10 +57,11 @@ def scan_library(spec: str | os.PathLike) -> Library:
     recorded as failed, not silently dropped)."""
     spec_path = Path(spec).expanduser().resolve()
     if spec_path.is_dir():
-        exts = _video_extensions()
-        items = [_item(spec_path, f.relative_to(spec_path).as_posix())
-                 for f in sorted(spec_path.rglob("*")) if f.is_file() and f.suffix.lower() in exts]
-        return Library(str(spec_path), spec_path, items)
+        from ..video.files import find_videos
+
+        found, problems = find_videos([spec_path])
+        items = [_item(spec_path, key) for key, _ in found]
+        return Library(str(spec_path), spec_path, items, [{"path": path, "reason": reason} for path, reason in problems])
     if not spec_path.is_file():
         raise DatasetError(f"{display_path(spec)}: no such folder or file (a library is a folder, a CSV with a "
                            "'path' column, a text file of paths, or a video file)")

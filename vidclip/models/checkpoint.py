@@ -58,7 +58,9 @@ class ModelConfig:
     """The frozen CLIP, the trained temporal module and the text side (a config's ``model`` section)."""
 
     clip: str = "ViT-B-32"  # load_clip model spec
-    pretrained: str | None = "openai"  # load_clip pretrained tag / file; null = random weights
+    # load_clip pretrained tag / file / folder; null = what `clip` implies (shipped weights of
+    # vidclip-synth, openai for an open_clip architecture, ...); none = random weights
+    pretrained: str | None = field(default=None, metadata={"text_words": ("none", "random")})
     temporal: str = "mean"  # registered temporal module (vidclip.models.list_temporal())
     temporal_args: dict = field(default_factory=dict)  # extra keyword arguments of create_temporal
     max_frames: int = 32  # longest frame sequence the module accepts (position embeddings)
@@ -246,12 +248,19 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None,
     if clip is None:
         from .clip import load_clip
 
-        clip = load_clip(model_cfg.clip, model_cfg.pretrained, device=device)
+        pretrained = model_cfg.pretrained
+        if pretrained is None and ident.get("random_weights"):
+            pretrained = "none"  # trained on a random CLIP: not the weights the name implies
+        clip = load_clip(model_cfg.clip, pretrained, device=device)
     if ident.get("weights_digest") and clip.identity.weights_digest != ident["weights_digest"]:
         raise VidclipError(
             f"{p}: trained on CLIP weights {ident.get('weights_digest')} ({ident.get('name')}), but the "
             f"loaded model has {clip.identity.weights_digest}; pass the same --model/--pretrained")
-    temporal = build_temporal(model_cfg, clip)
+    with warnings.catch_warnings():
+        # how the module would be initialised (text-tower copy or random) does not matter: the
+        # checkpoint's weights replace it right below, so its init notices would be noise
+        warnings.simplefilter("ignore")
+        temporal = build_temporal(model_cfg, clip)
     if meta.get("converted_from"):  # official numerics the state dict does not hold (convert-checkpoint)
         conform_converted(temporal, meta["converted_from"])
     text_tower = TextTower(clip) if model_cfg.text_tower == "finetune" else None

@@ -88,11 +88,14 @@ _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
-_HOW_TO_LOCAL = (
+_HOW_TO_LOCAL_FILES = (
     "Pass a local checkpoint instead: `--pretrained /path/to/checkpoint.pt|.bin|.safetensors` "
     "(load_clip(model, '/path/to/file')) for an open_clip architecture, or a local transformers "
-    "folder made by CLIPModel.save_pretrained (`--model /path/to/dir`, load_clip('hf:/path/to/dir')). "
-    "To download instead, run once on a machine with network access (files are cached under "
+    "folder made by CLIPModel.save_pretrained (`--model /path/to/dir`, load_clip('hf:/path/to/dir')), "
+    "or `--pretrained none` for random weights."
+)
+_HOW_TO_LOCAL = _HOW_TO_LOCAL_FILES + (
+    " To download instead, run once on a machine with network access (files are cached under "
     "~/.cache/huggingface or ~/.cache/clip)."
 )
 
@@ -589,18 +592,27 @@ def text_features_from_ids(model: torch.nn.Module, family: str, ids: torch.Tenso
 
 
 @contextlib.contextmanager
-def _quiet_root_log(prefix: str) -> Iterator[None]:
-    """Drop root-logger records starting with ``prefix`` for the duration of the block."""
+def _captured_open_clip_log() -> Iterator[list[str]]:
+    """Take open_clip's root-logger records (``Failed to download weights ...``, ``No pretrained
+    weights loaded ...``) off the log for the duration of the block and collect their text.
 
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(prefix)
+    vidclip says the same in its own words (WeightsNotFoundError, ``RANDOM WEIGHTS`` in the
+    identity); the caller folds what was collected into its error, or drops it.
+    """
+    taken: list[str] = []
+
+    def take(record: logging.LogRecord) -> bool:
+        if record.name == "root" and "open_clip" in str(record.pathname).replace("\\", "/"):
+            taken.append(record.getMessage())
+            return False
+        return True
 
     root = logging.getLogger()
-    root.addFilter(keep)
+    root.addFilter(take)
     try:
-        yield
+        yield taken
     finally:
-        root.removeFilter(keep)
+        root.removeFilter(take)
 
 
 def _freeze(model: torch.nn.Module) -> None:
@@ -667,6 +679,59 @@ def _is_hf_dir(p: Path) -> bool:
     return "vision_config" in d or d.get("model_type") in ("clip",)
 
 
+#: ``pretrained`` values that always mean random weights.
+RANDOM_WEIGHTS_WORDS = ("none", "random")
+
+
+def _carries_own_weights(model: str) -> bool:
+    """Hub ids and folders bring their own weights (``pretrained`` names none for them)."""
+    if model.startswith(("hf:", "hf-hub:", "local-dir:")) or os.path.isdir(os.path.expanduser(model)):
+        return True
+    import open_clip
+
+    return model not in _HF_CONFIGS and model.replace("/", "-") not in open_clip.list_models() \
+        and bool(_HUB_ID.fullmatch(model))
+
+
+def resolve_pretrained(model: str, pretrained: str | os.PathLike | None) -> tuple[str | None, bool]:
+    """The one rule for ``pretrained`` (CLI ``--pretrained``, config ``model.pretrained``, Python).
+
+    ``"none"`` / ``"random"``: random weights, always. None (or ""): what the model name implies:
+    the shipped file for a shipped model (``vidclip-synth``); nothing extra for a hub id or a
+    folder (they carry their weights); ``openai`` for an open_clip architecture that has that tag,
+    else its first listed tag; random weights for a config without any tag (``tiny-vit``,
+    ``hf-tiny``). Anything else is passed on (a tag or a checkpoint file/folder).
+
+    Returns ``(pretrained for the backend, random_weights)``; the backend reads None as "no
+    weights to load besides what the model brings".
+    """
+    if pretrained is not None and not isinstance(pretrained, str):
+        pretrained = os.fspath(pretrained)
+    if isinstance(pretrained, str) and pretrained.strip().lower() in RANDOM_WEIGHTS_WORDS:
+        return None, True
+    if pretrained:
+        return pretrained, False
+    if model in SHIPPED_WEIGHTS:
+        if not SHIPPED_WEIGHTS[model].is_file():
+            raise WeightsNotFoundError(
+                f"{model}: the shipped weights {SHIPPED_WEIGHTS[model]} are missing from this installation; "
+                "re-install vidclip, or rebuild them with `python -m vidclip.train.pretrain "
+                "configs/pretrain_synth_clip.yaml --out vidclip/assets`")
+        return str(SHIPPED_WEIGHTS[model]), False
+    if _carries_own_weights(model) or model in _HF_CONFIGS:
+        return None, model in _HF_CONFIGS
+    import open_clip
+    from open_clip.pretrained import list_pretrained_tags_by_model
+
+    name = model.replace("/", "-")
+    if name not in open_clip.list_models():
+        return None, False  # unknown names get load_clip's own error
+    tags = list_pretrained_tags_by_model(name)
+    if not tags:
+        return None, True
+    return ("openai" if "openai" in tags else tags[0]), False
+
+
 def load_clip(
     model: str,
     pretrained: str | None = None,
@@ -679,8 +744,9 @@ def load_clip(
 
     Args:
         model: architecture name, hub id (``hf:``/``hf-hub:`` prefixed or ``org/name``) or folder.
-        pretrained: open_clip tag, local checkpoint file/folder, or None (random init for
-            architecture names; hub ids and folders carry their own weights).
+        pretrained: open_clip tag or local checkpoint file/folder; ``"none"`` (or ``"random"``)
+            always means random weights; None means what the model name implies (see
+            :func:`resolve_pretrained`).
         device: "cpu", "cuda", "cuda:1", "auto", or a torch.device.
         precision: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "fp16", "bf16".
         cache_dir: download cache for hub/URL weights (default: the libraries' own caches).
@@ -689,25 +755,19 @@ def load_clip(
         ConfigError: unknown model name, bad device/precision.
     """
     register_config_dir(_CONFIG_DIR)
-    if pretrained is None and model in SHIPPED_WEIGHTS:
-        pretrained = str(SHIPPED_WEIGHTS[model])
-        if not SHIPPED_WEIGHTS[model].is_file():
-            raise WeightsNotFoundError(
-                f"{model}: the shipped weights {pretrained} are missing from this installation; "
-                "re-install vidclip, or rebuild them with `python -m vidclip.train.pretrain "
-                "configs/pretrain_synth_clip.yaml --out vidclip/assets`")
-    dev = _resolve_device(device)
-    prec = _resolve_precision(precision, dev)
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model: expected a model name, hub id or folder, got {model!r}")
     model = model.strip()
+    pretrained, random_weights = resolve_pretrained(model, pretrained)
+    dev = _resolve_device(device)
+    prec = _resolve_precision(precision, dev)
     cache_dir = str(cache_dir) if cache_dir is not None else None
-    if pretrained is not None and not isinstance(pretrained, str):
-        pretrained = os.fspath(pretrained)
-    if pretrained == "":
-        pretrained = None
 
     import open_clip
+
+    if random_weights and _carries_own_weights(model):
+        raise ConfigError(f"{model}: pretrained='none' (random weights) works for architecture names "
+                          "(ViT-B-32, tiny-vit, hf-tiny, ...); a hub id or a folder always brings its own weights")
 
     if model.startswith("hf:"):
         clip = _load_hf(model[3:], pretrained, cache_dir)
@@ -756,6 +816,8 @@ def load_clip_from_identity(identity: ModelIdentity | dict, *, device="cpu", pre
             pre = None
     if ident.family == "open_clip" and name.startswith("hf-hub:"):
         pre = None
+    if pre is None and ident.random_weights:
+        pre = "none"
     clip = load_clip(name, pre, device=device, precision=precision, cache_dir=cache_dir)
     if check_digest and clip.identity.weights_digest != ident.weights_digest:
         raise WeightsNotFoundError(
@@ -832,17 +894,18 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
         else:
             tags = list_pretrained_tags_by_model(name)
             shown = ", ".join(tags[:8]) + (f", ... ({len(tags)} in all)" if len(tags) > 8 else "")
+            # a config without tags (vidclip-synth, tiny-vit) has nothing to download: no network hint
             raise WeightsNotFoundError(
                 f"{name}: pretrained={pretrained!r} is neither a known tag ({shown or 'none registered'}) "
-                f"nor an existing file. {_HOW_TO_LOCAL}")
+                f"nor an existing file. {_HOW_TO_LOCAL if tags else _HOW_TO_LOCAL_FILES}")
 
+    # open_clip logs on the root logger ("No pretrained weights loaded ... initialized randomly",
+    # false when a checkpoint is loaded right after; "Failed to download weights", said again by our
+    # own error): those records are taken off the log, and folded into the error when one is raised.
     try:
-        with _hub_offline_mode(offline), _seeded_init():
+        with _captured_open_clip_log() as open_clip_log, _hub_offline_mode(offline), _seeded_init():
             if ckpt is not None:
-                # open_clip would log "No pretrained weights loaded ... initialized randomly",
-                # which is false here: the checkpoint is loaded right after.
-                with _quiet_root_log("No pretrained weights loaded"):
-                    net = open_clip.create_model(name, pretrained=None, **kwargs)
+                net = open_clip.create_model(name, pretrained=None, **kwargs)
                 _load_open_clip_state(net, ckpt, name)
             else:
                 net = open_clip.create_model(name, pretrained=pretrained if not random_weights else None,
@@ -850,7 +913,7 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
     except WeightsNotFoundError:
         raise
     except (RuntimeError, OSError, FileNotFoundError, ValueError) as e:
-        msg = str(e)
+        msg = "; ".join([m for m in open_clip_log if m not in str(e)][:1] + [str(e)])
         if ckpt is None and not random_weights:
             what = f"{name}" + (f" pretrained={pretrained!r}" if pretrained else "")
             where = ("are not in the local cache and the hub cannot be reached (offline)" if offline
@@ -873,7 +936,7 @@ def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
         interp = "bicubic"
     ctx = getattr(net, "context_length", None) or getattr(getattr(net, "text", None), "context_length", 77)
     embed_dim = _open_clip_embed_dim(net, int(size))
-    with _hub_offline_mode(offline):
+    with _captured_open_clip_log(), _hub_offline_mode(offline):
         tok = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     from open_clip.tokenizer import SimpleTokenizer
 

@@ -27,8 +27,7 @@ path,label CSV. A SPLIT (--test/--train/--val) is a split name of that dataset (
 all), a folder-per-class folder, a .csv or a UCF-style .txt list.
 Hyper-parameters are searched on --val, else on a quarter of the shots held out (then refitted on
 all shots); never on the test split. Frame features are encoded once into --features and reused.
-Model: --model vidclip-synth takes its shipped weights (the default --pretrained openai is for
-open_clip architectures). Sampling: uniform only (--num-frames N per video)."""
+Model: --pretrained defaults to what --model implies (vidclip-synth: its shipped weights). Sampling: uniform only (--num-frames N per video)."""
 
 
 def add_classify_parser(sub) -> None:
@@ -88,10 +87,6 @@ def cmd_classify(ns: argparse.Namespace) -> int:
         raise ConfigError("--sampler: classification pools a fixed number of frames; use uniform with --num-frames")
     if ns.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {ns.top_k}")
-    from ..models.clip import SHIPPED_WEIGHTS
-
-    if ns.model in SHIPPED_WEIGHTS and ns.pretrained == "openai":  # the default tag: use the shipped weights
-        ns.pretrained = None
     req = ClassifyRequest(**{k: getattr(ns, k) for k in ClassifyRequest.__dataclass_fields__})
     clip = model_from_args(ns)
     if clip.identity.random_weights:

@@ -67,7 +67,22 @@ def _resolve_config(ns: argparse.Namespace):
     return load_config(path, ns.overrides)
 
 
+def _in_config_words(message: str) -> str:
+    """A load_clip hint, spelled as `vidclip train` takes it (config keys, not CLI options)."""
+    return (message.replace("`--pretrained ", "`model.pretrained=").replace("`--model ", "`model.clip=")
+            .replace("--model/--pretrained", "model.clip=/model.pretrained="))
+
+
 def cmd_train(ns: argparse.Namespace) -> int:
+    from ..errors import WeightsNotFoundError
+
+    try:
+        return _run_train(ns)
+    except WeightsNotFoundError as e:
+        raise WeightsNotFoundError(_in_config_words(str(e))) from e
+
+
+def _run_train(ns: argparse.Namespace) -> int:
     from .config import dump_config
     from .trainer import train
 

@@ -322,7 +322,13 @@ def apply_dataclass_overrides(cfg: T, overrides: Sequence[str], check: ValueChec
                 cls, node = tp, node[part]
                 continue
             if last:
-                node[part] = _coerce(text, tp, f"{where}: {dotted}", from_text=True)
+                # a field may keep some words as text that would otherwise clear it (model.pretrained=none
+                # means random weights, not "unset")
+                words = {f.name: f.metadata for f in dataclasses.fields(cls)}[part].get("text_words", ())
+                if text.strip().lower() in words:
+                    node[part] = text.strip().lower()
+                else:
+                    node[part] = _coerce(text, tp, f"{where}: {dotted}", from_text=True)
                 check(dotted, node[part], where)
             elif _is_optional(tp)[1] is dict:
                 # free-form mapping (model.temporal_args.layers=2): the rest of the key is its path

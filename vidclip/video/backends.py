@@ -12,6 +12,8 @@ first frame with PyAV's upright one.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from vidclip.errors import BackendUnavailableError, VideoDecodeError
@@ -93,8 +95,8 @@ class DecordReader(_CalibratedReader):
             if gpu:
                 raise BackendUnavailableError(
                     f"decord cannot decode on {device} (decord must be built with CUDA / NVDEC): "
-                    f"{str(e).strip().splitlines()[-1]}") from e
-            raise BackendMismatch(f"decord cannot open the file: {str(e).strip().splitlines()[-1]}") from e
+                    f"{decord_reason(e)}") from e
+            raise BackendMismatch(f"decord cannot open the file: {decord_reason(e)}") from e
         if len(self._vr) != len(meta.timestamps):
             raise BackendMismatch(f"decord counts {len(self._vr)} frames, the container index "
                                    f"{len(meta.timestamps)}")
@@ -113,7 +115,7 @@ class DecordReader(_CalibratedReader):
         try:
             arr = self._vr.get_batch(indices)
         except Exception as e:
-            raise VideoDecodeError(self.path, f"decord failed: {str(e).strip().splitlines()[-1]}") from e
+            raise VideoDecodeError(self.path, f"decord failed: {decord_reason(e)}") from e
         if self.device.type == "cuda":
             return torch.from_dlpack(arr.to_dlpack())
         out = torch.from_numpy(arr.asnumpy())
@@ -146,6 +148,18 @@ class DecordReader(_CalibratedReader):
 
     def close(self) -> None:
         self._vr = None
+
+
+_DECORD_LOG_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\]\s*\S+:\d+:\s*")
+_DECORD_CHECK = re.compile(r"Check failed: .*? vs\. -?\d+\)\s*")
+
+
+def decord_reason(e: Exception) -> str:
+    """decord's exception text without its log prefixes (``[12:00:00] /path/file.cc:218:``) and
+    internal check expressions: the reason only, e.g. "Thread worker: Error sending packet."."""
+    last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    text = _DECORD_CHECK.sub("", _DECORD_LOG_PREFIX.sub("", last)).strip()
+    return text or last
 
 
 # ----------------------------------------------------------------------------- torchcodec
