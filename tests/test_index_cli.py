@@ -143,6 +143,24 @@ def test_noop_reindex_loads_no_model(tmp_path, clip, sampler, capsys, monkeypatc
     assert "indexed 1 videos" in capsys.readouterr().out and loads == [1]  # loaded once something is new
 
 
+def test_noop_reindex_naming_the_index_model_loads_no_model(tmp_path, clip, sampler, capsys, monkeypatch):
+    # README re-runs `vidclip index ... --model M`: naming the index's own model must not load it either
+    from vidclip.cli import main
+    from vidclip.models import clip as clip_module
+
+    lib = _lib(tmp_path, n=2)
+    idx = tmp_path / "idx"
+    index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    loads = []
+    monkeypatch.setattr(clip_module, "load_clip", lambda *a, **k: loads.append(a) or clip)
+    monkeypatch.setattr(clip_module, "load_clip_from_identity", lambda *a, **k: loads.append(a) or clip)
+    name = clip.identity.name
+    assert main(["index", str(lib), "--index", str(idx), "--model", name, "--workers", "0", "--quiet"]) == 0
+    assert "0 videos" in capsys.readouterr().out and loads == []
+    main(["index", str(lib), "--index", str(idx), "--model", "another-model", "--workers", "0", "--quiet"])
+    assert len(loads) == 1  # another model is loaded at once, and its identity checked
+
+
 def test_folder_scan_reports_links_loops_and_fifos_one_line_each(tmp_path, clip, sampler):
     # before: rglob + is_file() skipped them silently (exit 0); now the same scan as `vidclip encode`
     lib = _lib(tmp_path, n=1)

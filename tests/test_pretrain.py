@@ -295,7 +295,7 @@ def test_tiny_run_is_deterministic_and_learns(tiny_root, tmp_path):
 def shipped():
     from vidclip.models.clip import load_clip
 
-    assert ASSET.is_file(), f"{ASSET} is missing (make it with python -m vidclip.train.pretrain --out vidclip/assets)"
+    assert ASSET.is_file(), f"{ASSET} is missing (make it with vidclip pretrain-synth --out vidclip/assets)"
     return load_clip("vidclip-synth", str(ASSET))
 
 

@@ -213,7 +213,7 @@ def test_decoded_twins_are_exact_reverses_and_move_as_captioned(lossless):
         for c in v["captions"]:
             assert motion_of_caption(c) == v["motion"], c
             assert v["spec"].color in c
-            assert any(w in c for w in synth._SHAPE_WORDS[v["spec"].shape]), c
+            assert any(w in c for w in synth.SHAPE_WORDS[v["spec"].shape]), c
     assert pairs == 4
 
 
@@ -290,7 +290,7 @@ def test_test_pairs_are_told_apart_only_by_direction():
         spec = item["spec"]
         keys.add((spec.shape, spec.color, spec.size, frozenset((spec.motion, spec.twin().motion))))
     assert len(keys) == len(tests) // 2
-    size_words = {w for words in synth._SIZE_WORDS.values() for w in words}
+    size_words = {w for words in synth.SIZE_WORDS.values() for w in words}
     for item in tests:
         first = item["captions"][0].replace(",", " ").split()
         assert size_words & set(first), item["captions"][0]

@@ -239,9 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .recognition.commands import add_classify_parser
     from .rerank.commands import add_rerank_parser, add_trec_eval_parser
     from .serve.commands import add_serve_parser
-    from .train.commands import add_train_parser
+    from .train.commands import add_pretrain_parser, add_train_parser
     from .train.convert_run import add_convert_parser
-    from .train.pretrain import add_pretrain_parser
 
     for add_parser in (add_train_parser, add_pretrain_parser, add_eval_parser, add_index_parser,
                        add_search_parser, add_serve_parser, add_demo_parser, add_rerank_parser,

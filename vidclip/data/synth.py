@@ -109,8 +109,8 @@ OPPOSITE: dict[str, str] = {
 STRAIGHT = ("left", "right", "up", "down")
 
 # Caption vocabulary: paraphrases of each attribute.
-_SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
-_SHAPE_WORDS = {
+SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
+SHAPE_WORDS = {
     "circle": ("circle", "ball", "dot", "disc"),
     "square": ("square", "box", "block"),
     "triangle": ("triangle",),
@@ -404,14 +404,14 @@ def caption_for(spec: ClipSpec, rng: np.random.Generator, *, full: bool = False)
 
     motion = spec.motion
     src, dst = _FROM_TO[motion]
-    size, color = pick(_SIZE_WORDS[spec.size]), spec.color
+    size, color = pick(SIZE_WORDS[spec.size]), spec.color
     template = pick(_FULL_TEMPLATES if full else _TEMPLATES)
     return template.format(
         size=size,
         a_size=_article(size),
         color=color,
         a_color=_article(color),
-        shape=pick(_SHAPE_WORDS[spec.shape]),
+        shape=pick(SHAPE_WORDS[spec.shape]),
         verb=pick(_VERBS),
         gerund=pick(_GERUNDS),
         dir=pick(_DIR_WORDS[motion]),

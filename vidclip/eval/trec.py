@@ -76,7 +76,8 @@ def _err(path, line: int, what: str) -> DatasetError:
     return DatasetError(f"{display_path(path)}:{line}: {what}")
 
 
-def _read_lines(path) -> list[str]:
+def read_text_lines(path) -> list[str]:
+    """The lines of a UTF-8 text file; a missing or non-UTF-8 file is a DatasetError naming it."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"{display_path(path)}: no such file")
@@ -93,7 +94,7 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
     """
     out = Qrels()
     ncols = None
-    for no, raw in enumerate(_read_lines(path), 1):
+    for no, raw in enumerate(read_text_lines(path), 1):
         parts = raw.split()
         if not parts:
             continue
@@ -139,7 +140,7 @@ def read_run(path: str | os.PathLike) -> dict[str, list[RunEntry]]:
     Raises DatasetError naming the file and line for a malformed line or a docid listed twice for a topic.
     """
     p = Path(path)
-    lines = _read_lines(p)
+    lines = read_text_lines(p)
     first = next((ln for ln in lines if ln.strip()), "")
     if not first:
         raise DatasetError(f"{display_path(path)}: empty run file")

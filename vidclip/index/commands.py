@@ -144,6 +144,15 @@ def _load_model(ns, stored: dict | None):
     return load_clip(model, pretrained or None, device=device, precision=ns.precision)
 
 
+def _names_stored_model(ns, stored: dict | None) -> bool:
+    """Whether --model/--pretrained (each optional) name the model the index was built with."""
+    if not stored:
+        return False
+    if ns.model is not None and ns.model != stored.get("name"):
+        return False
+    return ns.pretrained is None or ns.pretrained == stored.get("pretrained")
+
+
 def _sampler(ns, stored: dict | None):
     from ..video.sample import SamplerConfig
 
@@ -242,8 +251,9 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
         raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
     stored = _stored_meta(index_dir)
-    if stored.get("model") and ns.model is None and ns.pretrained is None:
-        # the index's own model: index_library loads it only if some video must be encoded
+    if _names_stored_model(ns, stored.get("model")):
+        # the index's own model: index_library loads it only if some video must be encoded (and
+        # checks then that its identity is the stored one), so a no-op re-index loads no model
         def clip():
             return _load_model(ns, stored["model"])
         name, random_weights = stored["model"].get("name"), bool(stored["model"].get("random_weights"))

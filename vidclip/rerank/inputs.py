@@ -22,26 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError, display_path
+from ..eval.trec import read_text_lines
 
 _ID_KEYS = ("topic", "query_id", "id")
 _TEXT_KEYS = ("text", "query", "title")
-
-
-def _lines(path) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"{display_path(path)}: no such file")
-    try:
-        return p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{display_path(path)}: not UTF-8 text ({e})") from None
 
 
 def read_topics(path: str | os.PathLike) -> dict[str, str]:
     """topic id -> text. Raises DatasetError (file:line) for an empty file, a topic without text or a repeated id."""
     topics: dict[str, str] = {}
     jsonl = Path(path).suffix.lower() in (".jsonl", ".json")
-    for no, raw in enumerate(_lines(path), 1):
+    for no, raw in enumerate(read_text_lines(path), 1):
         line = raw.strip()
         if not line:
             continue
@@ -72,7 +63,7 @@ def read_topics(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _first_nonblank(path) -> int:
-    for no, raw in enumerate(_lines(path), 1):
+    for no, raw in enumerate(read_text_lines(path), 1):
         if raw.strip():
             return no
     return 0
@@ -95,7 +86,7 @@ class Shot:
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Shot]:
     """docid -> Shot from a ``docid,path[,start,end]`` CSV (errors name the file and line)."""
-    text = "\n".join(_lines(path))
+    text = "\n".join(read_text_lines(path))
     out: dict[str, Shot] = {}
     reader = csv.reader(io.StringIO(text))
     for row in reader:

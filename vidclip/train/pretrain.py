@@ -7,7 +7,7 @@ contrastive code (:func:`vidclip.train.losses.contrastive_loss`, :class:`~vidcli
 trainer's LR schedule). It is deterministic (seeded data, batches and captions; deterministic
 torch kernels) and runs in a few minutes on two CPU cores::
 
-    python -m vidclip.train.pretrain configs/pretrain_synth_clip.yaml [--out DIR] [KEY=VALUE ...]
+    vidclip pretrain-synth configs/pretrain_synth_clip.yaml [--out DIR] [KEY=VALUE ...]
 
 **What it learns.** Each training pair is ONE decoded frame and a caption generated for that
 frame from the clip's spec (shape, colour, size, background) and the object's *position in
@@ -50,13 +50,11 @@ Data flow (shapes)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 import typing
 from dataclasses import dataclass, field
@@ -86,8 +84,6 @@ __all__ = [
     "prepare_frames",
     "attribute_accuracy",
     "pretrain",
-    "add_pretrain_parser",
-    "main",
 ]
 
 CHECKPOINT_FORMAT = "vidclip-synth-clip-1"
@@ -206,9 +202,9 @@ def _vocab() -> dict[str, tuple[str, ...]]:
 def _paraphrases() -> tuple[dict, dict]:
     # The video captions of vidclip.data.synth use these paraphrases ("dot", "box", "big" ...);
     # the frame captions use the same ones so the text tower knows every word they contain.
-    from ..data.synth import _SHAPE_WORDS, _SIZE_WORDS
+    from ..data.synth import SHAPE_WORDS, SIZE_WORDS
 
-    return _SHAPE_WORDS, _SIZE_WORDS
+    return SHAPE_WORDS, SIZE_WORDS
 
 
 #: How each cell is said; the first phrase is the canonical (evaluation) one.
@@ -657,7 +653,7 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
         "description": ("A small CLIP trained from scratch on single frames of the vidclip synth world "
                         "(coloured shapes on plain backgrounds). It knows ONLY that synthetic world: its "
                         "embeddings of real footage are meaningless."),
-        "command": command or "python -m vidclip.train.pretrain configs/pretrain_synth_clip.yaml",
+        "command": command or "vidclip pretrain-synth configs/pretrain_synth_clip.yaml",
         "model_config": _model_config(cfg.model),
         "recipe": dataclasses.asdict(cfg),
         "checkpoint": {"file": ckpt.name, "bytes": ckpt.stat().st_size, "sha256": _sha256(ckpt),
@@ -700,70 +696,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- command line
-
-_DESCRIPTION = (
-    "Pretrain the small synthetic-domain CLIP (vidclip-synth) on single frames of `vidclip synth` data "
-    "with frame-level captions (shape, colour, size, background and the object's 3x3 position), using "
-    "vidclip's contrastive loss. Deterministic; a few minutes on 2 CPU cores. The result knows only "
-    "that synthetic world.")
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=None, metavar="CONFIG",
-                   help="YAML recipe (default: built-in, = configs/pretrain_synth_clip.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="recipe overrides, e.g. optim.steps=100 data.root=/tmp/synth")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="output folder for {model}.safetensors and {model}.json (default: the recipe's out)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or loss lines")
-    p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
-
-
-def _run(ns: argparse.Namespace) -> int:
-    config, overrides = ns.config, list(ns.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides  # `pretrain-synth optim.steps=10`
-    cfg = load_pretrain_config(config, overrides)
-    if ns.print_config:
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-        return 0
-    from tqdm.auto import tqdm
-
-    log = None if ns.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
-    res = pretrain(cfg, ns.out, progress=not ns.quiet, log=log, command=ns.command)
-    m = res.metrics
-    print(f"wrote {res.checkpoint} ({res.checkpoint.stat().st_size / 1e6:.1f} MB) and {res.metadata}")
-    print(f"{len(res.losses)} steps in {res.train_seconds:.0f} s; loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
-    print("held-out frame->caption accuracy: " + ", ".join(
-        f"{a} {m[a]:.3f}" for a in (*ATTRIBUTES, "all")) + f"; position R^2 {m.get('position_r2', float('nan')):.3f}")
-    return 0
-
-
-def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``pretrain-synth`` on an argparse subparsers object (for vidclip/cli.py)."""
-    p = subparsers.add_parser("pretrain-synth", help="pretrain the synthetic-domain CLIP (vidclip-synth)",
-                              description=_DESCRIPTION)
-    _add_arguments(p)
-    p.set_defaults(func=_run, command="vidclip pretrain-synth " + " ".join(sys.argv[2:]))
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidclip.train.pretrain", description=_DESCRIPTION)
-    _add_arguments(p)
-    ns = p.parse_args(argv)
-    ns.command = "python -m vidclip.train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
-        return _run(ns)
-    except (ConfigError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
