@@ -69,3 +69,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "shared" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    """The tiny randomly initialised open_clip model (deterministic init), loaded once per module."""
+    from vidclip.models.clip import load_clip
+
+    return load_clip("tiny-vit")

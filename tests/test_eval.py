@@ -21,12 +21,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_clip("tiny-vit")
+def clip(tiny_clip):
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,13 @@ from train_helpers import make_feature_dataset, tiny_config
 
 checkpoint = pytest.importorskip("vidclip.models.checkpoint",
                                  reason="vidclip.models.checkpoint (load_checkpoint) not there yet")
-pytestmark = pytest.mark.filterwarnings("ignore:seq_transformer. CLIP text width")
-
 from vidclip.errors import ConfigError  # noqa: E402
 from vidclip.recognition.run import Pooler, zero_shot_classifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_clip("tiny-vit")
+def clip(tiny_clip):
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_clip("tiny-vit")
+def clip(tiny_clip):
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")
