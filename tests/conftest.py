@@ -77,3 +77,11 @@ def tiny_clip():
     from vidclip.models.clip import load_clip
 
     return load_clip("tiny-vit")
+
+
+@pytest.fixture(scope="module")
+def windows_sampler():
+    """The index tests' sampler: 1 s windows every 0.5 s, frames at 4 fps."""
+    from vidclip.video.sample import SamplerConfig
+
+    return SamplerConfig(name="windows", fps=4.0, window=1.0, stride=0.5)

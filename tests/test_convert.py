@@ -347,3 +347,56 @@ def test_cli_convert(tmp_path, tiny_clip_state, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["convert-checkpoint", "--from", "clip4clip", str(f), "--out", str(tmp_path / "r2")]) == 2
     assert "look like a xpool checkpoint" in capsys.readouterr().err
+
+
+def test_converted_run_names_its_clip_relative_to_itself_and_can_be_moved(tmp_path, tiny_clip_state, monkeypatch):
+    import shutil
+
+    from vidclip.index.pooling import Pooler
+    from vidclip.models.checkpoint import load_weights
+    from vidclip.models.convert import CLIP_FILE
+    from vidclip.train.trainer import load_run_config
+
+    sd = clip4clip_state(D=64, layers=2, clip=tiny_clip_state)
+    f = tmp_path / "pytorch_model.bin.3"
+    torch.save(sd, f)
+    convert_checkpoint(f, tmp_path / "run", "clip4clip")
+    _, meta = load_weights(tmp_path / "run" / "best.safetensors")
+    assert meta["config"]["model"]["pretrained"] == CLIP_FILE  # not /tmp/.../run/clip_finetuned.safetensors
+    assert f"pretrained: {CLIP_FILE}" in (tmp_path / "run" / "config.yaml").read_text()
+    moved = tmp_path / "elsewhere" / "run2"
+    moved.parent.mkdir()
+    shutil.move(str(tmp_path / "run"), str(moved))
+    x, mask = _frames(B=2, T=5, D=64)
+    mask[1, 3:] = False
+    # from another working directory, the run named by a relative path: what `vidclip eval run2` loads
+    monkeypatch.chdir(moved.parent)
+    loaded = load_checkpoint("run2")
+    assert loaded.clip.identity.pretrained == str(moved / CLIP_FILE)
+    assert torch.equal(loaded.clip.model.state_dict()["visual.proj"], tiny_clip_state["visual.proj"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.temporal(x, mask), _ref_seq_transf(sd, x, mask, heads=1),
+                                   atol=1e-5, rtol=1e-4)
+    # `vidclip index --temporal run2` (with the run's CLIP) and `vidclip train run2` find it too
+    assert Pooler.create(moved, loaded.clip).spec["module"] == "seq_transformer"
+    assert load_run_config(moved).model.pretrained == str(moved / CLIP_FILE)
+
+
+def test_run_paths_only_rewrite_files_inside_the_run(tmp_path, monkeypatch):
+    from vidclip.models.checkpoint import path_for_run, resolve_in_run
+
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    (run / "sub" / "w.pt").write_bytes(b"x")
+    outside = tmp_path / "w.pt"
+    outside.write_bytes(b"x")
+    assert path_for_run(str(run / "sub" / "w.pt"), run) == "sub/w.pt"
+    assert path_for_run(str(outside), run) == str(outside)  # outside the run: as given
+    monkeypatch.chdir(tmp_path)
+    assert path_for_run("run/sub/w.pt", run) == "sub/w.pt" and path_for_run("w.pt", run) == "w.pt"
+    for given in ("openai", None, "none"):  # tags and the random-weights word are not paths
+        assert path_for_run(given, run) == given and resolve_in_run(given, run) == given
+    assert resolve_in_run("sub/w.pt", run) == str(run / "sub" / "w.pt")
+    # a relative path that is not in the run keeps meaning what it did (relative to the cwd)
+    assert resolve_in_run("w.pt", run) == "w.pt"
+    assert resolve_in_run(str(outside), run) == str(outside)

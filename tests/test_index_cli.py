@@ -13,20 +13,6 @@ from vidclip.errors import DatasetError
 from vidclip.index import index_library, scan_library
 
 
-@pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    return load_clip("tiny-vit", None)
-
-
-@pytest.fixture(scope="module")
-def sampler():
-    from vidclip.video.sample import SamplerConfig
-
-    return SamplerConfig(name="windows", fps=4.0, window=1.0, stride=0.5)
-
-
 def _lib(tmp_path, n=3):
     lib = tmp_path / "lib"
     for i in range(n):
@@ -48,31 +34,31 @@ def test_a_video_named_file_is_a_video_not_a_path_list(tmp_path):
     assert [i.key for i in scan_library(lst).items] == ["a.mp4"]
 
 
-def test_single_video_file_library(tmp_path, clip, sampler):
+def test_single_video_file_library(tmp_path, tiny_clip, windows_sampler):
     lib = _lib(tmp_path, n=1)
     fake = lib / "text.mp4"
     fake.write_text("not a video\n")
-    rep = index_library(lib / "clip0.mp4", tmp_path / "idx", clip, sampler, workers=0, progress=False)
+    rep = index_library(lib / "clip0.mp4", tmp_path / "idx", tiny_clip, windows_sampler, workers=0, progress=False)
     assert rep.indexed == 1 and not rep.failed
-    rep = index_library(fake, tmp_path / "idx", clip, sampler, workers=0, progress=False)
+    rep = index_library(fake, tmp_path / "idx", tiny_clip, windows_sampler, workers=0, progress=False)
     assert rep.indexed == 0 and [f["path"] for f in rep.failed] == [str(fake)]  # a bad video, recorded
 
 
-def test_changed_size_or_mtime_is_reindexed(tmp_path, clip, sampler):
+def test_changed_size_or_mtime_is_reindexed(tmp_path, tiny_clip, windows_sampler):
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
-    index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     make_clip(lib / "clip0.mp4", seed=7, seconds=3.0)  # new content, new size
     st = (lib / "clip1.mp4").stat()
     os.utime(lib / "clip1.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes
-    rep = index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    rep = index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     assert rep.indexed == 1 and rep.unchanged == 1 and rep.total_indexed == 2
     with open(lib / "clip1.mp4", "r+b") as f:  # same size, other bytes at the head, new mtime
         head = f.read(64)
         f.seek(0)
         f.write(bytes(b ^ 0x01 for b in head))
     os.utime(lib / "clip1.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
-    rep = index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    rep = index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     assert rep.unchanged == 1 and (rep.indexed == 1 or len(rep.failed) == 1)  # re-read, not skipped
 
 
@@ -82,13 +68,13 @@ def test_rates_are_rounded():
     assert [_rate(x) for x in (848.85, 12.345, 0.45678, 3.0, 1234.5)] == ["849", "12.3", "0.457", "3", "1234"]
 
 
-def test_search_queries_file_one_model_load_jsonl(tmp_path, clip, sampler, capsys, monkeypatch):
+def test_search_queries_file_one_model_load_jsonl(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):
     from vidclip.cli import main
     from vidclip.models import clip as clip_module
 
     lib = _lib(tmp_path, n=3)
     idx = tmp_path / "idx"
-    index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     qf = tmp_path / "q.jsonl"
     qf.write_text('{"id": "q1", "query": "a red circle"}\n\n{"query": "a blue square"}\n')
     loads = []
@@ -114,7 +100,7 @@ def test_search_queries_file_one_model_load_jsonl(tmp_path, clip, sampler, capsy
     assert main(["search", "x", "--queries", str(txt), "--index", str(idx)]) != 0
 
 
-def test_synthetic_model_on_real_footage_warns_once(tmp_path, sampler, capsys):
+def test_synthetic_model_on_real_footage_warns_once(tmp_path, windows_sampler, capsys):
     from vidclip.cli import main
 
     lib = _lib(tmp_path, n=1)  # index_testutil clips are not `vidclip synth` footage
@@ -127,15 +113,15 @@ def test_synthetic_model_on_real_footage_warns_once(tmp_path, sampler, capsys):
     assert capsys.readouterr().err.count("its scores mean nothing on") == 1
 
 
-def test_noop_reindex_loads_no_model(tmp_path, clip, sampler, capsys, monkeypatch):
+def test_noop_reindex_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):
     from vidclip.cli import main
     from vidclip.models import clip as clip_module
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
-    index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     loads = []
-    monkeypatch.setattr(clip_module, "load_clip_from_identity", lambda *a, **k: loads.append(1) or clip)
+    monkeypatch.setattr(clip_module, "load_clip_from_identity", lambda *a, **k: loads.append(1) or tiny_clip)
     assert main(["index", str(lib), "--index", str(idx), "--workers", "0", "--quiet"]) == 0
     assert "0 videos" in capsys.readouterr().out and loads == []  # nothing new: no model loaded
     make_clip(lib / "new.mp4", seed=9, seconds=2.0)
@@ -143,25 +129,25 @@ def test_noop_reindex_loads_no_model(tmp_path, clip, sampler, capsys, monkeypatc
     assert "indexed 1 videos" in capsys.readouterr().out and loads == [1]  # loaded once something is new
 
 
-def test_noop_reindex_naming_the_index_model_loads_no_model(tmp_path, clip, sampler, capsys, monkeypatch):
+def test_noop_reindex_naming_the_index_model_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):
     # README re-runs `vidclip index ... --model M`: naming the index's own model must not load it either
     from vidclip.cli import main
     from vidclip.models import clip as clip_module
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
-    index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     loads = []
-    monkeypatch.setattr(clip_module, "load_clip", lambda *a, **k: loads.append(a) or clip)
-    monkeypatch.setattr(clip_module, "load_clip_from_identity", lambda *a, **k: loads.append(a) or clip)
-    name = clip.identity.name
+    monkeypatch.setattr(clip_module, "load_clip", lambda *a, **k: loads.append(a) or tiny_clip)
+    monkeypatch.setattr(clip_module, "load_clip_from_identity", lambda *a, **k: loads.append(a) or tiny_clip)
+    name = tiny_clip.identity.name
     assert main(["index", str(lib), "--index", str(idx), "--model", name, "--workers", "0", "--quiet"]) == 0
     assert "0 videos" in capsys.readouterr().out and loads == []
     main(["index", str(lib), "--index", str(idx), "--model", "another-model", "--workers", "0", "--quiet"])
     assert len(loads) == 1  # another model is loaded at once, and its identity checked
 
 
-def test_folder_scan_reports_links_loops_and_fifos_one_line_each(tmp_path, clip, sampler):
+def test_folder_scan_reports_links_loops_and_fifos_one_line_each(tmp_path, tiny_clip, windows_sampler):
     # before: rglob + is_file() skipped them silently (exit 0); now the same scan as `vidclip encode`
     lib = _lib(tmp_path, n=1)
     os.symlink("nowhere.mp4", lib / "dangling.mp4")
@@ -173,5 +159,5 @@ def test_folder_scan_reports_links_loops_and_fifos_one_line_each(tmp_path, clip,
     reasons = {os.path.basename(p["path"]): p["reason"] for p in got.problems}
     assert set(reasons) == {"dangling.mp4", "loop1.mp4", "loop2.mp4", "pipe.mp4"}
     assert "dangling" in reasons["dangling.mp4"] and "loop" in reasons["loop1.mp4"] and "FIFO" in reasons["pipe.mp4"]
-    rep = index_library(lib, tmp_path / "idx", clip, sampler, workers=0, progress=False)
+    rep = index_library(lib, tmp_path / "idx", tiny_clip, windows_sampler, workers=0, progress=False)
     assert rep.indexed == 1 and len(rep.failed) == 4  # reported, and the good video still indexed

@@ -13,22 +13,6 @@ from index_testutil import make_clip
 from vidclip.errors import VidclipError
 from vidclip.index import VideoIndex, index_library
 
-FPS, WINDOW, STRIDE = 4.0, 1.0, 0.5
-
-
-@pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    return load_clip("tiny-vit", None)
-
-
-@pytest.fixture(scope="module")
-def sampler():
-    from vidclip.video.sample import SamplerConfig
-
-    return SamplerConfig(name="windows", fps=FPS, window=WINDOW, stride=STRIDE)
-
 
 def _index(lib, idx, clip, sampler, **kw):
     kw.setdefault("workers", 0)
@@ -44,16 +28,16 @@ def _lib(tmp_path, n=3):
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses non-UTF-8 file names")
-def test_non_utf8_name_is_indexed_found_again_and_skipped(tmp_path, clip, sampler):
+def test_non_utf8_name_is_indexed_found_again_and_skipped(tmp_path, tiny_clip, windows_sampler):
     lib = _lib(tmp_path, n=2)
     raw = os.path.join(os.fsencode(lib), b"caf\xe9.mp4")
     os.rename(os.fsencode(lib / "clip1.mp4"), raw)
     idx = tmp_path / "idx"
-    first = _index(lib, idx, clip, sampler)
+    first = _index(lib, idx, tiny_clip, windows_sampler)
     assert first.indexed == 2 and not first.failed
-    again = _index(lib, idx, clip, sampler)  # found again by its exact bytes: nothing re-encoded
+    again = _index(lib, idx, tiny_clip, windows_sampler)  # found again by its exact bytes: nothing re-encoded
     assert again.indexed == 0 and again.unchanged == 2 and again.deleted == 0
-    vi = VideoIndex.open(idx, clip=clip)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     try:
         paths = {vi.get_video(h.video_id)["abs_path"] for h in vi.search("a clip", k=5)}
         assert os.fsdecode(raw) in paths  # the stored path is the file's own name, byte for byte
@@ -62,29 +46,29 @@ def test_non_utf8_name_is_indexed_found_again_and_skipped(tmp_path, clip, sample
     finally:
         vi.close()
     os.unlink(raw)  # gone: marked deleted, not kept forever
-    gone = _index(lib, idx, clip, sampler)
+    gone = _index(lib, idx, tiny_clip, windows_sampler)
     assert gone.deleted == 1 and gone.total_indexed == 1
 
 
 # ----------------------------------------------------------------------------- leftovers of a killed faiss save
 
 
-def test_faiss_temp_files_of_a_killed_save_are_removed(tmp_path, clip, sampler):
+def test_faiss_temp_files_of_a_killed_save_are_removed(tmp_path, tiny_clip, windows_sampler):
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
-    _index(lib, idx, clip, sampler)
+    _index(lib, idx, tiny_clip, windows_sampler)
     # what a SIGKILL inside VectorIndex.save leaves (its temp name pattern), each the size of the index
     temps = [idx / ".videos.faiss.0a1b2c3d.tmp", idx / ".segments.faiss.deadbeef.tmp"]
     for t in temps:
         t.write_bytes(os.urandom(4096))
     keep = idx / ".unrelated.tmp"
     keep.write_text("not ours")
-    vi = VideoIndex.open(idx, clip=clip)  # a reader that can take the lock cleans up
+    vi = VideoIndex.open(idx, clip=tiny_clip)  # a reader that can take the lock cleans up
     vi.close()
     assert not any(t.exists() for t in temps) and keep.exists()
     for t in temps:
         t.write_bytes(b"x")
-    report = _index(lib, idx, clip, sampler)  # so does the next index run
+    report = _index(lib, idx, tiny_clip, windows_sampler)  # so does the next index run
     assert not any(t.exists() for t in temps) and report.temps_removed == 2
 
 
@@ -105,17 +89,17 @@ def _rewrite_faiss_header(path, drop: str) -> None:
     path.write_bytes(_MAGIC + struct.pack("<Q", len(new)) + new + data[start + hlen:])
 
 
-def test_faiss_header_without_dim_is_a_clear_error_and_rebuilt(tmp_path, clip, sampler):
+def test_faiss_header_without_dim_is_a_clear_error_and_rebuilt(tmp_path, tiny_clip, windows_sampler):
     from vidclip.errors import IndexMismatchError
     from vidclip.index.vectors import VectorIndex
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
-    _index(lib, idx, clip, sampler)
+    _index(lib, idx, tiny_clip, windows_sampler)
     _rewrite_faiss_header(idx / "videos.faiss", "dim")
     with pytest.raises(IndexMismatchError, match=r"videos\.faiss: corrupt vector index.*'dim'"):
         VectorIndex.load(idx / "videos.faiss")
-    vi = VideoIndex.open(idx, clip=clip)  # search rebuilds it from the catalog instead of a KeyError
+    vi = VideoIndex.open(idx, clip=tiny_clip)  # search rebuilds it from the catalog instead of a KeyError
     try:
         assert len(vi.search("a clip", k=5)) == 2
     finally:
@@ -123,24 +107,24 @@ def test_faiss_header_without_dim_is_a_clear_error_and_rebuilt(tmp_path, clip, s
     assert VectorIndex.load(idx / "videos.faiss").ntotal == 2  # and saved the rebuilt one
 
 
-def test_directories_where_files_belong_and_index_given_a_file(tmp_path, clip, sampler):
+def test_directories_where_files_belong_and_index_given_a_file(tmp_path, tiny_clip, windows_sampler):
     from vidclip.errors import ConfigError, IndexMismatchError
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
-    _index(lib, idx, clip, sampler)
+    _index(lib, idx, tiny_clip, windows_sampler)
     (idx / "videos.faiss").unlink()
     (idx / "videos.faiss").mkdir()
     with pytest.raises(IndexMismatchError, match=r"videos\.faiss: is a directory"):
-        _index(lib, idx, clip, sampler)
+        _index(lib, idx, tiny_clip, windows_sampler)
     with pytest.raises(IndexMismatchError, match=r"videos\.faiss: is a directory"):
-        VideoIndex.open(idx, clip=clip)
+        VideoIndex.open(idx, clip=tiny_clip)
     (idx / "videos.faiss").rmdir()
     (idx / ".lock").unlink()
     (idx / ".lock").mkdir()
     with pytest.raises(IndexMismatchError, match=r"\.lock: is a directory"):
-        _index(lib, idx, clip, sampler)
-    vi = VideoIndex.open(idx, clip=clip)  # a reader still searches (it just cannot save)
+        _index(lib, idx, tiny_clip, windows_sampler)
+    vi = VideoIndex.open(idx, clip=tiny_clip)  # a reader still searches (it just cannot save)
     try:
         assert len(vi.search("a clip", k=5)) == 2
     finally:
@@ -148,7 +132,7 @@ def test_directories_where_files_belong_and_index_given_a_file(tmp_path, clip, s
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(ConfigError, match=r"--index .*afile: exists and is not a directory"):
-        _index(lib, afile, clip, sampler)
+        _index(lib, afile, tiny_clip, windows_sampler)
 
 
 def _shard_of(idx):
@@ -161,31 +145,31 @@ def _shard_of(idx):
         cat.close()
 
 
-def test_truncated_or_deleted_shard_is_found_and_only_its_videos_reencoded(tmp_path, clip, sampler):
+def test_truncated_or_deleted_shard_is_found_and_only_its_videos_reencoded(tmp_path, tiny_clip, windows_sampler):
     from vidclip.index import check_recall
 
     lib = _lib(tmp_path, n=3)
     idx = tmp_path / "idx"
-    _index(lib, idx, clip, sampler, commit_every=1)  # one shard per video
+    _index(lib, idx, tiny_clip, windows_sampler, commit_every=1)  # one shard per video
     shards = _shard_of(idx)
     assert len(shards) == 3
     emb = idx / "features" / "shards" / shards[0] / "emb.npy"
     emb.write_bytes(emb.read_bytes()[:-64])  # truncated
     with pytest.raises(VidclipError, match=r"emb\.npy"):
         check_recall(idx, k=1, num_queries=10_000)  # names the file, no traceback from numpy
-    report = _index(lib, idx, clip, sampler)  # not "3 unchanged": the damaged video is re-encoded
+    report = _index(lib, idx, tiny_clip, windows_sampler)  # not "3 unchanged": the damaged video is re-encoded
     assert [x["path"] for x in report.lost] == [str(lib / "clip0.mp4")]
     assert report.indexed == 1 and report.unchanged == 2 and report.total_indexed == 3
     assert check_recall(idx, k=1)["videos"]["recall"] == 1.0
 
 
-def test_verify_reports_and_repairs(tmp_path, clip, sampler, capsys):
+def test_verify_reports_and_repairs(tmp_path, tiny_clip, windows_sampler, capsys):
     from vidclip.cli import main
     from vidclip.index.vectors import VectorIndex
 
     lib = _lib(tmp_path, n=3)
     idx = tmp_path / "idx"
-    _index(lib, idx, clip, sampler, commit_every=1)
+    _index(lib, idx, tiny_clip, windows_sampler, commit_every=1)
     assert main(["index", "--verify", str(idx), "--json"]) == 0
     clean = json.loads(capsys.readouterr().out)
     assert clean["ok"] and clean["findings"] == [] and clean["counts"]["indexed"] == 3
@@ -204,9 +188,9 @@ def test_verify_reports_and_repairs(tmp_path, clip, sampler, capsys):
     assert VectorIndex.load(idx / "segments.faiss").ntotal == res["counts"]["segments"]
     assert main(["index", "--verify", str(idx)]) == 0  # repaired: a second pass finds nothing
     assert "OK; 0 finding(s)" in capsys.readouterr().out
-    report = _index(lib, idx, clip, sampler)  # re-encodes only the lost one
+    report = _index(lib, idx, tiny_clip, windows_sampler)  # re-encodes only the lost one
     assert report.indexed == 1 and report.unchanged == 2 and report.total_indexed == 3
-    vi = VideoIndex.open(idx, clip=clip)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     try:
         assert {h.path for h in vi.search("a clip", k=5)} == {"clip0.mp4", "clip1.mp4", "clip2.mp4"}
     finally:

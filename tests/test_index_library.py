@@ -22,22 +22,6 @@ from vidclip.index import (
     scan_library,
 )
 
-FPS, WINDOW, STRIDE = 4.0, 1.0, 0.5
-
-
-@pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    return load_clip("tiny-vit", None)
-
-
-@pytest.fixture(scope="module")
-def sampler():
-    from vidclip.video.sample import SamplerConfig
-
-    return SamplerConfig(name="windows", fps=FPS, window=WINDOW, stride=STRIDE)
-
 
 def _lib(tmp_path, n=4, start_seed=0, name="lib"):
     lib = tmp_path / name
@@ -106,23 +90,23 @@ def test_mean_pooling_matches_hand_computation():
         np.testing.assert_allclose(got, m / np.linalg.norm(m), rtol=1e-5, atol=1e-6)
 
 
-def test_index_and_search_match_reference(tmp_path, clip, sampler):
+def test_index_and_search_match_reference(tmp_path, tiny_clip, windows_sampler):
     lib = _lib(tmp_path, n=4)
     idx = tmp_path / "idx"
-    report = _index(lib, idx, clip, sampler, commit_every=3)
+    report = _index(lib, idx, tiny_clip, windows_sampler, commit_every=3)
     assert report.indexed == 4 and not report.failed and report.total_indexed == 4
     expected = {str(p.resolve()) for p in lib.rglob("*.mp4")}
     rows, unreferenced = check_index_invariants(idx, expected)
     assert not unreferenced
 
-    vi = VideoIndex.open(idx, clip=clip)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     assert vi.library_root == lib.resolve() and vi.identity["name"] == "tiny-vit"
     query = "a red bar moving right"
     hits = vi.search(query, k=10)
     assert len(hits) == 4 and all(isinstance(h, SearchHit) for h in hits)
 
     # Hand reference: normalised text embedding against meanP of the stored (fp16) frames.
-    q = clip.encode_text([query]).float().cpu().numpy()[0]
+    q = tiny_clip.encode_text([query]).float().cpu().numpy()[0]
     q /= np.linalg.norm(q)
     ref = {}
     for row in rows.values():
@@ -169,18 +153,18 @@ def _window_scores(vi, q, video_id):
 # ----------------------------------------------------------------------------- incremental
 
 
-def test_incremental_reindex_changes_deletions_failures(tmp_path, clip, sampler):
+def test_incremental_reindex_changes_deletions_failures(tmp_path, tiny_clip, windows_sampler):
     lib = _lib(tmp_path, n=4)
     (lib / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
     idx = tmp_path / "idx"
-    r1 = _index(lib, idx, clip, sampler)
+    r1 = _index(lib, idx, tiny_clip, windows_sampler)
     assert r1.indexed == 4 and [f["path"] for f in r1.failed] == [str((lib / "broken.mp4").resolve())]
     assert r1.failed[0]["reason"]
 
-    r2 = _index(lib, idx, clip, sampler)  # nothing changed: nothing done
+    r2 = _index(lib, idx, tiny_clip, windows_sampler)  # nothing changed: nothing done
     assert (r2.indexed, r2.unchanged, r2.deleted, r2.failed) == (0, 5, 0, [])
 
-    vi = VideoIndex.open(idx, clip=clip)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     before = {h.path: h.video_id for h in vi.search("anything", k=10)}
     clips = sorted(p for p in lib.rglob("clip*.mp4"))
     changed, gone, touched = clips[0], clips[1], clips[2]
@@ -188,7 +172,7 @@ def test_incremental_reindex_changes_deletions_failures(tmp_path, clip, sampler)
     gone.unlink()
     os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
     make_clip(lib / "new.mp4", seed=7)
-    r3 = _index(lib, idx, clip, sampler)
+    r3 = _index(lib, idx, tiny_clip, windows_sampler)
     assert (r3.indexed, r3.deleted, len(r3.failed)) == (2, 1, 0)  # changed + new; gone; broken is unchanged
     assert r3.unchanged == 3  # touched + untouched + broken
 
@@ -213,45 +197,45 @@ def test_incremental_reindex_changes_deletions_failures(tmp_path, clip, sampler)
 # ----------------------------------------------------------------------------- identity, merge, CLI
 
 
-def test_model_mismatch_is_refused(tmp_path, clip, sampler):
+def test_model_mismatch_is_refused(tmp_path, tiny_clip, windows_sampler):
     from vidclip.models.clip import load_clip
 
     lib = _lib(tmp_path, n=1)
     idx = tmp_path / "idx"
-    _index(lib, idx, clip, sampler)
+    _index(lib, idx, tiny_clip, windows_sampler)
     other = load_clip("tiny-vit-224", None)
     with pytest.raises(IndexMismatchError, match="cannot mix in embeddings"):
-        _index(lib, idx, other, sampler)
+        _index(lib, idx, other, windows_sampler)
     with pytest.raises(IndexMismatchError, match="index built with model"):
         VideoIndex.open(idx, clip=other)
     from vidclip.video.sample import SamplerConfig
 
     with pytest.raises(IndexMismatchError, match="samples frames"):
-        _index(lib, idx, clip, SamplerConfig(name="windows", fps=2.0, window=WINDOW, stride=STRIDE))
+        _index(lib, idx, tiny_clip, SamplerConfig(name="windows", fps=2.0, window=1.0, stride=0.5))
 
 
-def test_merge_two_libraries(tmp_path, clip, sampler):
+def test_merge_two_libraries(tmp_path, tiny_clip, windows_sampler):
     lib_a, lib_b = _lib(tmp_path, n=2, name="a"), _lib(tmp_path, n=3, start_seed=10, name="b")
     ia, ib = tmp_path / "ia", tmp_path / "ib"
-    _index(lib_a, ia, clip, sampler)
-    _index(lib_b, ib, clip, sampler)
+    _index(lib_a, ia, tiny_clip, windows_sampler)
+    _index(lib_b, ib, tiny_clip, windows_sampler)
     r = merge_index(ib, ia)
     assert r.indexed == 3 and r.total_indexed == 5
     expected = {str(p.resolve()) for lib in (lib_a, lib_b) for p in lib.rglob("*.mp4")}
     rows, unreferenced = check_index_invariants(ia, expected)
     assert not unreferenced
-    vi = VideoIndex.open(ia, clip=clip)
+    vi = VideoIndex.open(ia, clip=tiny_clip)
     hits = vi.search("a clip", k=10)
     assert len(hits) == 5
     assert {str(vi.video_path(h.video_id)) for h in hits} == expected
     # merged frames are bit-identical copies
-    src = VideoIndex.open(ib, clip=clip)
+    src = VideoIndex.open(ib, clip=tiny_clip)
     for h in src.search("a clip", k=10):
         row_b = src.get_video(h.video_id)
         row_a = rows[row_b["abs_path"]]
         np.testing.assert_array_equal(src._frames(row_b), vi._frames(row_a))
     # re-indexing library A must not delete B's merged videos; merging again changes nothing
-    assert _index(lib_a, ia, clip, sampler).deleted == 0
+    assert _index(lib_a, ia, tiny_clip, windows_sampler).deleted == 0
     r2 = merge_index(ib, ia)
     assert r2.indexed == 0 and r2.unchanged == 3
     assert len(vi.search("a clip", k=10)) == 5
@@ -261,7 +245,7 @@ def test_merge_two_libraries(tmp_path, clip, sampler):
     src.close()
 
 
-def test_cli_index_search_report(tmp_path, capsys, clip):
+def test_cli_index_search_report(tmp_path, capsys, tiny_clip):
     from vidclip.cli import main
 
     lib = _lib(tmp_path, n=2)
@@ -287,7 +271,7 @@ def test_cli_index_search_report(tmp_path, capsys, clip):
     assert "--index DIR is required" in capsys.readouterr().err
 
 
-def test_second_writer_is_refused(tmp_path, clip, sampler, monkeypatch):
+def test_second_writer_is_refused(tmp_path, tiny_clip, windows_sampler, monkeypatch):
     import vidclip.index.directory as L
 
     lib = _lib(tmp_path, n=1)
@@ -297,10 +281,10 @@ def test_second_writer_is_refused(tmp_path, clip, sampler, monkeypatch):
     monkeypatch.setattr(L, "LOCK_WAIT_S", 0.3)
     try:
         with pytest.raises(VidclipError, match="another vidclip process is writing"):
-            _index(lib, idx, clip, sampler)
+            _index(lib, idx, tiny_clip, windows_sampler)
     finally:
         holder.release()
-    assert _index(lib, idx, clip, sampler).indexed == 1  # free again
+    assert _index(lib, idx, tiny_clip, windows_sampler).indexed == 1  # free again
 
 
 def test_open_errors(tmp_path):

@@ -19,20 +19,6 @@ INDEX_OPTS = ["--model", "tiny-vit", "--pretrained", "none", "--workers", "0",
 
 
 @pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    return load_clip("tiny-vit", None)
-
-
-@pytest.fixture(scope="module")
-def sampler():
-    from vidclip.video.sample import SamplerConfig
-
-    return SamplerConfig(name="windows", fps=4.0, window=1.0, stride=0.5)
-
-
-@pytest.fixture(scope="module")
 def library(tmp_path_factory):
     lib = tmp_path_factory.mktemp("recall") / "lib"
     for i in range(8):
@@ -65,9 +51,9 @@ def _recall_by_hand(faiss_file, ids, vectors, queries, k, nprobe=None):
     return float(np.mean([len(set(t.tolist()) & set(g.tolist())) / min(k, len(ids)) for t, g in zip(truth, got)]))
 
 
-def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, clip, sampler):
+def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, tiny_clip, windows_sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
+    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
                   workers=0, progress=False)
     frames, vid_ids, vid_vecs, seg_ids, seg_vecs = _stored(idx)
 
@@ -93,7 +79,7 @@ def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, c
     assert a["queries"] == 20 and a == b
 
     # Forcing exact search on the same library: recall 1.0 by construction.
-    index_library(library, idx, clip, sampler, design="Flat", segment_design="Flat", workers=0, progress=False)
+    index_library(library, idx, tiny_clip, windows_sampler, design="Flat", segment_design="Flat", workers=0, progress=False)
     flat = check_recall(idx, k=5, num_queries=10_000)
     for kind in ("videos", "segments"):
         assert flat[kind]["design"] == "Flat" and flat[kind]["exact"] and flat[kind]["recall"] == 1.0
@@ -101,9 +87,9 @@ def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, c
     assert flat["videos"]["verdict"].endswith("(8 vectors; exact search)")
 
 
-def test_check_recall_reads_but_never_writes(tmp_path, library, clip, sampler):
+def test_check_recall_reads_but_never_writes(tmp_path, library, tiny_clip, windows_sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
+    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
                   workers=0, progress=False)
     (idx / "videos.faiss").unlink()  # stale / missing faiss: measured as a reader rebuilds it, in memory
     res = check_recall(idx, k=3, num_queries=10_000)
@@ -120,11 +106,11 @@ def test_check_recall_reads_but_never_writes(tmp_path, library, clip, sampler):
         check_recall(tmp_path / "nowhere")
 
 
-def test_check_recall_with_text_queries(tmp_path, library, clip, sampler):
+def test_check_recall_with_text_queries(tmp_path, library, tiny_clip, windows_sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, design="Flat", workers=0, progress=False)
+    index_library(library, idx, tiny_clip, windows_sampler, design="Flat", workers=0, progress=False)
     texts = ["a red bar moving right", "a dark clip", "", "blue water"]
-    res = check_recall(idx, k=4, texts=texts, clip=clip)
+    res = check_recall(idx, k=4, texts=texts, clip=tiny_clip)
     assert res["query_source"] == "texts" and res["queries"] == 3 and res["seed"] is None  # empty line dropped
     assert res["videos"]["recall"] == 1.0 and res["segments"]["recall"] == 1.0
     assert "over 3 text queries" in res["videos"]["verdict"]

@@ -17,20 +17,6 @@ MAX_FRAMES = 6
 
 
 @pytest.fixture(scope="module")
-def clip():
-    from vidclip.models.clip import load_clip
-
-    return load_clip("tiny-vit", None)
-
-
-@pytest.fixture(scope="module")
-def sampler():
-    from vidclip.video.sample import SamplerConfig
-
-    return SamplerConfig(name="windows", fps=4.0, window=1.0, stride=0.5)
-
-
-@pytest.fixture(scope="module")
 def library(tmp_path_factory):
     lib = tmp_path_factory.mktemp("tlib")
     for i in range(4):
@@ -74,17 +60,17 @@ def _subsample(frames: np.ndarray, n: int) -> np.ndarray:
     return frames[np.floor((np.arange(n) + 0.5) * t / n).astype(int)]  # eval-mode uniform rule
 
 
-def test_pooling_checkpoint_vectors_match_module(tmp_path, clip, sampler, library):
+def test_pooling_checkpoint_vectors_match_module(tmp_path, tiny_clip, windows_sampler, library):
     from vidclip.index import VideoIndex, index_library
 
-    ckpt, module = _checkpoint(tmp_path, clip, "seq_transformer")
+    ckpt, module = _checkpoint(tmp_path, tiny_clip, "seq_transformer")
     idx = tmp_path / "idx"
-    r = index_library(library, idx, clip, sampler, temporal=ckpt, workers=0, progress=False)
+    r = index_library(library, idx, tiny_clip, windows_sampler, temporal=ckpt, workers=0, progress=False)
     assert r.indexed == 4 and not r.failed
-    vi = VideoIndex.open(idx, clip=clip)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     try:
         assert vi.pooler.spec["module"] == "seq_transformer" and not vi.pooler.conditioned
-        q = clip.encode_text(["a bar"])[0].numpy()
+        q = tiny_clip.encode_text(["a bar"])[0].numpy()
         q = q / np.linalg.norm(q)
         hits = vi.search("a bar", k=4)
         ref = {}
@@ -104,19 +90,19 @@ def test_pooling_checkpoint_vectors_match_module(tmp_path, clip, sampler, librar
     finally:
         vi.close()
     with pytest.raises(IndexMismatchError, match="temporal module"):
-        index_library(library, idx, clip, sampler, temporal="mean", workers=0, progress=False)
+        index_library(library, idx, tiny_clip, windows_sampler, temporal="mean", workers=0, progress=False)
 
 
-def test_text_conditioned_checkpoint_reranks_with_module(tmp_path, clip, sampler, library):
+def test_text_conditioned_checkpoint_reranks_with_module(tmp_path, tiny_clip, windows_sampler, library):
     from vidclip.index import VideoIndex, index_library
 
-    ckpt, module = _checkpoint(tmp_path, clip, "xpool")
+    ckpt, module = _checkpoint(tmp_path, tiny_clip, "xpool")
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, temporal=ckpt, workers=0, progress=False)
-    vi = VideoIndex.open(idx, clip=clip)
+    index_library(library, idx, tiny_clip, windows_sampler, temporal=ckpt, workers=0, progress=False)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     try:
         assert vi.pooler.conditioned
-        text = clip.encode_text(["a moving bar"])  # raw, as the module was trained on
+        text = tiny_clip.encode_text(["a moving bar"])  # raw, as the module was trained on
         hits = vi.search("a moving bar", k=4)
         ref = {}
         for h in hits:
@@ -134,17 +120,17 @@ def test_text_conditioned_checkpoint_reranks_with_module(tmp_path, clip, sampler
         vi.close()
 
 
-def test_finetuned_text_tower_encodes_the_queries(tmp_path, clip, sampler, library):
+def test_finetuned_text_tower_encodes_the_queries(tmp_path, tiny_clip, windows_sampler, library):
     from vidclip.index import VideoIndex, index_library
 
-    ckpt, model = _checkpoint(tmp_path, clip, "mean", text_tower="finetune", full=True)
+    ckpt, model = _checkpoint(tmp_path, tiny_clip, "mean", text_tower="finetune", full=True)
     idx = tmp_path / "idx"
-    index_library(library, idx, clip, sampler, temporal=ckpt, workers=0, progress=False)
-    vi = VideoIndex.open(idx, clip=clip)
+    index_library(library, idx, tiny_clip, windows_sampler, temporal=ckpt, workers=0, progress=False)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
     try:
         with torch.no_grad():
-            q = model.encode_text(clip.tokenize(["a bar"]))[0].numpy()
-            frozen = clip.encode_text(["a bar"])[0].numpy()
+            q = model.encode_text(tiny_clip.tokenize(["a bar"]))[0].numpy()
+            frozen = tiny_clip.encode_text(["a bar"])[0].numpy()
         q, frozen = q / np.linalg.norm(q), frozen / np.linalg.norm(frozen)
         assert abs(float(q @ frozen)) < 0.999  # the tuned tower really differs from the frozen one
         for h in vi.search("a bar", k=4):

@@ -153,9 +153,9 @@ def test_empty_index_search_and_choose_design():
     assert (i == -1).all() and np.isneginf(s).all()
     assert choose_design(10) == "Flat"
     assert choose_design(200_000) == "Flat"
-    assert choose_design(1_000_000) == "IVF1024,Flat"  # sqrt(1e6) = 1000 -> 1024
-    assert choose_design(300_000, flat_max=1000) == "IVF512,Flat"  # sqrt = 548 -> 512
-    assert choose_design(2_000, flat_max=1000) == "IVF256,Flat"  # clamped
+    assert choose_design(1_000_000) == "IVF4096,SQfp16"  # 4 * sqrt(1e6) = 4000 -> 4096
+    assert choose_design(300_000, flat_max=1000) == "IVF2048,SQfp16"  # 4 * sqrt = 2191 -> 2048
+    assert choose_design(2_000, flat_max=1000) == "IVF1024,SQfp16"  # clamped
 
 
 def test_bad_inputs_raise_typed_errors(tmp_path):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from vidclip.errors import ConfigError, VidclipError, WeightsNotFoundError
 from vidclip.models import clip as clipmod
+from vidclip.models import clip_backend
 from vidclip.models.clip import (
     FrozenCLIP,
     ModelIdentity,
@@ -370,7 +371,7 @@ def test_missing_weights_offline_fails_fast(model, pretrained, env, monkeypatch,
         # no env var: the TCP probe must decide; point it at a closed local port so the test never
         # touches the network, whatever machine it runs on
         monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-        clipmod._host_reachable.cache_clear()
+        clip_backend._host_reachable.cache_clear()
     t0 = time.monotonic()
     with pytest.raises(WeightsNotFoundError) as ei:
         load_clip(model, pretrained, cache_dir=str(tmp_path / "cache"))
@@ -378,7 +379,7 @@ def test_missing_weights_offline_fails_fast(model, pretrained, env, monkeypatch,
     msg = str(ei.value)
     assert "--pretrained /path/to/" in msg and "save_pretrained" in msg
     assert model.split(":")[-1].split("/")[0] in msg
-    clipmod._host_reachable.cache_clear()
+    clip_backend._host_reachable.cache_clear()
 
 
 def _fake_hub_snapshot(cache: Path, repo: str) -> Path:
@@ -629,10 +630,10 @@ def test_config_pretrained_none_means_random_and_null_means_implied(tmp_path):
 
 
 def test_train_weights_hint_uses_config_keys():
-    from vidclip.models.clip import _HOW_TO_LOCAL
+    from vidclip.models.clip_backend import HOW_TO_LOCAL
     from vidclip.train.commands import _in_config_words
 
-    msg = _in_config_words("ViT-B-32 pretrained='openai': weights could not be downloaded. " + _HOW_TO_LOCAL)
+    msg = _in_config_words("ViT-B-32 pretrained='openai': weights could not be downloaded. " + HOW_TO_LOCAL)
     assert "--pretrained" not in msg and "--model" not in msg
     assert "`model.pretrained=/path/to/checkpoint.pt" in msg and "`model.clip=/path/to/dir`" in msg
 

@@ -8,12 +8,11 @@ vidclip.models.checkpoint and must pool exactly as the trained module does.
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from train_helpers import make_feature_dataset, tiny_config
+from train_helpers import make_feature_dataset, run_train, tiny_config
 
 checkpoint = pytest.importorskip("vidclip.models.checkpoint",
                                  reason="vidclip.models.checkpoint (load_checkpoint) not there yet")
@@ -22,20 +21,10 @@ from vidclip.recognition.run import Pooler, zero_shot_classifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_clip):
-    return tiny_clip
-
-
-@pytest.fixture(scope="module")
-def run_dir(clip, tmp_path_factory):
-    from vidclip.train.trainer import train
-
+def run_dir(tiny_clip, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rec-temporal")
-    data = make_feature_dataset(tmp / "ds", clip.identity.to_dict(), clip.embed_dim)
-    cfg = tiny_config(data, tmp, "model.temporal=seq_transformer", "model.text_tower=finetune")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        train(cfg, clip=clip, progress=False)
+    data = make_feature_dataset(tmp / "ds", tiny_clip.identity.to_dict(), tiny_clip.embed_dim)
+    run_train(tiny_config(data, tmp, "model.temporal=seq_transformer", "model.text_tower=finetune"), tiny_clip)
     return tmp / "run"
 
 
@@ -48,19 +37,19 @@ def write_store(root, clip, videos: dict[str, np.ndarray]):
     return FeatureStore(root)
 
 
-def test_checkpoint_pools_with_its_trained_module_and_sees_frame_order(clip, run_dir, tmp_path):
+def test_checkpoint_pools_with_its_trained_module_and_sees_frame_order(tiny_clip, run_dir, tmp_path):
     from vidclip.models.temporal import l2_normalize
 
-    frames = np.random.default_rng(0).standard_normal((6, clip.embed_dim)).astype(np.float16)
-    store = write_store(tmp_path / "store", clip, {"fwd": frames, "rev": frames[::-1].copy()})
-    pooler = Pooler.create(str(run_dir), clip)
+    frames = np.random.default_rng(0).standard_normal((6, tiny_clip.embed_dim)).astype(np.float16)
+    store = write_store(tmp_path / "store", tiny_clip, {"fwd": frames, "rev": frames[::-1].copy()})
+    pooler = Pooler.create(str(run_dir), tiny_clip)
     assert pooler.spec["name"] == "checkpoint" and pooler.spec["module"] == "seq_transformer"
     assert len(pooler.spec["digest"]) == 16 and pooler.max_frames == 8
     got = pooler.pool(store, ["fwd", "rev"])
 
     # Reference: the checkpoint's module on the stored frames (padded to max_frames, masked).
-    module = checkpoint.load_checkpoint(run_dir, clip=clip, device="cpu").model.temporal.eval()
-    x = torch.zeros(2, 8, clip.embed_dim)
+    module = checkpoint.load_checkpoint(run_dir, clip=tiny_clip, device="cpu").model.temporal.eval()
+    x = torch.zeros(2, 8, tiny_clip.embed_dim)
     x[0, :6] = torch.from_numpy(frames.astype(np.float32))
     x[1, :6] = torch.from_numpy(frames[::-1].astype(np.float32))
     mask = torch.zeros(2, 8, dtype=torch.bool)
@@ -71,37 +60,37 @@ def test_checkpoint_pools_with_its_trained_module_and_sees_frame_order(clip, run
     assert torch.allclose(got.norm(dim=1), torch.ones(2))
     # Order-aware: reversing the frames moves the feature; the mean cannot tell them apart.
     assert (got[0] - got[1]).abs().max() > 1e-3
-    mean = Pooler.create("mean", clip).pool(store, ["fwd", "rev"])
+    mean = Pooler.create("mean", tiny_clip).pool(store, ["fwd", "rev"])
     torch.testing.assert_close(mean[0], mean[1])
 
 
-def test_zero_shot_text_weights_come_from_the_checkpoints_text_tower(clip, run_dir):
-    pooler = Pooler.create(str(run_dir), clip)
+def test_zero_shot_text_weights_come_from_the_checkpoints_text_tower(tiny_clip, run_dir):
+    pooler = Pooler.create(str(run_dir), tiny_clip)
     assert pooler.text_tower is not None
-    tower = checkpoint.load_checkpoint(run_dir, clip=clip, device="cpu").model.text_tower.eval()
+    tower = checkpoint.load_checkpoint(run_dir, clip=tiny_clip, device="cpu").model.text_tower.eval()
     templates, names = ["a {}", "{} on video"], ["red ball moves left", "blue ball moves up"]
     with torch.no_grad():
-        emb = tower(clip.tokenize([t.format(n) for n in names for t in templates])).float()
+        emb = tower(tiny_clip.tokenize([t.format(n) for n in names for t in templates])).float()
     emb = torch.nn.functional.normalize(emb, dim=-1).reshape(2, 2, -1).mean(1)
     want = torch.nn.functional.normalize(emb, dim=-1)
-    got = zero_shot_classifier(clip, ["a", "b"], templates=templates, names=dict(zip("ab", names)),
+    got = zero_shot_classifier(tiny_clip, ["a", "b"], templates=templates, names=dict(zip("ab", names)),
                                text_tower=pooler.text_tower).text_weights
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    frozen = zero_shot_classifier(clip, ["a", "b"], templates=templates, names=dict(zip("ab", names))).text_weights
+    frozen = zero_shot_classifier(tiny_clip, ["a", "b"], templates=templates, names=dict(zip("ab", names))).text_weights
     assert (frozen - got).abs().max() > 1e-3  # the fine-tuned tower moved away from the frozen one
 
 
-def test_classifier_pooled_otherwise_is_refused(clip, run_dir):
-    pooler = Pooler.create(str(run_dir), clip)
+def test_classifier_pooled_otherwise_is_refused(tiny_clip, run_dir):
+    pooler = Pooler.create(str(run_dir), tiny_clip)
     pooler.check(dict(pooler.spec), "clf.safetensors")  # the same checkpoint: accepted
     with pytest.raises(ConfigError, match="clf.safetensors: classifier was fitted on video features pooled by"):
         pooler.check({"name": "mean"}, "clf.safetensors")
     with pytest.raises(ConfigError, match="neither 'mean' nor an existing checkpoint"):
-        Pooler.create(str(run_dir / "nope.safetensors"), clip)
+        Pooler.create(str(run_dir / "nope.safetensors"), tiny_clip)
 
 
 @pytest.mark.slow
-def test_classify_cli_with_a_checkpoint(clip, run_dir, tmp_path, capsys):
+def test_classify_cli_with_a_checkpoint(tiny_clip, run_dir, tmp_path, capsys):
     from vidclip.cli import main
     from vidclip.recognition.synthetic import make_synthetic_actions
 

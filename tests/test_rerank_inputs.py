@@ -21,7 +21,8 @@ def test_topic_formats(tmp_path):
 
 
 @pytest.mark.parametrize("text,match", [("", "no topics"), ("1 a\n1 b\n", ":2: topic '1' is listed twice"),
-                                        ("7\n", ":1: topic '7' has no text")])
+                                        ("7\n", ":1: topic '7' has no text"),
+                                        ("1 a red circle\n2\n", r"t\.txt:2: topic '2' has no text")])
 def test_topic_errors(tmp_path, text, match):
     (tmp_path / "t.txt").write_text(text)
     with pytest.raises(DatasetError, match=match):
@@ -39,6 +40,9 @@ def test_mapping_with_and_without_spans(tmp_path):
     (tmp_path / "bad2.csv").write_text("x,a.mp4,1\n")
     with pytest.raises(DatasetError, match=r"bad2.csv:1: expected"):
         read_mapping(tmp_path / "bad2.csv")
+    (tmp_path / "span.csv").write_text("docid,path,start,end\nx,a.mp4,3,1\n")
+    with pytest.raises(DatasetError, match=r"span.csv:2: span"):
+        read_mapping(tmp_path / "span.csv")
 
 
 def test_span_keeps_only_frames_inside():

@@ -217,11 +217,26 @@ class FakeIndex:
         self.failed = set(failed)
         self.calls: list[tuple] = []
 
-    def search(self, query, k=10, *, segments=False):
-        self.calls.append((query, k, segments))
+    def search(self, query, k=10, *, segments=False, rerank=0):
+        self.calls.append((query, k, segments) + ((rerank,) if rerank else ()))
+        return self._hits(k, rerank)
+
+    def _hits(self, k, rerank):
         ids = [i for i in sorted(self.rows) if i not in self.failed and "status" not in self.rows[i]][:k]
-        return [FakeHit(i, self.rows[i]["path"], 1.0 - 0.1 * n, 2.0 * n, 2.0 * n + 3.0, 10.0)
+        hits = [FakeHit(i, self.rows[i]["path"], 1.0 - 0.1 * n, 2.0 * n, 2.0 * n + 3.0, 10.0)
                 for n, i in enumerate(ids)]
+        if rerank:  # a reranked hit carries its best frame (here 1.25 s into its span)
+            for h in hits:
+                h.frame_time = h.start + 1.25
+        return hits
+
+    def search_image(self, data, k=10, *, segments=False, rerank=0):
+        from vidclip.errors import ConfigError
+
+        self.calls.append(("image", bytes(data), k, segments) + ((rerank,) if rerank else ()))
+        if not bytes(data).startswith(b"IMG"):
+            raise ConfigError(f"image data ({len(data)} bytes): not a readable image (not a format PIL knows)")
+        return self._hits(k, rerank)
 
     def get_video(self, video_id):
         if video_id in self.failed or video_id not in self.rows:
@@ -288,7 +303,8 @@ def client(library):
 
 def test_health_and_page(client):
     h = client.get("/health").json()
-    assert h["status"] == "ok" and h["limits"] == {"max_query_chars": 40, "max_k": 7}
+    assert h["status"] == "ok" and h["limits"] == {"max_query_chars": 40, "max_k": 7, "max_rerank": 1000,
+                                                   "max_image_bytes": 10 * 1024 * 1024}
     assert h["random_weights"] is False
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -342,6 +358,64 @@ def test_search_bounds_are_422(client, library, params, needle):
     assert r.status_code == 422
     assert needle in r.text
     assert library.calls == []  # rejected before the index is touched
+
+
+def test_search_rerank_passes_through_and_thumbnail_shows_best_frame(client, library):
+    body = client.get("/search", params={"q": "dog", "k": 2, "rerank": 5}).json()
+    assert library.calls == [("dog", 2, False, 5)] and body["rerank"] == 5
+    h = body["hits"][1]
+    assert (h["start"], h["end"], h["frame_time"], h["moment"]) == (2.0, 5.0, 3.25, 3.25)
+    assert h["thumbnail_url"] == "/videos/2/thumbnail?t=3.25"
+    client.get("/search", params={"q": "dog", "k": 2})
+    assert library.calls[-1] == ("dog", 2, False)  # rerank=0: the plain call, as before
+
+
+@pytest.mark.parametrize("rerank,needle", [(-1, "greater than or equal to 0"), (4, "less than or equal to 3"),
+                                           ("lots", "valid integer")])
+def test_search_rerank_bounds_are_422(library, rerank, needle):
+    with TestClient(create_app(library, max_rerank=3)) as c:
+        for r in (c.get("/search", params={"q": "dog", "rerank": rerank}),
+                  c.post("/search/image", params={"rerank": rerank}, content=b"IMG",
+                         headers={"Content-Type": "image/png"})):
+            assert r.status_code == 422 and needle in r.text
+    assert library.calls == []
+
+
+def test_search_image_endpoint(library):
+    with TestClient(create_app(library, max_k=7, max_image_bytes=1000)) as c:
+        r = c.post("/search/image", params={"k": 2, "rerank": 4, "segments": "true"}, content=b"IMG data",
+                   headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert library.calls[0] == ("image", b"IMG data", 2, True, 4)
+        assert body["image"] == {"bytes": 8, "content_type": "image/jpeg"} and len(body["hits"]) == 2
+        assert body["hits"][0]["frame_time"] == 1.25 and "path" not in body["hits"][0]
+        library.calls.clear()
+        cases = [
+            (dict(content=b"IMG", headers={"Content-Type": "text/plain"}), 415, "image/*"),
+            (dict(content=b"IMG"), 415, "image/*"),
+            (dict(content=b"", headers={"Content-Type": "image/png"}), 422, "body is empty"),
+            (dict(content=b"GIF89a?", headers={"Content-Type": "image/gif"}), 422, "not a readable image"),
+            (dict(content=b"IMG" + b"x" * 1000, headers={"Content-Type": "image/png"}), 413, "larger than 1000"),
+            # no Content-Length (chunked): counted while it arrives
+            (dict(content=(b"IMG" + b"x" * 297 for _ in range(4)), headers={"Content-Type": "image/png"}), 413,
+             "larger than 1000"),
+            (dict(content=b"IMG", params={"k": 8}, headers={"Content-Type": "image/png"}), 422, "less than or equal"),
+        ]
+        for kwargs, status, needle in cases:
+            r = c.post("/search/image", **kwargs)
+            assert r.status_code == status and needle in r.text, (kwargs.get("headers"), r.status_code, r.text)
+            assert str(library.library_root) not in r.text
+        assert [call[:2] for call in library.calls] == [("image", b"GIF89a?")]  # only the well-formed request
+        r = c.post("/search/image", content=b"IMG", headers={"Content-Type": "image/png", "Content-Length": "5000"})
+        assert r.status_code == 413  # refused from the declared length alone
+
+
+def test_page_has_rerank_and_image_search(client):
+    html = client.get("/").text
+    assert 'id="rerank"' in html and 'id="image"' in html and 'accept="image/*"' in html
+    js = client.get("/static/app.js").text
+    assert "/search/image" in js and "frame_time" in js and 'set("rerank"' in js
 
 
 def test_video_metadata_shows_no_internals(client, library):

@@ -370,3 +370,35 @@ def test_synthetic_datasets_are_named_after_their_folder(lossless, tmp_path):
     assert load_dataset("msrvtt", lossless[0], "test").name == "synth-lossless-test"
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(**SMALL), progress=False)
     assert load_dataset("msrvtt", tmp_path / "synth", "train").name == "synth-train"
+
+
+# ----------------------------------------------------------------------------- scene libraries
+
+
+def test_scene_description_names_object_and_background():
+    spec = ClipSpec("square", "green", "large", "left", (0.5, 0.5), "dark blue", 0)
+    assert synth.scene_description(spec) == "a large green square on a dark blue background"
+    assert synth.SCENE_SECONDS == 3.0  # 24 frames at 8 fps
+
+
+def test_scene_library_follows_its_seed_rule_and_keeps_files(tmp_path):
+    plain = synth.write_scene_library(tmp_path / "plain", 2, 2, seed=3)
+    captioned = synth.write_scene_library(tmp_path / "cap", 2, 2, seed=3, captions=True)
+    # the rule by hand: per video, its scenes' specs, then (with captions) their full captions
+    rng = np.random.default_rng(3)
+    cfg = synth.SCENE_CONFIG
+    want = []
+    for _ in range(2):
+        specs = tuple(synth.random_spec(rng, cfg) for _ in range(2))
+        want.append((specs, tuple(synth.caption_for(s, rng, full=True) for s in specs)))
+    assert [(v.name, v.specs, v.captions) for v in captioned] == [
+        ("scene000.mp4", *want[0]), ("scene001.mp4", *want[1])]
+    assert plain[0].specs == captioned[0].specs and plain[0].captions == ()
+    assert plain[1].specs != captioned[1].specs  # no caption draws between videos
+    frames = decode(tmp_path / "cap" / "scene001.mp4")
+    assert frames.shape == (2 * cfg.num_frames, cfg.size, cfg.size, 3)
+    np.testing.assert_allclose(frames[cfg.num_frames:].mean(), render_clip(want[1][0][1], cfg).mean(), atol=3)
+    before = (tmp_path / "cap" / "scene000.mp4").stat().st_mtime_ns
+    assert synth.write_scene_library(tmp_path / "cap", 2, 2, seed=3, captions=True) == captioned
+    assert (tmp_path / "cap" / "scene000.mp4").stat().st_mtime_ns == before  # kept, not rewritten
+    assert not list((tmp_path / "cap").glob(".*.tmp.mp4"))

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_testutil import perturb_
 
 from vidclip.errors import ConfigError
 from vidclip.models.clip import load_clip, register_config_dir
@@ -186,15 +187,6 @@ def ref_xpool(m, frames, mask, text):
     return out
 
 
-def perturb_(module, scale=0.1, seed=3):
-    """Move every parameter away from its (possibly identity / zero) init, as training would."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
 # ------------------------------------------------------------------------------------------
 # CLIP models whose text width equals D (so the text-tower init applies)
 # ------------------------------------------------------------------------------------------
@@ -304,7 +296,7 @@ def test_seq_transformer_matches_reference(use_clip, w64_models):
         assert m.initialised_from_text
     else:  # CLIP4Clip random init: QuickGELU, 1 head at D=16
         frames, mask = batch()
-        m = perturb_(create_temporal("seq_transformer", D, max_frames=8), scale=0.05)
+        m = perturb_(create_temporal("seq_transformer", D, max_frames=8), scale=0.05, seed=3)
     m.eval()
     out = m(frames, mask)
     torch.testing.assert_close(out.double(), ref_seq_transformer(m, frames, mask), atol=2e-5, rtol=0)
@@ -318,7 +310,7 @@ def test_tdb_matches_reference(use_clip, w64_models):
             m = create_temporal("tdb", 64, max_frames=8, clip=w64_models[0])
     else:
         frames, mask = batch()
-        m = perturb_(create_temporal("tdb", D, max_frames=8), scale=0.05)
+        m = perturb_(create_temporal("tdb", D, max_frames=8), scale=0.05, seed=3)
     m.eval()
     out = m(frames, mask)
     torch.testing.assert_close(out.double(), ref_tdb(m, frames, mask), atol=2e-5, rtol=0)
@@ -330,7 +322,7 @@ def test_xpool_matches_reference(heads, perturbed):
     t = texts()
     m = create_temporal("xpool", D, num_heads=heads)
     if perturbed:
-        perturb_(m)
+        perturb_(m, scale=0.1, seed=3)
     else:  # identity init of every projection, zero bias
         for lin in (m.q_proj, m.k_proj, m.v_proj, m.out_proj, m.linear_proj):
             assert torch.equal(lin.weight, torch.eye(D)) and not lin.bias.any()
@@ -348,7 +340,7 @@ def test_xpool_matches_reference(heads, perturbed):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["mean", "query_scoring", "seq_transformer", "tdb", "xpool"])
 def test_padding_and_batch_composition_do_not_change_outputs(name):
-    m = perturb_(create_temporal(name, D, max_frames=8), scale=0.05).eval()
+    m = perturb_(create_temporal(name, D, max_frames=8), scale=0.05, seed=3).eval()
     frames, mask = batch(lengths=(5, 3, 1))
     t = texts()
     out = m(frames, mask, t)
@@ -375,7 +367,7 @@ def test_video_without_real_frames_is_finite(name):
 
 @pytest.mark.parametrize("name", ["mean", "query_scoring", "seq_transformer", "tdb", "xpool"])
 def test_similarity_matches_forward_and_chunks(name):
-    m = perturb_(create_temporal(name, D, max_frames=8), scale=0.05).eval()
+    m = perturb_(create_temporal(name, D, max_frames=8), scale=0.05, seed=3).eval()
     frames, mask = batch()
     t = texts(Q=5)
     sim = m.similarity(t, frames, mask)
@@ -458,10 +450,11 @@ def test_text_tower_init_hf(w64_models):
     assert seq.transformer[0].attn.num_heads == 4
     assert torch.equal(seq.frame_position_embeddings.weight,
                        clip.model.text_model.embeddings.position_embedding.weight[:8])
-    x = torch.randn(2, 5, 64)
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for i in range(2):
-            torch.testing.assert_close(seq.transformer[i](x), layers[i](x, attention_mask=None), atol=1e-5, rtol=0)
+            # two float32 implementations of one block: rounding differs by ~1e-5; a wrong copy is O(1)
+            torch.testing.assert_close(seq.transformer[i](x), layers[i](x, attention_mask=None), atol=1e-4, rtol=0)
 
 
 def test_layerscale_is_folded_into_copied_block():
@@ -497,7 +490,7 @@ def test_width_mismatch_warns_and_random_inits():
 
 
 def test_block_mask_excludes_padded_keys():
-    blk = perturb_(ResidualAttentionBlock(D, 2), scale=0.1)
+    blk = perturb_(ResidualAttentionBlock(D, 2), scale=0.1, seed=3)
     x = torch.randn(1, 6, D)
     mask = torch.tensor([[True, True, True, True, False, False]])
     y = blk(x, mask)

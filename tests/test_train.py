@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from train_helpers import COLORS, DIRECTIONS, make_feature_dataset, tiny_config
+from train_helpers import COLORS, DIRECTIONS, make_feature_dataset, run_train, tiny_config
 
 from vidclip.errors import ConfigError
 from vidclip.train.config import (
@@ -26,7 +26,7 @@ from vidclip.train.config import (
     dump_config,
     load_config,
 )
-from vidclip.train.trainer import epoch_order, lr_multiplier, train
+from vidclip.train.trainer import epoch_order, lr_multiplier
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,6 @@ def clip(tiny_clip):
 def data(clip, tmp_path_factory):
     root = tmp_path_factory.mktemp("tinyds")
     return make_feature_dataset(root, clip.identity.to_dict(), clip.embed_dim)
-
-
-def run_train(cfg, clip, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # random-weights warnings
-        return train(cfg, clip=clip, progress=False, **kw)
 
 
 def train_losses(run_dir: Path) -> list[tuple[int, float]]:
@@ -98,6 +92,19 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_listed_rules_name_where_and_key():
+    from vidclip.train.config import check_listed_rules
+
+    rules = dict(choices={"a.mode": ("x", "y")}, positive={"a.n"}, non_negative={"a.m"})
+    for key, ok in (("a.mode", "y"), ("a.n", 1), ("a.m", 0), ("a.free", -5)):
+        check_listed_rules(key, ok, "f.yaml", **rules)  # no error
+    for key, bad, match in (("a.mode", "z", r"f\.yaml: a\.mode must be one of \['x', 'y'\], got 'z'"),
+                            ("a.n", 0, r"f\.yaml: a\.n must be > 0, got 0"),
+                            ("a.m", -1, r"f\.yaml: a\.m must be >= 0, got -1")):
+        with pytest.raises(ConfigError, match=match):
+            check_listed_rules(key, bad, "f.yaml", **rules)
 
 
 def test_dumped_config_round_trips():

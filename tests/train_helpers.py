@@ -68,6 +68,18 @@ def make_feature_dataset(root: Path, model_identity: dict, embed_dim: int, *, nu
             "labels": labels}
 
 
+def run_train(cfg, clip, **kw):
+    """``vidclip.train.trainer.train(cfg, clip=clip, ...)`` without progress bars or warnings
+    (random weights: tests of mechanics warn about them on purpose)."""
+    import warnings
+
+    from vidclip.train.trainer import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(cfg, clip=clip, progress=False, **kw)
+
+
 def tiny_config(data: dict, tmp: Path, *overrides: str):
     """A TrainConfig for the tiny dataset on CPU, then ``overrides`` ("optim.lr=0.1", ...)."""
     from vidclip.train.config import apply_overrides, config_from_dict

@@ -11,6 +11,17 @@
    and after for several alpha and every normalisation (sampled qrels, two strata).
 
     nice -n 10 python tools/bench_rerank.py [--topics 50 --candidates 1000 --frames 12] [--videos 36]
+
+4. ``--search`` (only this): two-stage search inside a library index, ``VideoIndex.search(q, 10)``
+   next to ``search(q, 10, rerank=N)`` in the same run: a scene library of the synthetic world
+   (``--search-videos`` videos of ``--scenes`` 3-second scenes, the demo's sampler: 3 s windows
+   every 1.5 s at 4 fps) indexed with vidclip-synth. Latency in ms per query (text encoding
+   included, as a user sees it; the rerank stage alone as the difference), and quality: a query
+   is one scene's description (scenes whose description no other scene shares), the right video
+   is the one holding it: R@1 / R@5 of videos, and "moment" = the right video first with its
+   moment (the best frame when reranked, else the middle of the best window) inside the scene.
+
+    nice -n 10 python tools/bench_rerank.py --search [--search-videos 200 --scenes 3 --depths 20,100]
 """
 
 from __future__ import annotations
@@ -115,6 +126,86 @@ def bench_world(num_videos, num_topics, seed, fps):
             "before": before, "rows": rows, "decode": decode, "dir": str(tmp)}
 
 
+def bench_search(num_videos, scenes, seed, depths, repeats, workdir=None):
+    from vidclip.data.synth import SCENE_SECONDS, scene_description, write_scene_library
+    from vidclip.demo import DEMO_SAMPLER
+    from vidclip.index import VideoIndex, index_library
+    from vidclip.models.clip import load_clip
+    from vidclip.video.sample import SamplerConfig
+
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-search-"))
+    videos = write_scene_library(tmp / "lib", num_videos, scenes, seed)
+    clip = load_clip("vidclip-synth")
+    t0 = time.perf_counter()
+    report = index_library(tmp / "lib", tmp / "idx", clip, SamplerConfig(**DEMO_SAMPLER), workers=2, progress=False)
+    index_s = time.perf_counter() - t0
+    vi = VideoIndex.open(tmp / "idx", clip=clip)
+    frames = sum(r["count"] for r in vi.catalog.videos(status="indexed"))
+    count: dict[str, int] = {}
+    for v in videos:
+        for spec in v.specs:
+            count[scene_description(spec)] = count.get(scene_description(spec), 0) + 1
+    queries = [(scene_description(spec), v.name, i * SCENE_SECONDS, (i + 1) * SCENE_SECONDS)
+               for v in videos for i, spec in enumerate(v.specs) if count[scene_description(spec)] == 1]
+
+    def run(depth, alpha=0.4, segments=False):
+        r1 = r5 = moment = 0
+        for text, name, start, end in queries:
+            hits = vi.search(text, 50 if segments else 10, rerank=depth, alpha=alpha, segments=segments)
+            if segments:  # a video's rank = that of its best window
+                first: dict = {}
+                for h in hits:
+                    first.setdefault(h.path, h)
+                hits = list(first.values())
+            names = [h.path for h in hits]
+            r1 += names[:1] == [name]
+            r5 += name in names[:5]
+            if names[:1] == [name]:
+                h = hits[0]
+                t = h.frame_time if h.frame_time is not None else (h.start + h.end) / 2
+                moment += start <= t < end
+        n = len(queries)
+        return {"depth": depth, "alpha": alpha, "segments": segments, "R@1": r1 / n, "R@5": r5 / n,
+                "moment": moment / n}
+
+    quality = [run(0)] + [run(d) for d in depths] + [run(max(depths), alpha=1.0)]
+    quality += [run(0, segments=True), run(max(depths), segments=True)]
+    texts = [q[0] for q in queries[:50]]
+    # the query embeddings once, for timing what follows the text encoder (faiss, catalog, frames)
+    encoded = [vi.pooler.encode_query(t).cpu().numpy() for t in texts]
+    encoded = [e / np.linalg.norm(e) for e in encoded]
+
+    def one_pass(depth, segments, after_encoding):
+        opts = {"rerank": depth, "pool": "max", "alpha": 0.4, "norm": "minmax"}
+        t0 = time.perf_counter()
+        for text, q in zip(texts, encoded):
+            if not after_encoding:
+                vi.search(text, 10, rerank=depth, segments=segments)
+            elif segments:  # internal entry points: the search minus the text encoder
+                vi._search_segments(q, 10, q, opts)
+            else:
+                vi._search_videos(q, 10, None, q, opts)
+        return 1000 * (time.perf_counter() - t0) / len(texts)
+
+    variants = [(0, False)] + [(d, False) for d in depths] + [(0, True), (max(depths), True)]
+    timings = {(v, a): [] for v in variants for a in (False, True)}
+    for v in variants:  # warm up: shards mapped, caches filled
+        one_pass(*v, False)
+    for _ in range(repeats):  # interleaved, so load changes on the shared machine hit every variant alike
+        for v in variants:
+            for after in (False, True):
+                timings[(v, after)].append(one_pass(*v, after))
+    lat = {"videos": {}, "segments": {}}
+    for (depth, segments), after in timings:
+        kind = "segments" if segments else "videos"
+        lat[kind].setdefault(depth, {})["after_encoding" if after else "end_to_end"] = \
+            float(np.median(timings[((depth, segments), after)]))
+    vi.close()
+    return {"videos": num_videos, "scenes": scenes, "frames": frames, "queries": len(queries),
+            "index_seconds": index_s, "indexed": report.indexed, "latency_ms": lat, "quality": quality,
+            "dir": str(tmp)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--topics", type=int, default=50)
@@ -127,10 +218,39 @@ def main() -> int:
     p.add_argument("--fps", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--search", action="store_true", help="benchmark two-stage search in an index (only that)")
+    p.add_argument("--search-videos", type=int, default=200, help="--search: videos of the scene library")
+    p.add_argument("--scenes", type=int, default=3, help="--search: 3-second scenes per video")
+    p.add_argument("--depths", default="20,100", help="--search: rerank depths N to measure, comma-separated")
+    p.add_argument("--repeats", type=int, default=5, help="--search: timed passes over 50 queries (median kept)")
+    p.add_argument("--workdir", default=None, help="--search: keep the library and index here (reused)")
     ns = p.parse_args()
     import os
 
     print(f"load average at start: {os.getloadavg()}")
+    if ns.search:
+        depths = [int(d) for d in ns.depths.split(",")]
+        r = bench_search(ns.search_videos, ns.scenes, ns.seed, depths, ns.repeats, ns.workdir)
+        print(f"index: {r['indexed']} videos indexed in {r['index_seconds']:.1f} s, {r['frames']} stored frames; "
+              f"{r['queries']} queries")
+        print("| search | ms / query | ratio | after the text encoder, ms | ratio |")
+        print("|---|---:|---:|---:|---:|")
+        for kind, rows in r["latency_ms"].items():
+            seg = ", segments=True" if kind == "segments" else ""
+            for d, ms in rows.items():
+                call = f"search(q, 10{seg})" if d == 0 else f"search(q, 10{seg}, rerank={d})"
+                e2e, after = ms["end_to_end"], ms["after_encoding"]
+                print(f"| {call} | {e2e:.2f} | {e2e / rows[0]['end_to_end']:.2f} | {after:.2f} | "
+                      f"{after / rows[0]['after_encoding']:.2f} |")
+        print("| ranks | rerank | alpha | R@1 | R@5 | moment |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for row in r["quality"]:
+            print(f"| {'windows' if row['segments'] else 'videos'} | {row['depth']} | {row['alpha']:.1f} | "
+                  f"{row['R@1']:.3f} | {row['R@5']:.3f} | {row['moment']:.3f} |")
+        print(f"load average at end: {os.getloadavg()}")
+        if ns.json:
+            Path(ns.json).write_text(json.dumps({"search": r}, indent=2))
+        return 0
     lat = bench_latency(ns.topics, ns.candidates, ns.frames, ns.dim, ns.library, ns.seed)
     print(f"latency: {lat['topics']} topics x {lat['candidates']} candidates x {lat['frames']} frames, D={lat['dim']}: "
           f"{lat['ms_per_topic']:.2f} ms/topic vectorised, {lat['naive_ms_per_topic']:.1f} ms/topic naive loop "

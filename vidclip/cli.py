@@ -17,10 +17,12 @@ from pathlib import Path
 
 from . import __version__
 from .cli_options import (
+    add_engine_args,
     add_model_args,
     add_sampler_args,
     model_from_args,
     print_json,
+    ray_options_from_args,
     sampler_from_args,
 )
 from .errors import VidclipError, display_path
@@ -126,6 +128,7 @@ def cmd_encode(ns: argparse.Namespace) -> int:
     from .pipeline import collect_videos, encode_videos
 
     sampler = sampler_from_args(ns)
+    ray_options_from_args(ns)  # a bad --encoders / --num-gpus fails before any model loads
     problems: list[tuple[str, str]] = []
     items = collect_videos(ns.inputs, problems)
     for path, reason in problems:
@@ -138,7 +141,8 @@ def cmd_encode(ns: argparse.Namespace) -> int:
               file=sys.stderr)
     report = encode_videos(items, ns.out, clip, sampler, workers=ns.workers, backend=ns.backend,
                            decode_device=ns.decode_device, batch_frames=ns.batch_frames,
-                           shard_size=ns.shard_size, progress=not ns.json and not ns.quiet)
+                           shard_size=ns.shard_size, progress=not ns.json and not ns.quiet,
+                           engine=ns.engine, ray=ray_options_from_args(ns))
     for f in report.failed:
         print(f"vidclip encode: {display_path(f.path)}: {f.reason}", file=sys.stderr)
     for w in report.warnings:
@@ -210,11 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding worker processes; 0 decodes in this process; auto: in this process for up to 4 "
                         "videos, else one worker per core up to 4 (default: %(default)s)")
     p.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
-    p.add_argument("--shard-size", type=int, default=256, help="videos per committed shard (default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=256,
+                   help="videos per committed shard; with --engine ray also per partition (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
     add_sampler_args(p)
+    add_engine_args(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("synth", help="write a synthetic MSR-VTT-style dataset (offline test data)",
@@ -239,8 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .recognition.commands import add_classify_parser
     from .rerank.commands import add_rerank_parser, add_trec_eval_parser
     from .serve.commands import add_serve_parser
-    from .train.commands import add_pretrain_parser, add_train_parser
-    from .train.convert_run import add_convert_parser
+    from .train.commands import add_convert_parser, add_pretrain_parser, add_train_parser
 
     for add_parser in (add_train_parser, add_pretrain_parser, add_eval_parser, add_index_parser,
                        add_search_parser, add_serve_parser, add_demo_parser, add_rerank_parser,

@@ -12,6 +12,17 @@ import json
 import sys
 
 
+def add_verb_parser(subparsers, name: str, *, help: str, description: str,
+                    examples: str | None = None) -> argparse.ArgumentParser:
+    """Register verb ``name``: ``help`` is its line in ``vidclip --help``, ``description`` heads its
+    own --help and ``examples`` (an epilog) ends it, printed as written (line breaks kept; that
+    formatter keeps the description's too, so it is only used where there are examples)."""
+    if examples is None:
+        return subparsers.add_parser(name, help=help, description=description)
+    return subparsers.add_parser(name, help=help, description=description, epilog=examples,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = None) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=default_model,
@@ -65,6 +76,35 @@ def sampler_from_args(ns: argparse.Namespace):
     # SamplerConfig checks every field itself (ConfigError naming the field)
     return SamplerConfig(name=ns.sampler, num_frames=ns.num_frames, fps=ns.fps, max_frames=ns.max_frames,
                          window=ns.window, stride=ns.stride)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """--engine local|ray and the Ray engine's options (vidclip/ray_engine.py)."""
+    g = parser.add_argument_group("engine (Ray: see README, 'Index a library on a cluster')")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: decode worker processes on this machine, encoding in this process; ray: partitions "
+                        "of the library decoded and encoded on a Ray cluster, committed here in order; needs "
+                        "pip install -e \".[ray]\" (default: %(default)s)")
+    g.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="ray: the cluster to use (HOST:PORT as `ray start --head` prints it, or 'auto'); default: "
+                        "RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one")
+    g.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="ray: decode tasks kept in flight, queued or running, one CPU each (default: 2 x the "
+                        "cluster's CPUs)")
+    g.add_argument("--encoders", type=int, default=1, metavar="N",
+                   help="ray: encoder actors, each loading the model once (default: %(default)s)")
+    g.add_argument("--num-gpus", type=float, default=0.0, metavar="G",
+                   help="ray: GPUs per encoder actor; 0 encodes on CPU (default: %(default)s)")
+
+
+def ray_options_from_args(ns: argparse.Namespace):
+    """The RayOptions of --engine ray (None for the local engine); checks each value."""
+    if ns.engine != "ray":
+        return None
+    from .ray_engine import RayOptions
+
+    return RayOptions(address=ns.ray_address, decode_workers=ns.decode_workers, encoders=ns.encoders,
+                      num_gpus=ns.num_gpus, precision=getattr(ns, "precision", "auto"))
 
 
 def print_json(obj) -> None:

@@ -19,47 +19,31 @@ from pathlib import Path
 
 import numpy as np
 
-SCENE_SECONDS = 3.0  # one synthetic clip: 24 frames at 8 fps
+from .data.synth import SCENE_SECONDS
+
 DEMO_SAMPLER = dict(name="windows", fps=4.0, window=3.0, stride=1.5)
 
 
-def scene_query(spec) -> str:
-    """What to search for a scene: its object and background, e.g. "a large green square on a
-    dark blue background". The demo indexes with the frozen synthetic CLIP and mean pooling, which
-    learnt frame captions only: motion ("drifts to the left") needs a trained temporal module."""
-    a = "an" if spec.size[0] in "aeiou" else "a"
-    bg_a = "an" if spec.background[0] in "aeiou" else "a"
-    return f"{a} {spec.size} {spec.color} {spec.shape} on {bg_a} {spec.background} background"
-
-
 def make_scene_library(out_dir: Path, num_videos: int, scenes_per_video: int, seed: int) -> list[dict]:
-    """Write ``num_videos`` mp4 files of ``scenes_per_video`` synthetic scenes each.
+    """Write ``num_videos`` mp4 files of ``scenes_per_video`` synthetic scenes each
+    (:func:`vidclip.data.synth.write_scene_library`, with captions).
 
     Returns, per video, its file name and its scenes (full caption, search query, start and end
-    seconds).
+    seconds). A scene's query is its object and background
+    (:func:`~vidclip.data.synth.scene_description`): the demo indexes with the frozen synthetic
+    CLIP and mean pooling, which learnt frame captions only; motion ("drifts to the left") needs a
+    trained temporal module.
     Existing files are kept, so a second run reuses the library (and its index is not redone).
     """
-    from .data.synth import SynthConfig, caption_for, random_spec, render_clip, write_mp4
+    from .data.synth import scene_description, write_scene_library
 
-    cfg = SynthConfig(size=64, num_frames=24, fps=8.0)
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    videos = []
-    for v in range(num_videos):
-        specs = [random_spec(rng, cfg) for _ in range(scenes_per_video)]
-        scenes = [
-            {"caption": caption_for(spec, rng, full=True), "query": scene_query(spec),
-             "start": i * SCENE_SECONDS, "end": (i + 1) * SCENE_SECONDS}
-            for i, spec in enumerate(specs)
-        ]
-        name = f"scene{v:03d}.mp4"
-        path = out_dir / name
-        if not path.exists():
-            tmp = out_dir / f".{name}.tmp.mp4"
-            write_mp4(np.concatenate([render_clip(s, cfg) for s in specs]), tmp, cfg.fps)
-            tmp.replace(path)
-        videos.append({"path": name, "scenes": scenes})
-    return videos
+    return [
+        {"path": video.name,
+         "scenes": [{"caption": caption, "query": scene_description(spec),
+                     "start": i * SCENE_SECONDS, "end": (i + 1) * SCENE_SECONDS}
+                    for i, (spec, caption) in enumerate(zip(video.specs, video.captions))]}
+        for video in write_scene_library(out_dir, num_videos, scenes_per_video, seed, captions=True)
+    ]
 
 
 def pick_queries(videos: list[dict], num_queries: int, seed: int) -> list[tuple[int, dict]]:

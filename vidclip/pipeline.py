@@ -1,12 +1,14 @@
 """Video files -> frame embeddings: parallel decoding feeding batched encoding.
 
 Decoding (and shrinking frames to the model's input size, which keeps inter-process traffic
-small) runs in worker processes; the frozen CLIP encodes in the main process in batches of
-about ``batch_frames`` frames taken across videos, so a GPU is never fed one short video at a
-time. One bad video yields a :class:`Failure` and the rest go on.
+small) runs in worker processes; the frozen CLIP encodes in the main process in forward passes
+of exactly ``batch_frames`` frames taken across videos (:class:`FixedPassEncoder`), so a GPU is
+never fed one short video at a time and, on CPU, what a frame encodes to does not depend on
+which videos finished decoding first. One bad video yields a :class:`Failure` and the rest go on.
 
 ``encode_videos`` puts this behind ``vidclip encode``: it writes a
-:class:`~vidclip.data.features.FeatureStore` and skips videos already committed there.
+:class:`~vidclip.data.features.FeatureStore` and skips videos already committed there; with
+``engine="ray"`` the same work runs on a Ray cluster (vidclip/ray_engine.py, imported lazily).
 """
 
 from __future__ import annotations
@@ -199,6 +201,88 @@ def _decoded_stream(items, sampler: SamplerConfig, backend: str, image_size: int
                 yield fut.result()
 
 
+class FixedPassEncoder:
+    """Encode the frames of a stream of videos in forward passes of exactly ``pass_frames`` rows.
+
+    Why fixed passes: on CPU (fp32) a frame's embedding depends on the row count of the forward
+    pass it is in, though not on which other frames share that pass or where it sits in it
+    (measured on tiny-vit and vidclip-synth: batches of 1, 7 and 256 rows differ in the last
+    bits, enough to flip a few fp16 values per thousand; permuted or re-padded 256-row passes
+    agree bit for bit). Cutting every pass at exactly ``pass_frames`` rows, across video
+    boundaries, makes each stored embedding independent of decode completion order and of the
+    engine (local or Ray) that encoded it. With ``pad_last`` the final partial pass is padded
+    with zero frames (their outputs dropped): at most ``pass_frames - 1`` wasted rows per
+    :meth:`finish`; without it the last pass is simply shorter (cheap for one short video, as
+    a query, but then not bit-comparable with other runs).
+
+    ``add(tag, frames)`` (uint8 ``[T, S, S, 3]``, numpy or torch) returns ``[(tag, emb)]`` for the
+    videos completed so far, in the order they were added; ``emb`` is float32 ``[T, D]`` on CPU.
+    """
+
+    def __init__(self, clip, pass_frames: int = 256, *, pad_last: bool = True):
+        if int(pass_frames) <= 0:
+            raise VidclipError(f"batch_frames: must be positive, got {pass_frames!r}")
+        self.clip, self.pass_frames, self.pad_last = clip, int(pass_frames), pad_last
+        self._queue: deque[list] = deque()  # [tag, frames tensor, encoded chunks, next row to encode]
+        self._buffered = 0  # rows added but not encoded yet
+        self.frames_done = 0
+        self.passes = 0
+        self.padded_rows = 0
+
+    def add(self, tag, frames) -> list[tuple[object, torch.Tensor]]:
+        import torch
+
+        if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+            frames = frames.copy()  # e.g. from Ray's object store: torch wants a writable array
+        frames = torch.as_tensor(frames)
+        self._queue.append([tag, frames, [], 0])
+        self._buffered += int(frames.shape[0])
+        while self._buffered >= self.pass_frames:
+            self._encode_pass(self.pass_frames)
+        return self._pop_done()
+
+    def finish(self) -> list[tuple[object, torch.Tensor]]:
+        if self._buffered:
+            self._encode_pass(self._buffered)
+        return self._pop_done()
+
+    def _encode_pass(self, rows: int) -> None:
+        import torch
+
+        pieces, need = [], rows
+        for entry in self._queue:
+            take = min(need, int(entry[1].shape[0]) - entry[3])
+            if take > 0:
+                pieces.append((entry, entry[3], entry[3] + take))
+                need -= take
+            if not need:
+                break
+        x = torch.cat([entry[1][a:b] for entry, a, b in pieces])
+        size = self.pass_frames if self.pad_last else rows
+        if size > rows:
+            x = torch.cat([x, torch.zeros((size - rows, *x.shape[1:]), dtype=x.dtype, device=x.device)])
+            self.padded_rows += size - rows
+        emb = self.clip.encode_frames(x.to(self.clip.device), batch_size=size).float().cpu()[:rows]
+        offset = 0
+        for entry, a, b in pieces:
+            entry[2].append(emb[offset:offset + b - a])
+            entry[3] = b
+            offset += b - a
+        self._buffered -= rows
+        self.frames_done += rows
+        self.passes += 1
+
+    def _pop_done(self) -> list[tuple[object, torch.Tensor]]:
+        import torch
+
+        done = []
+        while self._queue and self._queue[0][3] >= int(self._queue[0][1].shape[0]):
+            tag, frames, chunks, _ = self._queue.popleft()
+            emb = torch.cat(chunks) if chunks else torch.zeros((0, self.clip.embed_dim), dtype=torch.float32)
+            done.append((tag, emb))
+        return done
+
+
 def iter_encoded(
     items: Sequence[tuple[str, str]],
     clip,
@@ -208,15 +292,18 @@ def iter_encoded(
     backend: str = "auto",
     decode_device: str = "cpu",
     batch_frames: int = 256,
+    pad_last_batch: bool = False,
     progress: bool | str = True,
 ) -> Iterator[EncodedVideo | Failure]:
     """Decode, sample and encode ``items`` = [(key, path), ...] with a FrozenCLIP.
 
     ``workers``: decoding processes (0 = in this process; "auto" = :func:`resolve_workers`).
+    Frames are encoded in forward passes of exactly ``batch_frames`` rows across videos
+    (:class:`FixedPassEncoder`); ``pad_last_batch`` pads the last one, which makes every
+    embedding independent of the completion order (what stored features want).
     Yields an EncodedVideo (emb float32 [T, D] for the T real frames) or a Failure per item, in
     completion order.
     """
-    import torch
     from tqdm.auto import tqdm
 
     items = list(items)
@@ -224,25 +311,18 @@ def iter_encoded(
     bar = tqdm(total=len(items), unit="video", desc=progress if isinstance(progress, str) else "encode",
                disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    frames_done = 0
-    pending: list[tuple] = []
-    pending_frames = 0
-
-    def encode_pending():
-        nonlocal frames_done
-        frames = [torch.as_tensor(p[2]) for p in pending]
-        counts = [f.shape[0] for f in frames]
-        emb = clip.encode_frames(torch.cat(frames).to(clip.device)).float().cpu()
-        frames_done += sum(counts)
-        out = []
-        for (key, path, _, sample, info), chunk in zip(pending, torch.split(emb, counts)):
-            out.append(EncodedVideo(key, path, chunk, sample, info))
-        return out
+    encoder = FixedPassEncoder(clip, batch_frames, pad_last=pad_last_batch)
 
     def tick(n: int):
         bar.update(n)
         elapsed = max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(videos_s=f"{bar.n / elapsed:.2f}", frames_s=f"{frames_done / elapsed:.1f}", refresh=False)
+        bar.set_postfix(videos_s=f"{bar.n / elapsed:.2f}", frames_s=f"{encoder.frames_done / elapsed:.1f}",
+                        refresh=False)
+
+    def encoded(done) -> Iterator[EncodedVideo]:
+        for (key, path, sample, info), emb in done:
+            tick(1)
+            yield EncodedVideo(key, path, emb, sample, info)
 
     try:
         for result in _decoded_stream(items, sampler, backend, clip.image_size, workers, decode_device):
@@ -250,19 +330,18 @@ def iter_encoded(
                 tick(1)
                 yield result
                 continue
-            pending.append(result)
-            pending_frames += result[2].shape[0]
-            if pending_frames >= batch_frames:
-                for encoded in encode_pending():
-                    tick(1)
-                    yield encoded
-                pending, pending_frames = [], 0
-        if pending:
-            for encoded in encode_pending():
-                tick(1)
-                yield encoded
+            key, path, frames, sample, info = result
+            yield from encoded(encoder.add((key, path, sample, info), frames))
+        yield from encoded(encoder.finish())
     finally:
         bar.close()
+
+
+def whole_video_window(frames: int, duration: float, times: np.ndarray) -> list[tuple[float, float, int, int]]:
+    """One window [(0, end, 0, frames)] covering the whole video: what an index stores for a video
+    whose sampler gave no windows (another sampler, or a video shorter than one window)."""
+    end = float(duration) if duration and duration > 0 else (float(times[-1]) if len(times) else 0.0)
+    return [(0.0, end, 0, int(frames))]
 
 
 # ----------------------------------------------------------------------------- vidclip encode
@@ -304,12 +383,25 @@ def encode_videos(
     batch_frames: int = 256,
     shard_size: int = 256,
     progress: bool = True,
+    engine: str = "local",
+    ray=None,
 ) -> EncodeReport:
     """Encode videos into a FeatureStore at ``out_dir``; keys already stored there are skipped.
 
     A killed run loses at most its last uncommitted shard (``shard_size`` videos); re-running
-    resumes. Failures are written to ``out_dir/failures.jsonl`` and returned.
+    resumes. Failures are written to ``out_dir/failures.jsonl`` and returned. Frames are encoded
+    in passes of exactly ``batch_frames`` (the last padded), so what is stored does not depend on
+    decode order or engine. ``engine``: "local" (decode worker processes here, encoding in this
+    process) or "ray" (vidclip.ray_engine: partitions of ``shard_size`` videos decoded and encoded
+    on a Ray cluster, ``ray`` = its RayOptions, staged under ``out_dir/staging`` and committed
+    here in order; ``workers`` and ``decode_device`` are local-engine settings).
     """
+    if engine not in ("local", "ray"):
+        raise VidclipError(f"engine: expected 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()  # a clear error before any work when Ray is not installed
     out_dir = Path(out_dir)
     done_keys: set[str] = set()
     if (out_dir / STORE_FILE).exists():
@@ -325,19 +417,24 @@ def encode_videos(
     writer = FeatureWriter(out_dir, clip.identity.to_dict(), sampler.to_dict(), shard_size=shard_size)
     start = time.perf_counter()
     try:
-        for result in iter_encoded(todo, clip, sampler, workers=workers, backend=backend,
-                                   decode_device=decode_device, batch_frames=batch_frames, progress=progress):
-            if isinstance(result, Failure):
-                report.failed.append(result)
-                continue
-            info = result.info
-            report.warnings.extend(getattr(info, "warnings", []))
-            writer.add(
-                result.key, result.path, result.emb, result.valid_indices, result.valid_times,
-                windows=result.windows, duration=info.duration, fps=info.fps,
-            )
-            report.done += 1
-            report.frames += int(result.emb.shape[0])
+        if engine == "ray":
+            _encode_on_ray(todo, out_dir, writer, clip, sampler, report, backend=backend, decode_device=decode_device,
+                           batch_frames=batch_frames, shard_size=shard_size, progress=progress, options=ray)
+        else:
+            for result in iter_encoded(todo, clip, sampler, workers=workers, backend=backend,
+                                       decode_device=decode_device, batch_frames=batch_frames, pad_last_batch=True,
+                                       progress=progress):
+                if isinstance(result, Failure):
+                    report.failed.append(result)
+                    continue
+                info = result.info
+                report.warnings.extend(getattr(info, "warnings", []))
+                writer.add(
+                    result.key, result.path, result.emb, result.valid_indices, result.valid_times,
+                    windows=result.windows, duration=info.duration, fps=info.fps,
+                )
+                report.done += 1
+                report.frames += int(result.emb.shape[0])
     finally:
         writer.close()
         report.seconds = time.perf_counter() - start
@@ -345,3 +442,27 @@ def encode_videos(
         tmp.write_text("".join(json.dumps(f.to_dict()) + "\n" for f in report.failed), encoding="utf-8")
         os.replace(tmp, out_dir / "failures.jsonl")
     return report
+
+
+def _encode_on_ray(todo, out_dir: Path, writer: FeatureWriter, clip, sampler: SamplerConfig, report: EncodeReport, *,
+                   backend: str, decode_device: str, batch_frames: int, shard_size: int, progress, options) -> None:
+    """encode_videos with engine="ray": each partition's staged shard is adopted as the next shard."""
+    from .ray_engine import RayOptions, item_identity, make_partitions, stage_partitions
+
+    if decode_device != "cpu":
+        raise VidclipError("--engine ray decodes on the cluster's CPUs; --decode-device cuda is a local-engine option")
+    ident = clip.identity.to_dict()
+    options = options or RayOptions()
+    settings = {"model": ident, "sampler": sampler.to_dict(), "batch_frames": int(batch_frames),
+                "precision": options.precision, "gpu": float(options.num_gpus) > 0, "kind": "encode"}
+    parts = make_partitions([item_identity(k, str(p)) for k, p in todo], shard_size, settings)
+    for staged in stage_partitions(parts, out_dir, identity=ident, sampler=sampler.to_dict(), backend=backend,
+                                   batch_frames=batch_frames, options=options, progress="encode (ray)" if progress else False):
+        records = staged.records()
+        if staged.shard_dir is not None:
+            writer.adopt(staged.shard_dir)
+        report.failed.extend(Failure(f["key"], f["path"], f["reason"]) for f in staged.manifest["failures"])
+        report.warnings.extend(staged.manifest.get("warnings", []))
+        report.done += len(records)
+        report.frames += sum(int(r["count"]) for r in records)
+        staged.remove()

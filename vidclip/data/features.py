@@ -335,6 +335,18 @@ class FeatureWriter:
         self._pending = []
         return name
 
+    def adopt(self, shard_dir: str | os.PathLike) -> str:
+        """Commit a complete shard another FeatureWriter wrote elsewhere on the same filesystem (a
+        Ray worker's staged shard, vidclip/ray_engine.py): queued videos are committed first, then
+        the folder is renamed into place as the next shard. Returns its name."""
+        self.flush()
+        name = f"shard-{self._next_shard:06d}"
+        shards = self.root / SHARDS_DIR
+        os.rename(shard_dir, shards / name)
+        _fsync_dir(shards)
+        self._next_shard += 1
+        return name
+
     def close(self) -> None:
         self.flush()
 

@@ -694,6 +694,60 @@ def load_synth_meta(root: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+# ----------------------------------------------------------------------------- scene libraries
+
+#: The clips of a scene library (``vidclip demo``, ``python -m vidclip.rerank.example``).
+SCENE_CONFIG = SynthConfig(size=64, num_frames=24, fps=8.0)
+#: Length of one scene of a scene library: 24 frames at 8 fps.
+SCENE_SECONDS = SCENE_CONFIG.num_frames / SCENE_CONFIG.fps
+
+
+def scene_description(spec: ClipSpec) -> str:
+    """What a single frame of a scene shows, its object and background, e.g. "a large green
+    square on a dark blue background" (no motion: that needs more than one frame)."""
+    return (f"{_article(spec.size)} {spec.size} {spec.color} {spec.shape} on "
+            f"{_article(spec.background)} {spec.background} background")
+
+
+@dataclass(frozen=True)
+class SceneVideo:
+    """One video of a scene library: ``name`` (``sceneNNN.mp4``), its scenes ``specs`` in order
+    (:data:`SCENE_SECONDS` each) and, when asked for, one full caption per scene."""
+
+    name: str
+    specs: tuple[ClipSpec, ...]
+    captions: tuple[str, ...] = ()
+
+
+def write_scene_library(library: str | os.PathLike, num_videos: int, scenes_per_video: int, seed: int,
+                        *, captions: bool = False) -> list[SceneVideo]:
+    """Write ``num_videos`` mp4 files of ``scenes_per_video`` random scenes each into ``library``.
+
+    Every video's scenes are drawn from one random stream seeded with ``seed``; with
+    ``captions=True`` each video's full captions (:func:`caption_for` ``full=True``) are drawn
+    from that same stream right after its scenes, so a library with captions holds other videos
+    (after the first) than one without: each caller keeps its own, fixed, rule. Same arguments,
+    same specs and captions. Existing files are kept, so a second run reuses the library (and
+    whatever was indexed from it); a new file is written beside its place and renamed into it.
+    """
+    cfg = SCENE_CONFIG
+    library = Path(library)
+    rng = np.random.default_rng(seed)
+    library.mkdir(parents=True, exist_ok=True)
+    videos = []
+    for v in range(num_videos):
+        specs = tuple(random_spec(rng, cfg) for _ in range(scenes_per_video))
+        texts = tuple(caption_for(spec, rng, full=True) for spec in specs) if captions else ()
+        name = f"scene{v:03d}.mp4"
+        path = library / name
+        if not path.exists():
+            tmp = library / f".{name}.tmp.mp4"
+            write_mp4(np.concatenate([render_clip(s, cfg) for s in specs]), tmp, cfg.fps)
+            tmp.replace(path)
+        videos.append(SceneVideo(name, specs, texts))
+    return videos
+
+
 # ----------------------------------------------------------------------------- detection
 
 #: How many video files of a folder :func:`is_synthetic_footage` inspects.

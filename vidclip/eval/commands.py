@@ -20,17 +20,14 @@ examples:
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cli_options import add_model_args
+    from ..cli_options import add_model_args, add_verb_parser
 
-    p = subparsers.add_parser(
-        "eval",
-        help="text-to-video / video-to-text retrieval metrics (R@1/5/10, MdR, MnR)",
+    p = add_verb_parser(
+        subparsers, "eval", help="text-to-video / video-to-text retrieval metrics (R@1/5/10, MdR, MnR)",
         description="Evaluate retrieval on a dataset split: a trained checkpoint (run dir or .safetensors), "
                     "or --zero-shot pooling of any CLIP's frame features. Videos without cached features are "
                     "encoded into the feature store first.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        examples=_EPILOG)
     p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
                    help="run dir (uses best.safetensors, else last) or a .safetensors checkpoint of `vidclip train`")
     p.add_argument("--zero-shot", action="store_true",

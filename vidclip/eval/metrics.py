@@ -87,43 +87,47 @@ def _check(sim, caption_video) -> _Checked:
     return _Checked(sim, caption_video.astype(np.int64))
 
 
+def _count_vs_own(sim, caption_video, compare) -> np.ndarray:
+    """int64 [C]: for each caption c, #{v : compare(sim[c, v], sim[c, caption_video[c]])}."""
+    chk = _check(sim, caption_video)
+    sim, cv = chk.sim, chk.caption_video
+    own = sim[np.arange(len(cv)), cv]  # [C]
+    counts = np.empty(len(cv), dtype=np.int64)
+    for lo in range(0, len(cv), _ROW_CHUNK):
+        hi = lo + _ROW_CHUNK
+        counts[lo:hi] = compare(sim[lo:hi], own[lo:hi, None]).sum(axis=1)
+    return counts
+
+
 def t2v_ranks(sim, caption_video) -> np.ndarray:
     """1-based rank of each caption's own video among all videos: int64 [C].
 
     rank[c] = 1 + #{v : sim[c, v] > sim[c, caption_video[c]]}  (ties are not better).
     """
-    chk = _check(sim, caption_video)
-    sim, cv = chk.sim, chk.caption_video
-    positive = sim[np.arange(len(cv)), cv]  # [C]
-    ranks = np.empty(len(cv), dtype=np.int64)
-    for lo in range(0, len(cv), _ROW_CHUNK):
-        hi = lo + _ROW_CHUNK
-        ranks[lo:hi] = 1 + (sim[lo:hi] > positive[lo:hi, None]).sum(axis=1)
-    return ranks
+    return 1 + _count_vs_own(sim, caption_video, np.greater)
 
 
 def t2v_ties(sim, caption_video) -> np.ndarray:
     """int64 [C]: for each caption, how many *other* videos score exactly its own video's score
     (ties that :func:`t2v_ranks` counts in the query's favour)."""
+    return _count_vs_own(sim, caption_video, np.equal) - 1  # minus the own video
+
+
+def _best_own(sim, caption_video) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (sim float [C, V], caption_video int64 [C], best float64 [V]) where
+    best[v] = max_{c: cv[c]=v} sim[c, v], and -inf for a video without a caption."""
     chk = _check(sim, caption_video)
     sim, cv = chk.sim, chk.caption_video
-    positive = sim[np.arange(len(cv)), cv]  # [C]
-    ties = np.empty(len(cv), dtype=np.int64)
-    for lo in range(0, len(cv), _ROW_CHUNK):
-        hi = lo + _ROW_CHUNK
-        ties[lo:hi] = (sim[lo:hi] == positive[lo:hi, None]).sum(axis=1) - 1  # minus the own video
-    return ties
+    best = np.full(sim.shape[1], -np.inf, dtype=np.float64)
+    np.maximum.at(best, cv, sim[np.arange(len(cv)), cv].astype(np.float64))
+    return sim, cv, best
 
 
 def v2t_ties(sim, caption_video) -> tuple[np.ndarray, np.ndarray]:
     """For each captioned video, how many captions *of other videos* score exactly its best own
     caption's score. Returns (ties int64 [V'], videos int64 [V']) in :func:`v2t_ranks` order."""
-    chk = _check(sim, caption_video)
-    sim, cv = chk.sim, chk.caption_video
-    num_videos = sim.shape[1]
-    best = np.full(num_videos, -np.inf, dtype=np.float64)
-    np.maximum.at(best, cv, sim[np.arange(len(cv)), cv].astype(np.float64))
-    equal = np.zeros(num_videos, dtype=np.int64)
+    sim, cv, best = _best_own(sim, caption_video)
+    equal = np.zeros(sim.shape[1], dtype=np.int64)
     for lo in range(0, sim.shape[0], _ROW_CHUNK):
         rows = sim[lo:lo + _ROW_CHUNK] == best[None, :]  # [rows, V]
         own = cv[lo:lo + _ROW_CHUNK]
@@ -141,12 +145,8 @@ def v2t_ranks(sim, caption_video) -> tuple[np.ndarray, np.ndarray]:
     rank[v] = 1 + #{c : sim[c, v] > s_v}, i.e. the minimum over v's captions of their
     tie-not-better rank in column v.
     """
-    chk = _check(sim, caption_video)
-    sim, cv = chk.sim, chk.caption_video
-    num_videos = sim.shape[1]
-    best = np.full(num_videos, -np.inf, dtype=np.float64)
-    np.maximum.at(best, cv, sim[np.arange(len(cv)), cv].astype(np.float64))
-    above = np.zeros(num_videos, dtype=np.int64)
+    sim, cv, best = _best_own(sim, caption_video)
+    above = np.zeros(sim.shape[1], dtype=np.int64)
     for lo in range(0, sim.shape[0], _ROW_CHUNK):
         above += (sim[lo:lo + _ROW_CHUNK] > best[None, :]).sum(axis=0)
     videos = np.unique(cv)

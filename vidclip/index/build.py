@@ -18,6 +18,15 @@ files of an older generation: whoever opens the index next rebuilds them from th
 Ids are never reused (AUTOINCREMENT), so a stale faiss id can only miss, never mislead;
 search also drops any id the catalog does not list as indexed.
 
+With ``engine="ray"`` (vidclip/ray_engine.py) step 1 happens on the cluster: an encoder actor
+writes a partition of ``commit_every`` videos as a shard into ``features/staging/<id>/`` (with its
+manifest, renamed into place when complete); this process, the only writer of the catalog and
+faiss, then renames that shard into ``shards/`` and does 2 and 3 exactly as above, partition by
+partition in partition order. A kill before the rename leaves a finished staging folder, which
+the next run commits without encoding; a kill between rename and 2 leaves an orphan shard
+(deleted) and a staging folder without its shard (redone). Either engine goes through
+:class:`_Committer`, as does :func:`merge_index`.
+
 Change detection: a file whose (size, mtime) equals its row's is unchanged without reading
 it; otherwise its fast content hash (catalog.fast_hash) decides, and a touched-but-identical
 file only gets its mtime updated. Files gone from the library are marked deleted (only rows
@@ -70,6 +79,10 @@ class IndexReport:
     temps_removed: int = 0  # faiss temp files of a killed save, deleted
     lost: list[dict] = field(default_factory=list)  # {"id", "path", "reason"}: stored frames found damaged
     total_indexed: int = 0  # indexed videos in the index after the run
+    engine: str = "local"  # "local" or "ray"
+    partitions_reused: int = 0  # ray: partitions a killed run had staged, committed now without encoding
+    staging_removed: int = 0  # ray: staged partitions no longer wanted (other model / sampler / file version)
+    nodes: list[str] = field(default_factory=list)  # ray: ids of the nodes that decoded or encoded
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,23 +92,42 @@ class IndexReport:
         return d
 
 
-def _default_windows(frames: int, duration: float, times: np.ndarray) -> list[tuple[float, float, int, int]]:
-    """One window covering the whole video (sampler gave none, or the video is shorter than one)."""
-    end = float(duration) if duration and duration > 0 else (float(times[-1]) if len(times) else 0.0)
-    return [(0.0, end, 0, int(frames))]
-
-
 class _Committer:
-    """Buffers encoded videos and failures; commits them shard -> catalog -> in-memory faiss."""
+    """The one commit path of index_library (either engine) and merge_index.
 
-    def __init__(self, catalog: Catalog, writer: FeatureWriter, video_index: VectorIndex,
-                 segment_index: VectorIndex, dim: int):
-        self.catalog, self.writer = catalog, writer
-        self.video_index, self.segment_index = video_index, segment_index
-        self.dim = dim
-        self.pending: list[dict] = []  # encoded videos, in FeatureWriter order
+    Opening it does what every writer does first: marks videos with lost frames, deletes orphan
+    shards and faiss temp files, loads the faiss indexes in step with the catalog. Videos come in
+    as written here (:meth:`add_video`, FeatureWriter) or as already written in a staged shard
+    (:meth:`add_staged` + ``commit(shard_dir)``); :meth:`commit` puts them in one catalog
+    transaction (the order of the module docstring), :meth:`finish` commits the rest and saves
+    faiss stamped with the catalog's generation.
+    """
+
+    def __init__(self, catalog: Catalog, index_dir: Path, model: dict, sampler: dict, dim: int,
+                 report: IndexReport):
+        self.catalog, self.index_dir, self.dim = catalog, index_dir, dim
+        self.features = index_dir / FEATURES_DIR
+        report.lost = mark_lost_frames(catalog, self.features, dim)  # re-encoded (they look changed)
+        report.orphans_removed = _remove_orphan_shards(catalog, self.features)
+        report.temps_removed = len(remove_stale_temps(index_dir))
+        self.video_index = _sync_faiss(catalog, index_dir, "videos", dim, save=False)
+        self.segment_index = _sync_faiss(catalog, index_dir, "segments", dim, save=False)
+        self.writer = FeatureWriter(self.features, model, sampler, shard_size=1 << 30)
+        self.pending: list[dict] = []  # videos of the next shard, in its row order
         self.failures: list[dict] = []
         self.offset = 0
+
+    def delete(self, rows: list[dict]) -> None:
+        """Mark ``rows`` (catalog rows of files gone from the library) deleted, in catalog and faiss."""
+        if not rows:
+            return
+        gone = [r["id"] for r in rows]
+        with self.catalog.transaction() as cur:
+            gone_segments = self.catalog.segment_ids_of(cur, gone)
+            self.catalog.mark_deleted(cur, gone)
+            self.catalog.bump_generation(cur)
+        self.video_index.remove(gone)
+        self.segment_index.remove(gone_segments)
 
     def add_video(self, rec: dict, emb: np.ndarray, frame_index, times) -> None:
         """rec: catalog fields + "vector" [D] + "windows" + "window_vectors" [W, D] + "replaces"."""
@@ -106,13 +138,25 @@ class _Committer:
         self.offset += int(emb.shape[0])
         self.pending.append(rec)
 
+    def add_staged(self, rec: dict) -> None:
+        """A video already written in a staged shard (rec carries its "offset" and "count" there)."""
+        self.pending.append(rec)
+
     def add_failure(self, rec: dict) -> None:
         self.failures.append(rec)
 
-    def commit(self) -> None:
+    def full(self, commit_every: int) -> bool:
+        return len(self.pending) + len(self.failures) >= commit_every or self.offset >= COMMIT_FRAMES
+
+    def commit(self, shard_dir: Path | None = None) -> None:
+        """Commit what is pending: the shard (written by FeatureWriter now, or ``shard_dir`` adopted),
+        then one catalog transaction, then the in-memory faiss indexes."""
         if not self.pending and not self.failures:
             return
-        shard = self.writer.flush() if self.pending else None
+        if shard_dir is not None:
+            shard = self.writer.adopt(shard_dir)
+        else:
+            shard = self.writer.flush() if self.pending else None
         _crash_point("shard")
         new_v, new_vv, new_s, new_sv = [], [], [], []
         gone = [int(rec["replaces"]) for rec in self.pending + self.failures if rec.get("replaces") is not None]
@@ -149,12 +193,31 @@ class _Committer:
             self.segment_index.add(np.concatenate(new_sv), new_s)
         self.pending, self.failures, self.offset = [], [], 0
 
+    def finish(self) -> int:
+        """Commit what is left; save faiss (rebuilt if the design should change: auto crossing
+        flat_max, untrained). Returns the number of indexed videos."""
+        self.commit()
+        for kind, idx in (("videos", self.video_index), ("segments", self.segment_index)):
+            idx.metadata["generation"] = self.catalog.generation if idx.is_trained else -1
+            _sync_faiss(self.catalog, self.index_dir, kind, self.dim, current=_fit_or_none(self.catalog, kind, idx),
+                        save=True)
+        return self.catalog.counts()["indexed"]
+
 
 def _video_record(item: LibraryItem, lib: Library, st: os.stat_result | None, hash_: str | None,
                   replaces: int | None) -> dict:
     return {"key": item.key, "source": lib.source, "root": str(lib.root), "path": item.key,
             "abs_path": str(item.path), "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None,
             "hash": hash_, "metadata": item.metadata, "replaces": replaces, "duration": None, "fps": None}
+
+
+def _pool_into(rec: dict, pooler: Pooler, emb16: np.ndarray, windows, duration: float, fps: float) -> None:
+    """Fill rec's duration, fps, vector and window vectors from the stored (fp16-rounded) frames
+    float32 [T, D]: pooling what search reads back keeps vectors and frames in agreement."""
+    windows = [tuple(w) for w in windows]
+    video_vec, window_vecs = pooler.video_and_windows(emb16, windows)
+    rec.update(duration=float(duration), fps=float(fps), vector=video_vec, windows=windows,
+               window_vectors=window_vecs)
 
 
 def index_library(
@@ -175,28 +238,40 @@ def index_library(
     commit_every: int = 64,
     retry_failed: bool = False,
     progress: bool = True,
+    engine: str = "local",
+    ray=None,
 ) -> IndexReport:
     """Index (or bring up to date) the videos of ``library`` into ``index_dir``.
 
     ``clip``: a FrozenCLIP (must match the index's model when the index exists), or a zero-argument
     function returning the index's own model: then it is called only when a video must be encoded
-    (a run with nothing new loads no model). ``sampler``: a
+    (a run with nothing new loads no model; with the Ray engine the driver never loads it). ``sampler``: a
     SamplerConfig (default: windows of 10 s every 5 s at 1 fps; must match the index's).
     ``temporal``: "mean" or a training checkpoint. ``design`` / ``segment_design``: faiss designs
     ("auto" = exact up to 200k vectors, else IVF). ``nprobe`` / ``ef_search``: search-time knobs of
     IVF / HNSW designs, recorded in the index (None keeps the recorded value, else IVF nprobe 16 and
     faiss' HNSW default); :func:`check_recall` measures what they give. ``commit_every``: videos per shard + catalog
-    transaction (the most a kill can cost).
+    transaction (the most a kill can cost; with Ray, the partition size). ``batch_frames``: rows of
+    every encoder forward pass (the last one padded, so results do not depend on the engine).
+    ``engine``: "local" (decode ``workers`` here, encode in this process) or "ray"
+    (vidclip.ray_engine; ``ray`` = its RayOptions: partitions staged under ``features/staging``
+    on the cluster, committed here in partition order).
     """
     from ..video.sample import SamplerConfig
 
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine: expected 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from ..ray_engine import require_ray
+
+        require_ray()  # a clear error before any work when Ray is not installed
     index_dir = Path(index_dir).expanduser().resolve()
     check_index_path(index_dir)
     if sampler is None:
         sampler = SamplerConfig(name="windows", fps=1.0, window=10.0, stride=5.0)
     start = time.perf_counter()
     lib = scan_library(library)
-    report = IndexReport()
+    report = IndexReport(engine=engine)
     report.failed.extend(lib.problems)  # unreadable folder entries: one line each, never silently skipped
     with _DirLock(index_dir):
         catalog = Catalog(index_dir / CATALOG_FILE)
@@ -204,7 +279,7 @@ def index_library(
             stored = catalog.get_meta("model")
             lazy = not hasattr(clip, "identity") and stored is not None and (temporal is None or str(temporal) == "mean")
             if lazy:  # the index's own model, loaded below only if a video must be encoded
-                ident_dict, pooler = stored, None
+                ident_dict, pooler = stored, Pooler({"name": "mean"})
                 catalog.check_or_set_identity(stored, catalog.get_meta("model_key"), sampler.to_dict(),
                                               {"name": "mean"})
                 dim = int(stored["embed_dim"])
@@ -216,82 +291,126 @@ def index_library(
                 catalog.check_or_set_identity(ident_dict, ident.key(), sampler.to_dict(), pooler.spec)
                 dim = int(clip.embed_dim)
             _record_settings(catalog, lib, design, segment_design, nprobe, ef_search)
-            features = index_dir / FEATURES_DIR
-            report.lost = mark_lost_frames(catalog, features, dim)  # re-encoded below (they look changed)
-            report.orphans_removed = _remove_orphan_shards(catalog, features)
-            report.temps_removed = len(remove_stale_temps(index_dir))
-            vindex = _sync_faiss(catalog, index_dir, "videos", dim, save=False)
-            sindex = _sync_faiss(catalog, index_dir, "segments", dim, save=False)
-
+            committer = _Committer(catalog, index_dir, ident_dict, sampler.to_dict(), dim, report)
             todo, report.unchanged, deleted = _plan(catalog, lib, retry_failed)
-            if deleted:
-                gone = [r["id"] for r in deleted]
-                with catalog.transaction() as cur:
-                    gone_segments = catalog.segment_ids_of(cur, gone)
-                    catalog.mark_deleted(cur, gone)
-                    catalog.bump_generation(cur)
-                vindex.remove(gone)
-                sindex.remove(gone_segments)
-                report.deleted = sum(1 for r in deleted if r["status"] == "indexed")
-
-            writer = FeatureWriter(features, ident_dict, sampler.to_dict(), shard_size=1 << 30)
-            committer = _Committer(catalog, writer, vindex, sindex, dim)
-            by_key = {rec["abs_path"]: (rec, item) for rec, item in todo}
+            committer.delete(deleted)
+            report.deleted = sum(1 for r in deleted if r["status"] == "indexed")
             for rec in [rec for rec, _ in todo if rec["size"] is None]:
                 rec["error"] = "file not found"
                 committer.add_failure(rec)
                 report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
-            items = [(rec["abs_path"], rec["abs_path"]) for rec, _ in todo if rec["size"] is not None]
-            if items:
-                from ..pipeline import Failure, iter_encoded
+            todo = [(rec, item) for rec, item in todo if rec["size"] is not None]
+            if engine == "ray":
+                _index_on_ray(todo, committer, pooler, ident_dict, sampler, report, backend=backend,
+                              batch_frames=batch_frames, commit_every=commit_every, options=ray, progress=progress)
+            else:
+                if (committer.features / "staging").is_dir():  # a killed Ray run's: redone here
+                    from ..ray_engine import remove_staging
 
-                if lazy:
+                    report.staging_removed = remove_staging(committer.features)
+                if todo and lazy:
                     clip = clip()
                     if clip.identity.key() != catalog.get_meta("model_key"):
                         raise IndexMismatchError(f"{display_path(index_dir)}: the model loaded for this index "
                                                  f"({clip.identity.name!r}) is not the one it was built with")
-                    pooler = Pooler.create("mean", clip)
-            results = iter_encoded(items, clip, sampler, workers=workers, backend=backend,
-                                   decode_device=decode_device, batch_frames=batch_frames,
-                                   progress="index" if progress else False) if items else ()
-            for result in results:
-                rec, item = by_key[result.key]
-                if isinstance(result, Failure):
-                    rec["error"] = result.reason
-                    committer.add_failure(rec)
-                    report.failed.append({"path": rec["abs_path"], "reason": result.reason})
-                else:
-                    emb = result.emb.detach().float().cpu().numpy()
-                    if emb.shape[0] == 0:
-                        rec["error"] = "no frames could be decoded"
-                        committer.add_failure(rec)
-                        report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
-                        continue
-                    info = result.info
-                    times = np.asarray(result.valid_times, dtype=np.float64)
-                    windows = [tuple(w) for w in result.windows] or _default_windows(emb.shape[0], info.duration, times)
-                    # frames are stored fp16: pool what search will read back, so vectors and frames agree
-                    emb16 = emb.astype(np.float16).astype(np.float32)
-                    video_vec, window_vecs = pooler.video_and_windows(emb16, windows)
-                    rec.update(duration=float(info.duration), fps=float(info.fps), vector=video_vec,
-                               windows=windows, window_vectors=window_vecs)
-                    if rec["hash"] is None:
-                        rec["hash"] = fast_hash(item.path, rec["size"])
-                    committer.add_video(rec, emb16, result.valid_indices, times)
-                    report.indexed += 1
-                    report.frames += int(emb.shape[0])
-                if len(committer.pending) + len(committer.failures) >= commit_every or committer.offset >= COMMIT_FRAMES:
-                    committer.commit()
-            committer.commit()
-            # faiss: rebuild if the design should change (auto crossing flat_max, untrained), then save
-            for kind, idx in (("videos", vindex), ("segments", sindex)):
-                idx.metadata["generation"] = catalog.generation if idx.is_trained else -1
-                _sync_faiss(catalog, index_dir, kind, dim, current=_fit_or_none(catalog, kind, idx), save=True)
-            report.total_indexed = catalog.counts()["indexed"]
+                _index_locally(todo, committer, clip, pooler, sampler, report, workers=workers, backend=backend,
+                               decode_device=decode_device, batch_frames=batch_frames, commit_every=commit_every,
+                               progress=progress)
+            report.total_indexed = committer.finish()
         finally:
             catalog.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _index_locally(todo, committer: _Committer, clip, pooler: Pooler, sampler, report: IndexReport, *, workers,
+                   backend, decode_device, batch_frames, commit_every, progress) -> None:
+    """Encode ``todo`` = [(record, item)] here: decode workers, fixed-size encoder passes, a commit
+    every ``commit_every`` videos (or COMMIT_FRAMES frames), in completion order."""
+    if not todo:
+        return
+    from ..pipeline import Failure, iter_encoded
+
+    by_key = {rec["abs_path"]: (rec, item) for rec, item in todo}
+    items = [(rec["abs_path"], rec["abs_path"]) for rec, _ in todo]
+    for result in iter_encoded(items, clip, sampler, workers=workers, backend=backend, decode_device=decode_device,
+                               batch_frames=batch_frames, pad_last_batch=True,
+                               progress="index" if progress else False):
+        rec, item = by_key[result.key]
+        emb = None if isinstance(result, Failure) else result.emb.detach().float().cpu().numpy()
+        if emb is None or emb.shape[0] == 0:
+            rec["error"] = result.reason if emb is None else "no frames could be decoded"
+            committer.add_failure(rec)
+            report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
+        else:
+            from ..pipeline import whole_video_window
+
+            info = result.info
+            times = np.asarray(result.valid_times, dtype=np.float64)
+            windows = result.windows or whole_video_window(emb.shape[0], info.duration, times)
+            emb16 = emb.astype(np.float16).astype(np.float32)  # what is stored
+            _pool_into(rec, pooler, emb16, windows, info.duration, info.fps)
+            if rec["hash"] is None:
+                rec["hash"] = fast_hash(item.path, rec["size"])
+            committer.add_video(rec, emb16, result.valid_indices, times)
+            report.indexed += 1
+            report.frames += int(emb.shape[0])
+        if committer.full(commit_every):
+            committer.commit()
+
+
+def _index_on_ray(todo, committer: _Committer, pooler: Pooler, ident_dict: dict, sampler, report: IndexReport, *,
+                  backend, batch_frames, commit_every, options, progress) -> None:
+    """Encode ``todo`` on Ray (vidclip.ray_engine): one partition per ``commit_every`` videos, each
+    staged as a shard by an encoder actor; here each is pooled from its stored frames and committed
+    (shard adopted, one catalog transaction) in partition order."""
+    from ..ray_engine import (
+        RayOptions,
+        StageStats,
+        item_identity,
+        make_partitions,
+        remove_staging,
+        stage_partitions,
+    )
+
+    options = options or RayOptions()
+    by_path = {rec["abs_path"]: (rec, item) for rec, item in todo}
+    items = []
+    for rec, _item in todo:
+        # the shard record as the local engine writes it: the library key, the absolute path
+        it = item_identity(rec["key"], rec["abs_path"], {"source": rec["source"], "hash": None})
+        it["size"], it["mtime_ns"] = rec["size"], rec["mtime_ns"]  # the plan's view of the file
+        items.append(it)
+    settings = {"model": ident_dict, "sampler": sampler.to_dict(), "batch_frames": int(batch_frames),
+                "precision": options.precision, "gpu": float(options.num_gpus) > 0, "kind": "index"}
+    parts = make_partitions(items, commit_every, settings)
+    if not parts:
+        report.staging_removed = remove_staging(committer.features)
+        return
+    stats = StageStats()
+    for staged in stage_partitions(parts, committer.features, identity=ident_dict, sampler=sampler.to_dict(),
+                                   backend=backend, batch_frames=batch_frames, whole_window=True,
+                                   require_frames=True, options=options, progress="index (ray)" if progress else False,
+                                   stats=stats):
+        store = staged.store()
+        for r in staged.records():
+            rec, item = by_path[r["path"]]
+            emb16 = np.asarray(store.get(r["key"]).emb, dtype=np.float32)
+            _pool_into(rec, pooler, emb16, r["windows"], r["duration"], r["fps"])
+            rec["hash"] = rec["hash"] or (r.get("extra") or {}).get("hash") or fast_hash(item.path, rec["size"])
+            rec["offset"], rec["count"] = int(r["offset"]), int(r["count"])
+            committer.add_staged(rec)
+            report.indexed += 1
+            report.frames += int(r["count"])
+        for f in staged.manifest["failures"]:
+            rec, _ = by_path[f["path"]]
+            rec["error"] = f["reason"]
+            committer.add_failure(rec)
+            report.failed.append({"path": rec["abs_path"], "reason": f["reason"]})
+        committer.commit(staged.shard_dir)
+        staged.remove()
+    report.partitions_reused, report.staging_removed = stats.reused, stats.stale_removed
+    report.nodes = sorted(stats.nodes)
 
 
 def _fit_or_none(catalog: Catalog, kind: str, idx: VectorIndex) -> VectorIndex | None:
@@ -408,14 +527,7 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
                     if dst.get_meta("library_root") is None and src.get_meta("library_root") is not None:
                         dst.set_meta(cur, "library_root", src.get_meta("library_root"))
                 dim = int(model["embed_dim"])
-                features = index_dir / FEATURES_DIR
-                report.lost = mark_lost_frames(dst, features, dim)
-                report.orphans_removed = _remove_orphan_shards(dst, features)
-                report.temps_removed = len(remove_stale_temps(index_dir))
-                vindex = _sync_faiss(dst, index_dir, "videos", dim, save=False)
-                sindex = _sync_faiss(dst, index_dir, "segments", dim, save=False)
-                writer = FeatureWriter(features, model, src.get_meta("sampler"), shard_size=1 << 30)
-                committer = _Committer(dst, writer, vindex, sindex, dim)
+                committer = _Committer(dst, index_dir, model, src.get_meta("sampler"), dim, report)
                 live = dst.live()
                 rows = [r for r in src.videos() if r["status"] in ("indexed", "failed")]
                 shards: dict[str, tuple] = {}
@@ -447,13 +559,9 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
                         committer.add_video(rec, np.asarray(emb[sl]), np.asarray(fidx[sl]), np.asarray(times[sl]))
                         report.indexed += 1
                         report.frames += int(row["count"])
-                    if len(committer.pending) + len(committer.failures) >= commit_every:
+                    if committer.full(commit_every):
                         committer.commit()
-                committer.commit()
-                for kind, idx in (("videos", vindex), ("segments", sindex)):
-                    idx.metadata["generation"] = dst.generation if idx.is_trained else -1
-                    _sync_faiss(dst, index_dir, kind, dim, current=_fit_or_none(dst, kind, idx), save=True)
-                report.total_indexed = dst.counts()["indexed"]
+                report.total_indexed = committer.finish()
             finally:
                 dst.close()
     finally:

@@ -306,6 +306,46 @@ class Catalog:
             "WHERE v.status = 'indexed' ORDER BY s.id").fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64), blob_vectors([r[1] for r in rows], dim)
 
+    _VECTOR_SQL = {
+        "videos": ("SELECT COUNT(*) FROM videos WHERE status = 'indexed'",
+                   "SELECT id, vector FROM videos WHERE status = 'indexed' AND id > ? ORDER BY id LIMIT ?"),
+        "segments": ("SELECT COUNT(*) FROM segments s JOIN videos v ON v.id = s.video_id WHERE v.status = 'indexed'",
+                     "SELECT s.id, s.vector FROM segments s JOIN videos v ON v.id = s.video_id "
+                     "WHERE v.status = 'indexed' AND s.id > ? ORDER BY s.id LIMIT ?"),
+    }
+
+    def count_vectors(self, kind: str) -> int:
+        """How many vectors :meth:`iter_vectors` yields for ``kind`` ("videos" / "segments")."""
+        return int(self.conn.execute(self._vector_sql(kind)[0]).fetchone()[0])
+
+    def iter_vectors(self, kind: str, dim: int, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The stored vectors of ``kind`` in id order, ``chunk`` rows at a time: (ids int64 [C], vectors
+        float32 [C, dim]) per step, every indexed vector exactly once, never more than one chunk in memory.
+
+        Keyset pagination (``id > last``): each step is an index range scan, so the whole pass costs
+        one table scan whatever its length. Run it inside one read transaction (``BEGIN``) when the
+        pass must see a single catalog generation while writers commit.
+        """
+        sql = self._vector_sql(kind)[1]
+        if int(chunk) <= 0:
+            raise ValueError(f"catalog: chunk must be positive, got {chunk}")
+        last = -1
+        while True:
+            rows = self.conn.execute(sql, (last, int(chunk))).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, blob_vectors([r[1] for r in rows], dim)
+            last = int(ids[-1])
+            if len(rows) < chunk:
+                return
+
+    def _vector_sql(self, kind: str) -> tuple[str, str]:
+        try:
+            return self._VECTOR_SQL[kind]
+        except KeyError:
+            raise ValueError(f"catalog: vector kind must be 'videos' or 'segments', got {kind!r}") from None
+
     def segments_of(self, video_ids: Iterable[int], dim: int) -> dict[int, tuple[list[dict], np.ndarray]]:
         """video id -> (window rows ordered by start, their vectors float32 [W, dim])."""
         ids = [int(i) for i in video_ids]

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli_options import add_verb_parser
 from ..errors import ConfigError, display_path
 
 INDEX_EPILOG = """\
@@ -14,6 +15,7 @@ examples:
   vidclip index ~/Videos --index ~/vidx --model ViT-B-32 --pretrained openai
   vidclip index clips.csv --index ~/vidx          # CSV: a 'path' column, other columns = metadata
   vidclip index --merge ~/other_vidx --index ~/vidx
+  vidclip index /mnt/videos --index /mnt/vidx --engine ray --ray-address HEAD:6379 --num-gpus 1   # a Ray cluster
   vidclip index --report ~/vidx                   # what is indexed, what failed and why
   vidclip index big/ --index ~/vidx --design "IVF4096,SQ8" --nprobe 32   # approximate search
   vidclip index --check-recall ~/vidx             # recall@10 of faiss vs exact search
@@ -30,15 +32,23 @@ examples:
   vidclip search "a person cleaning a swimming pool" --index ~/vidx
   vidclip search "basketball" --index ~/vidx --segments -k 20 --json
   vidclip search --queries queries.txt --index ~/vidx -k 5     # JSON Lines out, one per query
+  vidclip search "a dog jumps" --index ~/vidx --rerank 100      # two stages: top 100 re-scored on their frames
+  vidclip search --image photo.jpg --index ~/vidx               # search by an example picture
+  vidclip search --video clip.mp4 --index ~/vidx --json         # by an example video (an indexed one finds itself first)
+
+Give exactly one of QUERY, --image, --video, --queries.
+--rerank N: the first stage's top max(N, k) hits are re-scored CLIPRerank-style on their stored
+frames (the best frame's cosine, fused 0.4 : 0.6 with the first-stage score after min-max
+normalisation); each hit then also reports its best frame's time (frame_time, seconds).
 """
 
 
 def add_index_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "index", help="index a video library for text search (incremental, crash-safe)",
+    p = add_verb_parser(
+        subparsers, "index", help="index a video library for text search (incremental, crash-safe)",
         description="Decode, sample and encode every video of a library with a frozen CLIP, store per-frame "
                     "embeddings, a vector per video and per time window, and faiss indexes for search.",
-        epilog=INDEX_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        examples=INDEX_EPILOG)
     p.add_argument("library", nargs="?", metavar="LIBRARY",
                    help="a folder (searched recursively by video extension), a text file with one path per line, "
                         "or a CSV with a 'path' column plus optional metadata columns")
@@ -97,28 +107,41 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=2, help="decoding worker processes; 0 = in this process (default: %(default)s)")
     r.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
     r.add_argument("--commit-every", type=int, default=64,
-                   help="videos per committed shard + catalog transaction (default: %(default)s)")
+                   help="videos per committed shard + catalog transaction; with --engine ray also per partition "
+                        "(default: %(default)s)")
     r.add_argument("--retry-failed", action="store_true", help="try unchanged files that failed before again")
     r.add_argument("--json", action="store_true", help="print a JSON report")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ..cli_options import add_engine_args
+
+    add_engine_args(p)
     p.set_defaults(func=cmd_index)
     return p
 
 
 def add_search_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "search", help="search an index with a text query",
+    p = add_verb_parser(
+        subparsers, "search", help="search an index with a text query, an example image or an example video",
         description="Rank the indexed videos (or, with --segments, their time windows) by similarity to a text "
-                    "query, with each video's best-matching time span.",
-        epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "query (or an example image / video), with each video's best-matching time span.",
+        examples=SEARCH_EPILOG)
     p.add_argument("query", nargs="*", metavar="QUERY", help="the text query (several words are joined)")
     p.add_argument("--queries", metavar="FILE",
                    help="many queries, one model load: one query per line, or JSON Lines with 'query' and an "
                         "optional 'id'; prints one JSON line per query")
+    p.add_argument("--image", metavar="FILE",
+                   help="search by example: an image file (JPEG, PNG, ...), encoded with the index's CLIP and "
+                        "compared with the videos as a one-frame video")
+    p.add_argument("--video", metavar="FILE",
+                   help="search by example: a video file, sampled and pooled as the index pools its own videos "
+                        "(a video that is itself indexed comes back first)")
     p.add_argument("--index", required=True, metavar="DIR", help="index directory made by `vidclip index`")
     p.add_argument("-k", "--top", type=int, default=10, dest="k", help="results to return (default: %(default)s)")
     p.add_argument("--segments", action="store_true", help="rank time windows instead of whole videos")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... for the text encoder (default: cuda when available)")
+    p.add_argument("--rerank", type=int, default=0, metavar="N",
+                   help="two-stage search: re-score the first stage's top max(N, k) hits on their stored frames "
+                        "(0..1000; 0 = off, the default; 100 is a good start) and report each hit's best frame")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... for the text or image encoder (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)
     return p
@@ -204,6 +227,8 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
             print(f"removed {d['orphans_removed']} uncommitted shard(s) left by an interrupted run")
         if d["temps_removed"]:
             print(f"removed {d['temps_removed']} faiss temp file(s) left by an interrupted save")
+        if d.get("partitions_reused"):
+            print(f"committed {d['partitions_reused']} partition(s) an interrupted Ray run had staged")
     for lost in report.lost:
         print(f"vidclip {verb}: {display_path(lost['path'])}: stored frames lost ({display_path(lost['reason'])}); "
               "re-encoding it when its library is indexed", file=sys.stderr)
@@ -250,6 +275,9 @@ def cmd_index(ns: argparse.Namespace) -> int:
         return _print_report(report, index_dir, "index", ns.json)
     if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
         raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
+    from ..cli_options import ray_options_from_args
+
+    ray = ray_options_from_args(ns)
     stored = _stored_meta(index_dir)
     if _names_stored_model(ns, stored.get("model")):
         # the index's own model: index_library loads it only if some video must be encoded (and
@@ -281,7 +309,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
                            ef_search=ns.ef_search, workers=ns.workers, backend=ns.backend,
                            decode_device=ns.decode_device, batch_frames=ns.batch_frames,
                            commit_every=ns.commit_every, retry_failed=ns.retry_failed,
-                           progress=not (ns.json or ns.quiet))
+                           progress=not (ns.json or ns.quiet), engine=ns.engine, ray=ray)
     return _print_report(report, index_dir, "index", ns.json)
 
 
@@ -375,13 +403,24 @@ def cmd_search(ns: argparse.Namespace) -> int:
     import json
 
     from ..cli_options import print_json, resolve_device
-    from .search import VideoIndex
+    from .search import MAX_RERANK, VideoIndex
 
     query = " ".join(ns.query or []).strip()
-    if bool(query) == bool(ns.queries):
-        raise ConfigError("give a QUERY or --queries FILE (not both)")
+    given = [name for name, value in (("QUERY", query), ("--queries", ns.queries), ("--image", ns.image),
+                                      ("--video", ns.video)) if value]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of: a QUERY text, --image FILE, --video FILE, --queries FILE"
+                          + (f" (got {' and '.join(given)})" if given else ""))
+    if not 0 <= ns.rerank <= MAX_RERANK:
+        raise ConfigError(f"--rerank must be within 0..{MAX_RERANK}, got {ns.rerank}")
+    if ns.k <= 0:
+        raise ConfigError(f"-k must be positive, got {ns.k}")
     batch = _read_queries(Path(ns.queries)) if ns.queries else None
+    for name, value in (("--image", ns.image), ("--video", ns.video)):
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{name} {display_path(value)}: no such file")
     index = VideoIndex.open(ns.index, device=resolve_device(ns.device))
+    opts = {"segments": ns.segments, "rerank": ns.rerank}
     try:
         random_weights = bool(index.identity.get("random_weights"))
         if not ns.json or batch is not None:
@@ -395,22 +434,29 @@ def cmd_search(ns: argparse.Namespace) -> int:
                 print(f"vidclip search: {warning}", file=sys.stderr)
         if batch is not None:  # one model load, one JSON line per query
             for qid, text in batch:
-                hits = index.search(text, ns.k, segments=ns.segments)
+                hits = index.search(text, ns.k, **opts)
                 rec = {"id": qid, "query": text, "hits": [h.to_dict() for h in hits]} if qid is not None else \
                     {"query": text, "hits": [h.to_dict() for h in hits]}
                 print(json.dumps(rec, ensure_ascii=False), flush=True)
             return 0
-        hits = index.search(query, ns.k, segments=ns.segments)
+        if ns.image is not None:
+            hits, source = index.search_image(ns.image, ns.k, **opts), {"image": str(Path(ns.image).resolve())}
+        elif ns.video is not None:
+            hits, source = index.search_video(ns.video, ns.k, **opts), {"video": str(Path(ns.video).resolve())}
+        else:
+            hits, source = index.search(query, ns.k, **opts), {"query": query}
     finally:
         index.close()
     if ns.json:
-        print_json({"query": query, "index": str(Path(ns.index).resolve()), "segments": ns.segments,
-                    "random_weights": random_weights, "hits": [h.to_dict() for h in hits]})
+        print_json({**source, "index": str(Path(ns.index).resolve()), "segments": ns.segments,
+                    "rerank": ns.rerank, "random_weights": random_weights, "hits": [h.to_dict() for h in hits]})
         return 0
     if not hits:
         print("no results (is the index empty?)")
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:3d}. {h.score:+.4f}  {display_path(h.path)}  [{_ts(h.start)} - {_ts(h.end)}] of {_ts(h.duration)}  (id {h.video_id})")
+        frame = f"  best frame {_ts(h.frame_time)}" if h.frame_time is not None else ""
+        print(f"{rank:3d}. {h.score:+.4f}  {display_path(h.path)}  [{_ts(h.start)} - {_ts(h.end)}] of {_ts(h.duration)}"
+              f"{frame}  (id {h.video_id})")
     return 0
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from ..data.features import SHARDS_DIR, FeatureStore, committed_shards
 from ..errors import ConfigError, IndexMismatchError, VidclipError, display_path
 from .catalog import Catalog
-from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design
+from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design, sample_chunks
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,11 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
     Reuses ``current`` or the saved file when stamped with the catalog's generation and design;
     otherwise rebuilds from the vectors stored in the catalog (re-using a compatible trained
     index, so an IVF is not retrained unless the library grew ``RETRAIN_GROWTH``-fold).
+
+    A rebuild never holds all stored vectors: it streams them from the catalog
+    (``Catalog.iter_vectors``, one chunk at a time, in id order), one pass to draw the training
+    sample of a design that needs one (:meth:`VectorIndex.train_sample_size`) and one to add them,
+    both inside one read transaction, so they see one generation while writers commit.
     """
     path = faiss_path(index_dir, kind)
     if path.is_dir():
@@ -193,28 +198,31 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
                 _crash_point("faiss")
                 current.save(path)
             return current
-        ids, vectors = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
-    n = len(ids)
-    design = choose_design(n, flat_max) if requested.lower() == "auto" else requested
-    reuse = (current is not None and current.design == design and current.is_trained and current.dim == dim
-             and not _outgrown(current, n))
-    trained_on = None
-    if reuse:
-        index = current
-        trained_on = current.metadata.get("trained_on")
-        index.reset()
-    else:
-        index = VectorIndex(dim, design)
-        if not index.is_trained:
-            try:
-                index.train(vectors)
-                trained_on = n
-            except VidclipError as e:  # e.g. fewer vectors than IVF cells
-                log.warning("%s: cannot train %s on %d vectors (%s); using exact search until the library grows",
-                            path, design, n, e)
-                index = VectorIndex(dim, "Flat")
-    _apply_search_settings(catalog, kind, index)
-    index.add(vectors, ids)
+        n = catalog.count_vectors(kind)
+
+        def chunks():
+            return catalog.iter_vectors(kind, dim)
+
+        design = choose_design(n, flat_max) if requested.lower() == "auto" else requested
+        reuse = (current is not None and current.design == design and current.is_trained and current.dim == dim
+                 and not _outgrown(current, n))
+        trained_on = None
+        if reuse:
+            index = current
+            trained_on = current.metadata.get("trained_on")
+            index.reset()
+        else:
+            index = VectorIndex(dim, design)
+            if not index.is_trained:
+                try:
+                    index.train(sample_chunks(chunks(), n, index.train_sample_size(n), index.seed), in_place=True)
+                    trained_on = n
+                except VidclipError as e:  # e.g. fewer vectors than IVF cells
+                    log.warning("%s: cannot train %s on %d vectors (%s); using exact search until the library grows",
+                                path, design, n, e)
+                    index = VectorIndex(dim, "Flat")
+        _apply_search_settings(catalog, kind, index)
+        index.fill(chunks, n)
     index.metadata = {"generation": generation, "requested": requested}
     if trained_on is not None:
         index.metadata["trained_on"] = int(trained_on)

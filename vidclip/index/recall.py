@@ -47,17 +47,24 @@ def _frame_queries(catalog: Catalog, index_dir: Path, num_queries: int, seed: in
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def _faiss_with_vectors(catalog: Catalog, index_dir: Path, kind: str, dim: int
-                        ) -> tuple[VectorIndex, np.ndarray, np.ndarray]:
-    """(faiss index as a reader would serve it, its ids [N], vectors [N, D]) of one catalog generation."""
+def _faiss_recall(catalog: Catalog, index_dir: Path, kind: str, dim: int, queries: np.ndarray, k: int,
+                  tie_tol: float, nprobe: int | None, ef_search: int | None) -> tuple[VectorIndex, int, float]:
+    """(faiss index as a reader would serve it, its number of vectors, its recall@k) at one catalog
+    generation. The exact side streams the stored vectors chunk by chunk (``Catalog.iter_vectors``)
+    inside one read transaction, so checking millions of vectors never holds them all."""
     for _ in range(5):  # a concurrent indexer may commit between the two reads: retry until they agree
         index = _sync_faiss(catalog, index_dir, kind, dim, save=False)
+        if nprobe is not None and index.nprobe is not None:
+            index.nprobe = int(nprobe)
+        if ef_search is not None and "HNSW" in index.design.upper():
+            index.ef_search = int(ef_search)
         with catalog.conn:
             catalog.conn.execute("BEGIN")
-            generation = catalog.generation
-            ids, vectors = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
-        if index.metadata.get("generation") == generation:
-            return index, ids, vectors
+            if index.metadata.get("generation") != catalog.generation:
+                continue
+            n = catalog.count_vectors(kind)
+            recall = recall_at_k(index, lambda: catalog.iter_vectors(kind, dim), queries, k, tie_tol=tie_tol)
+            return index, n, recall
     raise VidclipError(f"{index_dir}: the index kept changing while its recall was being checked; try again")
 
 
@@ -123,13 +130,8 @@ def check_recall(
                   "seed": int(seed) if source == "frames" else None,
                   "random_weights": bool(model.get("random_weights"))}
         for kind, label in (("videos", "video"), ("segments", "segment")):
-            index, ids, vectors = _faiss_with_vectors(catalog, index_dir, kind, dim)
-            if nprobe is not None and index.nprobe is not None:
-                index.nprobe = int(nprobe)
-            if ef_search is not None and "HNSW" in index.design.upper():
-                index.ef_search = int(ef_search)
-            recall = recall_at_k(index, vectors, queries, int(k), ids, tie_tol=tie_tol)
-            result[kind] = _recall_entry(label, index, catalog.get_meta(f"design_{kind}", "auto"), len(ids),
+            index, n, recall = _faiss_recall(catalog, index_dir, kind, dim, queries, int(k), tie_tol, nprobe, ef_search)
+            result[kind] = _recall_entry(label, index, catalog.get_meta(f"design_{kind}", "auto"), n,
                                          recall, int(k), len(queries), source)
         return result
     finally:

@@ -1,4 +1,4 @@
-"""Searching an index (:class:`VideoIndex`, :class:`SearchHit`).
+"""Searching an index (:class:`VideoIndex`, :class:`SearchHit`): by text, by image, by video.
 
 Search: the query's text embedding is compared with the video-level vectors in faiss. With a
 text-conditioned temporal module (X-Pool-style ``xpool``, ``query_scoring``), the faiss
@@ -7,6 +7,27 @@ stored frame embeddings. The time span reported for a video hit is its best-scor
 (windows are the sampler's fixed-length windows, scored by their stored vectors): a window has
 a fixed, predictable length and averages several frames, so it is less noisy than one frame's
 similarity and needs no margin to tune. ``segments=True`` ranks the windows themselves.
+
+Two stages (``rerank=N``): the first stage's top ``max(N, k)`` candidates (videos, or windows
+with ``segments=True``) are re-scored on their stored frames as CLIPRerank does
+(:mod:`vidclip.rerank.core`, arXiv 2401.08449): ``M = pool_t cos(query, frame_t)`` (``max`` by
+default), fused ``S = alpha * norm(M) + (1 - alpha) * norm(S_1)`` with alpha 0.4 and ``minmax``
+normalisation over the candidates (the ``vidclip rerank`` defaults; BENCHMARKS.md *Rerank* says
+why minmax), re-sorted, cut to k. ``S_1`` is what search returns without rerank: the faiss
+cosine, or the text-conditioned module's score when the index has one. A reranked hit's
+``score`` is ``S``, ``frame_score`` is ``M`` and ``frame_time`` the timestamp of its best frame;
+its span is the best-scoring window *containing* that frame (a video hit), or the window itself
+(a window hit), so playing from ``start`` shows the best frame within one window length.
+Frames are scored against the frozen CLIP's text embedding (the fine-tuned text tower of a
+checkpoint, if any, belongs to the checkpoint's video vectors, not to single frames).
+
+Search by example (:meth:`VideoIndex.search_image`, :meth:`VideoIndex.search_video`): the image,
+or the video decoded with the index's own sampler, is encoded with the index's CLIP (the same
+resize as indexing) and pooled as the index pools its videos (an image is a one-frame video);
+the result is searched like a text query's embedding. A video that is itself in the index
+comes back first with score ~1: that is the expected answer, not a bug. Text-conditioned
+modules are not applied to example queries (they were trained to condition on text); the first
+stage is then the faiss cosine with the mean-pooled vectors.
 """
 
 from __future__ import annotations
@@ -19,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.features import FeatureStore
-from ..errors import ConfigError, IndexMismatchError, VidclipError
+from ..errors import ConfigError, IndexMismatchError, VidclipError, VideoDecodeError, display_path
+from ..rerank.core import NORMS, parse_pool, pool_scores, rerank_topic
 from .catalog import Catalog
 from .directory import (
     CATALOG_FILE,
@@ -32,18 +54,31 @@ from .directory import (
 from .pooling import Pooler
 from .vectors import VectorIndex, l2_normalize
 
+# Most candidates a two-stage search re-scores on their frames: 1000 x ~300 frames (5-minute
+# videos at 1 fps) is 300k frames, ~0.3 GB of fp16 rows read at D = 512 (scored in chunks, so not
+# held at once); the bound keeps one request's work and disk reads small.
+MAX_RERANK = 1000
+
 
 @dataclass
 class SearchHit:
     video_id: int
     path: str  # relative to VideoIndex.library_root (absolute when outside it)
-    score: float  # cosine similarity of the query with the video (or window)
+    score: float  # cosine similarity of the query with the video (or window); fused score S when reranked
     start: float  # best-matching time span, seconds
     end: float
     duration: float  # of the whole video
+    frame_time: float | None = None  # reranked: timestamp (s) of the best-scoring stored frame; else None
+    frame_score: float | None = None  # reranked: pooled frame cosine M (before fusion); else None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; ``frame_time`` / ``frame_score`` only when set (a reranked hit), so
+        a plain search prints exactly what it always did."""
+        d = asdict(self)
+        for key in ("frame_time", "frame_score"):
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 class VideoIndex:
@@ -54,6 +89,7 @@ class VideoIndex:
     """
 
     rerank_depth = 100  # faiss candidates re-scored by a text-conditioned temporal module
+    MAX_RERANK = MAX_RERANK
 
     def __init__(self, index_dir: Path, catalog: Catalog, clip, pooler: Pooler):
         self.index_dir = index_dir
@@ -64,7 +100,7 @@ class VideoIndex:
         self.library_root = Path(catalog.get_meta("library_root") or index_dir)
         self.dim = int(self.identity["embed_dim"])
         self._lock = threading.RLock()
-        self._shards: dict[str, np.ndarray] = {}
+        self._shards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (emb, time) memory maps
         self._video_index: VectorIndex | None = None
         self._segment_index: VectorIndex | None = None
         self._generation = -1
@@ -120,53 +156,239 @@ class VideoIndex:
             lock.release()
         self._generation = int(self._video_index.metadata.get("generation", gen))
 
-    def _frames(self, row: dict) -> np.ndarray:
-        shard, end = row["shard"], row["offset"] + row["count"]
-        if shard not in self._shards or self._shards[shard].shape[0] < end:
-            self._shards[shard] = FeatureStore.open_shard(self.index_dir / FEATURES_DIR, shard, rows=end)[0]
-        return np.asarray(self._shards[shard][row["offset"]:end], dtype=np.float32)
+    def _shard(self, shard: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Memory-mapped (emb float16 [N, D], time float64 [N]) of a committed shard, cached."""
+        if shard not in self._shards or self._shards[shard][0].shape[0] < rows:
+            emb, _, times = FeatureStore.open_shard(self.index_dir / FEATURES_DIR, shard, rows=rows)
+            self._shards[shard] = (emb, times)
+        return self._shards[shard]
 
-    def search(self, query: str, k: int = 10, *, segments: bool = False) -> list[SearchHit]:
-        """Top-k videos (or windows, ``segments=True``) for a text query, best first."""
+    def _frames(self, row: dict) -> np.ndarray:
+        """Stored frame embeddings of one indexed video: float32 [T, D] (raw, not normalised)."""
+        end = row["offset"] + row["count"]
+        return np.asarray(self._shard(row["shard"], end)[0][row["offset"]:end], dtype=np.float32)
+
+    # Frames scored per chunk: the fp16 rows of one chunk become float32 only there, so a
+    # request's memory stays ~CHUNK x D x 4 bytes (32 MB at D = 512) however many frames it scores.
+    _SCORE_CHUNK = 1 << 14
+
+    def _score_frames(self, qf: np.ndarray, rows: list[dict], first, count) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine of ``qf`` with candidates' stored frames, candidate after candidate.
+
+        qf: float32 [D], L2-normalised. Candidate ``i`` contributes frames ``first[i] :
+        first[i] + count[i]`` of video ``rows[i]`` (positions within the video). Returns (sims
+        float32 [sum(count)], time float64 [sum(count)]). The rows are gathered with one fancy
+        index per shard and scored with one matrix-vector product per chunk; no per-frame loop.
+        """
+        n = len(rows)
+        first = np.asarray(first, dtype=np.int64)
+        count = np.asarray(count, dtype=np.int64)
+        total = int(count.sum())
+        start = np.array([r["offset"] for r in rows], dtype=np.int64) + first
+        out_first = np.zeros(n, dtype=np.int64)
+        np.cumsum(count[:-1], out=out_first[1:])
+        owner = np.repeat(np.arange(n), count)  # candidate of each output row
+        src = np.arange(total) - out_first[owner] + start[owner]  # row inside the candidate's shard
+        names = [r["shard"] for r in rows]
+        shard_ids = {name: j for j, name in enumerate(dict.fromkeys(names))}
+        shard_of = np.array([shard_ids[name] for name in names], dtype=np.int64)[owner]
+        sims = np.empty(total, np.float32)
+        times = np.empty(total, np.float64)
+        qf = np.asarray(qf, dtype=np.float32)
+        for name, j in shard_ids.items():
+            sel = np.flatnonzero(shard_of == j)
+            if sel.size == 0:
+                continue
+            shard_emb, shard_time = self._shard(name, int(src[sel].max()) + 1)
+            times[sel] = shard_time[src[sel]]
+            for lo in range(0, sel.size, self._SCORE_CHUNK):
+                part = sel[lo:lo + self._SCORE_CHUNK]
+                x = np.asarray(shard_emb[src[part]], dtype=np.float32)  # [chunk, D]
+                sims[part] = (x @ qf) / np.maximum(np.linalg.norm(x, axis=1), 1e-12)
+        return sims, times
+
+    def _rerank(self, qf: np.ndarray, rows: list[dict], first, count, init: np.ndarray, opts: dict
+                ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """CLIPRerank of n candidates (see the module docstring).
+
+        qf: float32 [D] normalised frame query; rows/first/count: as :meth:`_score_frames`;
+        init: float [n] first-stage scores, best first. Returns (order: candidate positions, best
+        first; S float64 [n]; M float64 [n]; best frame's position within the video int64 [n];
+        its time float64 [n]), the arrays indexed by candidate position (S is NaN, and the
+        candidate keeps its slot, only for a candidate without frames).
+        """
+        n = len(rows)
+        count = np.asarray(count, dtype=np.int64)
+        sims, times = self._score_frames(qf, rows, first, count)  # [sum(count)] cosines
+        m = pool_scores(sims, count, opts["pool"])
+        # best frame of each candidate: sort by (candidate, -sim); the first row of each run wins
+        # (lexsort is stable, so the earliest frame wins a tie)
+        owner = np.repeat(np.arange(n), count)
+        by_score = np.lexsort((-sims, owner))
+        run_start = np.zeros(n, dtype=np.int64)
+        np.cumsum(count[:-1], out=run_start[1:])
+        has = count > 0
+        best_row = np.zeros(n, dtype=np.int64)
+        best_row[has] = by_score[run_start[has]]
+        best_pos = np.where(has, best_row - run_start + np.asarray(first, dtype=np.int64), -1)
+        best_time = np.where(has, times[best_row] if times.size else 0.0, np.nan)
+        docids = [str(i) for i in range(n)]
+        res = rerank_topic(qf, docids, init, None, alpha=opts["alpha"], depth=n, pool=opts["pool"],
+                           norm=opts["norm"], clip_scores=m)
+        fused = np.array([res.fused.get(d, np.nan) for d in docids], dtype=np.float64)
+        return [int(d) for d in res.order], fused, m, best_pos, best_time
+
+    @staticmethod
+    def _rerank_options(k: int, rerank: int, pool: str, alpha: float, norm: str) -> dict:
+        """Check k and the two-stage options (ConfigError naming the bad one); returns the options."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ConfigError(f"search: k must be a positive whole number, got {k!r}")
+        if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)):
+            raise ConfigError(f"search: rerank must be a whole number of candidates, got {rerank!r}")
+        if not 0 <= rerank <= MAX_RERANK:
+            raise ConfigError(f"search: rerank must be within 0..{MAX_RERANK} candidates, got {rerank}")
+        if rerank and k > MAX_RERANK:  # max(N, k) candidates are re-scored: the bound holds for k too
+            raise ConfigError(f"search: with rerank, k must be at most {MAX_RERANK}, got {k}")
+        parse_pool(pool)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"search: alpha must be a number in [0, 1], got {alpha!r}")
+        if norm not in NORMS:
+            raise ConfigError(f"search: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        return {"rerank": int(rerank), "pool": pool, "alpha": float(alpha), "norm": norm}
+
+    def search(self, query: str, k: int = 10, *, segments: bool = False, rerank: int = 0, pool: str = "max",
+               alpha: float = 0.4, norm: str = "minmax") -> list[SearchHit]:
+        """Top-k videos (or windows, ``segments=True``) for a text query, best first.
+
+        ``rerank=N`` (0..MAX_RERANK): re-score the first stage's top max(N, k) on their stored
+        frames and fuse (``pool``, ``alpha``, ``norm`` as :func:`vidclip.rerank.core.fuse`).
+        """
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("search: the query text is empty")
-        if k <= 0:
-            raise ConfigError(f"search: k must be positive, got {k}")
+        opts = self._rerank_options(k, rerank, pool, alpha, norm)
         with self._lock:
             self._refresh()
             raw = self.pooler.encode_query(query)
             q = l2_normalize(raw.cpu().numpy())[0]
+            qf = None
+            if opts["rerank"]:
+                # frames are frozen-CLIP embeddings: score them with the frozen CLIP text tower
+                qf = q if self.pooler.spec.get("name", "mean") == "mean" else \
+                    l2_normalize(self.clip.encode_text([query]).float().cpu().numpy())[0]
             if segments:
-                return self._search_segments(q, k)
-            return self._search_videos(q, k, raw)
+                return self._search_segments(q, k, qf, opts)
+            return self._search_videos(q, k, raw if self.pooler.conditioned else None, qf, opts)
 
-    def _search_segments(self, q: np.ndarray, k: int) -> list[SearchHit]:
-        scores, ids = self._segment_index.search(q, k)
+    def search_image(self, image, k: int = 10, *, segments: bool = False, rerank: int = 0, pool: str = "max",
+                     alpha: float = 0.4, norm: str = "minmax") -> list[SearchHit]:
+        """Top-k videos (or windows) for an example image: a PIL image, a file path or the file's bytes.
+
+        The image is pooled as a one-frame video (see the module docstring); a picture over the
+        decoding pixel limit, or bytes that are not an image, is a ConfigError naming the file.
+        """
+        opts = self._rerank_options(k, rerank, pool, alpha, norm)
+        frames = load_query_image(image)
+        with self._lock:
+            self._refresh()
+            return self._search_example(self._encode_frames(frames), k, segments, opts)
+
+    def search_video(self, path: str | os.PathLike, k: int = 10, *, segments: bool = False, rerank: int = 0,
+                     pool: str = "max", alpha: float = 0.4, norm: str = "minmax", backend: str = "auto"
+                     ) -> list[SearchHit]:
+        """Top-k videos (or windows) for an example video, decoded with the index's sampler.
+
+        The video's frames are pooled as the index pools its own; an indexed video finds itself
+        first (score ~1). A file that cannot be decoded is a VideoDecodeError naming it.
+        """
+        from ..pipeline import Failure, iter_encoded
+        from ..video.sample import SamplerConfig
+
+        opts = self._rerank_options(k, rerank, pool, alpha, norm)
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise VideoDecodeError(p, "no such file")
+        sampler = SamplerConfig.from_dict(self.catalog.get_meta("sampler") or {})
+        with self._lock:
+            self._refresh()
+            (result,) = list(iter_encoded([(str(p), str(p))], self.clip, sampler, workers=0, backend=backend,
+                                          progress=False))
+            if isinstance(result, Failure):
+                raise VideoDecodeError(p, result.reason)
+            emb = result.emb.detach().float().cpu().numpy()
+            if emb.shape[0] == 0:
+                raise VideoDecodeError(p, "no frames could be decoded")
+            return self._search_example(emb, k, segments, opts)
+
+    def _encode_frames(self, frames) -> np.ndarray:
+        """uint8 [N, H, W, 3] torch frames -> raw CLIP embeddings float32 [N, D], resized as indexing does."""
+        from ..video.preprocess import resize_center_crop
+
+        small = resize_center_crop(frames, self.clip.image_size)  # what the decode workers hand the encoder
+        return self.clip.encode_frames(small.to(self.clip.device)).float().cpu().numpy()
+
+    def _search_example(self, emb: np.ndarray, k: int, segments: bool, opts: dict) -> list[SearchHit]:
+        """Search with the frames of an example, emb float32 [T, D] (raw)."""
+        emb = emb.astype(np.float16).astype(np.float32)  # as stored: an indexed frame matches itself exactly
+        q = self.pooler.video_and_windows(emb, [])[0]
+        qf = Pooler.mean_windows(emb, [(0.0, 0.0, 0, emb.shape[0])])[0] if opts["rerank"] else None
+        if segments:
+            return self._search_segments(q, k, qf, opts)
+        return self._search_videos(q, k, None, qf, opts)
+
+    def _search_segments(self, q: np.ndarray, k: int, qf: np.ndarray | None = None, opts: dict | None = None
+                         ) -> list[SearchHit]:
+        rerank = opts["rerank"] if opts else 0
+        scores, ids = self._segment_index.search(q, max(k, rerank))
         keep = ids[0] >= 0
         seg_rows = self.catalog.segments_by_ids(ids[0][keep])
         videos = self.catalog.videos_by_ids({r["video_id"] for r in seg_rows.values()})
-        hits = []
+        cand = []  # (segment row, video row, first-stage score), best first
         for sid, score in zip(ids[0][keep].tolist(), scores[0][keep].tolist()):
             seg = seg_rows.get(sid)
             row = videos.get(seg["video_id"]) if seg else None
             if row is None or row["status"] != "indexed":
                 continue
-            hits.append(SearchHit(row["id"], self._display_path(row), float(score), float(seg["start"]), float(seg["end"]),
-                                  float(row["duration"] or 0.0)))
-        return hits
+            cand.append((seg, row, float(score)))
+        extra = [(None, None)] * len(cand)
+        if rerank and cand:
+            order, fused, m, _, best_time = self._rerank(
+                qf, [c[1] for c in cand], [c[0]["first"] for c in cand], [c[0]["count"] for c in cand],
+                np.array([c[2] for c in cand]), opts)
+            cand = [(cand[i][0], cand[i][1], cand[i][2] if np.isnan(fused[i]) else float(fused[i])) for i in order]
+            extra = [(None, None) if np.isnan(fused[i]) else (float(best_time[i]), float(m[i])) for i in order]
+        return [SearchHit(row["id"], self._display_path(row), score, float(seg["start"]), float(seg["end"]),
+                          float(row["duration"] or 0.0), frame_time=ft, frame_score=fs)
+                for (seg, row, score), (ft, fs) in list(zip(cand, extra))[:k]]
 
-    def _search_videos(self, q: np.ndarray, k: int, raw=None) -> list[SearchHit]:
-        depth = max(k, self.rerank_depth) if self.pooler.conditioned else k
-        scores, ids = self._video_index.search(q, depth)
+    def _search_videos(self, q: np.ndarray, k: int, raw=None, qf: np.ndarray | None = None,
+                       opts: dict | None = None) -> list[SearchHit]:
+        """``raw``: the raw text embedding for a text-conditioned module's re-scoring (None: faiss only)."""
+        rerank = opts["rerank"] if opts else 0
+        depth = max(k, rerank)
+        conditioned = raw is not None and self.pooler.conditioned
+        scores, ids = self._video_index.search(q, max(depth, self.rerank_depth) if conditioned else depth)
         keep = ids[0] >= 0
         cand, cand_scores = ids[0][keep].tolist(), scores[0][keep]
         rows = self.catalog.videos_by_ids(cand)
         order = [i for i, vid in enumerate(cand) if vid in rows and rows[vid]["status"] == "indexed"]
-        cand, cand_scores = [cand[i] for i in order], cand_scores[order]
-        if self.pooler.conditioned and cand:
-            cand_scores = self.pooler.conditioned_scores(raw, [self._frames(rows[v]) for v in cand])
+        cand, cand_scores = [cand[i] for i in order], cand_scores[order].astype(np.float64)
+        if conditioned and cand:
+            cand_scores = self.pooler.conditioned_scores(raw, [self._frames(rows[v]) for v in cand]).astype(np.float64)
             best = np.argsort(-cand_scores, kind="stable")
             cand, cand_scores = [cand[i] for i in best], cand_scores[best]
+        cand, cand_scores = cand[:depth], cand_scores[:depth]
+        frame_pos: dict[int, int] = {}  # reranked video -> position of its best frame
+        extra: dict[int, tuple[float, float]] = {}  # reranked video -> (frame_time, frame_score)
+        if rerank and cand:
+            order, fused, m, best_pos, best_time = self._rerank(
+                qf, [rows[v] for v in cand], np.zeros(len(cand), np.int64), [rows[v]["count"] for v in cand],
+                cand_scores, opts)
+            for i, vid in enumerate(cand):
+                if not np.isnan(fused[i]):
+                    cand_scores[i] = fused[i]
+                    frame_pos[vid] = int(best_pos[i])
+                    extra[vid] = (float(best_time[i]), float(m[i]))
+            cand, cand_scores = [cand[i] for i in order], cand_scores[order]
         cand, cand_scores = cand[:k], cand_scores[:k]
         windows = self.catalog.segments_of(cand, self.dim)
         hits = []
@@ -174,11 +396,19 @@ class VideoIndex:
             row = rows[vid]
             segs, vecs = windows.get(vid, ([], None))
             if segs:
-                best = int(np.argmax(vecs @ q))
+                win_scores = vecs @ q
+                if vid in frame_pos:  # the best window among those holding the best frame
+                    p = frame_pos[vid]
+                    holds = np.array([s["first"] <= p < s["first"] + s["count"] for s in segs])
+                    if holds.any():
+                        win_scores = np.where(holds, win_scores, -np.inf)
+                best = int(np.argmax(win_scores))
                 start, end = float(segs[best]["start"]), float(segs[best]["end"])
             else:
                 start, end = 0.0, float(row["duration"] or 0.0)
-            hits.append(SearchHit(vid, self._display_path(row), float(score), start, end, float(row["duration"] or 0.0)))
+            ft, fs = extra.get(vid, (None, None))
+            hits.append(SearchHit(vid, self._display_path(row), float(score), start, end,
+                                  float(row["duration"] or 0.0), frame_time=ft, frame_score=fs))
         return hits
 
     def _display_path(self, row: dict) -> str:
@@ -208,3 +438,64 @@ class VideoIndex:
         if row is None or row["status"] != "indexed":
             return None
         return Path(row["abs_path"])
+
+
+def load_query_image(image, *, max_pixels: int | None = None):
+    """An example image -> uint8 torch tensor [1, H, W, 3] (RGB, EXIF orientation applied).
+
+    ``image``: a ``PIL.Image.Image``, a file path, or the bytes of an image file (e.g. an upload).
+    Untrusted input is safe: the size is read from the header and checked against the decoding
+    pixel limit (:func:`vidclip.video.reader.max_pixels_limit`, 8K UHD unless raised) before any
+    pixel is decoded; a file that is not an image is a ConfigError naming it. Animated images
+    give their first frame.
+    """
+    import io
+
+    from PIL import Image
+
+    from ..video.reader import max_pixels_limit
+
+    limit = max_pixels_limit(max_pixels)
+    if isinstance(image, Image.Image):
+        name, img = "image", image
+    else:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            name, src = f"image data ({len(image)} bytes)", io.BytesIO(bytes(image))
+        elif isinstance(image, (str, os.PathLike)):
+            name, src = display_path(image), Path(image).expanduser()
+            if not src.is_file():
+                raise ConfigError(f"{name}: no such image file")
+        else:
+            raise ConfigError(f"search_image: expected a PIL image, a path or bytes, got {type(image).__name__}")
+        try:
+            img = Image.open(src)
+        except Image.DecompressionBombError as e:
+            raise ConfigError(f"{name}: refused, the picture is too large ({e})") from None
+        except Image.UnidentifiedImageError:
+            raise ConfigError(f"{name}: not a readable image (not a format PIL knows)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ConfigError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    try:
+        return _image_tensor(img, name, limit)
+    finally:
+        if img is not image:
+            img.close()
+
+
+def _image_tensor(img, name: str, limit: int):
+    import torch
+    from PIL import ImageOps
+
+    w, h = img.size
+    if w * h > limit:
+        raise ConfigError(f"{name}: picture size {w}x{h} ({w * h / 1e6:.1f} Mpixel) is over the decoding limit of "
+                          f"{limit / 1e6:.1f} Mpixel (raise it with VIDCLIP_MAX_PIXELS)")
+    if w == 0 or h == 0:
+        raise ConfigError(f"{name}: the picture is empty ({w}x{h})")
+    try:
+        img.seek(0)
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+        pixels = np.asarray(rgb, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt pixel data
+        raise ConfigError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    return torch.from_numpy(pixels.copy())[None]

@@ -5,19 +5,30 @@
 similarities. Designs:
 
 * ``"Flat"`` — exact search (brute-force inner product). ``"auto"`` picks it up to
-  ``flat_max`` vectors (default 200,000) and ``IVF{nlist},Flat`` above (see :func:`choose_design`).
-* anything faiss understands: ``"IVF4096,Flat"``, ``"HNSW32"``, ``"IVF1024,PQ64"``,
-  ``"OPQ64,IVF1024,PQ64"``, ``"IVF1024,SQ8"``, ... Designs that need training (IVF, PQ, OPQ)
-  are trained on a random sample (``train_size``) of the first vectors added, or on an
-  explicit :meth:`VectorIndex.train` call.
+  ``flat_max`` vectors (default 200,000) and ``IVF{~4 sqrt n},SQfp16`` above, ``SQ8`` beyond 10M
+  (see :func:`choose_design`, :func:`default_nprobe`).
+* anything faiss understands: ``"IVF4096,SQ8"``, ``"IVF65536,PQ64x4fs,RFlat"`` (fast-scan PQ
+  re-ranked exactly: ``k_factor`` candidates per result), ``"IVF4096,PQ64x4fs,Refine(SQ8)"``,
+  ``"HNSW32"``, ``"OPQ64,IVF1024,PQ64"``, ... Designs that need training (IVF, PQ, SQ, OPQ) are
+  trained on a uniform random sample of :meth:`VectorIndex.train_sample_size` vectors.
+
+Millions of vectors: :meth:`VectorIndex.build_chunked` / :meth:`VectorIndex.fill` take a chunk
+source (a callable starting a pass of ``(ids, vectors)`` chunks: ``Catalog.iter_vectors``,
+:func:`array_chunks`), draw the training sample in one pass (:func:`sample_chunks`) and add in a
+second, so memory is the index plus the sample plus one chunk; :func:`recall_at_k` streams the
+same way.
 
 Every entry carries a caller-chosen int64 id. Indexes that cannot store ids themselves
-(Flat, HNSW, ...) are wrapped in ``IndexIDMap2``; IVF indexes store ids natively. Removal
-uses faiss ``remove_ids`` where the index supports it; where it does not (HNSW graphs),
-removed ids become tombstones excluded at search time with an ``IDSelector``, so results are
-still exactly k live entries. A tombstoned id cannot be added again until the index is rebuilt.
+(Flat, HNSW, ...) are wrapped in ``IndexIDMap2``, a refined IVF in ``IndexIDMap``; IVF indexes
+store ids natively. Removal uses faiss ``remove_ids`` where the index supports it; where it does
+not (HNSW graphs, refine stages), removed ids become tombstones excluded at search time (an
+``IDSelector``, or over-fetching), so results are still exactly k live entries. A tombstoned id
+cannot be added again until the index is rebuilt.
 
-Search-time knobs: ``nprobe`` (IVF cells visited) and ``ef_search`` (HNSW beam width).
+Single queries (up to ``FEW_QUERIES``) run on one OpenMP thread, batches on all (see
+:meth:`VectorIndex.search`).
+
+Search-time knobs: ``nprobe`` (IVF cells visited), ``ef_search`` (HNSW beam width), ``k_factor`` (refine).
 Saved files are one self-describing container written atomically (tmp file + ``os.replace``):
 
     b"VIDCLIPVEC\\x01\\n" | uint64 LE header length | header JSON | int64 tombstones | faiss bytes
@@ -35,8 +46,9 @@ import math
 import os
 import struct
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -48,6 +60,11 @@ log = logging.getLogger(__name__)
 DEFAULT_FLAT_MAX = 200_000
 _MAGIC = b"VIDCLIPVEC\x01\n"
 _ADD_CHUNK = 65_536  # rows normalised + added at a time: bounds the temporary copy
+TRAIN_MAX_BYTES = 2 << 30  # cap of a training sample (float32): 1M 512-d vectors
+FEW_QUERIES = 4  # searches of at most this many queries run on one OpenMP thread (see VectorIndex.search)
+KMEANS_ITERATIONS = 10
+SQ8_ABOVE = 10_000_000  # "auto" stores fp16 up to this many vectors (1 KB each at 512-d), 8-bit above
+REFINE_K_FACTOR = 32  # candidates per result a refined design (",RFlat", ",Refine(...)") re-ranks exactly  # k-means iterations of an IVF coarse quantiser with >= 4096 cells
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -66,16 +83,29 @@ def choose_design(n: int, flat_max: int = DEFAULT_FLAT_MAX) -> str:
     """The design ``"auto"`` resolves to for ``n`` vectors.
 
     Exact ``Flat`` up to ``flat_max``: below that size brute force is fast enough and has no
-    training or recall loss. Above it, ``IVF{nlist},Flat`` with nlist the power of two nearest
-    sqrt(n), clamped to [256, 65536]: at 1M vectors that is IVF1024, which with the default
-    nprobe 16 measured recall@10 0.976 at 7 ms per query on 2 cores (BENCHMARKS.md), and whose
-    k-means trains in seconds; faiss' larger 4..16 * sqrt(n) cells buy speed at a training cost
-    that a 2-core machine pays in many minutes.
+    training or recall loss. Above it an IVF with ``nlist`` the power of two nearest 4 * sqrt(n)
+    (clamped to [1024, 65536]; faiss' guideline is 4..16 * sqrt(n)) storing vectors as fp16
+    (``SQfp16``: half of Flat's memory, the same recall); beyond ``SQ8_ABOVE`` vectors 8-bit
+    (``SQ8``: a quarter, recall@10 ~0.02 lower). Measured on CLIP-shaped data (BENCHMARKS.md,
+    *Vectors at scale*): at 1M, IVF4096,SQfp16 at the default nprobe (:func:`default_nprobe`)
+    reaches recall@10 ~0.97 in about 1 ms per query on 2 cores, against ~100 ms for exact search.
+    Many cells matter because CLIP-like data is clumped: with ~sqrt(n) cells the cells of the dense
+    regions, where queries land, hold 10x the average and a query scans 5x more than nprobe/nlist.
     """
     if n <= flat_max:
         return "Flat"
-    nlist = 2 ** round(math.log2(math.sqrt(n)))
-    return f"IVF{min(max(nlist, 256), 65536)},Flat"
+    nlist = min(max(2 ** round(math.log2(4 * math.sqrt(n))), 1024), 65536)
+    return f"IVF{nlist},{'SQ8' if n > SQ8_ABOVE else 'SQfp16'}"
+
+
+def default_nprobe(nlist: int, design: str = "") -> int:
+    """IVF cells a query visits unless told: max(16, nlist / 256), twice that for lossy codes (SQ8,
+    SQ4, PQ; ``design`` names them). Measured at 1M CLIP-shaped vectors with 4096 cells (BENCHMARKS.md,
+    *Vectors at scale*): SQfp16 at 16 probes recall@10 0.968 (0.997 at 32); SQ8 0.951 at 16, 0.978
+    at 32. The visits grow with nlist, so the scanned fraction stays put as ``auto`` adds cells."""
+    codes = design.upper().split(",")[1:]
+    lossy = any(part.startswith(("SQ8", "SQ6", "SQ4", "PQ")) for part in codes)
+    return max(16, (int(nlist) // 256) * (2 if lossy else 1))
 
 
 def exact_search(vectors, queries, k: int, ids=None, *, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
@@ -86,42 +116,105 @@ def exact_search(vectors, queries, k: int, ids=None, *, chunk: int = 262_144) ->
     ids (default: row numbers); missing entries (k > N) are -1 with score -inf.
     """
     vectors = np.asarray(vectors)
-    queries = np.asarray(queries, dtype=np.float32)
-    if queries.ndim == 1:
-        queries = queries[None, :]
-    n, q = vectors.shape[0], queries.shape[0]
-    best_s = np.full((q, 0), -np.inf, dtype=np.float32)
-    best_i = np.zeros((q, 0), dtype=np.int64)
-    for lo in range(0, n, chunk):
+    top = _TopK(queries, k)
+    for lo in range(0, vectors.shape[0], chunk):
         block = np.asarray(vectors[lo:lo + chunk], dtype=np.float32)
-        s = queries @ block.T  # [Q, C]
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else np.broadcast_to(np.arange(s.shape[1]), (q, s.shape[1]))
-        best_s = np.concatenate([best_s, np.take_along_axis(s, part, axis=1)], axis=1)
-        best_i = np.concatenate([best_i, part + lo], axis=1)
-        if best_s.shape[1] > k:  # keep only the running top-k
-            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
-            best_s = np.take_along_axis(best_s, keep, axis=1)
-            best_i = np.take_along_axis(best_i, keep, axis=1)
-    order = np.argsort(-best_s, axis=1, kind="stable")
-    best_s = np.take_along_axis(best_s, order, axis=1)
-    best_i = np.take_along_axis(best_i, order, axis=1)
-    if ids is not None:
-        best_i = np.asarray(ids, dtype=np.int64)[best_i] if best_i.size else best_i
-    pad = k - best_s.shape[1]
-    if pad > 0:
-        best_s = np.concatenate([best_s, np.full((q, pad), -np.inf, np.float32)], axis=1)
-        best_i = np.concatenate([best_i, np.full((q, pad), -1, np.int64)], axis=1)
-    return best_s.astype(np.float32), best_i.astype(np.int64)
+        top.update(top.queries @ block.T, lo)
+    scores, rows = top.result()
+    if ids is not None and vectors.shape[0]:
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+    return scores, rows
+
+
+class _TopK:
+    """Running exact top-k of queries [Q, D] over score blocks [Q, C] seen one after another."""
+
+    def __init__(self, queries, k: int):
+        queries = np.asarray(queries, dtype=np.float32)
+        self.queries = queries[None, :] if queries.ndim == 1 else queries
+        self.k = int(k)
+        q = self.queries.shape[0]
+        self.best_s = np.full((q, 0), -np.inf, dtype=np.float32)
+        self.best_i = np.zeros((q, 0), dtype=np.int64)
+
+    def update(self, s: np.ndarray, first: int | None = None, block_ids=None) -> None:
+        """Merge scores s [Q, C] of C candidates: rows ``first..first+C-1`` or ids ``block_ids`` [C]."""
+        q, c = s.shape
+        if c == 0:
+            return
+        kk = min(self.k, c)
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < c else np.broadcast_to(np.arange(c), (q, c))
+        cand = part + first if block_ids is None else np.asarray(block_ids, dtype=np.int64)[part]
+        self.best_s = np.concatenate([self.best_s, np.take_along_axis(s, part, axis=1)], axis=1)
+        self.best_i = np.concatenate([self.best_i, cand], axis=1)
+        if self.best_s.shape[1] > self.k:  # keep only the running top-k
+            keep = np.argpartition(-self.best_s, self.k - 1, axis=1)[:, :self.k]
+            self.best_s = np.take_along_axis(self.best_s, keep, axis=1)
+            self.best_i = np.take_along_axis(self.best_i, keep, axis=1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 [Q, k], ids int64 [Q, k]) best first; -inf / -1 pads when fewer than k were seen."""
+        order = np.argsort(-self.best_s, axis=1, kind="stable")
+        best_s = np.take_along_axis(self.best_s, order, axis=1)
+        best_i = np.take_along_axis(self.best_i, order, axis=1)
+        q, pad = best_s.shape[0], self.k - best_s.shape[1]
+        if pad > 0:
+            best_s = np.concatenate([best_s, np.full((q, pad), -np.inf, np.float32)], axis=1)
+            best_i = np.concatenate([best_i, np.full((q, pad), -1, np.int64)], axis=1)
+        return best_s.astype(np.float32), best_i.astype(np.int64)
+
+
+def array_chunks(vectors, ids=None, chunk: int = _ADD_CHUNK) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """A chunk source over in-memory vectors [N, D] (ids [N], default 0..N-1): a callable that starts
+    a fresh pass of (ids int64 [C], vectors [C, D]) steps, as :meth:`VectorIndex.fill` and
+    :func:`recall_at_k` take (the catalog's counterpart is ``Catalog.iter_vectors``)."""
+    vectors = np.asarray(vectors)
+    n = vectors.shape[0]
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    if ids.shape[0] != n:
+        raise ConfigError(f"vector index: {n} vectors but {ids.shape[0]} ids")
+    return lambda: ((ids[lo:lo + chunk], vectors[lo:lo + chunk]) for lo in range(0, n, chunk))
+
+
+def sample_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray]], n: int, size: int, seed: int = 0) -> np.ndarray:
+    """A uniform random sample without replacement of ``size`` of the ``n`` vectors a chunk pass yields,
+    in pass order: float32 [min(size, n), D], taken in one pass holding only the sample (the rows are
+    drawn up front as positions 0..n-1; a pass that yields fewer than n vectors gives fewer rows)."""
+    size = min(int(size), int(n))
+    pick = np.sort(np.random.default_rng(seed).choice(int(n), size, replace=False)) if size < n else np.arange(n)
+    out, filled, seen = None, 0, 0
+    for _, block in chunks:
+        c = len(block)
+        lo, hi = np.searchsorted(pick, [seen, seen + c])
+        if hi > lo:
+            if out is None:  # one buffer of the sample's size: no second copy to concatenate
+                out = np.empty((size, np.shape(block)[1]), np.float32)
+            out[filled:filled + hi - lo] = block[pick[lo:hi] - seen]
+            filled += int(hi - lo)
+        seen += c
+        if hi == len(pick):
+            break
+    return out[:filled] if out is not None else np.zeros((0, 0), np.float32)
+
+
+def _normalize_in_place(x: np.ndarray) -> np.ndarray:
+    """l2_normalize for a float32 [N, D] array this module owns, chunk by chunk, without a copy."""
+    for lo in range(0, len(x), _ADD_CHUNK):
+        block = x[lo:lo + _ADD_CHUNK]
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return x
 
 
 def recall_at_k(index: "VectorIndex", exact_vectors, queries, k: int = 10, ids=None, *,
                 tie_tol: float | None = None) -> float:
     """k-recall@k of ``index`` against exact search: mean over queries of |approx top-k ∩ exact top-k| / k.
 
-    ``exact_vectors`` [N, D] are the vectors the index holds (row r has id ``ids[r]``, default r);
-    queries [Q, D]; both sides see them L2-normalised, as the index does. When N < k a query's
-    denominator is N.
+    ``exact_vectors``: the vectors the index holds, either an array [N, D] (row r has id ``ids[r]``,
+    default r) or a chunk source (a callable starting a pass of (ids [C], vectors [C, D]) steps, e.g.
+    over ``Catalog.iter_vectors``; ``ids`` unused), so millions of vectors are compared chunk by chunk
+    without holding them all. queries [Q, D]; both sides see them L2-normalised, as the index does.
+    When N < k a query's denominator is N.
 
     ``tie_tol``: None (default) counts only ids in the exact top-k (the definition BENCHMARKS.md
     uses). A float also counts a returned id whose exact score is within ``tie_tol`` of the k-th
@@ -130,12 +223,23 @@ def recall_at_k(index: "VectorIndex", exact_vectors, queries, k: int = 10, ids=N
     arbitrary one of them, which must not read as a miss (ann-benchmarks counts recall the same way).
     """
     queries = l2_normalize(queries)
-    exact_vectors = np.asarray(exact_vectors, dtype=np.float32)
-    n = exact_vectors.shape[0]
-    # Normalise in chunks inside exact_search's loop would need a copy anyway; do it once here.
-    vecs = np.concatenate([l2_normalize(exact_vectors[i:i + _ADD_CHUNK]) for i in range(0, n, _ADD_CHUNK)]) if n else exact_vectors
-    truth_s, truth = exact_search(vecs, queries, k, ids)
-    _, got = index.search(queries, k)
+    chunks = exact_vectors if callable(exact_vectors) else array_chunks(exact_vectors, ids)
+    _, got = index.search(queries, k)  # [Q, k]
+    top = _TopK(queries, k)
+    got_s = np.full(got.shape, -np.inf, np.float32)  # exact score of each returned id (-inf: unknown id)
+    got_flat = got.reshape(-1)
+    for block_ids, block in chunks():
+        block = l2_normalize(block) if len(block) else np.zeros((0, queries.shape[1]), np.float32)
+        s = queries @ block.T  # [Q, C]
+        top.update(s, block_ids=block_ids)
+        if tie_tol is not None and len(block_ids):
+            order = np.argsort(block_ids, kind="stable")
+            pos = np.clip(np.searchsorted(block_ids[order], got_flat), 0, len(block_ids) - 1)
+            found = (got_flat >= 0) & (block_ids[order][pos] == got_flat)
+            if found.any():
+                qi = np.nonzero(found)[0] // got.shape[1]
+                got_s.reshape(-1)[found] = s[qi, order[pos[found]]]
+    truth_s, truth = top.result()
     valid_t = truth >= 0  # [Q, k]; False only where N < k
     per_query = valid_t.sum(axis=1)
     denom = int(per_query.sum())
@@ -143,17 +247,68 @@ def recall_at_k(index: "VectorIndex", exact_vectors, queries, k: int = 10, ids=N
         return 1.0
     hit = ((got[:, :, None] == truth[:, None, :]) & valid_t[:, None, :]).any(axis=2) & (got >= 0)  # [Q, k]
     if tie_tol is not None:
-        id_of_row = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        order = np.argsort(id_of_row, kind="stable")
-        pos = np.clip(np.searchsorted(id_of_row[order], got), 0, max(n - 1, 0))
-        known = (got >= 0) & (id_of_row[order][pos] == got)  # ids the exact side has at all
-        rows = order[pos]
-        # exact score of each returned id, one rank at a time: [Q, D] temporaries, not [Q, k, D]
-        got_s = np.stack([np.einsum("qd,qd->q", queries, vecs[rows[:, j]]) for j in range(got.shape[1])], axis=1)
         kth = truth_s[np.arange(len(truth_s)), np.maximum(per_query - 1, 0)]
-        hit |= known & (got_s >= kth[:, None] - tie_tol)
+        hit |= (got >= 0) & (got_s >= kth[:, None] - tie_tol)
     # a query cannot score more hits than it has exact neighbours (guards against repeated ids)
     return float(np.minimum(hit.sum(axis=1), per_query).sum() / denom)
+
+
+def _stores_ids(index) -> bool:
+    """Whether ``index`` keeps caller ids itself: an IVF (also behind a transform such as OPQ), an IDMap.
+
+    A refined IVF (``IVF...,RFlat`` / ``Refine(...)``) does not: the refine stage looks its vectors
+    up by the labels the IVF returns, which must be insertion numbers, so it needs an IDMap on top.
+    """
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap):
+        return True
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return isinstance(index, faiss.IndexIVF)
+
+
+def _codes_need_training(index) -> bool:
+    """Whether the stored codes (not just IVF cells) are trained: PQ, SQ, OPQ, ... (not Flat)."""
+    design_parts = []  # the code-holding parts: an IVF / flat base and any refine stage
+    index = faiss.downcast_index(index)
+    while True:
+        if isinstance(index, faiss.IndexIDMap):
+            index = faiss.downcast_index(index.index)
+        elif isinstance(index, faiss.IndexPreTransform):
+            return True  # OPQ / PCA: a trained transform
+        elif isinstance(index, faiss.IndexRefine):
+            design_parts.append(faiss.downcast_index(index.refine_index))
+            index = faiss.downcast_index(index.base_index)
+        else:
+            break
+    design_parts.append(index)
+    return any(not isinstance(part, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexHNSWFlat)) for part in design_parts)
+
+
+def _set_kmeans_iterations(index) -> None:
+    """Fewer k-means iterations for a large coarse quantiser (``KMEANS_ITERATIONS``): at nlist 4096+
+    faiss' default 25 costs many minutes on a few cores, and 10 loses little recall (BENCHMARKS.md)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.nlist >= 4096:
+        ivf.cp.niter = min(int(ivf.cp.niter), KMEANS_ITERATIONS)
+
+
+@contextmanager
+def _omp_threads(n: int | None) -> Iterator[None]:
+    """faiss' OpenMP thread count set to at most ``n`` inside the block (None: unchanged).
+
+    OpenMP keeps the count per calling thread (libgomp / libomp store it in the thread's own task
+    settings), so a server thread searching one query on one thread leaves others' batches alone.
+    """
+    before = faiss.omp_get_max_threads()
+    if n is None or before <= n:
+        yield
+        return
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _gpu_count() -> int:
@@ -171,9 +326,11 @@ class VectorIndex:
 
     ``design``: ``"Flat"``, ``"auto"`` (resolved by :meth:`build` from the number of vectors;
     a bare constructor treats it as Flat) or any faiss index_factory string. ``nprobe`` /
-    ``ef_search``: search-time settings (None keeps faiss' default, or for IVF, 16).
-    ``train_size``: vectors sampled for training (default max(20,000, 64 * nlist), never more
-    than given). ``metadata``: free-form JSON saved with the index (e.g. a catalog generation).
+    ``ef_search``: search-time settings (None keeps faiss' default, or for IVF :func:`default_nprobe`).
+    ``k_factor``: candidates per result that a refined design (``...,RFlat``, ``...,Refine(SQ8)``)
+    re-ranks with its exact / finer codes (default ``REFINE_K_FACTOR``).
+    ``train_size``: vectors sampled for training (default :meth:`train_sample_size`).
+    ``metadata``: free-form JSON saved with the index (e.g. a catalog generation).
     """
 
     def __init__(
@@ -183,6 +340,7 @@ class VectorIndex:
         *,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        k_factor: int | None = None,
         train_size: int | None = None,
         use_gpu: bool | str = "auto",
         seed: int = 0,
@@ -204,12 +362,17 @@ class VectorIndex:
         self._index = self._create(design)
         self._nprobe: int | None = None
         self._ef_search: int | None = None
-        if nprobe is None and faiss.try_extract_index_ivf(self._index) is not None:
-            nprobe = 16
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if nprobe is None and ivf is not None:
+            nprobe = default_nprobe(ivf.nlist, design)
         if nprobe is not None:
             self.nprobe = nprobe
         if ef_search is not None:
             self.ef_search = ef_search
+        if self._refine() is not None:
+            self.k_factor = REFINE_K_FACTOR if k_factor is None else k_factor
+        elif k_factor is not None:
+            self.k_factor = k_factor  # raises: not a refined design
 
     # -- construction
 
@@ -219,7 +382,11 @@ class VectorIndex:
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
             raise ConfigError(f"vector index design {design!r} is not a valid faiss index_factory string ({first})") from None
-        if faiss.try_extract_index_ivf(index) is None and not isinstance(index, faiss.IndexIDMap):
+        if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+            # A refined IVF addresses its refine stage by insertion number: map ids on top. A plain
+            # IDMap (8 bytes per vector), not IDMap2, whose reverse hash map costs ~6x that.
+            index = faiss.IndexIDMap(index)
+        elif not _stores_ids(index):
             # Flat, HNSW, PQ, LSH, ... store no ids of their own: map them.
             index = faiss.IndexIDMap2(index)
         return index
@@ -244,6 +411,29 @@ class VectorIndex:
         if ids is None:
             ids = np.arange(vectors.shape[0], dtype=np.int64)
         index.add(vectors, ids)
+        return index
+
+    @classmethod
+    def build_chunked(
+        cls,
+        chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+        n: int,
+        dim: int,
+        design: str = "auto",
+        *,
+        flat_max: int = DEFAULT_FLAT_MAX,
+        **kwargs,
+    ) -> "VectorIndex":
+        """:meth:`build` for more vectors than fit in memory: train on a sample, add chunk by chunk.
+
+        ``chunks()`` starts a pass of (ids int64 [C], vectors [C, dim]) steps over the ``n`` vectors
+        (``Catalog.iter_vectors``, :func:`array_chunks`); see :meth:`fill`. Peak memory is the index
+        itself plus the training sample (:meth:`train_sample_size`) plus one chunk.
+        """
+        if design.strip().lower() == "auto":
+            design = choose_design(int(n), flat_max)
+        index = cls(int(dim), design, **kwargs)
+        index.fill(chunks, int(n))
         return index
 
     # -- properties
@@ -291,33 +481,95 @@ class VectorIndex:
         faiss.ParameterSpace().set_index_parameter(self._index, name, value)
         self._ef_search = value
 
+    @property
+    def k_factor(self) -> int | None:
+        """Candidates per result a refined design re-ranks exactly (faiss' IndexRefine.k_factor), else None."""
+        refine = self._refine()
+        return None if refine is None else int(refine.k_factor)
+
+    @k_factor.setter
+    def k_factor(self, value: int) -> None:
+        refine = self._refine()
+        if refine is None:
+            raise ConfigError(f"vector index {self.design!r}: k_factor applies to refined designs (',RFlat', ',Refine(...)') only")
+        value = int(value)
+        if value <= 0:
+            raise ConfigError(f"vector index: k_factor must be positive, got {value}")
+        refine.k_factor = float(value)
+        self._gpu_index = None
+
+    def _refine(self):
+        inner = faiss.downcast_index(self._index.index if isinstance(self._index, faiss.IndexIDMap) else self._index)
+        return inner if isinstance(inner, faiss.IndexRefine) else None
+
     def settings(self) -> dict:
         return {"design": self.design, "dim": self.dim, "nprobe": self._nprobe, "ef_search": self._ef_search,
-                "ntotal": self.ntotal, "trained": self.is_trained}
+                "k_factor": self.k_factor, "ntotal": self.ntotal, "trained": self.is_trained}
 
     # -- mutation
 
-    def train(self, vectors) -> None:
-        """Train on (a random sample of at most ``train_size`` of) ``vectors`` [N, D]; no-op if trained."""
+    def train_sample_size(self, n: int) -> int:
+        """How many of ``n`` vectors training uses: ``train_size`` when given, else the rule
+
+            min(n, max(20,000, 64 * nlist, 65,536 if the codes need training (PQ, SQ, OPQ)), cap)
+            cap = max(39 * nlist, TRAIN_MAX_BYTES / (4 * dim))   (1M vectors at 512-d)
+
+        64 points per IVF cell sit between faiss' minimum (it warns below 39 per centroid) and the 256
+        at which its k-means subsamples; 65,536 = 256 * 256 is what faiss' PQ k-means uses per
+        sub-quantiser. The cap bounds the sample's memory (2 GiB of float32) but never goes below 39
+        per cell, so IVF65536 still gets its 2.6M points.
+        """
+        if self.train_size is not None:
+            return min(int(n), int(self.train_size))
+        ivf = faiss.try_extract_index_ivf(self._index)
+        nlist = int(ivf.nlist) if ivf is not None else 0
+        size = max(20_000, 64 * nlist)
+        if _codes_need_training(self._index):
+            size = max(size, 65_536)
+        cap = max(39 * nlist, TRAIN_MAX_BYTES // (4 * self.dim))
+        return int(min(int(n), size, cap))
+
+    def train(self, vectors, *, in_place: bool = False) -> None:
+        """Train on (a random sample of :meth:`train_sample_size` of) ``vectors`` [N, D]; no-op if trained.
+
+        ``in_place=True``: ``vectors`` is a float32 sample drawn for this (:func:`sample_chunks`) and
+        may be normalised in place, so the training sample is held once, not twice.
+        """
         if self.is_trained:
             return
+        owned = in_place
         vectors = np.asarray(vectors)
+        if vectors.size == 0:
+            raise VidclipError(f"vector index {self.design!r}: no vectors to train on")
         n = vectors.shape[0]
-        size = self.train_size
-        if size is None:
-            ivf = faiss.try_extract_index_ivf(self._index)
-            size = max(20_000, 64 * (ivf.nlist if ivf is not None else 0))
+        size = self.train_sample_size(n)
         if n > size:
             rows = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
-            vectors = vectors[rows]
-        sample = l2_normalize(vectors)
+            vectors, owned = vectors[rows], True
+        if (owned and vectors.ndim == 2 and vectors.dtype == np.float32 and vectors.flags.c_contiguous
+                and vectors.flags.writeable):
+            sample = _normalize_in_place(vectors)
+        else:
+            sample = l2_normalize(vectors)
         self._check_dim(sample)
+        _set_kmeans_iterations(self._index)
         try:
             self._index.train(sample)
         except RuntimeError as e:
             raise VidclipError(f"vector index {self.design!r}: training on {len(sample)} vectors failed: "
                                f"{str(e).strip().splitlines()[-1]}") from None
         self._gpu_index = None
+
+    def fill(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], n: int) -> None:
+        """Train (if needed) and add from a chunk source, never holding more than the training sample
+        plus one chunk: ``chunks()`` starts a pass of (ids int64 [C], vectors [C, D]) steps over the
+        ``n`` vectors (``Catalog.iter_vectors``, :func:`array_chunks`). An untrained design takes one
+        pass to draw :meth:`train_sample_size` vectors uniformly (:func:`sample_chunks`, ``seed``),
+        then one pass to add them all."""
+        if not self.is_trained:
+            self.train(sample_chunks(chunks(), n, self.train_sample_size(n), self.seed), in_place=True)
+        for ids, vectors in chunks():
+            self.add(vectors, ids)
 
     def add(self, vectors, ids) -> None:
         """Add vectors [N, D] (normalised here) under int64 ids [N]. Trains first if the design needs it."""
@@ -378,6 +630,10 @@ class VectorIndex:
 
         queries float [Q, D] or [D] (normalised here). Returns (scores float32 [Q, k] cosine,
         best first; ids int64 [Q, k]); when fewer than k entries exist the tail is id -1, score -inf.
+
+        Up to ``FEW_QUERIES`` queries run on one OpenMP thread (the calling thread's setting only,
+        restored after): same results, and on a shared 2-core machine a fast-scan design's single
+        query took 0.34 ms on one thread against 24 ms on two (BENCHMARKS.md, *Vectors at scale*).
         """
         queries = l2_normalize(queries)
         self._check_dim(queries)
@@ -391,10 +647,16 @@ class VectorIndex:
             # Exact design on the CPU: a BLAS matmul over faiss' own storage (zero-copy) beats
             # faiss' flat scan here by 4-5x (tools/bench_index.py) and returns the same top-k.
             scores, ids = exact_search(flat[0], queries, k, flat[1])
-        elif self._removed:
-            scores, ids = self._index.search(queries, k, params=self._params_excluding_removed())
         else:
-            scores, ids = self._searcher().search(queries, k)
+            searcher = self._index if self._removed else self._searcher()
+            # A few queries run on one OpenMP thread: faiss parallelises over queries, so a single query
+            # has nothing to split, and waking (and on a busy machine waiting for) a thread team per
+            # call costs more than it saves. Batches keep every thread.
+            with _omp_threads(1 if len(queries) <= FEW_QUERIES and searcher is self._index else None):
+                if self._removed:
+                    scores, ids = self._search_excluding_removed(queries, k)
+                else:
+                    scores, ids = searcher.search(queries, k)
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
         return scores, ids.astype(np.int64)
 
@@ -412,6 +674,20 @@ class VectorIndex:
         vectors = faiss.rev_swig_ptr(inner.get_xb(), n * self.dim).reshape(n, self.dim)
         ids = faiss.rev_swig_ptr(self._index.id_map.data(), n)
         return vectors, ids
+
+    def _search_excluding_removed(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search skipping tombstones: an IDSelector where the design takes search parameters, else
+        (a refined IVF) k + |tombstones| results with the tombstoned ones dropped."""
+        try:
+            return self._index.search(queries, k, params=self._params_excluding_removed())
+        except RuntimeError:
+            pass
+        scores, ids = self._index.search(queries, k + len(self._removed))
+        dead = np.isin(ids, np.fromiter(self._removed, np.int64, len(self._removed)))
+        order = np.argsort(dead, axis=1, kind="stable")[:, :k]  # live first, rank order kept
+        ids = np.take_along_axis(np.where(dead, -1, ids), order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        return scores, ids
 
     def _params_excluding_removed(self):
         removed = np.fromiter(self._removed, np.int64, len(self._removed))

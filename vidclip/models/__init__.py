@@ -1,4 +1,5 @@
-"""vidclip.models: frozen CLIP loading (clip.py), temporal modules (registry.py, temporal.py,
+"""vidclip.models: frozen CLIP loading (clip.py; its parts clip_config.py, clip_backend.py and the
+backends clip_open_clip.py, clip_hf.py), temporal modules (registry.py, temporal.py,
 temporal_transformer.py, ted.py), trained checkpoints (checkpoint.py) and their conversion (convert.py).
 
 Names are exported lazily so ``import vidclip.models`` stays cheap (open_clip / transformers

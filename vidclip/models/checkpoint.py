@@ -46,6 +46,8 @@ __all__ = [
     "load_checkpoint",
     "load_official",
     "cached_text_embeddings",
+    "path_for_run",
+    "resolve_in_run",
 ]
 
 CHECKPOINT_FORMAT = "vidclip-train-1"
@@ -248,7 +250,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None,
     if clip is None:
         from .clip import load_clip
 
-        pretrained = model_cfg.pretrained
+        pretrained = resolve_in_run(model_cfg.pretrained, p.parent)
         if pretrained is None and ident.get("random_weights"):
             pretrained = "none"  # trained on a random CLIP: not the weights the name implies
         clip = load_clip(model_cfg.clip, pretrained, device=device)
@@ -271,6 +273,34 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None,
                            f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(clip.device).eval()
     return LoadedCheckpoint(model_cfg, clip, model, meta, p, run_config)
+
+
+def path_for_run(pretrained: str | None, run_dir: str | os.PathLike) -> str | None:
+    """``model.pretrained`` as a run stores it: a file or folder inside ``run_dir`` relative to it
+    (POSIX separators), so the run can be moved or copied; anything else (a tag, a path outside
+    the run) as given. :func:`resolve_in_run` undoes it."""
+    if not pretrained:
+        return pretrained
+    p = Path(os.path.expanduser(pretrained))
+    if not p.exists():
+        return pretrained  # a tag or hub id, not a path
+    try:
+        return p.resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    except ValueError:
+        return pretrained
+
+
+def resolve_in_run(pretrained: str | None, run_dir: str | os.PathLike) -> str | None:
+    """A run's ``model.pretrained`` as load_clip takes it: a relative path naming a file or folder
+    inside ``run_dir`` (how ``convert-checkpoint`` stores the CLIP it writes) becomes that path;
+    anything else (a tag, ``none``, an absolute path, a path relative to the working directory as
+    a training config gives it) is returned unchanged."""
+    if not pretrained or pretrained.strip().lower() in ("none", "random"):
+        return pretrained
+    if os.path.isabs(os.path.expanduser(pretrained)):
+        return pretrained
+    inside = Path(run_dir) / pretrained
+    return str(inside) if inside.exists() else pretrained
 
 
 def converted_logit_scale(log_logit_scale: float | None) -> LogitScale:

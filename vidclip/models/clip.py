@@ -39,30 +39,38 @@ or a folder saved without its tokenizer) a ``CLIPTokenizer`` built in memory fro
 bundled BPE file ``bpe_simple_vocab_16e6.txt.gz``, which is the vocabulary of OpenAI's CLIP
 (49408 tokens; ids identical to open_clip's ``SimpleTokenizer``, tested). Either way the HF model
 sees HF-tokenizer ids, as it would in transformers.
+
+Layout: this module is the public face (FrozenCLIP, :func:`load_clip` and its rules). Identity and
+the config registry are in :mod:`vidclip.models.clip_config`; what both backends share in
+:mod:`vidclip.models.clip_backend`; the backends in :mod:`vidclip.models.clip_open_clip` and
+:mod:`vidclip.models.clip_hf`, imported by :func:`load_clip` only when a model needs them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import gzip
-import hashlib
-import json
-import logging
 import os
-import re
-import socket
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
 from vidclip.errors import ConfigError, WeightsNotFoundError
 from vidclip.video.preprocess import FrameFormatError, preprocess_frames
+
+# ModelIdentity, list_models, register_config_dir, state_dict_digest and SHIPPED_WEIGHTS are public
+# names of this module (users import them from here); they live in clip_config.
+from .clip_backend import HOW_TO_LOCAL, HUB_ID, TextTokenizer, is_hf_dir, looks_like_path
+from .clip_config import (
+    CONFIG_DIR,
+    HF_CONFIGS,
+    SHIPPED_WEIGHTS,
+    ModelIdentity,
+    list_models,
+    register_config_dir,
+    state_dict_digest,
+)
 
 __all__ = [
     "ModelIdentity",
@@ -71,258 +79,12 @@ __all__ = [
     "load_clip_from_identity",
     "list_models",
     "register_config_dir",
+    "resolve_pretrained",
     "state_dict_digest",
     "text_features_from_ids",
 ]
 
-log = logging.getLogger(__name__)
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_RANDOM_INIT_SEED = 0
-_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-#: Models whose weights ship inside the package: ``load_clip(name)`` with no ``pretrained``
-#: loads these files. ``vidclip-synth`` knows only the ``vidclip synth`` world.
-SHIPPED_WEIGHTS = {"vidclip-synth": Path(__file__).resolve().parents[1] / "assets" / "vidclip-synth.safetensors"}
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-_HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
-
-_HOW_TO_LOCAL_FILES = (
-    "Pass a local checkpoint instead: `--pretrained /path/to/checkpoint.pt|.bin|.safetensors` "
-    "(load_clip(model, '/path/to/file')) for an open_clip architecture, or a local transformers "
-    "folder made by CLIPModel.save_pretrained (`--model /path/to/dir`, load_clip('hf:/path/to/dir')), "
-    "or `--pretrained none` for random weights."
-)
-_HOW_TO_LOCAL = _HOW_TO_LOCAL_FILES + (
-    " To download instead, run once on a machine with network access (files are cached under "
-    "~/.cache/huggingface or ~/.cache/clip)."
-)
-
-
-# ----------------------------------------------------------------------------------------------
-# Identity
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What produced an embedding; recorded in every output file (feature store, index).
-
-    ``key()`` is what consumers compare: two identities with equal keys produce identical
-    embeddings for identical inputs (same family, architecture, image size, dim and weights).
-    """
-
-    family: str  # "open_clip" | "hf"
-    name: str  # architecture / hub id / folder, as load_clip was given it (folders made absolute)
-    pretrained: str | None  # tag, local file/dir path, hub id, or None (random init)
-    embed_dim: int
-    image_size: int
-    random_weights: bool  # True whenever no trained weights were loaded
-    weights_digest: str  # short hash of the loaded state dict
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelIdentity:
-        if not isinstance(d, dict):
-            raise ConfigError(f"model identity: expected a dict, got {type(d).__name__}")
-        missing = [f for f in cls.__dataclass_fields__ if f not in d]
-        if missing:
-            raise ConfigError(f"model identity: missing field(s) {missing} in {d!r}")
-        return cls(
-            family=str(d["family"]),
-            name=str(d["name"]),
-            pretrained=None if d["pretrained"] is None else str(d["pretrained"]),
-            embed_dim=int(d["embed_dim"]),
-            image_size=int(d["image_size"]),
-            random_weights=bool(d["random_weights"]),
-            weights_digest=str(d["weights_digest"]),
-        )
-
-    def key(self) -> str:
-        # The digest pins the weights; name/pretrained are deliberately left out so a checkpoint
-        # moved to another path still matches.
-        return f"{self.family}:{self.image_size}:{self.embed_dim}:{self.weights_digest}"
-
-
-def state_dict_digest(module: torch.nn.Module) -> str:
-    """16-hex-digit blake2b of every tensor (name, dtype, shape, bytes) in ``module.state_dict()``.
-
-    Hashes all bytes (~1 GB/s), so two fine-tuned checkpoints of one architecture never collide.
-    """
-    h = hashlib.blake2b(digest_size=8)
-    sd = module.state_dict()
-    for name in sorted(sd):
-        t = sd[name].detach()
-        h.update(f"{name}|{str(t.dtype)}|{tuple(t.shape)}".encode())
-        if t.numel():
-            # view as bytes: works for bf16 too, which numpy cannot represent
-            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Config registry
-# ----------------------------------------------------------------------------------------------
-_HF_CONFIGS: dict[str, dict] = {}  # name -> transformers CLIPConfig kwargs
-_REGISTERED_DIRS: set[Path] = set()
-
-
-def register_config_dir(path: str | os.PathLike) -> None:
-    """Register the JSON model configs of a folder.
-
-    Files with ``embed_dim``/``vision_cfg``/``text_cfg`` are open_clip configs (registered with
-    ``open_clip.add_model_config``); files with ``"family": "hf"`` hold a transformers
-    ``CLIPConfig`` under ``clip_config``. The name is the file stem.
-    """
-    import open_clip
-
-    p = Path(path).resolve()
-    if p in _REGISTERED_DIRS:
-        return
-    if not p.is_dir():
-        raise ConfigError(f"{p}: model config folder does not exist")
-    for f in sorted(p.glob("*.json")):
-        try:
-            cfg = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{f}: invalid JSON model config: {e}") from e
-        if cfg.get("family") == "hf":
-            if "clip_config" not in cfg:
-                raise ConfigError(f"{f}: field 'clip_config' missing in hf model config")
-            _HF_CONFIGS[f.stem] = cfg["clip_config"]
-    open_clip.add_model_config(p)
-    _REGISTERED_DIRS.add(p)
-
-
-def list_models() -> list[str]:
-    """Registered tiny/local configs (open_clip and hf) followed by open_clip's architectures."""
-    import open_clip
-
-    register_config_dir(_CONFIG_DIR)
-    local = sorted({f.stem for d in _REGISTERED_DIRS for f in d.glob("*.json")})
-    return local + [m for m in open_clip.list_models() if m not in local]
-
-
-# ----------------------------------------------------------------------------------------------
-# Network / offline handling
-# ----------------------------------------------------------------------------------------------
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@functools.lru_cache(maxsize=4)
-def _host_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _offline() -> bool:
-    """True when hub downloads must not be attempted (env says so, or the hub does not answer)."""
-    if any(_env_true(v) for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VIDCLIP_OFFLINE")):
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return not _host_reachable(url.hostname or "huggingface.co", port)
-
-
-@contextlib.contextmanager
-def _hub_offline_mode(offline: bool) -> Iterator[None]:
-    """Make huggingface_hub read only its cache while inside (it reads this flag per request)."""
-    if not offline:
-        yield
-        return
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub is a transformers dependency
-        yield
-        return
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = old
-
-
-@contextlib.contextmanager
-def _seeded_init() -> Iterator[None]:
-    """Seeded RNG for random init without disturbing the caller's RNG (CPU only: no CUDA init)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_RANDOM_INIT_SEED)
-        yield
-
-
-# ----------------------------------------------------------------------------------------------
-# Tokenizers
-# ----------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _openai_bpe_vocab() -> tuple[dict[str, int], list[str]]:
-    """OpenAI CLIP's vocabulary and merges, rebuilt from open_clip's bundled BPE file.
-
-    Same construction as ``open_clip.tokenizer.SimpleTokenizer`` (and OpenAI's original): 256 byte
-    symbols, the same with ``</w>``, 48894 merges, then the two special tokens (49406, 49407).
-    """
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
-
-    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
-    merges = merges[1 : 49152 - 256 - 2 + 1]
-    byte_syms = list(bytes_to_unicode().values())
-    vocab = byte_syms + [v + "</w>" for v in byte_syms]
-    vocab += ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return {v: i for i, v in enumerate(vocab)}, merges
-
-
-def _bpe_clip_tokenizer():
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _openai_bpe_vocab()
-    return CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m.split()) for m in merges])
-
-
-class _Tokenizer:
-    """Uniform ``texts -> (LongTensor [Q, L], n_truncated)`` over the tokenizers we support."""
-
-    def __init__(self, kind: str, impl: Any, context_length: int):
-        self.kind = kind  # "simple" (open_clip BPE), "open_clip" (other open_clip), "hf"
-        self.impl = impl
-        self.context_length = context_length
-
-    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, int]:
-        L = self.context_length
-        if self.kind == "simple" and getattr(self.impl, "reduction_fn", None) is None:
-            # open_clip SimpleTokenizer.__call__, inlined so over-long texts are counted in one pass.
-            sot, eot = self.impl.sot_token_id, self.impl.eot_token_id
-            seqs = [[sot] + self.impl.encode(t) + [eot] for t in texts]
-            pad_id = 0
-        elif self.kind == "hf":
-            seqs = self.impl(list(texts), add_special_tokens=True)["input_ids"]
-            eot = self.impl.eos_token_id
-            pad_id = self.impl.pad_token_id if self.impl.pad_token_id is not None else 0
-        else:
-            # Other open_clip tokenizers (HFTokenizer, SigLIP...): they truncate themselves; count
-            # over-long texts with the underlying HF tokenizer when there is one.
-            ids = self.impl(list(texts), context_length=L)
-            inner = getattr(self.impl, "tokenizer", None)
-            cut = 0
-            if inner is not None:
-                lens = [len(x) for x in inner(list(texts))["input_ids"]]
-                cut = sum(n > L for n in lens)
-            return ids.long(), cut
-        out = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-        cut = 0
-        for i, s in enumerate(seqs):
-            if len(s) > L:
-                # Keep the end-of-text token: both CLIP text towers pool at the EOT position.
-                s = list(s[:L])
-                s[-1] = eot
-                cut += 1
-            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        return out, cut
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,7 +115,7 @@ class FrozenCLIP:
         mean: Sequence[float],
         std: Sequence[float],
         context_length: int,
-        tokenizer: _Tokenizer,
+        tokenizer: TextTokenizer,
         device: torch.device,
         precision: str,
         interpolation: str = "bicubic",
@@ -486,7 +248,9 @@ class FrozenCLIP:
             return list(out.hidden_states[1:])  # [0] is the (pre-LN'd) embedding input
         v = self.model.visual
         blocks = self.visual_blocks()
-        h = _open_clip_vit_embed(v, x)  # [N, 1+P, width]
+        from .clip_open_clip import vit_embed
+
+        h = vit_embed(v, x)  # [N, 1+P, width]
         batch_first = getattr(v.transformer, "batch_first", True)
         if not batch_first:
             h = h.transpose(0, 1)
@@ -591,46 +355,10 @@ def text_features_from_ids(model: torch.nn.Module, family: str, ids: torch.Tenso
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-@contextlib.contextmanager
-def _captured_open_clip_log() -> Iterator[list[str]]:
-    """Take open_clip's root-logger records (``Failed to download weights ...``, ``No pretrained
-    weights loaded ...``) off the log for the duration of the block and collect their text.
-
-    vidclip says the same in its own words (WeightsNotFoundError, ``RANDOM WEIGHTS`` in the
-    identity); the caller folds what was collected into its error, or drops it.
-    """
-    taken: list[str] = []
-
-    def take(record: logging.LogRecord) -> bool:
-        if record.name == "root" and "open_clip" in str(record.pathname).replace("\\", "/"):
-            taken.append(record.getMessage())
-            return False
-        return True
-
-    root = logging.getLogger()
-    root.addFilter(take)
-    try:
-        yield taken
-    finally:
-        root.removeFilter(take)
-
-
 def _freeze(model: torch.nn.Module) -> None:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-
-
-def _open_clip_vit_embed(v: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """open_clip VisionTransformer input embedding: patches + class token + positions, ln_pre."""
-    if hasattr(v, "_embeds"):  # open_clip >= 2.30
-        return v._embeds(x)
-    x = v.conv1(x)
-    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-    cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-    x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-    x = v.patch_dropout(x)
-    return v.ln_pre(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -661,24 +389,6 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-
-
-def _looks_like_path(s: str) -> bool:
-    return os.sep in s or s.startswith((".", "~")) or s.lower().endswith(_CKPT_SUFFIXES)
-
-
-def _is_hf_dir(p: Path) -> bool:
-    cfg = p / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        d = json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return "vision_config" in d or d.get("model_type") in ("clip",)
-
-
 #: ``pretrained`` values that always mean random weights.
 RANDOM_WEIGHTS_WORDS = ("none", "random")
 
@@ -689,8 +399,8 @@ def _carries_own_weights(model: str) -> bool:
         return True
     import open_clip
 
-    return model not in _HF_CONFIGS and model.replace("/", "-") not in open_clip.list_models() \
-        and bool(_HUB_ID.fullmatch(model))
+    return model not in HF_CONFIGS and model.replace("/", "-") not in open_clip.list_models() \
+        and bool(HUB_ID.fullmatch(model))
 
 
 def resolve_pretrained(model: str, pretrained: str | os.PathLike | None) -> tuple[str | None, bool]:
@@ -718,8 +428,8 @@ def resolve_pretrained(model: str, pretrained: str | os.PathLike | None) -> tupl
                 "re-install vidclip, or rebuild them with `python -m vidclip.train.pretrain "
                 "configs/pretrain_synth_clip.yaml --out vidclip/assets`")
         return str(SHIPPED_WEIGHTS[model]), False
-    if _carries_own_weights(model) or model in _HF_CONFIGS:
-        return None, model in _HF_CONFIGS
+    if _carries_own_weights(model) or model in HF_CONFIGS:
+        return None, model in HF_CONFIGS
     import open_clip
     from open_clip.pretrained import list_pretrained_tags_by_model
 
@@ -754,7 +464,7 @@ def load_clip(
         WeightsNotFoundError: weights missing locally and not downloadable (offline / bad tag).
         ConfigError: unknown model name, bad device/precision.
     """
-    register_config_dir(_CONFIG_DIR)
+    register_config_dir(CONFIG_DIR)
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model: expected a model name, hub id or folder, got {model!r}")
     model = model.strip()
@@ -769,33 +479,43 @@ def load_clip(
         raise ConfigError(f"{model}: pretrained='none' (random weights) works for architecture names "
                           "(ViT-B-32, tiny-vit, hf-tiny, ...); a hub id or a folder always brings its own weights")
 
+    # Which backend, and the spec it gets; its module (and library) is imported only then.
     if model.startswith("hf:"):
-        clip = _load_hf(model[3:], pretrained, cache_dir)
-    elif model in _HF_CONFIGS:
-        clip = _load_hf_registered(model, pretrained, cache_dir)
+        backend, ref = "hf", model[3:]
+    elif model in HF_CONFIGS:
+        backend, ref = "hf-registered", model
     elif model.startswith(("hf-hub:", "local-dir:")):
-        clip = _load_open_clip(model, pretrained, cache_dir)
+        backend, ref = "open_clip", model
     elif os.path.isdir(os.path.expanduser(model)):
         p = Path(os.path.expanduser(model)).resolve()
         if (p / "open_clip_config.json").is_file():
-            clip = _load_open_clip(f"local-dir:{p}", pretrained, cache_dir)
-        elif _is_hf_dir(p):
-            clip = _load_hf(str(p), pretrained, cache_dir)
+            backend, ref = "open_clip", f"local-dir:{p}"
+        elif is_hf_dir(p):
+            backend, ref = "hf", str(p)
         else:
             raise WeightsNotFoundError(
                 f"{p}: folder has neither open_clip_config.json (open_clip) nor a CLIP config.json "
-                f"(transformers save_pretrained). {_HOW_TO_LOCAL}")
+                f"(transformers save_pretrained). {HOW_TO_LOCAL}")
     elif model.replace("/", "-") in open_clip.list_models():
-        clip = _load_open_clip(model.replace("/", "-"), pretrained, cache_dir)
-    elif _HUB_ID.fullmatch(model):  # bare "org/name" that is not an open_clip architecture
-        clip = _load_hf(model, pretrained, cache_dir)
-    elif _looks_like_path(model):
-        raise WeightsNotFoundError(f"{model}: model folder does not exist. {_HOW_TO_LOCAL}")
+        backend, ref = "open_clip", model.replace("/", "-")
+    elif HUB_ID.fullmatch(model):  # bare "org/name" that is not an open_clip architecture
+        backend, ref = "hf", model
+    elif looks_like_path(model):
+        raise WeightsNotFoundError(f"{model}: model folder does not exist. {HOW_TO_LOCAL}")
     else:
         raise ConfigError(
             f"model: unknown model {model!r}; known names include {list_models()[:12]}... "
             "(see vidclip.models.clip.list_models()), a hub id 'hf:org/name' / 'hf-hub:org/name', "
             "or a local folder")
+    # Called from here (no helper in between): the backends' warnings use stacklevel=3 to name
+    # load_clip's caller.
+    if backend == "open_clip":
+        from .clip_open_clip import load_open_clip as load_backend
+    elif backend == "hf":
+        from .clip_hf import load_hf as load_backend
+    else:
+        from .clip_hf import load_hf_registered as load_backend
+    clip = load_backend(ref, pretrained, cache_dir)
     net, family, identity, mean, std, ctx, tok, interp = clip
     net.to(dev)
     return FrozenCLIP(net, family=family, identity=identity, mean=mean, std=std, context_length=ctx,
@@ -810,7 +530,7 @@ def load_clip_from_identity(identity: ModelIdentity | dict, *, device="cpu", pre
     """
     ident = identity if isinstance(identity, ModelIdentity) else ModelIdentity.from_dict(identity)
     name, pre = ident.name, ident.pretrained
-    if ident.family == "hf" and name not in _HF_CONFIGS and not name.startswith("hf:"):
+    if ident.family == "hf" and name not in HF_CONFIGS and not name.startswith("hf:"):
         name = "hf:" + name
         if pre == ident.name:  # hub id / folder carried its own weights
             pre = None
@@ -825,332 +545,3 @@ def load_clip_from_identity(identity: ModelIdentity | dict, *, device="cpu", pre
             f"{clip.identity.weights_digest}, but {ident.weights_digest} was recorded; the checkpoint "
             "changed since the output was written")
     return clip
-
-
-# -- open_clip -------------------------------------------------------------------------------
-def _open_clip_checkpoint(name: str, pretrained: str) -> tuple[str, bool]:
-    """Local checkpoint path for ``pretrained`` (file or folder); (path, is_torchscript)."""
-    p = Path(os.path.expanduser(pretrained)).resolve()
-    if p.is_dir():
-        from open_clip.factory import _find_checkpoint_in_dir
-
-        found = _find_checkpoint_in_dir(p)
-        if found is None:
-            raise WeightsNotFoundError(
-                f"{p}: folder given as pretrained weights for {name} holds no "
-                f"*.safetensors/*.bin/*.pth checkpoint. {_HOW_TO_LOCAL}")
-        p = Path(found)
-    if not p.is_file():
-        raise WeightsNotFoundError(f"{p}: checkpoint file for {name} does not exist. {_HOW_TO_LOCAL}")
-    if p.stat().st_size == 0:
-        raise WeightsNotFoundError(f"{p}: checkpoint file for {name} is empty")
-    return str(p), _is_torchscript(p)
-
-
-def _is_torchscript(p: Path) -> bool:
-    """OpenAI's released ViT-*.pt files are TorchScript archives (zip with constants.pkl)."""
-    import zipfile
-
-    if p.suffix == ".safetensors" or not zipfile.is_zipfile(p):
-        return False
-    with zipfile.ZipFile(p) as z:
-        names = z.namelist()
-    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
-
-
-def _load_open_clip(name: str, pretrained: str | None, cache_dir: str | None):
-    import open_clip
-    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
-
-    kwargs: dict[str, Any] = {"cache_dir": cache_dir}
-    ckpt: str | None = None
-    ident_pre: str | None = pretrained
-    offline = False
-    random_weights = pretrained is None
-    if name.startswith("hf-hub:"):
-        offline = _offline()
-        if pretrained:
-            warnings.warn(f"pretrained={pretrained!r} ignored: {name} carries its own weights", stacklevel=3)
-        ident_pre, random_weights = name, False
-    elif name.startswith("local-dir:"):
-        ident_pre, random_weights = name[len("local-dir:"):], False
-    elif pretrained is not None:
-        tag_cfg = get_pretrained_cfg(name, pretrained)
-        if tag_cfg:
-            offline = _offline()
-            if tag_cfg.get("quick_gelu", False):
-                # OpenAI-trained weights use QuickGELU; open_clip only *warns* when the plain config is
-                # used with them, and the embeddings are then subtly wrong.
-                kwargs["force_quick_gelu"] = True
-            if offline and not tag_cfg.get("hf_hub") and not _url_cached(tag_cfg.get("url", ""), cache_dir):
-                raise WeightsNotFoundError(
-                    f"{name} pretrained={pretrained!r}: weights are not in the local cache and the "
-                    f"hub cannot be reached (offline). {_HOW_TO_LOCAL}")
-        elif _looks_like_path(pretrained) or os.path.exists(os.path.expanduser(pretrained)):
-            ckpt, is_ts = _open_clip_checkpoint(name, pretrained)
-            ident_pre = ckpt
-            if is_ts:
-                kwargs["force_quick_gelu"] = True  # every OpenAI TorchScript release uses QuickGELU
-        else:
-            tags = list_pretrained_tags_by_model(name)
-            shown = ", ".join(tags[:8]) + (f", ... ({len(tags)} in all)" if len(tags) > 8 else "")
-            # a config without tags (vidclip-synth, tiny-vit) has nothing to download: no network hint
-            raise WeightsNotFoundError(
-                f"{name}: pretrained={pretrained!r} is neither a known tag ({shown or 'none registered'}) "
-                f"nor an existing file. {_HOW_TO_LOCAL if tags else _HOW_TO_LOCAL_FILES}")
-
-    # open_clip logs on the root logger ("No pretrained weights loaded ... initialized randomly",
-    # false when a checkpoint is loaded right after; "Failed to download weights", said again by our
-    # own error): those records are taken off the log, and folded into the error when one is raised.
-    try:
-        with _captured_open_clip_log() as open_clip_log, _hub_offline_mode(offline), _seeded_init():
-            if ckpt is not None:
-                net = open_clip.create_model(name, pretrained=None, **kwargs)
-                _load_open_clip_state(net, ckpt, name)
-            else:
-                net = open_clip.create_model(name, pretrained=pretrained if not random_weights else None,
-                                             **kwargs)
-    except WeightsNotFoundError:
-        raise
-    except (RuntimeError, OSError, FileNotFoundError, ValueError) as e:
-        msg = "; ".join([m for m in open_clip_log if m not in str(e)][:1] + [str(e)])
-        if ckpt is None and not random_weights:
-            what = f"{name}" + (f" pretrained={pretrained!r}" if pretrained else "")
-            where = ("are not in the local cache and the hub cannot be reached (offline)" if offline
-                     else "could not be downloaded")
-            raise WeightsNotFoundError(
-                f"{what}: weights {where}. {_HOW_TO_LOCAL} [open_clip: {_short(msg)}]") from e
-        raise
-    pp = dict(getattr(net.visual, "preprocess_cfg", {}) or {})
-    size = pp.get("size", getattr(net.visual, "image_size", 224))
-    if isinstance(size, (tuple, list)):
-        if size[0] != size[1]:
-            raise ConfigError(f"model {name}: non-square input {tuple(size)} is not supported")
-        size = size[0]
-    if pp.get("resize_mode", "shortest") != "shortest":
-        warnings.warn(f"model {name}: resize_mode {pp.get('resize_mode')!r} is approximated by "
-                      "shortest-side resize + centre crop", stacklevel=3)
-    mean, std = tuple(pp.get("mean", OPENAI_MEAN)), tuple(pp.get("std", OPENAI_STD))
-    interp = pp.get("interpolation", "bicubic")
-    if interp not in ("bicubic", "bilinear", "nearest"):
-        interp = "bicubic"
-    ctx = getattr(net, "context_length", None) or getattr(getattr(net, "text", None), "context_length", 77)
-    embed_dim = _open_clip_embed_dim(net, int(size))
-    with _captured_open_clip_log(), _hub_offline_mode(offline):
-        tok = open_clip.get_tokenizer(name, cache_dir=cache_dir)
-    from open_clip.tokenizer import SimpleTokenizer
-
-    kind = "simple" if isinstance(tok, SimpleTokenizer) else "open_clip"
-    identity = ModelIdentity(
-        family="open_clip", name=name, pretrained=ident_pre, embed_dim=embed_dim, image_size=int(size),
-        random_weights=random_weights, weights_digest=state_dict_digest(net))
-    return net, "open_clip", identity, mean, std, int(ctx), _Tokenizer(kind, tok, int(ctx)), interp
-
-
-def _short(msg: str, n: int = 200) -> str:
-    """First line of a library's error message, clipped (the full chain stays in __cause__)."""
-    first = (msg.strip().splitlines() or [""])[0]
-    return first if len(first) <= n else first[: n - 3] + "..."
-
-
-def _url_cached(url: str, cache_dir: str | None) -> bool:
-    if not url:
-        return False
-    d = cache_dir or os.path.expanduser("~/.cache/clip")
-    return os.path.isfile(os.path.join(d, os.path.basename(url)))
-
-
-def _load_open_clip_state(net: torch.nn.Module, ckpt: str, name: str) -> None:
-    """Load a local checkpoint the way open_clip does (format conversions, pos-embed resize)."""
-    from open_clip.factory import load_checkpoint
-
-    try:
-        if _is_torchscript(Path(ckpt)):
-            # OpenAI's TorchScript release: take its state dict (open_clip's state-dict loader
-            # expects plain pickles).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
-                sd = dict(torch.jit.load(ckpt, map_location="cpu").state_dict())
-            # OpenAI's archives carry these scalars; traced open_clip models carry their
-            # non-persistent buffers (attn_mask). Neither belongs in a state dict.
-            non_persistent = {n for n, _ in net.named_buffers()} - set(net.state_dict())
-            for k in ("input_resolution", "context_length", "vocab_size", *non_persistent):
-                sd.pop(k, None)
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as td:
-                tmp = os.path.join(td, "sd.pt")
-                torch.save(sd, tmp)
-                load_checkpoint(net, tmp, strict=True)
-        else:
-            load_checkpoint(net, ckpt, strict=True)
-    except Exception as e:  # noqa: BLE001 - unpickling/parse/shape errors all mean "bad checkpoint"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise WeightsNotFoundError(f"{ckpt}: not a valid checkpoint for {name} ({first})") from e
-
-
-def _open_clip_embed_dim(net: torch.nn.Module, size: int) -> int:
-    d = getattr(net.visual, "output_dim", None)
-    if isinstance(d, int) and d > 0:
-        return d
-    with torch.no_grad():  # fall back to one dummy forward (rare: non-standard towers)
-        p = next(net.parameters())
-        return int(net.encode_image(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype)).shape[-1])
-
-
-# -- transformers ----------------------------------------------------------------------------
-def _load_hf_registered(name: str, pretrained: str | None, cache_dir: str | None):
-    """A registered tiny hf config: random init, or weights from a folder / state-dict file."""
-    from transformers import CLIPConfig, CLIPModel
-
-    if pretrained is not None:
-        p = Path(os.path.expanduser(pretrained)).resolve()
-        if p.is_dir():
-            net, tok, pre = _hf_from_pretrained(str(p), cache_dir, offline=True)
-            _check_hf_matches(net, name, p)
-            return _hf_finish(net, tok, name, str(p), False, pre)
-        if not p.is_file():
-            raise WeightsNotFoundError(f"{p}: checkpoint for {name} does not exist. {_HOW_TO_LOCAL}")
-    with _seeded_init():
-        net = CLIPModel(CLIPConfig(**_HF_CONFIGS[name]))
-    if pretrained is not None:
-        sd = _read_state_dict(p)
-        try:
-            net.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise WeightsNotFoundError(f"{p}: not a valid checkpoint for {name} "
-                                       f"({str(e).splitlines()[0][:300]})") from e
-        return _hf_finish(net, _bpe_clip_tokenizer(), name, str(p), False, {})
-    return _hf_finish(net, _bpe_clip_tokenizer(), name, None, True, {})
-
-
-def _check_hf_matches(net, name: str, where: Path) -> None:
-    """A folder given as weights for a registered config must hold that architecture."""
-    want = _HF_CONFIGS[name]
-    got = net.config
-    pairs = [("projection_dim", want.get("projection_dim"), got.projection_dim)]
-    for tower in ("vision_config", "text_config"):
-        for k, v in want.get(tower, {}).items():
-            if k in ("hidden_size", "num_hidden_layers", "image_size", "patch_size"):
-                pairs.append((f"{tower}.{k}", v, getattr(getattr(got, tower), k)))
-    bad = [f"{k}={g} (expected {w})" for k, w, g in pairs if w is not None and w != g]
-    if bad:
-        raise ConfigError(f"{where}: folder holds a different architecture than {name}: {', '.join(bad)}")
-
-
-def _read_state_dict(p: Path) -> dict[str, torch.Tensor]:
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(p))
-        else:
-            sd = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any parse failure means "not a checkpoint"
-        raise WeightsNotFoundError(f"{p}: cannot read checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise WeightsNotFoundError(f"{p}: checkpoint holds a {type(sd).__name__}, not a state dict")
-    return sd
-
-
-def _load_hf(ref: str, pretrained: str | None, cache_dir: str | None):
-    """transformers CLIPModel from a hub id or a save_pretrained folder."""
-    local = Path(os.path.expanduser(ref))
-    if local.is_dir():
-        ref = str(local.resolve())
-        if not _is_hf_dir(local):
-            raise WeightsNotFoundError(f"{ref}: no CLIP config.json in this folder. {_HOW_TO_LOCAL}")
-        offline = True
-    elif not _HUB_ID.fullmatch(ref):
-        raise WeightsNotFoundError(
-            f"{ref}: neither an existing model folder nor a hub id 'org/name'. {_HOW_TO_LOCAL}")
-    else:
-        offline = _offline()
-    src = ref
-    if pretrained is not None:
-        p = Path(os.path.expanduser(pretrained)).resolve()
-        if p.is_dir():
-            src, offline = str(p), True
-        else:
-            raise WeightsNotFoundError(
-                f"{p}: for a transformers model, pretrained must be a save_pretrained folder. "
-                f"{_HOW_TO_LOCAL}")
-    net, tok, pre = _hf_from_pretrained(src, cache_dir, offline)
-    return _hf_finish(net, tok, ref, src, False, pre)
-
-
-def _hf_from_pretrained(src: str, cache_dir: str | None, offline: bool):
-    from transformers import CLIPModel
-
-    try:
-        with _hub_offline_mode(offline), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            net = CLIPModel.from_pretrained(src, cache_dir=cache_dir, local_files_only=offline,
-                                            dtype=torch.float32)
-    except (OSError, ValueError) as e:
-        where = ("are not in the local cache and the hub cannot be reached (offline)" if offline
-                 and not os.path.isdir(src) else "could not be loaded")
-        raise WeightsNotFoundError(
-            f"{src}: transformers CLIP weights {where}. {_HOW_TO_LOCAL} "
-            f"[transformers: {_short(str(e))}]") from e
-    pre = _hf_preprocessor_config(src, cache_dir, offline)
-    tok = _hf_tokenizer(src, cache_dir, offline) or _bpe_clip_tokenizer()
-    return net, tok, pre
-
-
-def _hf_file(src: str, filename: str, cache_dir: str | None, offline: bool) -> str | None:
-    if os.path.isdir(src):
-        p = os.path.join(src, filename)
-        return p if os.path.isfile(p) else None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        with _hub_offline_mode(offline):
-            return hf_hub_download(src, filename, cache_dir=cache_dir, local_files_only=offline)
-    except Exception:  # noqa: BLE001 - absent optional file
-        return None
-
-
-def _hf_preprocessor_config(src: str, cache_dir: str | None, offline: bool) -> dict:
-    f = _hf_file(src, "preprocessor_config.json", cache_dir, offline)
-    if not f:
-        return {}
-    try:
-        return json.loads(Path(f).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{f}: invalid preprocessor config: {e}") from e
-
-
-def _hf_tokenizer(src: str, cache_dir: str | None, offline: bool):
-    if not any(_hf_file(src, f, cache_dir, offline) for f in _HF_TOKENIZER_FILES):
-        return None
-    from transformers import AutoTokenizer
-
-    try:
-        with _hub_offline_mode(offline):
-            return AutoTokenizer.from_pretrained(src, cache_dir=cache_dir, local_files_only=offline)
-    except (OSError, ValueError) as e:
-        log.warning("tokenizer files of %s unreadable (%s); using the OpenAI CLIP BPE", src, e)
-        return None
-
-
-def _hf_finish(net, tok, name: str, pretrained: str | None, random_weights: bool, pre: dict):
-    vc = net.config.vision_config
-    size = vc.image_size
-    crop = pre.get("crop_size")
-    if isinstance(crop, dict):
-        crop = crop.get("height", size)
-    if crop and int(crop) != size:
-        raise ConfigError(f"model {name}: preprocessor crop_size {crop} differs from the vision "
-                          f"config image_size {size}")
-    mean = tuple(pre.get("image_mean", OPENAI_MEAN))
-    std = tuple(pre.get("image_std", OPENAI_STD))
-    # PIL resample codes used by CLIPImageProcessor: 2 = bilinear, 3 = bicubic
-    interp = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(pre.get("resample", 3), "bicubic")
-    ctx = int(net.config.text_config.max_position_embeddings)
-    identity = ModelIdentity(
-        family="hf", name=name, pretrained=pretrained, embed_dim=int(net.config.projection_dim),
-        image_size=int(size), random_weights=random_weights, weights_digest=state_dict_digest(net))
-    return net, "hf", identity, mean, std, ctx, _Tokenizer("hf", tok, ctx), interp

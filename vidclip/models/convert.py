@@ -405,9 +405,9 @@ def clip_architecture(sd: dict[str, torch.Tensor]) -> str:
     """
     import open_clip
 
-    from .clip import _CONFIG_DIR, register_config_dir
+    from .clip_config import CONFIG_DIR, register_config_dir
 
-    register_config_dir(_CONFIG_DIR)
+    register_config_dir(CONFIG_DIR)
     dims = _openai_dims(sd)
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name) or {}

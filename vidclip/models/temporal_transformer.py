@@ -223,10 +223,27 @@ def _make_stack(init: _TextTowerInit, n: int, width: int, start: int = 0) -> nn.
     return nn.ModuleList(copied + fresh)
 
 
-def _copy_rows_(emb: nn.Embedding, rows: torch.Tensor | None) -> None:
-    if rows is not None:
-        with torch.no_grad():
-            emb.weight[: rows.shape[0]].copy_(rows)
+def _text_tower_init(owner: str, embed_dim: int, clip: Any, num_layers: int) -> _TextTowerInit:
+    """Check ``num_layers`` of module ``owner``, then find the text tower to copy from."""
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ConfigError(f"{owner}: num_layers must be a positive int, got {num_layers!r}")
+    return _TextTowerInit(owner, embed_dim, clip)
+
+
+def _position_tables(init: _TextTowerInit, embed_dim: int, *rows: int) -> list[nn.Embedding]:
+    """One ``[n, embed_dim]`` embedding table per ``n`` in ``rows``: CLIP4Clip's N(0, 0.02) init,
+    then the first ``n`` rows of the text positional embedding copied in (where there is one).
+    All tables are made, then all initialised, then all copied: the order of the random draws
+    (and so the weights a seed gives) is that of the original code."""
+    tables = [nn.Embedding(n, embed_dim) for n in rows]
+    for table in tables:
+        _init_clip4clip_(table)
+    for table, n in zip(tables, rows):
+        copied = init.positions(n)
+        if copied is not None:
+            with torch.no_grad():
+                table.weight[: copied.shape[0]].copy_(copied)
+    return tables
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,12 +264,8 @@ class SeqTransformer(TemporalModule):
     def __init__(self, embed_dim: int, *, max_frames: int = 32, clip: FrozenCLIP | None = None,
                  num_layers: int = 4):
         super().__init__(embed_dim, max_frames=max_frames, clip=clip)
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ConfigError(f"seq_transformer: num_layers must be a positive int, got {num_layers!r}")
-        init = _TextTowerInit("seq_transformer", embed_dim, clip)
-        self.frame_position_embeddings = nn.Embedding(max_frames, embed_dim)
-        _init_clip4clip_(self.frame_position_embeddings)
-        _copy_rows_(self.frame_position_embeddings, init.positions(max_frames))
+        init = _text_tower_init("seq_transformer", embed_dim, clip, num_layers)
+        (self.frame_position_embeddings,) = _position_tables(init, embed_dim, max_frames)
         self.transformer = _make_stack(init, num_layers, embed_dim)
         self.initialised_from_text = init.available
 
@@ -299,15 +312,9 @@ class TemporalDifferenceBlock(TemporalModule):
     def __init__(self, embed_dim: int, *, max_frames: int = 32, clip: FrozenCLIP | None = None,
                  num_layers: int = 4):
         super().__init__(embed_dim, max_frames=max_frames, clip=clip)
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ConfigError(f"tdb: num_layers must be a positive int, got {num_layers!r}")
-        init = _TextTowerInit("tdb", embed_dim, clip)
-        self.frame_position_embeddings = nn.Embedding(max_frames, embed_dim)
-        self.type_position_embeddings = nn.Embedding(2, embed_dim)  # 0 = difference, 1 = frame
-        _init_clip4clip_(self.frame_position_embeddings)
-        _init_clip4clip_(self.type_position_embeddings)
-        _copy_rows_(self.frame_position_embeddings, init.positions(max_frames))
-        _copy_rows_(self.type_position_embeddings, init.positions(2))
+        init = _text_tower_init("tdb", embed_dim, clip, num_layers)
+        # type rows: 0 = difference, 1 = frame
+        self.frame_position_embeddings, self.type_position_embeddings = _position_tables(init, embed_dim, max_frames, 2)
         self.frame2t_attention = _make_stack(init, 1, embed_dim)
         self.trans_layernorm = nn.LayerNorm(embed_dim)
         self.transformer = _make_stack(init, num_layers, embed_dim)

@@ -13,6 +13,9 @@ from ..cli_options import (
     sampler_from_args,
 )
 
+#: What ``--run`` takes (both verbs read it with :func:`vidclip.eval.trec.read_run`).
+_RUN_FORMATS = "TREC 6-column 'topic Q0 docid rank score tag', or CSV/JSONL with query_id, video_id, score[, rank]"
+
 
 def add_trec_eval_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -24,8 +27,7 @@ def add_trec_eval_parser(subparsers) -> argparse.ArgumentParser:
                     "unjudged documents counting as not relevant. The run is sorted by score (ties: docid "
                     "descending) and cut at --depth. The mean is over topics in both run and qrels; the others are "
                     "listed as skipped.")
-    p.add_argument("--run", required=True, help="the run: TREC 6-column 'topic Q0 docid rank score tag', or CSV/JSONL "
-                                                "with query_id, video_id, score[, rank]")
+    p.add_argument("--run", required=True, help="the run: " + _RUN_FORMATS)
     p.add_argument("--qrels", required=True, help="sampled (5-column) or plain (4-column) qrels")
     p.add_argument("--depth", type=int, default=1000,
                    help="evaluate the first D documents of each topic (sample_eval's maxResultSize; TRECVID uses "
@@ -67,8 +69,7 @@ def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
                     "the videos of a mapping (--videos, cached on disk). Candidates whose frames cannot be found "
                     "are counted, listed and keep their slot; candidates below --depth keep their order. OUT is a "
                     "TREC run (ranks 1..n, score n+1-rank), written atomically.")
-    p.add_argument("--run", required=True,
-                   help="input run: TREC 6-column, or CSV/JSONL with query_id, video_id, score[, rank]")
+    p.add_argument("--run", required=True, help="input run: " + _RUN_FORMATS)
     p.add_argument("--topics", required=True,
                    help="topic texts: TRECVID 'topicId text' lines, TSV 'topicId<TAB>text', or JSONL "
                         "{topic|query_id|id, text|query|title}")

@@ -1,8 +1,10 @@
 """A small, offline rerank-and-evaluate world: ``python -m vidclip.rerank.example DIR``.
 
-Writes, from the synthetic world of ``vidclip demo`` (same rendering, same seed rule) (videos of several 3-second scenes):
+Writes, from the synthetic world of ``vidclip demo`` (videos of several 3-second scenes, written by
+:func:`vidclip.data.synth.write_scene_library` without captions, so other scenes than the demo's
+after the first video):
 
-    DIR/library/scene000.mp4 ...   the videos (vidclip.demo.make_scene_library)
+    DIR/library/scene000.mp4 ...   the videos
     DIR/shots.csv                  docid,path,start,end: one docid per scene (a "shot")
     DIR/topics.txt                 TRECVID-style 'topicId text' lines: a scene's description
     DIR/run.txt                    a deliberately weak first-stage run (TREC 6-column), all shots per topic
@@ -22,40 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCENE_SECONDS = 3.0  # one scene: 24 frames at 8 fps, as in `vidclip demo`
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def scene_text(spec) -> str:
-    """A scene's description: its object and background (what a single frame shows)."""
-    return f"{_article(spec.size)} {spec.size} {spec.color} {spec.shape} on {_article(spec.background)} " \
-           f"{spec.background} background"
-
-
-def write_scene_videos(library: Path, num_videos: int, scenes_per_video: int, seed: int) -> list[tuple[str, list]]:
-    """Videos of ``scenes_per_video`` synthetic scenes each (the demo's world); [(file name, [ClipSpec])].
-
-    Written here rather than through vidclip.demo, which is CLI layer (rerank may not import it).
-    Existing files are kept (same seed, same content).
-    """
-    from ..data.synth import SynthConfig, random_spec, render_clip, write_mp4
-
-    cfg = SynthConfig(size=64, num_frames=24, fps=8.0)
-    rng = np.random.default_rng(seed)
-    library.mkdir(parents=True, exist_ok=True)
-    out = []
-    for v in range(num_videos):
-        specs = [random_spec(rng, cfg) for _ in range(scenes_per_video)]
-        name = f"scene{v:03d}.mp4"
-        if not (library / name).exists():
-            tmp = library / f".{name}.tmp.mp4"
-            write_mp4(np.concatenate([render_clip(s, cfg) for s in specs]), tmp, cfg.fps)
-            tmp.replace(library / name)
-        out.append((name, specs))
-    return out
+from ..data.synth import SCENE_SECONDS, scene_description, write_scene_library
 
 
 def make_example(out_dir: str | Path, *, num_videos: int = 12, scenes_per_video: int = 3, num_topics: int = 8,
@@ -64,13 +33,14 @@ def make_example(out_dir: str | Path, *, num_videos: int = 12, scenes_per_video:
     from ..fileio import atomic_write_text
 
     out = Path(out_dir)
-    videos = write_scene_videos(out / "library", num_videos, scenes_per_video, seed)
+    videos = write_scene_library(out / "library", num_videos, scenes_per_video, seed)
     shots = []
-    for name, specs in videos:
-        for i, spec in enumerate(specs):
-            shots.append({"docid": f"{Path(name).stem}_s{i}", "path": f"library/{name}",
+    for video in videos:
+        for i, spec in enumerate(video.specs):
+            shots.append({"docid": f"{Path(video.name).stem}_s{i}", "path": f"library/{video.name}",
                           "start": i * SCENE_SECONDS, "end": (i + 1) * SCENE_SECONDS,
-                          "attrs": (spec.size, spec.color, spec.shape, spec.background), "query": scene_text(spec)})
+                          "attrs": (spec.size, spec.color, spec.shape, spec.background),
+                          "query": scene_description(spec)})
     rng = np.random.default_rng(seed + 7)
     topics, seen = [], set()
     for j in rng.permutation(len(shots)).tolist():

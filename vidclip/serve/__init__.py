@@ -10,9 +10,12 @@ from .._lazy import lazy_getattr
 
 DEFAULT_MAX_QUERY_CHARS = 500  # CLIP's text encoder sees 77 tokens; 500 characters is plenty
 DEFAULT_MAX_K = 100
+DEFAULT_MAX_RERANK = 1000  # = vidclip.index.search.MAX_RERANK (kept here so this module imports nothing heavy)
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024  # POST /search/image bodies; larger ones are 413
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-__all__ = ["create_app", "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_MAX_K", "LOOPBACK_HOSTS"]
+__all__ = ["create_app", "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_MAX_K", "DEFAULT_MAX_RERANK", "DEFAULT_MAX_IMAGE_BYTES",
+           "LOOPBACK_HOSTS"]
 
 
 __getattr__ = lazy_getattr(globals(), {"create_app": "app"})

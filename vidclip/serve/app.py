@@ -5,6 +5,9 @@ UI from a CDN, so it is blank offline while ``/openapi.json`` always works)::
 
     GET /                           the search page (static HTML/CSS/JS, no build step, no CDN)
     GET /search?q=TEXT&k=10         ranked hits: score, time span, thumbnail and stream URLs
+                      &rerank=N     two stages: the top max(N, k) re-scored on their stored frames
+    POST /search/image?k=10         search by an example image: the raw image file as the body
+                                    (Content-Type image/*, at most max_image_bytes; 413 beyond)
     GET /videos/{id}                one indexed video's metadata
     GET /videos/{id}/thumbnail?t=S  JPEG of the frame on screen at S seconds (LRU-cached)
     GET /videos/{id}/stream         the file itself, with HTTP range requests (seeking)
@@ -18,8 +21,13 @@ it); anything else -- unknown ids, failed or deleted videos, changed files, ids 
 plain decimal numbers such as ``..%2f..%2fetc%2fpasswd`` -- is a 404 whose reason names no path.
 Membership in the catalog, not a path prefix, decides which ids exist, because an index may
 legitimately hold videos from several library folders or from CSV lists of absolute paths.
-Every input is bounded (422 with a message): query length, ``k``, the thumbnail time (0 up to
-the video's duration), ids (at most 18 digits) and ``Range`` numbers (at most 19 digits). No
+Every input is bounded (422 with a message): query length, ``k``, ``rerank``, the thumbnail
+time (0 up to the video's duration), ids (at most 18 digits) and ``Range`` numbers (at most 19
+digits); an uploaded image's size in bytes (413) and pixels (the decoding pixel limit, checked
+from the header before any pixel is decoded; 422), and its type (an image, 415 / 422).
+The upload is the raw request body rather than a multipart form: FastAPI's forms need the
+python-multipart package, which vidclip does not depend on; a browser ``fetch`` sends a file
+as the body just as easily. No
 response shows an absolute path: names are relative to the library (non-UTF-8 bytes escaped,
 :func:`vidclip.errors.display_path`) and ``/health`` shows only the last part of any path in
 the model identity. Files are only ever opened for reading; nothing under the library folder is
@@ -54,8 +62,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..errors import VidclipError, display_path
-from . import DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS
+from ..errors import ConfigError, VidclipError, display_path
+from . import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS, DEFAULT_MAX_RERANK
 from .media import (
     FileStamp,
     IndexedFile,
@@ -131,19 +139,22 @@ def _fmt_t(t: float) -> str:
 
 
 def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: int = DEFAULT_MAX_K,
+               max_rerank: int = DEFAULT_MAX_RERANK, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
                thumbnail_cache_size: int = 256, thumbnail_width: int = 320,
                allowed_hosts: Iterable[str] | None = None, open_video=None) -> FastAPI:
     """A FastAPI app serving search, metadata, thumbnails and streams of ``index``'s videos.
 
     ``index`` is a :class:`~vidclip.index.search.VideoIndex` (anything with its ``search``,
     ``get_video``, ``video_path``, ``identity`` and ``library_root``). ``max_query_chars`` and
-    ``max_k`` bound ``/search`` (422 beyond them). ``allowed_hosts``, when given, is the set of
+    ``max_k`` bound ``/search`` (422 beyond them), as ``max_rerank`` bounds its ``rerank``;
+    ``max_image_bytes`` bounds a ``/search/image`` body (413). ``allowed_hosts``, when given, is the set of
     host names the ``Host`` header may carry (others get 400); ``vidclip serve`` passes the
     loopback names when bound to 127.0.0.1. ``open_video`` overrides the thumbnail decoder
     (default :func:`vidclip.video.decode.open_video`).
     """
-    if max_query_chars < 1 or max_k < 1:
-        raise VidclipError(f"create_app: max_query_chars ({max_query_chars}) and max_k ({max_k}) must be >= 1")
+    if max_query_chars < 1 or max_k < 1 or max_image_bytes < 1 or max_rerank < 0:
+        raise VidclipError(f"create_app: max_query_chars ({max_query_chars}), max_k ({max_k}) and max_image_bytes "
+                           f"({max_image_bytes}) must be >= 1, max_rerank ({max_rerank}) >= 0")
     library_root = Path(os.path.abspath(index.library_root))
     thumbs = Thumbnailer(max_width=thumbnail_width, max_height=thumbnail_width * 3 // 4,
                          cache_size=thumbnail_cache_size, open_video=open_video)
@@ -234,7 +245,8 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
             "version": __version__,
             "identity": public_identity(jsonable_encoder(index.identity)),
             "random_weights": random_weights,
-            "limits": {"max_query_chars": max_query_chars, "max_k": max_k},
+            "limits": {"max_query_chars": max_query_chars, "max_k": max_k, "max_rerank": max_rerank,
+                       "max_image_bytes": max_image_bytes},
         }
 
     # ------------------------------------------------------------------ search
@@ -247,29 +259,79 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
                        description=f"the query text, 1..{max_query_chars} characters"),
         k: int = Query(10, ge=1, le=max_k, description=f"number of hits, 1..{max_k}"),
         segments: bool = Query(False, description="rank moments (time windows) instead of whole videos"),
+        rerank: int = Query(0, ge=0, le=max_rerank,
+                            description=f"two stages: re-score the top max(rerank, k) hits on their stored "
+                                        f"frames, 0..{max_rerank} (0 = off)"),
     ) -> dict:
         """Hits best first. Each has ``score``, the matched span ``start``..``end`` (seconds),
-        ``moment`` (the time its thumbnail shows), ``thumbnail_url`` and ``stream_url``."""
+        ``moment`` (the time its thumbnail shows), ``thumbnail_url`` and ``stream_url``; reranked
+        hits also ``frame_time`` (their best frame, seconds; the moment) and ``frame_score``."""
         text = q.strip()
         if not text:
             raise HTTPException(status_code=422, detail=[{
                 "loc": ["query", "q"], "type": "value_error", "msg": "q must contain non-blank text"}])
         t0 = time.perf_counter()
-        hits = index.search(text, k, segments=segments)
+        hits = index.search(text, k, **_search_options(segments, rerank))
         took_ms = (time.perf_counter() - t0) * 1e3
-        return {"query": text, "k": k, "segments": segments, "took_ms": round(took_ms, 2),
+        return {"query": text, "k": k, "segments": segments, "rerank": rerank, "took_ms": round(took_ms, 2),
                 "hits": [hit_json(hit) for hit in hits]}
+
+    def _search_options(segments: bool, rerank: int) -> dict:
+        # rerank only when asked: an index object without two-stage search still serves plain search
+        return {"segments": segments, **({"rerank": rerank} if rerank else {})}
+
+    @app.post("/search/image", summary="Rank indexed videos (or moments) for an example image",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def search_image(
+        request: Request,
+        k: int = Query(10, ge=1, le=max_k, description=f"number of hits, 1..{max_k}"),
+        segments: bool = Query(False, description="rank moments (time windows) instead of whole videos"),
+        rerank: int = Query(0, ge=0, le=max_rerank,
+                            description=f"two stages: re-score the top max(rerank, k) hits on their stored "
+                                        f"frames, 0..{max_rerank} (0 = off)"),
+    ) -> dict:
+        """The request body is the image file itself (``Content-Type: image/jpeg``, ``image/png``, ...;
+        at most ``max_image_bytes``). Hits as ``GET /search``."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not ctype.startswith("image/"):
+            raise HTTPException(status_code=415, detail=f"send the image file itself as the body with an image/* "
+                                                        f"Content-Type, not {ctype or 'none'!r}")
+        too_big = f"the image is larger than {max_image_bytes} bytes"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and len(declared) <= 19 and int(declared) > max_image_bytes:
+            raise HTTPException(status_code=413, detail=too_big)
+        body = bytearray()
+        async for chunk in request.stream():  # counted as it arrives: a lying Content-Length gains nothing
+            body += chunk
+            if len(body) > max_image_bytes:
+                raise HTTPException(status_code=413, detail=too_big)
+        if not body:
+            raise HTTPException(status_code=422, detail="the request body is empty: send the image file as the body")
+        t0 = time.perf_counter()
+        try:
+            hits = await anyio.to_thread.run_sync(
+                lambda: index.search_image(bytes(body), k, **_search_options(segments, rerank)))
+        except ConfigError as e:  # not an image, or over the pixel limit; the message names no path
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        took_ms = (time.perf_counter() - t0) * 1e3
+        return {"query": None, "image": {"bytes": len(body), "content_type": ctype}, "k": k, "segments": segments,
+                "rerank": rerank, "took_ms": round(took_ms, 2), "hits": [hit_json(hit) for hit in hits]}
 
     def hit_json(hit) -> dict:
         """One search hit as the API shows it (used by every route that returns hits)."""
         d = jsonable_encoder({k: v for k, v in hit.to_dict().items() if k != "path"})
         start = max(0.0, float(hit.start))
         end = max(start, float(hit.end))
-        # The thumbnail shows the middle of the matched span: for a moment hit that is the
-        # middle of the best window, for a whole-video hit a frame from the middle.
-        moment = float(getattr(hit, "moment", (start + end) / 2))
+        # The thumbnail shows the best frame of a reranked hit; otherwise the middle of the
+        # matched span: for a moment hit the middle of the best window, for a video hit the
+        # middle of its best window.
+        frame_time = getattr(hit, "frame_time", None)
+        moment = float(frame_time) if frame_time is not None else float(getattr(hit, "moment", (start + end) / 2))
         d.update(video_id=int(hit.video_id), name=display_name(hit.path), start=start, end=end,
                  moment=moment, content_type=content_type_for(hit.path), **urls(int(hit.video_id), moment))
+        if frame_time is not None:
+            d["frame_time"] = float(frame_time)
         return d
 
     app.state.hit_json = hit_json  # for routes added next to /search (e.g. reranked search)

@@ -1,4 +1,5 @@
-"""``vidclip train``: run a YAML-configured training run (see vidclip/train/trainer.py)."""
+"""``vidclip train`` (a YAML-configured training run, vidclip/train/trainer.py), ``vidclip pretrain-synth``
+(vidclip/train/pretrain.py) and ``vidclip convert-checkpoint`` (vidclip/train/convert_run.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["add_train_parser", "cmd_train", "add_pretrain_parser", "cmd_pretrain"]
+from ..cli_options import add_verb_parser
+
+__all__ = ["add_train_parser", "cmd_train", "add_pretrain_parser", "cmd_pretrain", "add_convert_parser", "cmd_convert"]
 
 _EPILOG = """\
 examples:
@@ -24,16 +27,13 @@ name, seed, run_dir, mixed_precision); values are checked against the key's type
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train",
-        help="train a temporal module (and optionally the text tower) on cached frame features",
+    p = add_verb_parser(
+        subparsers, "train", help="train a temporal module (and optionally the text tower) on cached frame features",
         description="Train a temporal module with symmetric InfoNCE on a video-caption dataset. Frame "
                     "features are encoded once into the cache (a feature store) and reused; validation "
                     "videos are held out of the training split for model selection. Runs on CPU, one GPU, "
                     "or several (accelerate launch).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        examples=_EPILOG)
     p.add_argument("config", metavar="CONFIG",
                    help="YAML config (see configs/), or a run dir (uses its config.yaml; for --resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -184,3 +184,65 @@ def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
     _add_pretrain_arguments(p)
     p.set_defaults(func=cmd_pretrain, command="vidclip pretrain-synth " + " ".join(sys.argv[2:]))
     return p
+
+
+# ----------------------------------------------------------------------------- convert-checkpoint
+
+_CONVERT_EPILOG = """\
+examples:
+  vidclip convert-checkpoint --from clip4clip ckpts/pytorch_model.bin.4 --out runs/c4c_seqtransf
+  vidclip convert-checkpoint --from xpool model_best.pth --out runs/xpool --model ViT-B-32 --pretrained openai
+  vidclip eval runs/c4c_seqtransf --data data/msrvtt
+"""
+
+
+def add_convert_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``convert-checkpoint`` (:func:`vidclip.train.convert_run.convert_checkpoint`)."""
+    p = add_verb_parser(
+        subparsers, "convert-checkpoint", help="turn a CLIP4Clip / CLIP2Video / X-Pool checkpoint into a vidclip run dir",
+        description="Map the temporal module of an official checkpoint onto vidclip's (mean, seq_transformer, "
+                    "tdb, xpool) and write a run dir that eval, index --temporal and serve use. The checkpoint's "
+                    "fine-tuned CLIP is written beside it (clip_finetuned.safetensors) and becomes the run's "
+                    "frozen CLIP, unless --model names another one.",
+        examples=_CONVERT_EPILOG)
+    p.add_argument("checkpoint", metavar="FILE", help="official checkpoint (pytorch_model.bin.N, model_best.pth)")
+    p.add_argument("--from", dest="source", required=True, choices=["clip4clip", "clip2video", "xpool"],
+                   help="code that trained it")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run dir to write")
+    p.add_argument("--model", default=None,
+                   help="use this frozen CLIP instead of the checkpoint's fine-tuned one (then the run is NOT the "
+                        "official model: its temporal module was trained on other features)")
+    p.add_argument("--pretrained", default=None, help="weights of --model (tag or file)")
+    p.add_argument("--xpool-heads", type=int, default=1,
+                   help="X-Pool's --num_mha_heads (not stored in the checkpoint; default: %(default)s)")
+    p.add_argument("--drop-tab", action="store_true",
+                   help="CLIP2Video: convert the TDB branch and drop TAB (the result is not the released model)")
+    p.add_argument("--data", default="data/msrvtt", help="dataset root recorded in the run (default: %(default)s)")
+    p.add_argument("--num-frames", type=int, default=12, help="frames per video recorded in the run (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace a run already in RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_convert)
+    return p
+
+
+def cmd_convert(ns: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .convert_run import convert_checkpoint
+
+    if ns.pretrained is not None and ns.model is None:
+        raise ConfigError("--pretrained needs --model")
+    if ns.num_frames <= 0 or ns.xpool_heads <= 0:
+        raise ConfigError("--num-frames and --xpool-heads must be positive")
+    summary = convert_checkpoint(ns.checkpoint, ns.out, ns.source, clip_model=ns.model, clip_pretrained=ns.pretrained,
+                                 xpool_heads=ns.xpool_heads, drop_tab=ns.drop_tab, data_root=ns.data,
+                                 num_frames=ns.num_frames, overwrite=ns.force)
+    if ns.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    clip = summary["clip"]
+    print(f"{summary['run_dir']}: {summary['source']} -> {summary['temporal']} {summary['temporal_args'] or ''}".rstrip())
+    print(f"  frozen CLIP: {clip['model']} {clip['pretrained']}"
+          + (" (the checkpoint's fine-tuned CLIP)" if clip["finetuned_from_checkpoint"] else ""))
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    return 0

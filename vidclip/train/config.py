@@ -34,7 +34,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from ..models.checkpoint import ModelConfig
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides",
-           "config_from_dict", "config_to_dict", "dump_config", "check_train_value", "ValueCheck",
+           "config_from_dict", "config_to_dict", "dump_config", "check_train_value", "check_listed_rules", "ValueCheck",
            "build_dataclass", "apply_dataclass_overrides", "load_dataclass_yaml"]
 
 T = TypeVar("T")
@@ -237,14 +237,21 @@ def _unknown(key: str, where: str, known: Sequence[str]) -> ConfigError:
     return ConfigError(f"{where}: unknown key {key!r}{hint} (known: {', '.join(sorted(known))})")
 
 
+def check_listed_rules(dotted: str, value: Any, where: str, *, choices: Mapping[str, Sequence],
+                       positive: Collection[str], non_negative: Collection[str]) -> None:
+    """The rules a config states as lists: ``dotted`` in ``choices`` takes one of its values, in
+    ``positive`` must be > 0, in ``non_negative`` >= 0. ConfigError naming ``where`` and the key."""
+    if dotted in choices and value not in choices[dotted]:
+        raise ConfigError(f"{where}: {dotted} must be one of {list(choices[dotted])}, got {value!r}")
+    if dotted in positive and not value > 0:
+        raise ConfigError(f"{where}: {dotted} must be > 0, got {value!r}")
+    if dotted in non_negative and value < 0:
+        raise ConfigError(f"{where}: {dotted} must be >= 0, got {value!r}")
+
+
 def check_train_value(dotted: str, value: Any, where: str) -> None:
     """The value rules of :class:`TrainConfig` (a :data:`ValueCheck`)."""
-    if dotted in CHOICES and value not in CHOICES[dotted]:
-        raise ConfigError(f"{where}: {dotted} must be one of {list(CHOICES[dotted])}, got {value!r}")
-    if dotted in POSITIVE and not value > 0:
-        raise ConfigError(f"{where}: {dotted} must be > 0, got {value!r}")
-    if dotted in NON_NEGATIVE and value < 0:
-        raise ConfigError(f"{where}: {dotted} must be >= 0, got {value!r}")
+    check_listed_rules(dotted, value, where, choices=CHOICES, positive=POSITIVE, non_negative=NON_NEGATIVE)
     if dotted == "data.val_fraction" and not 0 < value < 1:
         raise ConfigError(f"{where}: data.val_fraction must be in (0, 1), got {value!r}")
     if dotted == "optim.warmup" and not 0 <= value < 1:

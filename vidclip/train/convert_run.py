@@ -1,4 +1,5 @@
-"""Official CLIP4Clip / CLIP2Video / X-Pool checkpoints as vidclip runs, and the ``convert-checkpoint`` verb.
+"""Official CLIP4Clip / CLIP2Video / X-Pool checkpoints as vidclip runs (the ``convert-checkpoint``
+verb is in :mod:`vidclip.train.commands`).
 
 The key mapping and the official numerics are in :mod:`vidclip.models.convert`; loading an official
 file in memory is :func:`vidclip.models.checkpoint.load_official`. This module writes what training
@@ -7,17 +8,15 @@ produces (a run dir with a training config), so it sits in train/ (models/ never
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
 from ..errors import ConfigError
 
-# torch and the models are imported inside the functions: cli.py imports this module to build
-# its parser, and `vidclip --help` must not pay for torch.
+# torch and the models are imported inside the functions: importing this module stays cheap.
 
-__all__ = ["convert_checkpoint", "add_convert_parser", "cmd_convert"]
+__all__ = ["convert_checkpoint"]
 
 
 def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: str | None = None, *,
@@ -29,13 +28,15 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
     Writes ``out/best.safetensors`` (vidclip's training-checkpoint format, so ``vidclip eval``,
     ``index --temporal`` and ``serve`` use it as any run), ``out/config.yaml`` and, unless
     ``clip_model`` is given, ``out/clip_finetuned.safetensors`` (the checkpoint's fine-tuned CLIP,
-    OpenAI layout), which the run names as its frozen CLIP.
+    OpenAI layout), which the run names as its frozen CLIP. ``model.pretrained`` names a file inside
+    ``out`` relative to it (``clip_finetuned.safetensors``), so the run dir can be moved or copied;
+    ``load_checkpoint`` resolves it against the run dir.
 
     Returns a summary dict (module, clip, notes, files).
     """
 
     from ..fileio import atomic_write_text
-    from ..models.checkpoint import RetrievalModel, converted_logit_scale
+    from ..models.checkpoint import RetrievalModel, converted_logit_scale, path_for_run
     from ..models.clip import load_clip
     from ..models.convert import (
         CLIP_FILE,
@@ -86,7 +87,8 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
     temporal = build_converted_temporal(conv, clip, where=str(src_path))
     cfg = TrainConfig(name=out.name, run_dir=str(out))
     cfg.data.root, cfg.data.num_frames, cfg.data.encode_frames = data_root, num_frames, num_frames
-    cfg.model.clip, cfg.model.pretrained = clip_model, clip_pretrained
+    # the CLIP file inside the run is stored relative to it: the run stays usable when moved
+    cfg.model.clip, cfg.model.pretrained = clip_model, path_for_run(clip_pretrained, out)
     cfg.model.temporal, cfg.model.temporal_args = conv.temporal, dict(conv.temporal_args)
     cfg.model.max_frames, cfg.model.text_tower = conv.max_frames, "frozen"
     model = RetrievalModel(temporal, converted_logit_scale(conv.log_logit_scale), None)
@@ -99,60 +101,3 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
                "notes": notes}
     atomic_write_text(out / "conversion.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-_EPILOG = """\
-examples:
-  vidclip convert-checkpoint --from clip4clip ckpts/pytorch_model.bin.4 --out runs/c4c_seqtransf
-  vidclip convert-checkpoint --from xpool model_best.pth --out runs/xpool --model ViT-B-32 --pretrained openai
-  vidclip eval runs/c4c_seqtransf --data data/msrvtt
-"""
-
-
-def add_convert_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "convert-checkpoint",
-        help="turn a CLIP4Clip / CLIP2Video / X-Pool checkpoint into a vidclip run dir",
-        description="Map the temporal module of an official checkpoint onto vidclip's (mean, seq_transformer, "
-                    "tdb, xpool) and write a run dir that eval, index --temporal and serve use. The checkpoint's "
-                    "fine-tuned CLIP is written beside it (clip_finetuned.safetensors) and becomes the run's "
-                    "frozen CLIP, unless --model names another one.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="FILE", help="official checkpoint (pytorch_model.bin.N, model_best.pth)")
-    p.add_argument("--from", dest="source", required=True, choices=["clip4clip", "clip2video", "xpool"],
-                   help="code that trained it")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run dir to write")
-    p.add_argument("--model", default=None,
-                   help="use this frozen CLIP instead of the checkpoint's fine-tuned one (then the run is NOT the "
-                        "official model: its temporal module was trained on other features)")
-    p.add_argument("--pretrained", default=None, help="weights of --model (tag or file)")
-    p.add_argument("--xpool-heads", type=int, default=1,
-                   help="X-Pool's --num_mha_heads (not stored in the checkpoint; default: %(default)s)")
-    p.add_argument("--drop-tab", action="store_true",
-                   help="CLIP2Video: convert the TDB branch and drop TAB (the result is not the released model)")
-    p.add_argument("--data", default="data/msrvtt", help="dataset root recorded in the run (default: %(default)s)")
-    p.add_argument("--num-frames", type=int, default=12, help="frames per video recorded in the run (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace a run already in RUN_DIR")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_convert)
-    return p
-
-
-def cmd_convert(ns: argparse.Namespace) -> int:
-    if ns.pretrained is not None and ns.model is None:
-        raise ConfigError("--pretrained needs --model")
-    if ns.num_frames <= 0 or ns.xpool_heads <= 0:
-        raise ConfigError("--num-frames and --xpool-heads must be positive")
-    summary = convert_checkpoint(ns.checkpoint, ns.out, ns.source, clip_model=ns.model, clip_pretrained=ns.pretrained,
-                                 xpool_heads=ns.xpool_heads, drop_tab=ns.drop_tab, data_root=ns.data,
-                                 num_frames=ns.num_frames, overwrite=ns.force)
-    if ns.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    clip = summary["clip"]
-    print(f"{summary['run_dir']}: {summary['source']} -> {summary['temporal']} {summary['temporal_args'] or ''}".rstrip())
-    print(f"  frozen CLIP: {clip['model']} {clip['pretrained']}"
-          + (" (the checkpoint's fine-tuned CLIP)" if clip["finetuned_from_checkpoint"] else ""))
-    for note in summary["notes"]:
-        print(f"  note: {note}")
-    return 0

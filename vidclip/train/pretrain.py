@@ -145,12 +145,9 @@ _NON_NEGATIVE = {"optim.weight_decay", "optim.grad_clip", "threads", "hard_group
 
 def _check(dotted: str, value: Any, where: str) -> None:
     """The recipe's value rules (a :data:`vidclip.train.config.ValueCheck`)."""
-    if dotted in _CHOICES and value not in _CHOICES[dotted]:
-        raise ConfigError(f"{where}: {dotted} must be one of {list(_CHOICES[dotted])}, got {value!r}")
-    if dotted in _POSITIVE and not value > 0:
-        raise ConfigError(f"{where}: {dotted} must be > 0, got {value!r}")
-    if dotted in _NON_NEGATIVE and value < 0:
-        raise ConfigError(f"{where}: {dotted} must be >= 0, got {value!r}")
+    from .config import check_listed_rules  # loaded already: only its parsing calls this
+
+    check_listed_rules(dotted, value, where, choices=_CHOICES, positive=_POSITIVE, non_negative=_NON_NEGATIVE)
     if dotted in ("data.test_fraction",) and not 0 < value < 1:
         raise ConfigError(f"{where}: {dotted} must be in (0, 1), got {value!r}")
     if dotted == "hard_by" and not set(value.split(",")) <= set(ATTRIBUTES[:4]):

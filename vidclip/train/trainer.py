@@ -53,6 +53,7 @@ from ..models.checkpoint import (
     TextTower,
     build_temporal,
     cached_text_embeddings,
+    resolve_in_run,
 )
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .model import TrainingModel, atomic_torch_save, save_weights
@@ -613,6 +614,9 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The resolved config a run dir was started with."""
+    """The resolved config a run dir was started with (a ``model.pretrained`` stored relative to
+    the run, as convert-checkpoint writes it, resolved against ``run_dir``)."""
     path = Path(run_dir) / "config.yaml"
-    return config_from_dict(_read_yaml(path), where=str(path))
+    cfg = config_from_dict(_read_yaml(path), where=str(path))
+    cfg.model.pretrained = resolve_in_run(cfg.model.pretrained, run_dir)
+    return cfg

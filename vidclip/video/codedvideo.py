@@ -141,6 +141,15 @@ def vfr_pts(num_frames: int, gaps_ms=(33, 100, 33, 33, 100)) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64)
 
 
+def _encode_all(container, stream, frames) -> None:
+    """Encode each av frame of ``frames`` on ``stream``, then flush the encoder; mux every packet."""
+    for frame in frames:
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def make_coded_video(
     path,
     num_frames: int,
@@ -255,17 +264,17 @@ def _encode(tmp, fmt, codec, num_frames, fps, vfr, time_base, ticks, size, coded
             opts = {"qscale": "2" if quality == "high" else "5"}
             stream.codec_context.qscale = 2 if quality == "high" else 5
         stream.codec_context.options = opts
-        for i in range(num_frames):
-            img = paint_code(i, width, height, noise=noise)
-            if k_store:
-                img = np.ascontiguousarray(np.rot90(img, k=k_store))
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = int(ticks[i])
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        def frames():
+            for i in range(num_frames):
+                img = paint_code(i, width, height, noise=noise)
+                if k_store:
+                    img = np.ascontiguousarray(np.rot90(img, k=k_store))
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = int(ticks[i])
+                frame.time_base = time_base
+                yield frame
+
+        _encode_all(out, stream, frames())
     finally:
         out.close()
 
@@ -296,14 +305,15 @@ def make_audio_only(path, seconds: float = 0.5, rate: int = 16000) -> Path:
         n = int(seconds * rate)
         tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / rate) * 32767).astype(np.int16)
         chunk = 1024
-        for start in range(0, n, chunk):
-            frame = av.AudioFrame.from_ndarray(tone[None, start:start + chunk], format="s16", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+
+        def frames():
+            for start in range(0, n, chunk):
+                frame = av.AudioFrame.from_ndarray(tone[None, start:start + chunk], format="s16", layout="mono")
+                frame.sample_rate = rate
+                frame.pts = start
+                yield frame
+
+        _encode_all(out, stream, frames())
     finally:
         out.close()
     return path

@@ -3,13 +3,16 @@
 // Flow: the form calls GET /search; each hit becomes a button showing the thumbnail taken at the
 // hit's best moment, its time span and score; clicking one loads GET /videos/{id}/stream into the
 // <video> element and, once its metadata is known, sets currentTime to the span start (an exact
-// seek; fastSeek would snap to a keyframe) and plays. The query lives in the URL (?q=&k=&segments=)
-// so results can be bookmarked and Back works.
+// seek; fastSeek would snap to a keyframe) and plays; a reranked hit plays from its best frame
+// (frame_time) instead. The query lives in the URL (?q=&k=&segments=&rerank=) so results can be
+// bookmarked and Back works. "Search by image" POSTs the chosen file as the body of /search/image.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), q = $("q"), kSelect = $("k"), segments = $("segments");
+  const rerank = $("rerank"), imageInput = $("image");
+  let rerankDepth = 100;  // candidates re-scored on their frames when "Rerank on frames" is ticked
   const statusEl = $("status"), results = $("results"), notice = $("notice");
   const section = $("player-section"), video = $("player"), title = $("player-title");
   const info = $("player-info"), playerError = $("player-error"), closeButton = $("close-player");
@@ -40,6 +43,7 @@
   function paramsFromForm() {
     const p = new URLSearchParams({ q: q.value.trim(), k: kSelect.value });
     if (segments.checked) p.set("segments", "true");
+    if (rerank.checked) p.set("rerank", String(rerankDepth));
     return p;
   }
 
@@ -48,6 +52,7 @@
     const k = p.get("k");
     if (k && [...kSelect.options].some((o) => o.value === k)) kSelect.value = k;
     segments.checked = p.get("segments") === "true";
+    rerank.checked = Number(p.get("rerank") || 0) > 0;
   }
 
   async function runSearch(pushHistory) {
@@ -58,15 +63,31 @@
       return;
     }
     if (pushHistory) history.pushState(null, "", "?" + params.toString());
+    await fetchAndRender("/search?" + params.toString(), { headers: { Accept: "application/json" } },
+                         `“${params.get("q")}”`);
+  }
+
+  // Search by example: the chosen file is the request body (no multipart form needed).
+  async function runImageSearch(file) {
+    const params = new URLSearchParams({ k: kSelect.value });
+    if (segments.checked) params.set("segments", "true");
+    if (rerank.checked) params.set("rerank", String(rerankDepth));
+    await fetchAndRender("/search/image?" + params.toString(), {
+      method: "POST", body: file,
+      headers: { Accept: "application/json", "Content-Type": file.type || "application/octet-stream" },
+    }, `the image ${file.name}`);
+  }
+
+  async function fetchAndRender(url, init, label) {
     const seq = ++searchSeq;
     setStatus("Searching…");
     results.setAttribute("aria-busy", "true");
     try {
-      const response = await fetch("/search?" + params.toString(), { headers: { Accept: "application/json" } });
+      const response = await fetch(url, init);
       const body = await response.json().catch(() => null);
       if (seq !== searchSeq) return;
       if (!response.ok) throw new Error(errorText(body, response));
-      render(body);
+      render(body, label);
     } catch (err) {
       if (seq !== searchSeq) return;
       results.replaceChildren();
@@ -76,16 +97,16 @@
     }
   }
 
-  function render(body) {
+  function render(body, label) {
     const hits = body.hits || [];
     const what = body.segments ? "moment" : "video";
     if (!hits.length) {
       results.replaceChildren();
-      setStatus(`No ${what}s found for “${body.query}”.`);
+      setStatus(`No ${what}s found for ${label}.`);
       return;
     }
     results.replaceChildren(...hits.map(card));
-    setStatus(`${hits.length} ${what}${hits.length === 1 ? "" : "s"} for “${body.query}” ` +
+    setStatus(`${hits.length} ${what}${hits.length === 1 ? "" : "s"} for ${label} ` +
               `(${Math.round(body.took_ms)} ms). Choose one to play it from the matching moment.`);
   }
 
@@ -122,7 +143,7 @@
     meta.className = "hit-meta";
     const span = document.createElement("span");
     span.className = "hit-span";
-    span.textContent = fmtSpan(hit);
+    span.textContent = fmtSpan(hit) + (hasFrame(hit) ? ` · best frame ${fmtTime(hit.frame_time)}` : "");
     const score = document.createElement("span");
     score.className = "hit-score";
     score.textContent = `score ${Number(hit.score).toFixed(3)}`;
@@ -134,6 +155,10 @@
     return li;
   }
 
+  const hasFrame = (hit) => hit.frame_time !== null && hit.frame_time !== undefined;
+  // Where playback starts: a reranked hit's best frame, else the start of its matched span.
+  const playFrom = (hit) => (hasFrame(hit) ? Number(hit.frame_time) : Number(hit.start));
+
   function play(hit, button) {
     if (currentButton) currentButton.removeAttribute("aria-current");
     currentButton = button;
@@ -141,14 +166,16 @@
     section.hidden = false;
     playerError.hidden = true;
     title.textContent = hit.name;
-    info.textContent = `Playing from ${fmtTime(hit.start)} (matched ${fmtSpan(hit)}, score ${Number(hit.score).toFixed(3)}).`;
+    const from = playFrom(hit);
+    info.textContent = `Playing from ${fmtTime(from)}${hasFrame(hit) ? " (best frame)" : ""} ` +
+                       `(matched ${fmtSpan(hit)}, score ${Number(hit.score).toFixed(3)}).`;
 
     if (pendingMeta) video.removeEventListener("loadedmetadata", pendingMeta);
     pendingMeta = () => {
       pendingMeta = null;
-      const end = Number.isFinite(video.duration) ? video.duration : hit.start;
+      const end = Number.isFinite(video.duration) ? video.duration : from;
       // The currentTime setter seeks exactly (fastSeek would snap to a keyframe).
-      video.currentTime = Math.min(hit.start, end);
+      video.currentTime = Math.min(from, end);
       const p = video.play();
       if (p) p.catch((err) => {
         if (err.name !== "AbortError") info.textContent += " Press play to start.";
@@ -156,7 +183,7 @@
     };
     video.addEventListener("loadedmetadata", pendingMeta);
     video.dataset.videoId = hit.video_id;
-    video.dataset.start = hit.start;
+    video.dataset.start = from;
     video.dataset.contentType = hit.content_type || "";
     video.src = hit.stream_url;  // assigning src aborts any previous load
     title.focus({ preventScroll: true });
@@ -198,6 +225,11 @@
     e.preventDefault();
     runSearch(true);
   });
+  imageInput.addEventListener("change", () => {
+    const file = imageInput.files && imageInput.files[0];
+    imageInput.value = "";  // choosing the same file again searches again
+    if (file) runImageSearch(file);
+  });
   window.addEventListener("popstate", () => {
     formFromParams(new URLSearchParams(location.search));
     if (q.value) runSearch(false);
@@ -207,6 +239,8 @@
   fetch("/health").then((r) => r.json()).then((h) => {
     const limits = h.limits || {};
     if (limits.max_query_chars) q.maxLength = limits.max_query_chars;
+    if (Number.isFinite(limits.max_rerank)) rerankDepth = Math.min(rerankDepth, limits.max_rerank);
+    if (rerankDepth < 1) rerank.closest("label").hidden = true;
     if (limits.max_k) {
       for (const o of [...kSelect.options]) if (Number(o.value) > limits.max_k) o.remove();
       if (!kSelect.options.length) kSelect.add(new Option(String(limits.max_k), String(limits.max_k), true, true));

@@ -1,0 +1,29 @@
+"""vidclip.cli_options: the helpers every verb's parser is built with."""
+
+from __future__ import annotations
+
+import argparse
+
+from vidclip.cli_options import add_verb_parser
+
+EXAMPLES = "examples:\n  vidclip x a\n  vidclip x b   # kept on its own line\n"
+DESCRIPTION = "word " * 40  # one long line: argparse wraps it unless told to keep it as written
+
+
+def _help(examples):
+    sub = argparse.ArgumentParser(prog="vidclip").add_subparsers()
+    p = add_verb_parser(sub, "x", help="do x", description=DESCRIPTION, examples=examples)
+    return p, p.format_help()
+
+
+def test_examples_are_printed_as_written():
+    p, text = _help(EXAMPLES)
+    assert p.prog == "vidclip x" and p.formatter_class is argparse.RawDescriptionHelpFormatter
+    assert text.endswith(EXAMPLES) and "\n  vidclip x b   # kept on its own line\n" in text
+    assert DESCRIPTION.strip() in text  # raw: the description is not wrapped either
+
+
+def test_without_examples_the_description_is_wrapped():
+    p, text = _help(None)
+    assert p.formatter_class is argparse.HelpFormatter and p.epilog is None
+    assert DESCRIPTION.strip() not in text and " ".join(text.split()).count("word") == 40
