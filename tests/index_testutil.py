@@ -72,3 +72,19 @@ def check_index_invariants(index_dir: Path, expected_paths: set[str], failed_pat
         return {r["abs_path"]: r for r in live}, on_disk - referenced
     finally:
         cat.close()
+
+
+def clustered_vectors(n: int, d: int = 24, clusters: int = 16, seed: int = 0) -> np.ndarray:
+    """float32 [n, d]: points around ``clusters`` Gaussian centres (clumped like CLIP embeddings), seeded."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, d))
+    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
+def brute_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Hand reference for vector search: row numbers int [Q, k] of x [N, D] by cosine to q [Q, D],
+    from the full cosine matrix and a full (stable) sort."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return np.argsort(-(qn @ xn.T), axis=1, kind="stable")[:, :k]

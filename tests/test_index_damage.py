@@ -195,3 +195,38 @@ def test_verify_reports_and_repairs(tmp_path, tiny_clip, windows_sampler, capsys
         assert {h.path for h in vi.search("a clip", k=5)} == {"clip0.mp4", "clip1.mp4", "clip2.mp4"}
     finally:
         vi.close()
+
+
+def test_verify_counts_vectors_without_loading_them(tmp_path, tiny_clip, windows_sampler, monkeypatch):
+    """A faiss file one vector short (same generation) is found and rebuilt, with the catalog's count
+    in the messages, and verify never asks the catalog for all vectors at once (a million-video
+    index would need them all in RAM): only the count and, for the rebuild, the chunked iterator."""
+    from vidclip.index.catalog import Catalog
+    from vidclip.index.vectors import VectorIndex
+    from vidclip.index.verify import verify_index
+
+    lib = _lib(tmp_path, n=3)
+    idx = tmp_path / "idx"
+    _index(lib, idx, tiny_clip, windows_sampler)
+    cat = Catalog(idx / "catalog.sqlite")
+    try:
+        n_segments = cat.count_vectors("segments")
+        dim = int(cat.get_meta("model")["embed_dim"])
+        first_segment = int(next(cat.iter_vectors("segments", dim))[0][0])
+    finally:
+        cat.close()
+    short = VectorIndex.load(idx / "segments.faiss")
+    assert short.remove([first_segment]) == 1
+    short.save(idx / "segments.faiss")
+
+    def whole_table(self, dim):
+        raise AssertionError("verify loaded every stored vector at once")
+
+    monkeypatch.setattr(Catalog, "video_vectors", whole_table)
+    monkeypatch.setattr(Catalog, "segment_vectors", whole_table)
+    res = verify_index(idx)
+    assert res["ok"] and [os.path.basename(f["file"]) for f in res["findings"]] == ["segments.faiss"]
+    finding = res["findings"][0]
+    assert finding["problem"] == f"holds {n_segments - 1} {dim}-d vectors, the catalog {n_segments} {dim}-d"
+    assert finding["repair"] == f"rebuilt from the {n_segments} vectors stored in the catalog"
+    assert VectorIndex.load(idx / "segments.faiss").ntotal == n_segments == res["counts"]["segments"]

@@ -12,7 +12,8 @@ from index_testutil import make_clip
 from vidclip.errors import ConfigError, VidclipError
 from vidclip.index import check_recall, index_library
 from vidclip.index.catalog import Catalog
-from vidclip.index.vectors import VectorIndex, recall_at_k
+from vidclip.index.exact import recall_at_k
+from vidclip.index.vectors import VectorIndex
 
 INDEX_OPTS = ["--model", "tiny-vit", "--pretrained", "none", "--workers", "0",
               "--fps", "4", "--window", "1", "--stride", "0.5", "--quiet"]
@@ -126,7 +127,7 @@ def test_recall_at_k_counts_ties_only_when_asked():
         def search(self, queries, k):
             return np.zeros((2, 1), np.float32), np.array([[11], [13]])
 
-    from vidclip.index.vectors import exact_search
+    from vidclip.index.exact import exact_search
 
     _, truth = exact_search(x / np.linalg.norm(x, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True), 1, ids)
     assert truth[:, 0].tolist() == [10, 12]  # the tie went to row 0

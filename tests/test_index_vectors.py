@@ -1,32 +1,14 @@
-"""vidclip.index.vectors: exact/approximate inner-product search, ids, removal, persistence."""
+"""vidclip.index.vectors / exact: exact/approximate inner-product search, ids, removal, persistence."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from index_testutil import brute_topk, clustered_vectors
 
 from vidclip.errors import ConfigError, IndexMismatchError
-from vidclip.index.vectors import (
-    VectorIndex,
-    choose_design,
-    exact_search,
-    l2_normalize,
-    recall_at_k,
-)
-
-
-def _clustered(n: int, d: int = 24, clusters: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, d))
-    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
-
-
-def _brute_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """Hand reference: full cosine matrix, full sort."""
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    return np.argsort(-(qn @ xn.T), axis=1, kind="stable")[:, :k]
+from vidclip.index.exact import exact_search, l2_normalize, recall_at_k
+from vidclip.index.vectors import VectorIndex, choose_design
 
 
 def test_l2_normalize_rows_and_zero_rows():
@@ -38,10 +20,10 @@ def test_l2_normalize_rows_and_zero_rows():
 
 
 def test_exact_search_matches_full_sort_across_chunks():
-    x = _clustered(1000)
-    q = _clustered(7, seed=1)
+    x = clustered_vectors(1000)
+    q = clustered_vectors(7, seed=1)
     xn, qn = l2_normalize(x), l2_normalize(q)
-    ref = _brute_topk(x, q, 10)
+    ref = brute_topk(x, q, 10)
     scores, ids = exact_search(xn, qn, 10, chunk=97)  # many chunks: exercises the running top-k merge
     np.testing.assert_array_equal(ids, ref)
     np.testing.assert_allclose(scores, np.take_along_axis(qn @ xn.T, ref, axis=1), rtol=1e-5)
@@ -52,23 +34,23 @@ def test_exact_search_matches_full_sort_across_chunks():
 
 
 def test_flat_is_exact_and_ids_are_kept():
-    x = _clustered(500)
-    q = _clustered(5, seed=2)
+    x = clustered_vectors(500)
+    q = clustered_vectors(5, seed=2)
     ids = np.arange(500, dtype=np.int64) * 7 + 1000
     index = VectorIndex.build(x, ids, "Flat")
     assert index.design == "Flat" and index.ntotal == 500
     scores, got = index.search(q, 8)
-    np.testing.assert_array_equal(got, ids[_brute_topk(x, q, 8)])
+    np.testing.assert_array_equal(got, ids[brute_topk(x, q, 8)])
     assert scores.dtype == np.float32 and got.dtype == np.int64
     assert recall_at_k(index, x, q, 8, ids=ids) == 1.0
 
 
 def test_recall_at_k_counts_overlap_by_hand():
-    x = _clustered(2000, clusters=32)
-    q = _clustered(20, clusters=32, seed=5)
+    x = clustered_vectors(2000, clusters=32)
+    q = clustered_vectors(20, clusters=32, seed=5)
     index = VectorIndex.build(x, None, "IVF32,Flat", nprobe=1)
     _, got = index.search(q, 10)
-    truth = _brute_topk(x, q, 10)
+    truth = brute_topk(x, q, 10)
     by_hand = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got.tolist(), truth.tolist())])
     r = recall_at_k(index, x, q, 10)
     assert r == pytest.approx(by_hand)
@@ -79,7 +61,7 @@ def test_recall_at_k_counts_overlap_by_hand():
 
 @pytest.mark.parametrize("design", ["Flat", "IVF16,Flat", "HNSW8", "IVF16,SQ8"])
 def test_remove_excludes_ids_and_keeps_k_results(design):
-    x = _clustered(600)
+    x = clustered_vectors(600)
     index = VectorIndex.build(x, np.arange(600) + 1, design)
     if "IVF" in design:
         index.nprobe = 16
@@ -96,7 +78,7 @@ def test_remove_excludes_ids_and_keeps_k_results(design):
 
 
 def test_hnsw_tombstones_survive_save_and_block_reuse(tmp_path):
-    x = _clustered(300)
+    x = clustered_vectors(300)
     index = VectorIndex.build(x, np.arange(300), "HNSW8", ef_search=40)
     index.remove([0, 1, 2])
     path = tmp_path / "v.idx"
@@ -113,8 +95,8 @@ def test_hnsw_tombstones_survive_save_and_block_reuse(tmp_path):
 
 
 def test_save_load_roundtrip_is_atomic_and_identical(tmp_path):
-    x = _clustered(800)
-    q = _clustered(4, seed=3)
+    x = clustered_vectors(800)
+    q = clustered_vectors(4, seed=3)
     index = VectorIndex.build(x, np.arange(800) * 3, "IVF16,Flat", nprobe=4, metadata={"generation": 7})
     path = tmp_path / "sub" / "videos.faiss"
     index.save(path)
@@ -130,7 +112,7 @@ def test_save_load_roundtrip_is_atomic_and_identical(tmp_path):
 
 
 def test_reset_keeps_training():
-    x = _clustered(700)
+    x = clustered_vectors(700)
     index = VectorIndex.build(x, None, "IVF8,Flat")
     index.reset()
     assert index.ntotal == 0 and index.is_trained
@@ -139,7 +121,7 @@ def test_reset_keeps_training():
 
 
 def test_pq_design_trains_on_sample_and_searches():
-    x = _clustered(3000, d=16)
+    x = clustered_vectors(3000, d=16)
     index = VectorIndex(16, "IVF8,PQ8x6", train_size=1000, nprobe=8)
     index.add(x, np.arange(3000))
     assert index.is_trained and index.ntotal == 3000

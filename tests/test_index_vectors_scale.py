@@ -1,5 +1,5 @@
 """Vectors at scale: chunked builds from a sample, large-library designs, streamed recall, the
-catalog's chunk iterator and single-query thread switching (vidclip.index.vectors / catalog)."""
+catalog's chunk iterator and single-query thread switching (vidclip.index.vectors / exact / catalog)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,13 @@ import threading
 import faiss
 import numpy as np
 import pytest
+from index_testutil import brute_topk, clustered_vectors
 
 from vidclip.errors import ConfigError
 from vidclip.index.catalog import Catalog
 from vidclip.index.directory import _sync_faiss
-from vidclip.index.vectors import (
-    FEW_QUERIES,
-    VectorIndex,
-    array_chunks,
-    choose_design,
-    default_nprobe,
-    exact_search,
-    l2_normalize,
-    recall_at_k,
-    sample_chunks,
-)
-
-
-def _clustered(n: int, d: int = 24, clusters: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((clusters, d))
-    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, d))
-    return x.astype(np.float32)
-
-
-def _brute_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """Hand reference: full cosine matrix, full sort."""
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    return np.argsort(-(qn @ xn.T), axis=1, kind="stable")[:, :k]
+from vidclip.index.exact import array_chunks, exact_search, l2_normalize, recall_at_k, sample_chunks
+from vidclip.index.vectors import FEW_QUERIES, VectorIndex, choose_design, default_nprobe
 
 
 class _CountingChunks:
@@ -98,8 +76,8 @@ def test_auto_design_and_nprobe_by_size():
 
 
 def test_chunked_flat_build_equals_one_go_and_holds_one_chunk():
-    x = _clustered(1500)
-    q = _clustered(9, seed=2)
+    x = clustered_vectors(1500)
+    q = clustered_vectors(9, seed=2)
     ids = np.arange(1500, dtype=np.int64) * 3 + 11
     source = _CountingChunks(x, ids, 100)
     chunked = VectorIndex.build_chunked(source, 1500, 24, "Flat")
@@ -108,14 +86,14 @@ def test_chunked_flat_build_equals_one_go_and_holds_one_chunk():
     s1, i1 = chunked.search(q, 10)
     s2, i2 = one_go.search(q, 10)
     np.testing.assert_array_equal(i1, i2)
-    np.testing.assert_array_equal(i1, ids[_brute_topk(x, q, 10)])
+    np.testing.assert_array_equal(i1, ids[brute_topk(x, q, 10)])
     np.testing.assert_allclose(s1, s2, rtol=1e-6)
 
 
 def test_chunked_ivf_trained_on_everything_equals_one_go():
     # 3000 vectors < the 20,000 floor: the "sample" is every vector in order, as in one go.
-    x = _clustered(3000)
-    q = _clustered(20, seed=3)
+    x = clustered_vectors(3000)
+    q = clustered_vectors(20, seed=3)
     chunked = VectorIndex.build_chunked(array_chunks(x, None, 256), 3000, 24, "IVF16,Flat", nprobe=4)
     one_go = VectorIndex.build(x, None, "IVF16,Flat", nprobe=4)
     s1, i1 = chunked.search(q, 10)
@@ -126,8 +104,8 @@ def test_chunked_ivf_trained_on_everything_equals_one_go():
 
 @pytest.mark.parametrize("design", ["IVF32,Flat", "IVF32,SQ8", "IVF32,SQfp16"])
 def test_chunked_ivf_trained_on_a_sample_reaches_the_one_go_recall(design):
-    x = _clustered(6000, clusters=40)
-    q = _clustered(60, clusters=40, seed=4)
+    x = clustered_vectors(6000, clusters=40)
+    q = clustered_vectors(60, clusters=40, seed=4)
     source = _CountingChunks(x, np.arange(6000), 500)
     chunked = VectorIndex.build_chunked(source, 6000, 24, design, nprobe=8, train_size=1200)
     assert source.passes == 2 and source.largest == 500  # one pass to sample, one to add
@@ -140,15 +118,15 @@ def test_chunked_ivf_trained_on_a_sample_reaches_the_one_go_recall(design):
 
 @pytest.mark.parametrize("design", ["IVF16,PQ8x4fs,RFlat", "IVF16,PQ8x4fs,Refine(SQfp16)"])
 def test_refined_designs_keep_ids_and_reach_exact_with_enough_candidates(tmp_path, design):
-    x = _clustered(2000)
-    q = _clustered(12, seed=6)
+    x = clustered_vectors(2000)
+    q = clustered_vectors(12, seed=6)
     ids = np.arange(2000, dtype=np.int64) * 5 + 7
     index = VectorIndex.build_chunked(array_chunks(x, ids, 300), 2000, 24, design, nprobe=16)
     assert index.k_factor == 32
     # every cell probed and k * k_factor >= N candidates re-ranked: the refine stage sees all vectors
     index.k_factor = 200
     _, got = index.search(q, 10)
-    np.testing.assert_array_equal(got, ids[_brute_topk(x, q, 10)])
+    np.testing.assert_array_equal(got, ids[brute_topk(x, q, 10)])
     index.k_factor = 1
     assert recall_at_k(index, x, q, 10, ids) < 1.0  # 4-bit PQ alone is lossy on this data
     index.k_factor = 40
@@ -173,14 +151,14 @@ def test_refined_designs_keep_ids_and_reach_exact_with_enough_candidates(tmp_pat
 
 
 def test_recall_from_chunks_equals_recall_from_the_array():
-    x = _clustered(2500, clusters=32)
-    q = _clustered(30, clusters=32, seed=7)
+    x = clustered_vectors(2500, clusters=32)
+    q = clustered_vectors(30, clusters=32, seed=7)
     ids = np.arange(2500, dtype=np.int64)[::-1] * 2  # not in row order
     index = VectorIndex.build(x, ids, "IVF32,Flat", nprobe=2)
     by_array = recall_at_k(index, x, q, 10, ids)
     by_chunks = recall_at_k(index, array_chunks(x, ids, 333), q, 10)
     _, got = index.search(q, 10)
-    truth = ids[_brute_topk(x, q, 10)]
+    truth = ids[brute_topk(x, q, 10)]
     by_hand = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got.tolist(), truth.tolist())])
     assert by_array == pytest.approx(by_hand) and by_chunks == pytest.approx(by_hand)
     assert recall_at_k(index, array_chunks(x, ids, 333), q, 10, tie_tol=1e-6) >= by_hand
@@ -196,8 +174,8 @@ def test_exact_search_pads_and_maps_ids_when_empty():
 
 
 def test_single_queries_run_on_one_thread_and_match_the_batch(monkeypatch):
-    x = _clustered(3000)
-    q = _clustered(16, seed=8)
+    x = clustered_vectors(3000)
+    q = clustered_vectors(16, seed=8)
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(2)
     try:
@@ -319,13 +297,13 @@ def test_sync_faiss_streams_the_catalog_in_chunks(tmp_path, monkeypatch):
         ids = np.array(sorted(videos))
         x = np.stack([videos[i] for i in ids])
         _, got = index.search(x[:5], 3)
-        np.testing.assert_array_equal(got, ids[_brute_topk(x, x[:5], 3)])
+        np.testing.assert_array_equal(got, ids[brute_topk(x, x[:5], 3)])
     finally:
         cat.close()
 
 
 def test_training_normalises_in_place_only_when_asked():
-    x = _clustered(2000) * 3.0
+    x = clustered_vectors(2000) * 3.0
     before = x.copy()
     VectorIndex(24, "IVF8,Flat").train(x)
     np.testing.assert_array_equal(x, before)  # the caller's array is left alone

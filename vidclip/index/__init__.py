@@ -2,7 +2,8 @@
 
 Modules: ``scan`` (what a library holds), ``pooling`` (frames -> vectors, queries), ``directory``
 (the index folder: lock, crash hooks, temp cleanup, faiss kept in step with the catalog),
-``catalog`` (SQLite), ``vectors`` (faiss), ``build`` (index, merge, report), ``search``,
+``catalog`` (SQLite), ``vectors`` (faiss), ``exact`` (numpy exact search, recall@k, chunk
+sources), ``build`` (index, merge, report), ``search``,
 ``recall`` (approximate vs exact), ``verify`` (check and repair), ``commands`` (the CLI verbs).
 
 Entry points: :class:`~vidclip.index.search.VideoIndex` (open + search),
@@ -18,7 +19,7 @@ _EXPORTS = {
     "VideoIndex": "search", "SearchHit": "search", "index_library": "build", "merge_index": "build",
     "index_report": "build", "scan_library": "scan", "IndexReport": "build", "check_recall": "recall",
     "Pooler": "pooling", "Library": "scan", "LibraryItem": "scan", "verify_index": "verify",
-    "VectorIndex": "vectors", "recall_at_k": "vectors", "exact_search": "vectors", "choose_design": "vectors",
+    "VectorIndex": "vectors", "recall_at_k": "exact", "exact_search": "exact", "choose_design": "vectors",
     "Catalog": "catalog", "fast_hash": "vidclip.data.identity",
 }
 

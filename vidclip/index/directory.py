@@ -32,7 +32,8 @@ from pathlib import Path
 from ..data.features import SHARDS_DIR, FeatureStore, committed_shards
 from ..errors import ConfigError, IndexMismatchError, VidclipError, display_path
 from .catalog import Catalog
-from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design, sample_chunks
+from .exact import sample_chunks
+from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design
 
 log = logging.getLogger(__name__)
 

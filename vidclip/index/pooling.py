@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.features import uniform_positions
 from ..errors import ConfigError, IndexMismatchError
-from .vectors import l2_normalize
+from .exact import l2_normalize
 
 
 class Pooler:

@@ -18,8 +18,9 @@ from ..data.features import FeatureStore
 from ..errors import ConfigError, IndexMismatchError, VidclipError
 from .catalog import Catalog
 from .directory import CATALOG_FILE, FEATURES_DIR, _is_index_dir, _sync_faiss
+from .exact import recall_at_k
 from .pooling import Pooler
-from .vectors import VectorIndex, recall_at_k
+from .vectors import VectorIndex
 
 RECALL_QUERIES = 200  # default number of queries of check_recall
 RECALL_TIE_TOL = 1e-6  # cosine gap below which a result ties with the exact k-th one (float rounding)
@@ -84,7 +85,7 @@ def check_recall(
 
     Each faiss index is taken as a reader would serve it (the saved file, or rebuilt in memory when
     stale; nothing is written) and compared with exact inner-product search over the same stored
-    vectors (the catalog's), by :func:`~vidclip.index.vectors.recall_at_k`: per query,
+    vectors (the catalog's), by :func:`~vidclip.index.exact.recall_at_k`: per query,
     |approx top-k ∩ exact top-k| / k, ties at rank k (duplicates, rounding within ``tie_tol``) counted
     as hits. A ``Flat`` design is exact, so it must report 1.0.
 

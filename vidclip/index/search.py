@@ -51,8 +51,9 @@ from .directory import (
     _sync_faiss,
     remove_stale_temps,
 )
+from .exact import l2_normalize
 from .pooling import Pooler
-from .vectors import VectorIndex, l2_normalize
+from .vectors import VectorIndex
 
 # Most candidates a two-stage search re-scores on their frames: 1000 x ~300 frames (5-minute
 # videos at 1 fps) is 300k frames, ~0.3 GB of fp16 rows read at D = 512 (scored in chunks, so not

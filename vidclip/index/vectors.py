@@ -14,9 +14,10 @@ similarities. Designs:
 
 Millions of vectors: :meth:`VectorIndex.build_chunked` / :meth:`VectorIndex.fill` take a chunk
 source (a callable starting a pass of ``(ids, vectors)`` chunks: ``Catalog.iter_vectors``,
-:func:`array_chunks`), draw the training sample in one pass (:func:`sample_chunks`) and add in a
-second, so memory is the index plus the sample plus one chunk; :func:`recall_at_k` streams the
-same way.
+:func:`~vidclip.index.exact.array_chunks`), draw the training sample in one pass
+(:func:`~vidclip.index.exact.sample_chunks`) and add in a second, so memory is the index plus the
+sample plus one chunk. Exact search, recall@k against it and the chunk sources live in
+:mod:`vidclip.index.exact` (numpy only).
 
 Every entry carries a caller-chosen int64 id. Indexes that cannot store ids themselves
 (Flat, HNSW, ...) are wrapped in ``IndexIDMap2``, a refined IVF in ``IndexIDMap``; IVF indexes
@@ -54,6 +55,7 @@ import faiss
 import numpy as np
 
 from ..errors import ConfigError, IndexMismatchError, VidclipError
+from .exact import exact_search, l2_normalize, sample_chunks
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +64,12 @@ _MAGIC = b"VIDCLIPVEC\x01\n"
 _ADD_CHUNK = 65_536  # rows normalised + added at a time: bounds the temporary copy
 TRAIN_MAX_BYTES = 2 << 30  # cap of a training sample (float32): 1M 512-d vectors
 FEW_QUERIES = 4  # searches of at most this many queries run on one OpenMP thread (see VectorIndex.search)
-KMEANS_ITERATIONS = 10
+KMEANS_ITERATIONS = 10  # k-means iterations of an IVF coarse quantiser with >= 4096 cells
 SQ8_ABOVE = 10_000_000  # "auto" stores fp16 up to this many vectors (1 KB each at 512-d), 8-bit above
-REFINE_K_FACTOR = 32  # candidates per result a refined design (",RFlat", ",Refine(...)") re-ranks exactly  # k-means iterations of an IVF coarse quantiser with >= 4096 cells
+REFINE_K_FACTOR = 32  # candidates per result a refined design (",RFlat", ",Refine(...)") re-ranks exactly
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def l2_normalize(x) -> np.ndarray:
-    """Rows scaled to unit L2 norm: float32 [N, D] (a 1-D input is one row). Zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+# ----------------------------------------------------------------------------- designs, helpers
 
 
 def choose_design(n: int, flat_max: int = DEFAULT_FLAT_MAX) -> str:
@@ -108,149 +101,12 @@ def default_nprobe(nlist: int, design: str = "") -> int:
     return max(16, (int(nlist) // 256) * (2 if lossy else 1))
 
 
-def exact_search(vectors, queries, k: int, ids=None, *, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product with numpy: matmul + argpartition, in row chunks.
-
-    vectors float [N, D], queries float [Q, D] (used as given: normalise them first for
-    cosine). Returns (scores float32 [Q, k], ids int64 [Q, k]) best first; ``ids`` maps rows to
-    ids (default: row numbers); missing entries (k > N) are -1 with score -inf.
-    """
-    vectors = np.asarray(vectors)
-    top = _TopK(queries, k)
-    for lo in range(0, vectors.shape[0], chunk):
-        block = np.asarray(vectors[lo:lo + chunk], dtype=np.float32)
-        top.update(top.queries @ block.T, lo)
-    scores, rows = top.result()
-    if ids is not None and vectors.shape[0]:
-        ids = np.asarray(ids, dtype=np.int64)
-        rows = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
-    return scores, rows
-
-
-class _TopK:
-    """Running exact top-k of queries [Q, D] over score blocks [Q, C] seen one after another."""
-
-    def __init__(self, queries, k: int):
-        queries = np.asarray(queries, dtype=np.float32)
-        self.queries = queries[None, :] if queries.ndim == 1 else queries
-        self.k = int(k)
-        q = self.queries.shape[0]
-        self.best_s = np.full((q, 0), -np.inf, dtype=np.float32)
-        self.best_i = np.zeros((q, 0), dtype=np.int64)
-
-    def update(self, s: np.ndarray, first: int | None = None, block_ids=None) -> None:
-        """Merge scores s [Q, C] of C candidates: rows ``first..first+C-1`` or ids ``block_ids`` [C]."""
-        q, c = s.shape
-        if c == 0:
-            return
-        kk = min(self.k, c)
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < c else np.broadcast_to(np.arange(c), (q, c))
-        cand = part + first if block_ids is None else np.asarray(block_ids, dtype=np.int64)[part]
-        self.best_s = np.concatenate([self.best_s, np.take_along_axis(s, part, axis=1)], axis=1)
-        self.best_i = np.concatenate([self.best_i, cand], axis=1)
-        if self.best_s.shape[1] > self.k:  # keep only the running top-k
-            keep = np.argpartition(-self.best_s, self.k - 1, axis=1)[:, :self.k]
-            self.best_s = np.take_along_axis(self.best_s, keep, axis=1)
-            self.best_i = np.take_along_axis(self.best_i, keep, axis=1)
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float32 [Q, k], ids int64 [Q, k]) best first; -inf / -1 pads when fewer than k were seen."""
-        order = np.argsort(-self.best_s, axis=1, kind="stable")
-        best_s = np.take_along_axis(self.best_s, order, axis=1)
-        best_i = np.take_along_axis(self.best_i, order, axis=1)
-        q, pad = best_s.shape[0], self.k - best_s.shape[1]
-        if pad > 0:
-            best_s = np.concatenate([best_s, np.full((q, pad), -np.inf, np.float32)], axis=1)
-            best_i = np.concatenate([best_i, np.full((q, pad), -1, np.int64)], axis=1)
-        return best_s.astype(np.float32), best_i.astype(np.int64)
-
-
-def array_chunks(vectors, ids=None, chunk: int = _ADD_CHUNK) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """A chunk source over in-memory vectors [N, D] (ids [N], default 0..N-1): a callable that starts
-    a fresh pass of (ids int64 [C], vectors [C, D]) steps, as :meth:`VectorIndex.fill` and
-    :func:`recall_at_k` take (the catalog's counterpart is ``Catalog.iter_vectors``)."""
-    vectors = np.asarray(vectors)
-    n = vectors.shape[0]
-    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    if ids.shape[0] != n:
-        raise ConfigError(f"vector index: {n} vectors but {ids.shape[0]} ids")
-    return lambda: ((ids[lo:lo + chunk], vectors[lo:lo + chunk]) for lo in range(0, n, chunk))
-
-
-def sample_chunks(chunks: Iterable[tuple[np.ndarray, np.ndarray]], n: int, size: int, seed: int = 0) -> np.ndarray:
-    """A uniform random sample without replacement of ``size`` of the ``n`` vectors a chunk pass yields,
-    in pass order: float32 [min(size, n), D], taken in one pass holding only the sample (the rows are
-    drawn up front as positions 0..n-1; a pass that yields fewer than n vectors gives fewer rows)."""
-    size = min(int(size), int(n))
-    pick = np.sort(np.random.default_rng(seed).choice(int(n), size, replace=False)) if size < n else np.arange(n)
-    out, filled, seen = None, 0, 0
-    for _, block in chunks:
-        c = len(block)
-        lo, hi = np.searchsorted(pick, [seen, seen + c])
-        if hi > lo:
-            if out is None:  # one buffer of the sample's size: no second copy to concatenate
-                out = np.empty((size, np.shape(block)[1]), np.float32)
-            out[filled:filled + hi - lo] = block[pick[lo:hi] - seen]
-            filled += int(hi - lo)
-        seen += c
-        if hi == len(pick):
-            break
-    return out[:filled] if out is not None else np.zeros((0, 0), np.float32)
-
-
 def _normalize_in_place(x: np.ndarray) -> np.ndarray:
     """l2_normalize for a float32 [N, D] array this module owns, chunk by chunk, without a copy."""
     for lo in range(0, len(x), _ADD_CHUNK):
         block = x[lo:lo + _ADD_CHUNK]
         block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
     return x
-
-
-def recall_at_k(index: "VectorIndex", exact_vectors, queries, k: int = 10, ids=None, *,
-                tie_tol: float | None = None) -> float:
-    """k-recall@k of ``index`` against exact search: mean over queries of |approx top-k ∩ exact top-k| / k.
-
-    ``exact_vectors``: the vectors the index holds, either an array [N, D] (row r has id ``ids[r]``,
-    default r) or a chunk source (a callable starting a pass of (ids [C], vectors [C, D]) steps, e.g.
-    over ``Catalog.iter_vectors``; ``ids`` unused), so millions of vectors are compared chunk by chunk
-    without holding them all. queries [Q, D]; both sides see them L2-normalised, as the index does.
-    When N < k a query's denominator is N.
-
-    ``tie_tol``: None (default) counts only ids in the exact top-k (the definition BENCHMARKS.md
-    uses). A float also counts a returned id whose exact score is within ``tie_tol`` of the k-th
-    exact score: with duplicate vectors (identical clips, static windows) or float rounding (the
-    index and numpy sum in different orders) several ids tie at rank k and exact search keeps an
-    arbitrary one of them, which must not read as a miss (ann-benchmarks counts recall the same way).
-    """
-    queries = l2_normalize(queries)
-    chunks = exact_vectors if callable(exact_vectors) else array_chunks(exact_vectors, ids)
-    _, got = index.search(queries, k)  # [Q, k]
-    top = _TopK(queries, k)
-    got_s = np.full(got.shape, -np.inf, np.float32)  # exact score of each returned id (-inf: unknown id)
-    got_flat = got.reshape(-1)
-    for block_ids, block in chunks():
-        block = l2_normalize(block) if len(block) else np.zeros((0, queries.shape[1]), np.float32)
-        s = queries @ block.T  # [Q, C]
-        top.update(s, block_ids=block_ids)
-        if tie_tol is not None and len(block_ids):
-            order = np.argsort(block_ids, kind="stable")
-            pos = np.clip(np.searchsorted(block_ids[order], got_flat), 0, len(block_ids) - 1)
-            found = (got_flat >= 0) & (block_ids[order][pos] == got_flat)
-            if found.any():
-                qi = np.nonzero(found)[0] // got.shape[1]
-                got_s.reshape(-1)[found] = s[qi, order[pos[found]]]
-    truth_s, truth = top.result()
-    valid_t = truth >= 0  # [Q, k]; False only where N < k
-    per_query = valid_t.sum(axis=1)
-    denom = int(per_query.sum())
-    if not denom:
-        return 1.0
-    hit = ((got[:, :, None] == truth[:, None, :]) & valid_t[:, None, :]).any(axis=2) & (got >= 0)  # [Q, k]
-    if tie_tol is not None:
-        kth = truth_s[np.arange(len(truth_s)), np.maximum(per_query - 1, 0)]
-        hit |= (got >= 0) & (got_s >= kth[:, None] - tie_tol)
-    # a query cannot score more hits than it has exact neighbours (guards against repeated ids)
-    return float(np.minimum(hit.sum(axis=1), per_query).sum() / denom)
 
 
 def _stores_ids(index) -> bool:
@@ -427,7 +283,7 @@ class VectorIndex:
         """:meth:`build` for more vectors than fit in memory: train on a sample, add chunk by chunk.
 
         ``chunks()`` starts a pass of (ids int64 [C], vectors [C, dim]) steps over the ``n`` vectors
-        (``Catalog.iter_vectors``, :func:`array_chunks`); see :meth:`fill`. Peak memory is the index
+        (``Catalog.iter_vectors``, :func:`~vidclip.index.exact.array_chunks`); see :meth:`fill`. Peak memory is the index
         itself plus the training sample (:meth:`train_sample_size`) plus one chunk.
         """
         if design.strip().lower() == "auto":
@@ -563,7 +419,7 @@ class VectorIndex:
     def fill(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], n: int) -> None:
         """Train (if needed) and add from a chunk source, never holding more than the training sample
         plus one chunk: ``chunks()`` starts a pass of (ids int64 [C], vectors [C, D]) steps over the
-        ``n`` vectors (``Catalog.iter_vectors``, :func:`array_chunks`). An untrained design takes one
+        ``n`` vectors (``Catalog.iter_vectors``, :func:`~vidclip.index.exact.array_chunks`). An untrained design takes one
         pass to draw :meth:`train_sample_size` vectors uniformly (:func:`sample_chunks`, ``seed``),
         then one pass to add them all."""
         if not self.is_trained:

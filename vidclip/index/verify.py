@@ -74,7 +74,7 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
                 found(features, f"{orphans} shard(s) no catalog row references", "deleted")
             for kind in ("videos", "segments"):
                 path = faiss_path(index_dir, kind)
-                ids, _ = catalog.video_vectors(dim) if kind == "videos" else catalog.segment_vectors(dim)
+                stored = catalog.count_vectors(kind)  # a COUNT(*): the vectors themselves stay on disk
                 if path.is_dir():
                     found(path, "a directory where the vector file belongs", None)
                     continue
@@ -84,15 +84,15 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
                     if saved.metadata.get("generation") != catalog.generation:
                         problem = (f"stale: built at catalog generation {saved.metadata.get('generation')}, "
                                    f"the catalog is at {catalog.generation}")
-                    elif saved.dim != dim or saved.ntotal != len(ids):
-                        problem = f"holds {saved.ntotal} {saved.dim}-d vectors, the catalog {len(ids)} {dim}-d"
+                    elif saved.dim != dim or saved.ntotal != stored:
+                        problem = f"holds {saved.ntotal} {saved.dim}-d vectors, the catalog {stored} {dim}-d"
                 except VidclipError as e:
                     problem = str(e).removeprefix(f"{path}: ")
                 if problem is not None:
                     if path.exists():
                         path.unlink()  # derived data: rebuilt below from the catalog's vectors
                     _sync_faiss(catalog, index_dir, kind, dim, save=True)
-                    found(path, problem, f"rebuilt from the {len(ids)} vectors stored in the catalog")
+                    found(path, problem, f"rebuilt from the {stored} vectors stored in the catalog")
             counts = catalog.counts()
         finally:
             catalog.close()

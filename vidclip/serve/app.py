@@ -251,17 +251,27 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
 
     # ------------------------------------------------------------------ search
 
+    # The options GET /search and POST /search/image share, defined once; each call is a fresh Query
+    # (a parameter declaration is not shared between endpoints).
+    def k_option():
+        return Query(10, ge=1, le=max_k, description=f"number of hits, 1..{max_k}")
+
+    def segments_option():
+        return Query(False, description="rank moments (time windows) instead of whole videos")
+
+    def rerank_option():
+        return Query(0, ge=0, le=max_rerank, description=f"two stages: re-score the top max(rerank, k) hits on "
+                                                         f"their stored frames, 0..{max_rerank} (0 = off)")
+
     @app.get("/search", summary="Rank indexed videos (or moments) for a text query")
     def search(
         # Query(...) as a default, not Annotated: with postponed annotations FastAPI could not
         # resolve an Annotated type that refers to this closure's limits.
         q: str = Query(..., min_length=1, max_length=max_query_chars,
                        description=f"the query text, 1..{max_query_chars} characters"),
-        k: int = Query(10, ge=1, le=max_k, description=f"number of hits, 1..{max_k}"),
-        segments: bool = Query(False, description="rank moments (time windows) instead of whole videos"),
-        rerank: int = Query(0, ge=0, le=max_rerank,
-                            description=f"two stages: re-score the top max(rerank, k) hits on their stored "
-                                        f"frames, 0..{max_rerank} (0 = off)"),
+        k: int = k_option(),
+        segments: bool = segments_option(),
+        rerank: int = rerank_option(),
     ) -> dict:
         """Hits best first. Each has ``score``, the matched span ``start``..``end`` (seconds),
         ``moment`` (the time its thumbnail shows), ``thumbnail_url`` and ``stream_url``; reranked
@@ -285,11 +295,9 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
                   "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
     async def search_image(
         request: Request,
-        k: int = Query(10, ge=1, le=max_k, description=f"number of hits, 1..{max_k}"),
-        segments: bool = Query(False, description="rank moments (time windows) instead of whole videos"),
-        rerank: int = Query(0, ge=0, le=max_rerank,
-                            description=f"two stages: re-score the top max(rerank, k) hits on their stored "
-                                        f"frames, 0..{max_rerank} (0 = off)"),
+        k: int = k_option(),
+        segments: bool = segments_option(),
+        rerank: int = rerank_option(),
     ) -> dict:
         """The request body is the image file itself (``Content-Type: image/jpeg``, ``image/png``, ...;
         at most ``max_image_bytes``). Hits as ``GET /search``."""
