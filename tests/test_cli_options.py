@@ -27,3 +27,22 @@ def test_without_examples_the_description_is_wrapped():
     p, text = _help(None)
     assert p.formatter_class is argparse.HelpFormatter and p.epilog is None
     assert DESCRIPTION.strip() not in text and " ".join(text.split()).count("word") == 40
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    """`vidclip search ... | head -1`: the reader leaves early; no traceback, exit code 141 (SIGPIPE)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, vidclip.cli as cli\n"
+              "def many_lines(ns):\n"
+              "    for i in range(200000):\n"
+              "        print('line', i)\n"
+              "cli.cmd_synth = many_lines\n"
+              "sys.exit(cli.main(['synth', 'unused']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()  # what `head -1` does after its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""

@@ -140,6 +140,18 @@ def test_empty_index_search_and_choose_design():
     assert choose_design(2_000, flat_max=1000) == "IVF1024,SQfp16"  # clamped
 
 
+def test_too_few_vectors_to_train_names_the_reason_without_faiss_source_lines():
+    from vidclip.errors import VidclipError
+
+    index = VectorIndex(8, "IVF64,SQfp16")
+    with pytest.raises(VidclipError) as e:
+        index.train(clustered_vectors(12, d=8))
+    message = str(e.value)
+    assert message.startswith("vector index 'IVF64,SQfp16': training on 12 vectors failed: ")
+    assert "(12)" in message and "(64)" in message  # faiss' own reason: points vs clusters
+    assert "Error in" not in message and ".cpp" not in message
+
+
 def test_bad_inputs_raise_typed_errors(tmp_path):
     with pytest.raises(ConfigError, match="not a valid faiss index_factory string"):
         VectorIndex(8, "NoSuchIndex123")

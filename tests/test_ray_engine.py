@@ -80,6 +80,16 @@ def test_partitions_are_sorted_chunks_with_content_ids():
         make_partitions(items, 0, settings)
 
 
+def test_nothing_to_stage_draws_no_bar_and_starts_no_ray(tmp_path, capsys, monkeypatch):
+    """A re-run with every video done (`vidclip encode ... --engine ray` again) prints no empty bar."""
+    import vidclip.ray_engine as ray_engine
+    from vidclip.ray_engine import stage_partitions
+
+    monkeypatch.setattr(ray_engine, "connect", lambda *a, **k: pytest.fail("Ray started with nothing to do"))
+    assert list(stage_partitions([], tmp_path, identity={}, sampler={}, progress="encode (ray)")) == []
+    assert capsys.readouterr().err == ""
+
+
 def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch, tiny_clip):
     from vidclip.index import index_library
     from vidclip.pipeline import encode_videos

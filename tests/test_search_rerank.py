@@ -310,6 +310,9 @@ def test_bad_examples_are_clear_errors(world, tmp_path, monkeypatch):
         vi.search_image(text)
     with pytest.raises(ConfigError, match=r"missing.jpg: no such image file"):
         vi.search_image(tmp_path / "missing.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"empty.png: empty file \(0 bytes\)"):
+        vi.search_image(tmp_path / "empty.png")
     good = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 10, 10)).save(good, format="PNG")
     cut = tmp_path / "cut.png"
@@ -366,6 +369,7 @@ def test_cli_search_rerank_image_video(world, tmp_path, capsys):
     ([], "exactly one of"),
     (["a query", "--rerank", "5000"], "--rerank must be within 0..1000"),
     (["--image", "missing.png"], "--image missing.png: no such file"),
+    (["--video", "."], "--video .: a folder, not a file"),
 ])
 def test_cli_search_argument_errors(world, args, needle, capsys, monkeypatch, tmp_path):
     from vidclip.cli import main

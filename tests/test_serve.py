@@ -766,6 +766,7 @@ def test_serve_parser_defaults_and_url():
     assert (ns.dir, ns.host, ns.port, ns.max_k) == ("idx", "127.0.0.1", 8000, 100) and callable(ns.func)
     ns = parser.parse_args(["serve", "idx", "--host", "0.0.0.0", "--port", "9000", "--max-k", "5"])
     assert (ns.host, ns.port, ns.max_k) == ("0.0.0.0", 9000, 5)
+    assert (ns.max_rerank, ns.max_image_bytes) == (1000, 10 * 1024 * 1024)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
     assert url_for("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
@@ -783,6 +784,46 @@ def test_serve_rejects_bad_port():
     ns = parser.parse_args(["serve", "idx", "--port", "70000"])
     with pytest.raises(ConfigError, match="--port"):
         ns.func(ns)
+    for flag, value in (("--max-rerank", "1001"), ("--max-rerank", "-1"), ("--max-image-bytes", "0")):
+        ns = parser.parse_args(["serve", "idx", flag, value])
+        with pytest.raises(ConfigError, match=flag):
+            ns.func(ns)
+
+
+def test_serve_passes_its_limits_to_the_app(monkeypatch):
+    import argparse
+
+    import vidclip.index.search
+    import vidclip.serve.app
+    from vidclip.serve.commands import add_serve_parser
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_create_app(index, **kw):
+        seen.update(kw)
+        raise Stop
+
+    closed = []
+
+    class ClosableIndex(FakeIndex):
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(vidclip.index.search.VideoIndex, "open",
+                        classmethod(lambda cls, d, **kw: ClosableIndex(Path(d), {})))
+    monkeypatch.setattr(vidclip.serve.app, "create_app", fake_create_app)
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers())
+    ns = parser.parse_args(["serve", "idx", "--port", "0", "--max-rerank", "0", "--max-image-bytes", "5000",
+                            "--max-k", "9", "--max-query-chars", "30"])
+    with pytest.raises(Stop):
+        ns.func(ns)
+    assert {k: seen[k] for k in ("max_rerank", "max_image_bytes", "max_k", "max_query_chars")} == \
+        {"max_rerank": 0, "max_image_bytes": 5000, "max_k": 9, "max_query_chars": 30}
+    assert closed == [True]  # a failed start closes the index (and the socket)
 
 
 # ----------------------------------------------------------------------------- through a real socket

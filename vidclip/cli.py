@@ -12,6 +12,7 @@ verbs share are in ``cli_options.py``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -258,13 +259,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        return int(ns.func(ns) or 0)
+        rc = int(ns.func(ns) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported as such, below
+        return rc
     except VidclipError as e:
         print(f"vidclip {ns.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vidclip {ns.verb}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`vidclip search ... | head`): stop quietly, as Unix tools do.
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -443,7 +443,7 @@ def stage_partitions(
     try:
         # one bar for the whole cluster, started once Ray is up (its start-up is not encoding time)
         bar = tqdm(total=total_videos, unit="video", desc=progress if isinstance(progress, str) else "encode (ray)",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not progress or not total_videos, dynamic_ncols=True)  # nothing to do: no bar
         start = time.perf_counter()
         try:
             if todo:

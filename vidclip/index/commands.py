@@ -418,7 +418,8 @@ def cmd_search(ns: argparse.Namespace) -> int:
     batch = _read_queries(Path(ns.queries)) if ns.queries else None
     for name, value in (("--image", ns.image), ("--video", ns.video)):
         if value is not None and not Path(value).is_file():
-            raise ConfigError(f"{name} {display_path(value)}: no such file")
+            what = "a folder, not a file" if Path(value).is_dir() else "no such file"
+            raise ConfigError(f"{name} {display_path(value)}: {what}")
     index = VideoIndex.open(ns.index, device=resolve_device(ns.device))
     opts = {"segments": ns.segments, "rerank": ns.rerank}
     try:

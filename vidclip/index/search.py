@@ -466,6 +466,8 @@ def load_query_image(image, *, max_pixels: int | None = None):
             name, src = display_path(image), Path(image).expanduser()
             if not src.is_file():
                 raise ConfigError(f"{name}: no such image file")
+            if src.stat().st_size == 0:
+                raise ConfigError(f"{name}: empty file (0 bytes)")
         else:
             raise ConfigError(f"search_image: expected a PIL image, a path or bytes, got {type(image).__name__}")
         try:

@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import os
+import re
 import struct
 import uuid
 from contextlib import contextmanager
@@ -412,8 +413,10 @@ class VectorIndex:
         try:
             self._index.train(sample)
         except RuntimeError as e:
+            # faiss prefixes its reason with the C++ function and source line; keep only the reason
+            reason = re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", str(e).strip().splitlines()[-1])
             raise VidclipError(f"vector index {self.design!r}: training on {len(sample)} vectors failed: "
-                               f"{str(e).strip().splitlines()[-1]}") from None
+                               f"{reason}") from None
         self._gpu_index = None
 
     def fill(self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], n: int) -> None:

@@ -11,7 +11,13 @@ import socket
 import sys
 
 from ..errors import ConfigError
-from . import DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS, LOOPBACK_HOSTS
+from . import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_QUERY_CHARS,
+    DEFAULT_MAX_RERANK,
+    LOOPBACK_HOSTS,
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -34,11 +40,14 @@ def url_for(host: str, port: int) -> str:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    for name, value in (("--port", ns.port), ("--max-k", ns.max_k), ("--max-query-chars", ns.max_query_chars)):
-        if name == "--port" and not 0 <= value <= 65535:
-            raise ConfigError(f"--port must be in 0..65535, got {value}")
-        if name != "--port" and value < 1:
+    if not 0 <= ns.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {ns.port}")
+    for name, value in (("--max-k", ns.max_k), ("--max-query-chars", ns.max_query_chars),
+                        ("--max-image-bytes", ns.max_image_bytes)):
+        if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
+    if not 0 <= ns.max_rerank <= DEFAULT_MAX_RERANK:
+        raise ConfigError(f"--max-rerank must be in 0..{DEFAULT_MAX_RERANK}, got {ns.max_rerank}")
 
     import uvicorn
 
@@ -57,7 +66,13 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     # On loopback, refuse Host headers naming other sites (DNS rebinding); when the user binds
     # to a public address they chose to be reachable under whatever name points at it.
     allowed = list(LOOPBACK_HOSTS) if local else None
-    app = create_app(index, max_query_chars=ns.max_query_chars, max_k=ns.max_k, allowed_hosts=allowed)
+    try:
+        app = create_app(index, max_query_chars=ns.max_query_chars, max_k=ns.max_k, max_rerank=ns.max_rerank,
+                         max_image_bytes=ns.max_image_bytes, allowed_hosts=allowed)
+    except BaseException:
+        sock.close()
+        index.close()
+        raise
     url = url_for(ns.host, sock.getsockname()[1])
     if app.state.random_weights:
         print("vidclip serve: note: this index uses RANDOM weights; rankings are not meaningful.",
@@ -99,11 +114,17 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="index folder (as written by 'vidclip index')")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; 0.0.0.0 exposes the library to the network (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (the URL printed at start names it) (default: %(default)s)")
     p.add_argument("--max-k", type=int, default=DEFAULT_MAX_K,
                    help="largest number of hits a search may ask for (default: %(default)s)")
     p.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS,
                    help="longest query accepted, in characters (default: %(default)s)")
+    p.add_argument("--max-rerank", type=int, default=DEFAULT_MAX_RERANK,
+                   help="most first-stage candidates a search may ask to re-score on their frames (?rerank=N); "
+                        "0 turns two-stage search off (default: %(default)s, also the largest allowed)")
+    p.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
+                   help="largest image body POST /search/image accepts, in bytes; larger ones get 413 "
+                        "(default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
