@@ -126,7 +126,7 @@ def test_noop_reindex_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsy
     assert "0 videos" in capsys.readouterr().out and loads == []  # nothing new: no model loaded
     make_clip(lib / "new.mp4", seed=9, seconds=2.0)
     assert main(["index", str(lib), "--index", str(idx), "--workers", "0", "--quiet"]) == 0
-    assert "indexed 1 videos" in capsys.readouterr().out and loads == [1]  # loaded once something is new
+    assert "indexed 1 video (" in capsys.readouterr().out and loads == [1]  # loaded once something is new
 
 
 def test_noop_reindex_naming_the_index_model_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):

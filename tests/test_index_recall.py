@@ -179,3 +179,22 @@ def test_cli_check_recall(tmp_path, library, capsys):
     assert "--min-recall must be within [0, 1]" in capsys.readouterr().err
     assert main(["index", "--check-recall", str(idx), "--report", str(idx)]) == 2  # one mode at a time
     assert "give exactly one of" in capsys.readouterr().err
+
+
+def test_a_design_too_big_for_the_library_warns_once_per_index_and_stays_exact(tmp_path, library, tiny_clip,
+                                                                               windows_sampler, caplog):
+    """IVF64 on 8 videos cannot train: one warning per faiss index per run (not one at open and one
+    more at the end), exact search meanwhile, and a re-run with nothing new says nothing."""
+    idx = tmp_path / "idx"
+    with caplog.at_level("WARNING", logger="vidclip.index.directory"):
+        index_library(library, idx, tiny_clip, windows_sampler, design="IVF64,Flat", segment_design="IVF64,Flat",
+                      workers=0, progress=False)
+    untrained = [r.getMessage() for r in caplog.records if "cannot train" in r.getMessage()]
+    assert len(untrained) == 2 and {m.split(":")[0].rsplit("/", 1)[-1] for m in untrained} == {
+        "videos.faiss", "segments.faiss"}
+    assert all("IVF64,Flat on" in m and ".cpp" not in m for m in untrained)
+    assert VectorIndex.load(idx / "videos.faiss").design == "Flat"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vidclip.index.directory"):
+        index_library(library, idx, tiny_clip, windows_sampler, workers=0, progress=False)
+    assert not [r for r in caplog.records if "cannot train" in r.getMessage()]

@@ -171,3 +171,17 @@ def test_bad_inputs_raise_typed_errors(tmp_path):
     good.write_bytes(good.read_bytes()[:-40])  # truncated
     with pytest.raises(IndexMismatchError, match="corrupt"):
         VectorIndex.load(good)
+
+
+def test_few_training_points_is_one_vidclip_warning_not_faiss_stderr(caplog, capfd):
+    import logging
+
+    x = np.random.default_rng(0).standard_normal((12, 16)).astype(np.float32)
+    idx = VectorIndex(16, design="IVF2,SQfp16")
+    with caplog.at_level(logging.WARNING, logger="vidclip"):
+        idx.train(x)
+    assert idx.is_trained
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("vidclip")]
+    assert warned == ["vector index 'IVF2,SQfp16': 12 training vectors for 2 cells (faiss wants 78); "
+                      "its cells may be poor: check with --check-recall"]
+    assert "clustering" not in capfd.readouterr().err  # faiss' own C++ line is not printed

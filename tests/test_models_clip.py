@@ -652,3 +652,18 @@ def test_open_clip_root_log_records_are_taken_off_the_log(caplog, tmp_path):
     load_clip("tiny-vit", str(ckpt))
     assert not [r.getMessage() for r in caplog.records if r.name == "root"]
     assert not logging.getLogger().filters  # the capture is removed afterwards
+
+
+def test_open_clip_log_capture_leaves_no_root_handler_behind(monkeypatch):
+    """open_clip's logging.info() installs a root handler when there is none (basicConfig); after
+    loading, vidclip's own warnings must still print as plain text, not 'WARNING:name:...'."""
+    import logging
+
+    from vidclip.models.clip_open_clip import _captured_open_clip_log
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # a CLI process: nothing configured logging
+    with _captured_open_clip_log():
+        logging.info("as open_clip logs")  # module-level call: basicConfig adds a StreamHandler
+        assert root.handlers  # it did (what the context must undo)
+    assert root.handlers == []

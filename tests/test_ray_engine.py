@@ -121,3 +121,36 @@ def test_cli_engine_options_are_checked(tmp_path, capsys):
     assert not (tmp_path / "idx").exists()
     with pytest.raises(SystemExit):
         main(["encode", "x.mp4", "--out", "o", "--engine", "dask"])
+
+
+def test_an_address_nothing_answers_on_fails_at_once(monkeypatch):
+    """ray.init on a dead HOST:PORT retries for minutes, printing C++ warnings; vidclip says so first."""
+    import socket
+    import types
+
+    import vidclip.ray_engine as ray_engine
+
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: False,
+                                     init=lambda **kw: pytest.fail(f"ray.init reached with {kw}"))
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: fake_ray)
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"--ray-address 127.0.0.1:{port}: no Ray cluster answers there"):
+        ray_engine.connect(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match=r"--ray-address 'head-node': expected HOST:PORT"):
+        ray_engine.connect("head-node")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match=rf"RAY_ADDRESS 127.0.0.1:{port}: no Ray cluster"):
+        ray_engine.connect(None)
+    # a listening port passes the check and reaches ray.init with the address as given
+    seen = {}
+    fake_ray.init = lambda **kw: seen.update(kw)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert ray_engine.connect(address) == (fake_ray, True)
+    assert seen["address"] == address
+    for left_to_ray in ("auto", "local", "ray://head:10001"):
+        assert ray_engine.connect(left_to_ray) == (fake_ray, True) and seen["address"] == left_to_ray

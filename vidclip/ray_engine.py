@@ -378,10 +378,31 @@ def connect(address: str | None):
         return ray, False
     import logging
 
+    if address:
+        _check_reachable(address, "--ray-address")
+    elif os.environ.get("RAY_ADDRESS"):
+        _check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     kwargs = {"include_dashboard": False} if address is None else {}
     # quiet by default: errors still surface (as exceptions); workers' own output stays in Ray's logs
     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **kwargs)
     return ray, True
+
+
+def _check_reachable(address: str, name: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT address that nothing answers on is a ConfigError at once: ray.init would retry
+    for minutes, printing its C++ connection warnings. 'auto', 'local' and ray:// are left to Ray."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{name} {address!r}: expected HOST:PORT (as `ray start --head` prints it) or 'auto'")
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"{name} {address}: no Ray cluster answers there ({e.strerror or e}); "
+                          "start one with `ray start --head` or check the address") from None
 
 
 def stage_partitions(

@@ -417,6 +417,8 @@ def _fit_or_none(catalog: Catalog, kind: str, idx: VectorIndex) -> VectorIndex |
     """``idx`` if its design is still what the catalog asks for at the current size, else None (rebuild)."""
     requested = catalog.get_meta(f"design_{kind}", "auto")
     n = idx.ntotal
+    if idx.metadata.get("untrainable_at") == n and idx.metadata.get("requested") == requested:
+        return idx  # the exact stand-in for a design that could not train at this size: not retried (or re-warned)
     design = choose_design(n) if requested.lower() == "auto" else requested
     if idx.design != design or not idx.is_trained or _outgrown(idx, n):
         return None

@@ -84,7 +84,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--decode-device", default="cpu", help="cpu, or cuda for GPU decoding")
     v = p.add_argument_group("vector search")
     v.add_argument("--design", default=None,
-                   help="faiss design of the video vectors: 'auto' (exact up to 200k, else IVF), 'Flat', "
+                   help="faiss design of the video vectors: 'auto' (exact up to 200k, else IVF,SQfp16; SQ8 beyond 10M), 'Flat', "
                         "'HNSW32', 'IVF4096,Flat', ... (default: the index's, else auto)")
     v.add_argument("--segment-design", default=None, help="faiss design of the window vectors (default: as --design)")
     v.add_argument("--nprobe", type=int, default=None,
@@ -220,7 +220,10 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
     else:
         rate = (f", {_rate(d['videos_per_s'])} videos/s, {_rate(d['frames_per_s'])} frames/s"
                 if d["indexed"] and d["seconds"] else "")
-        print(f"indexed {d['indexed']} videos ({d['frames']} frames in {d['seconds']:.1f} s{rate}), "
+        # the whole run's time (scan, model or Ray start-up, encoding, commits); the progress bar's rate
+        # counts encoding only
+        print(f"indexed {d['indexed']} video{'' if d['indexed'] == 1 else 's'} ({d['frames']} frames, "
+              f"{d['seconds']:.1f} s in all{rate}), "
               f"{d['unchanged']} unchanged, {d['deleted']} deleted, {len(d['failed'])} failed "
               f"-> {index_dir} ({d['total_indexed']} videos searchable)")
         if d["orphans_removed"]:

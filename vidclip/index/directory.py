@@ -207,7 +207,7 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
         design = choose_design(n, flat_max) if requested.lower() == "auto" else requested
         reuse = (current is not None and current.design == design and current.is_trained and current.dim == dim
                  and not _outgrown(current, n))
-        trained_on = None
+        trained_on = untrainable = None
         if reuse:
             index = current
             trained_on = current.metadata.get("trained_on")
@@ -218,15 +218,18 @@ def _sync_faiss(catalog: Catalog, index_dir: Path, kind: str, dim: int, *, curre
                 try:
                     index.train(sample_chunks(chunks(), n, index.train_sample_size(n), index.seed), in_place=True)
                     trained_on = n
-                except VidclipError as e:  # e.g. fewer vectors than IVF cells
-                    log.warning("%s: cannot train %s on %d vectors (%s); using exact search until the library grows",
-                                path, design, n, e)
-                    index = VectorIndex(dim, "Flat")
+                except VidclipError as e:  # e.g. fewer vectors than IVF cells (an empty new index: say nothing)
+                    if n:
+                        log.warning("%s: cannot train %s on %d vectors (%s); using exact search until the library grows",
+                                    path, design, n, e)
+                    index, untrainable = VectorIndex(dim, "Flat"), n
         _apply_search_settings(catalog, kind, index)
         index.fill(chunks, n)
     index.metadata = {"generation": generation, "requested": requested}
     if trained_on is not None:
         index.metadata["trained_on"] = int(trained_on)
+    if untrainable is not None:  # the exact stand-in for `requested` at this size (build.py's _fit_or_none)
+        index.metadata["untrainable_at"] = int(untrainable)
     if save:
         _crash_point("faiss")
         index.save(path)

@@ -150,6 +150,19 @@ def _set_kmeans_iterations(index) -> None:
         ivf.cp.niter = min(int(ivf.cp.niter), KMEANS_ITERATIONS)
 
 
+def _warn_few_training_points(index, design: str, n: int) -> None:
+    """One vidclip warning, instead of faiss' own C++ stderr line, when an IVF coarse quantiser gets
+    fewer than faiss' 39 training points per cell (training still works; the cells may be poor)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or n < ivf.nlist:  # fewer points than cells: faiss refuses, and the caller reports it
+        return
+    wanted = int(ivf.cp.min_points_per_centroid) * ivf.nlist
+    if n < wanted:
+        log.warning("vector index %r: %d training vectors for %d cells (faiss wants %d); its cells may be "
+                    "poor: check with --check-recall", design, n, ivf.nlist, wanted)
+        ivf.cp.min_points_per_centroid = 1  # said once here; keeps faiss from printing its own line
+
+
 @contextmanager
 def _omp_threads(n: int | None) -> Iterator[None]:
     """faiss' OpenMP thread count set to at most ``n`` inside the block (None: unchanged).
@@ -410,6 +423,7 @@ class VectorIndex:
             sample = l2_normalize(vectors)
         self._check_dim(sample)
         _set_kmeans_iterations(self._index)
+        _warn_few_training_points(self._index, self.design, len(sample))
         try:
             self._index.train(sample)
         except RuntimeError as e:

@@ -220,11 +220,17 @@ def _captured_open_clip_log() -> Iterator[list[str]]:
         return True
 
     root = logging.getLogger()
+    handlers_before = list(root.handlers)
     root.addFilter(take)
     try:
         yield taken
     finally:
         root.removeFilter(take)
+        # open_clip logs through logging.info(), which installs a root handler (basicConfig) when there
+        # is none: later warnings of the whole process would then read "WARNING:name:..." instead of
+        # their plain text. Undo that; what open_clip said was collected above.
+        for handler in [h for h in root.handlers if h not in handlers_before]:
+            root.removeHandler(handler)
 
 
 def vit_embed(v: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
