@@ -321,6 +321,6 @@ def test_sync_faiss_of_an_empty_catalog_falls_back_to_flat(tmp_path, caplog):
             cat.set_meta(cur, "design_videos", "IVF2,Flat")
         index = _sync_faiss(cat, tmp_path, "videos", 4, save=False)
         assert videos == {} and index.design == "Flat" and index.ntotal == 0
-        assert "no vectors to train on" in caplog.text
+        assert caplog.text == ""  # an empty new index is not a problem: nothing to say until it has vectors
     finally:
         cat.close()

@@ -320,8 +320,11 @@ def test_bad_examples_are_clear_errors(world, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"cut.png: not a readable image"):
         vi.search_image(cut)
     monkeypatch.setenv("VIDCLIP_MAX_PIXELS", "1000")
-    with pytest.raises(ConfigError, match=r"64x48 .* over the decoding limit"):
-        vi.search_image(good.getvalue())
+    with pytest.raises(ConfigError, match=r"64x48 .* over the decoding limit of 0.0 Mpixel$"):
+        vi.search_image(good.getvalue())  # bytes, as an upload: the operator's knob is not named
+    (tmp_path / "good.png").write_bytes(good.getvalue())
+    with pytest.raises(ConfigError, match=r"good.png: .* over the decoding limit .*VIDCLIP_MAX_PIXELS"):
+        vi.search_image(tmp_path / "good.png")
     monkeypatch.delenv("VIDCLIP_MAX_PIXELS")
     with pytest.raises(ConfigError, match="expected a PIL image, a path or bytes"):
         vi.search_image(42)

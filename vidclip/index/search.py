@@ -478,21 +478,23 @@ def load_query_image(image, *, max_pixels: int | None = None):
             raise ConfigError(f"{name}: not a readable image (not a format PIL knows)") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ConfigError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    # the way to raise the limit is the operator's: not said for bytes (an upload, over HTTP)
+    hint = "" if isinstance(image, (bytes, bytearray, memoryview)) else " (raise it with VIDCLIP_MAX_PIXELS)"
     try:
-        return _image_tensor(img, name, limit)
+        return _image_tensor(img, name, limit, hint)
     finally:
         if img is not image:
             img.close()
 
 
-def _image_tensor(img, name: str, limit: int):
+def _image_tensor(img, name: str, limit: int, hint: str = ""):
     import torch
     from PIL import ImageOps
 
     w, h = img.size
     if w * h > limit:
         raise ConfigError(f"{name}: picture size {w}x{h} ({w * h / 1e6:.1f} Mpixel) is over the decoding limit of "
-                          f"{limit / 1e6:.1f} Mpixel (raise it with VIDCLIP_MAX_PIXELS)")
+                          f"{limit / 1e6:.1f} Mpixel{hint}")
     if w == 0 or h == 0:
         raise ConfigError(f"{name}: the picture is empty ({w}x{h})")
     try:
