@@ -790,6 +790,16 @@ def test_serve_rejects_bad_port():
             ns.func(ns)
 
 
+def test_listen_socket_accepts_connections_before_the_server_runs():
+    from vidclip.serve.commands import listen_socket
+
+    sock = listen_socket("127.0.0.1", 0)
+    try:  # the URL is printed before uvicorn starts: a client connecting then is queued, not refused
+        socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=5).close()
+    finally:
+        sock.close()
+
+
 def test_serve_passes_its_limits_to_the_app(monkeypatch):
     import argparse
 

@@ -99,6 +99,9 @@ def listen_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
+        # listen now, not when uvicorn starts: "Serving on URL" is printed before that, and a client
+        # acting on it (a script, a test) must be queued, not refused
+        sock.listen(2048)
     except OSError as e:
         sock.close()
         raise ConfigError(f"--host {host} --port {port}: cannot listen there: {e.strerror or e}") from None
