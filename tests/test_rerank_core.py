@@ -58,12 +58,19 @@ def test_normalizations_by_hand():
     np.testing.assert_allclose(normalize(np.array([5.0]), "rank"), [1.0])
 
 
-def test_fuse_formula():
-    m, s = np.array([0.2, 0.4, 0.3]), np.array([10.0, 0.0, 5.0])
-    want = 0.4 * np.array([0.0, 1.0, 0.5]) + 0.6 * np.array([1.0, 0.0, 0.5])
-    np.testing.assert_allclose(fuse(m, s, 0.4, "minmax"), want)
+def test_fuse_alpha_weighs_the_initial_score_as_in_the_paper():
+    # CLIPRerank: S_re = a * (initial model's score) + (1 - a) * (CLIP score), a = 0.4.
+    # Three candidates a, b, c by hand: initial 10, 0, 5 -> minmax 1, 0, 0.5; CLIP .2, .4, .3 -> 0, 1, 0.5.
+    init, clip = np.array([10.0, 0.0, 5.0]), np.array([0.2, 0.4, 0.3])
+    s = fuse(init_scores=init, clip_scores=clip)  # defaults: alpha 0.4, minmax
+    np.testing.assert_allclose(s, [0.4 * 1 + 0.6 * 0, 0.4 * 0 + 0.6 * 1, 0.4 * 0.5 + 0.6 * 0.5])  # .4, .6, .5
+    assert np.argsort(-s).tolist() == [1, 2, 0]  # b, c, a: CLIP weighs more by default
+    np.testing.assert_allclose(fuse(init_scores=init, clip_scores=clip, alpha=1.0), [1.0, 0.0, 0.5])  # initial only
+    np.testing.assert_allclose(fuse(init_scores=init, clip_scores=clip, alpha=0.0), [0.0, 1.0, 0.5])  # CLIP only
     with pytest.raises(ConfigError):
-        fuse(m, s, 1.5)
+        fuse(init_scores=init, clip_scores=clip, alpha=1.5)
+    with pytest.raises(TypeError):  # positional scores are refused: the two are easy to swap
+        fuse(init, clip, 0.4)
 
 
 def _bank():
@@ -84,14 +91,14 @@ def test_rerank_order_slots_and_tail():
     bank = _bank()
     docids = ["lo", "gone", "mid", "hi", "tail"]  # initial order
     init = np.array([4.0, 3.0, 2.0, 1.0, 0.0])
-    res = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=1.0, depth=4, pool="max", norm="minmax")
-    # pure CLIP on the first 4: hi > mid > lo; "gone" keeps slot 2; "tail" stays below the depth
+    res = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=0.0, depth=4, pool="max", norm="minmax")
+    # alpha 0, pure CLIP on the first 4: hi > mid > lo; "gone" keeps slot 2; "tail" stays below the depth
     assert res.order == ["hi", "gone", "mid", "lo", "tail"]
     assert res.unresolved == ["gone"]
-    res0 = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=0.0, depth=4)
-    assert res0.order == docids  # alpha 0 keeps the initial order
+    res1 = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=1.0, depth=4)
+    assert res1.order == docids  # alpha 1 (all weight on the initial score) keeps the initial order
     # alpha 0.4, minmax over resolved lo, mid, hi: M = (0, .707, 1) -> (0, .707, 1); S_init (4, 2, 1) -> (1, 1/3, 0)
     res = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=0.4, depth=4)
-    s = {"lo": 0.6 * 1.0, "mid": 0.4 * (1 / np.sqrt(2)) + 0.6 / 3, "hi": 0.4}
+    s = {"lo": 0.4 * 1.0, "mid": 0.4 / 3 + 0.6 * (1 / np.sqrt(2)), "hi": 0.6 * 1.0}
     assert res.fused == pytest.approx(s)
-    assert res.order == ["lo", "gone", "mid", "hi", "tail"]  # 0.6 > 0.483 > 0.4
+    assert res.order == ["hi", "gone", "mid", "lo", "tail"]  # 0.6 > 0.558 > 0.4

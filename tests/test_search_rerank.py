@@ -3,7 +3,8 @@
 A small scene library of the synthetic world, indexed with the shipped ``vidclip-synth`` model
 (so an image of one scene really looks most like its own video). Every reranked result is
 checked against a hand-written numpy reference that reads the stored frames straight from the
-shard files: cosine per frame, pooled, min-max normalised, fused 0.4 : 0.6, sorted.
+shard files: cosine per frame, pooled, min-max normalised, fused (alpha 0.4 on the first stage's
+score, 0.6 on the frames', as in CLIPRerank), sorted.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _reference(world, q, candidates, alpha, norm, pool):
         best = int(np.argmax(sims))
         rows.append((i, _pool(sims, pool), first + best, float(times[first + best])))
     m = np.array([r[1] for r in rows])
-    s = alpha * _norm(m, norm) + (1 - alpha) * _norm([c[3] for c in candidates], norm)
+    s = alpha * _norm([c[3] for c in candidates], norm) + (1 - alpha) * _norm(m, norm)  # alpha: first stage
     order = sorted(range(len(rows)), key=lambda i: (-s[i], i))
     return [(i, s[i], m[i], rows[i][2], rows[i][3]) for i in order]
 
@@ -132,9 +133,9 @@ def test_reranked_videos_match_numpy_reference(world, alpha, norm, pool):
         assert h.frame_time == t  # the best frame's stored timestamp, exactly
         assert (h.start, h.end) == _best_window_holding(world, h.video_id, pos, q)
         assert h.start <= h.frame_time < h.end
-    if alpha == 0.0:  # all weight on the first stage: its order comes back
+    if alpha == 1.0:  # all weight on the first stage: its order comes back
         assert [h.video_id for h in hits] == [h.video_id for h in first_stage[:4]]
-    if alpha == 1.0:  # on this data the frames disagree with the mean vectors: reranking changes the order
+    if alpha == 0.0:  # frames only; on this data they disagree with the mean vectors: the order changes
         assert [h.video_id for h in hits] != [h.video_id for h in first_stage[:4]]
 
 

@@ -8,7 +8,8 @@
    same candidates again (cache hit: nothing decoded).
 3. Quality: the synthetic example world (python -m vidclip.rerank.example) at shot level with a
    deliberately weak first stage, reranked with the shipped vidclip-synth model; xinfAP and AP before
-   and after for several alpha and every normalisation (sampled qrels, two strata).
+   and after for several alpha (the weight of the initial score, as in the paper; 0 = CLIP alone)
+   and every normalisation (sampled qrels, two strata).
 
     nice -n 10 python tools/bench_rerank.py [--topics 50 --candidates 1000 --frames 12] [--videos 36]
 
@@ -41,7 +42,7 @@ from vidclip.rerank.core import FrameBank, rerank_topic  # noqa: E402
 
 
 def naive_topic(text, docids, init, frames_of, alpha, depth):
-    """Reference loop: per candidate, per frame cosine; max pool; minmax fusion."""
+    """Reference loop: per candidate, per frame cosine; max pool; minmax fusion (alpha on the initial score)."""
     q = text / np.linalg.norm(text)
     head = docids[:depth]
     m = []
@@ -57,7 +58,7 @@ def naive_topic(text, docids, init, frames_of, alpha, depth):
     def mm(x):
         return (x - x.min()) / (x.max() - x.min()) if x.max() > x.min() else np.zeros_like(x)
 
-    fused = alpha * mm(m) + (1 - alpha) * mm(s0)
+    fused = alpha * mm(s0) + (1 - alpha) * mm(m)
     order = sorted(range(len(head)), key=lambda i: (-fused[i], i))
     return [head[i] for i in order] + list(docids[depth:])
 
@@ -112,7 +113,7 @@ def bench_world(num_videos, num_topics, seed, fps):
     before = evaluate_run({t: dict(zip(orders[t], scores[t].tolist())) for t in orders}, qrels)["mean"]
     rows = []
     for norm in ("minmax", "zscore", "rank", "none"):
-        for alpha in (0.2, 0.4, 0.6, 0.8, 1.0):
+        for alpha in (0.0, 0.2, 0.4, 0.6, 0.8):  # weight of the initial score; 0.0: CLIP alone
             for pool in ("max", "mean"):
                 final, _, _ = rerank_all(orders, scores, text_emb, bank, RerankConfig(alpha=alpha, pool=pool,
                                                                                       norm=norm))
@@ -168,7 +169,7 @@ def bench_search(num_videos, scenes, seed, depths, repeats, workdir=None):
         return {"depth": depth, "alpha": alpha, "segments": segments, "R@1": r1 / n, "R@5": r5 / n,
                 "moment": moment / n}
 
-    quality = [run(0)] + [run(d) for d in depths] + [run(max(depths), alpha=1.0)]
+    quality = [run(0)] + [run(d) for d in depths] + [run(max(depths), alpha=0.0)]  # alpha 0: frames only
     quality += [run(0, segments=True), run(max(depths), segments=True)]
     texts = [q[0] for q in queries[:50]]
     # the query embeddings once, for timing what follows the text encoder (faiss, catalog, frames)

@@ -38,8 +38,8 @@ examples:
 
 Give exactly one of QUERY, --image, --video, --queries.
 --rerank N: the first stage's top max(N, k) hits are re-scored CLIPRerank-style on their stored
-frames (the best frame's cosine, fused 0.4 : 0.6 with the first-stage score after min-max
-normalisation); each hit then also reports its best frame's time (frame_time, seconds).
+frames (the best frame's cosine weighing 0.6 and the first-stage score 0.4, as in CLIPRerank,
+after min-max normalisation); each hit then also reports its best frame's time (frame_time, seconds).
 """
 
 

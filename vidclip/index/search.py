@@ -11,10 +11,11 @@ similarity and needs no margin to tune. ``segments=True`` ranks the windows them
 Two stages (``rerank=N``): the first stage's top ``max(N, k)`` candidates (videos, or windows
 with ``segments=True``) are re-scored on their stored frames as CLIPRerank does
 (:mod:`vidclip.rerank.core`, arXiv 2401.08449): ``M = pool_t cos(query, frame_t)`` (``max`` by
-default), fused ``S = alpha * norm(M) + (1 - alpha) * norm(S_1)`` with alpha 0.4 and ``minmax``
-normalisation over the candidates (the ``vidclip rerank`` defaults; BENCHMARKS.md *Rerank* says
-why minmax), re-sorted, cut to k. ``S_1`` is what search returns without rerank: the faiss
-cosine, or the text-conditioned module's score when the index has one. A reranked hit's
+default), fused ``S = alpha * norm(S_1) + (1 - alpha) * norm(M)`` (alpha weighs the first stage,
+as in the paper) with alpha 0.4 and ``minmax`` normalisation over the candidates (the ``vidclip
+rerank`` defaults; BENCHMARKS.md *Rerank* says why minmax), re-sorted, cut to k. ``S_1`` is what
+search returns without rerank: the faiss cosine, or the text-conditioned module's score when the
+index has one. A reranked hit's
 ``score`` is ``S``, ``frame_score`` is ``M`` and ``frame_time`` the timestamp of its best frame;
 its span is the best-scoring window *containing* that frame (a video hit), or the window itself
 (a window hit), so playing from ``start`` shows the best frame within one window length.
@@ -262,7 +263,8 @@ class VideoIndex:
         """Top-k videos (or windows, ``segments=True``) for a text query, best first.
 
         ``rerank=N`` (0..MAX_RERANK): re-score the first stage's top max(N, k) on their stored
-        frames and fuse (``pool``, ``alpha``, ``norm`` as :func:`vidclip.rerank.core.fuse`).
+        frames and fuse (``pool``, ``alpha``, ``norm`` as :func:`vidclip.rerank.core.fuse`: ``alpha``
+        weighs the first-stage score, ``1 - alpha`` the frame score).
         """
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("search: the query text is empty")

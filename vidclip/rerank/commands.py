@@ -63,8 +63,10 @@ def cmd_trec_eval(ns: argparse.Namespace) -> int:
 def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "rerank", help="rerank another system's run with frame-level CLIP scores (CLIPRerank), shot level",
-        description="Rerank each topic's first --depth candidates by S = alpha*norm(M) + (1-alpha)*norm(S_init), "
-                    "M = pool over the candidate's frames of cos(text, frame) (CLIPRerank, arXiv 2401.08449). "
+        description="Rerank each topic's first --depth candidates by S = alpha*norm(S_init) + (1-alpha)*norm(M), "
+                    "S_init = the run's score, M = pool over the candidate's frames of cos(text, frame) "
+                    "(CLIPRerank, arXiv 2401.08449: alpha weighs the initial score, 0.4 in the paper, so CLIP "
+                    "weighs 0.6). "
                     "Frames come from a library index (--index, stored embeddings, no decoding) or from decoding "
                     "the videos of a mapping (--videos, cached on disk). Candidates whose frames cannot be found "
                     "are counted, listed and keep their slot; candidates below --depth keep their order. OUT is a "
@@ -84,7 +86,10 @@ def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--match", default="auto",
                    help="how docids (or the mapping's paths) find catalog entries with --index: key, path, "
                         "meta:COLUMN (a metadata column of a CSV library) or auto (path, key, file stem) (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.4, help="weight of the CLIP score in the fusion, in [0, 1] (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.4,
+                   help="weight of the run's initial score in the fusion, in [0, 1]; the CLIP score weighs 1 - alpha "
+                        "(1 keeps the initial order, 0 is CLIP alone; the paper's 0.4 is the default) "
+                        "(default: %(default)s)")
     p.add_argument("--depth", type=int, default=1000, help="rerank the first D candidates of each topic (default: %(default)s)")
     p.add_argument("--pool", default="max", help="frame pooling: max, mean or topk:K (mean of the K best frames) (default: %(default)s)")
     p.add_argument("--norm", default="minmax", choices=["none", "minmax", "zscore", "rank"],
@@ -99,7 +104,8 @@ def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
                    help="frame cache for --videos (a feature store; default: $XDG_CACHE_HOME/vidclip/rerank/<model,"
                         "sampler digest>)")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes for --videos (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (and no progress)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars on stderr")
     # model and sampling: --videos without --index only (with --index the index's own model is used)
     add_model_args(p, default_model="vidclip-synth", default_pretrained=None)
     add_sampler_args(p, default="fps")
@@ -109,27 +115,38 @@ def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_rerank(ns: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from .run import RerankConfig, rerank_run
+    from .run import RerankConfig, read_inputs, rerank_run
 
+    # Every check before the model: options, OUT's path, and all input files read (no torch yet).
     if ns.tune and not ns.qrels:
         raise ConfigError("--tune needs --qrels")
     if ns.index is None and ns.videos is None:
         raise ConfigError("give --index DIR or --videos MAP (see vidclip rerank --help)")
+    if ns.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {ns.workers}")
+    from ..video.header import BACKEND_CHOICES
+
+    if ns.backend not in BACKEND_CHOICES:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {ns.backend!r}")
     cfg = RerankConfig(alpha=ns.alpha, depth=ns.depth, pool=ns.pool, norm=ns.norm, tag=ns.tag)
-    clip = sampler = None
+    sampler = sampler_from_args(ns) if ns.index is None else None
+    inputs = read_inputs(ns.run, ns.topics, ns.out, cfg=cfg, index_dir=ns.index, mapping_path=ns.videos,
+                         match=ns.match, tune_qrels=ns.qrels if ns.tune else None)
+    progress = not (ns.json or ns.quiet)
+    clip = None
     if ns.index is None:
-        sampler = sampler_from_args(ns)
-        cfg.check()
+        if progress:
+            print(f"vidclip rerank: loading model {ns.model}", file=sys.stderr, flush=True)
         clip = model_from_args(ns)
     report = rerank_run(ns.run, ns.topics, ns.out, cfg=cfg, index_dir=ns.index, mapping_path=ns.videos,
                         match=ns.match, clip=clip, sampler=sampler, cache_dir=ns.cache, workers=ns.workers,
-                        backend=ns.backend, tune_qrels=ns.qrels if ns.tune else None,
-                        progress=not ns.json and sys.stderr.isatty())
+                        backend=ns.backend, tune_qrels=ns.qrels if ns.tune else None, progress=progress,
+                        inputs=inputs)
     if ns.json:
         print_json(report)
         return 0
     if "tune" in report:
-        print("tuning grid (mean xinfAP on these topics):")
+        print("tuning grid (mean xinfAP on these topics; alpha weighs the initial score, 1 - alpha the CLIP score):")
         for r in report["tune"]["grid"]:
             print(f"  alpha {r['alpha']:.1f}  pool {r['pool']:<7} norm {r['norm']:<7} xinfAP {r['xinfAP']:.4f}  "
                   f"AP {r['AP']:.4f}")
@@ -142,6 +159,8 @@ def cmd_rerank(ns: argparse.Namespace) -> int:
     print(f"reranked {report['reranked']} candidates of {report['topics']} topics (alpha {c['alpha']}, pool "
           f"{c['pool']}, norm {c['norm']}, depth {c['depth']}; frames: {src}; {report['ms_per_topic']:.1f} ms/topic) "
           f"-> {report['out']}")
+    if report["temps_removed"]:
+        print(f"removed {len(report['temps_removed'])} temp file(s) left by an interrupted write of {report['out']}")
     if report["unresolved"]:
         print(f"vidclip rerank: {report['unresolved']} candidate(s) had no frames and kept their place:",
               file=sys.stderr)

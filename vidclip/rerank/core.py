@@ -6,7 +6,10 @@ span for shot-level documents):
 - frame score ``s(q, f) = cos(text(q), image(f))``;
 - candidate score ``M(q, v) = pool_t s(q, f_t)`` with ``max`` (the paper's), ``mean`` or
   ``topk:K`` (mean of the K best frames, all frames when fewer);
-- fused score ``S = alpha * norm(M) + (1 - alpha) * norm(S_init)``, both normalised per topic over
+- fused score ``S = alpha * norm(S_init) + (1 - alpha) * norm(M)``: alpha weighs the initial
+  ranking's score, as in the paper, whose ``S_re = a * M(q, v) + (1 - a) * S(q, v)``, a = 0.4,
+  names the initial model's score M and the CLIP score S (the letters are the other way round
+  here: M is the CLIP score); so by default CLIP weighs 0.6. Both are normalised per topic over
   the reranked candidates (the first ``depth`` of the initial ranking that have frames), with
   ``none``, ``minmax`` ((x - min) / (max - min); 0 when all are equal), ``zscore`` ((x - mean) /
   std, population std; 0 when constant) or ``rank`` ((n - r) / (n - 1) with r the 1-based rank,
@@ -144,11 +147,15 @@ def normalize(x: np.ndarray, method: str = "minmax") -> np.ndarray:
     raise ConfigError(f"--norm must be one of {', '.join(NORMS)}, got {method!r}")
 
 
-def fuse(clip_scores: np.ndarray, init_scores: np.ndarray, alpha: float = 0.4, norm: str = "minmax") -> np.ndarray:
-    """S = alpha * norm(M) + (1 - alpha) * norm(S_init), float64 [n]."""
+def fuse(*, init_scores: np.ndarray, clip_scores: np.ndarray, alpha: float = 0.4, norm: str = "minmax") -> np.ndarray:
+    """S = alpha * norm(S_init) + (1 - alpha) * norm(M), float64 [n]; alpha weighs the initial score.
+
+    init_scores: float [n] the initial ranking's scores S_init; clip_scores: float [n] the pooled
+    CLIP scores M. Keyword-only: the two are the same shape and easy to swap.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
-    return alpha * normalize(clip_scores, norm) + (1.0 - alpha) * normalize(init_scores, norm)
+    return alpha * normalize(init_scores, norm) + (1.0 - alpha) * normalize(clip_scores, norm)
 
 
 def candidate_scores(text: np.ndarray, bank: FrameBank, idx: np.ndarray, pool: str = "max") -> np.ndarray:
@@ -184,6 +191,7 @@ def rerank_topic(text: np.ndarray, docids: list[str], init_scores, bank: FrameBa
     """Rerank one topic's candidates.
 
     docids: the initial ranking, best first; init_scores: float [n] their initial scores.
+    alpha: weight of the initial score in the fusion (1 - alpha weighs the CLIP score M).
     ``clip_scores`` (float [min(n, depth)], NaN = no frames) skips recomputing M (tuning reuses it).
     """
     if depth <= 0:
@@ -193,7 +201,7 @@ def rerank_topic(text: np.ndarray, docids: list[str], init_scores, bank: FrameBa
     m = candidate_scores(text, bank, bank.lookup(head), pool) if clip_scores is None else np.asarray(clip_scores)
     ok = ~np.isnan(m)
     slots = np.flatnonzero(ok)
-    s = fuse(m[ok], init_scores[:len(head)][ok], alpha, norm)
+    s = fuse(init_scores=init_scores[:len(head)][ok], clip_scores=m[ok], alpha=alpha, norm=norm)
     best = slots[np.argsort(-s, kind="stable")]
     new_head = list(head)
     for slot, src in zip(slots.tolist(), best.tolist()):

@@ -71,6 +71,18 @@ def _catalog_lookup(rows: list[dict], match: str) -> dict[str, dict]:
     return table
 
 
+def check_index_dir(index_dir: str | os.PathLike, match: str = "auto") -> Path:
+    """The resolved ``index_dir`` when it is a library index and ``match`` is valid; else a VidclipError.
+    Cheap (no catalog opened): called before any model is loaded."""
+    index_dir = Path(index_dir).expanduser().resolve()
+    if not (index_dir / CATALOG_FILE).is_file():
+        raise VidclipError(f"--index {display_path(index_dir)}: not a vidclip index (no {CATALOG_FILE}); build one "
+                           "with `vidclip index`")
+    if match not in ("auto", "key", "path") and not (match.startswith("meta:") and len(match) > 5):
+        raise VidclipError(f"--match must be auto, key, path or meta:COLUMN, got {match!r}")
+    return index_dir
+
+
 def bank_from_index(index_dir: str | os.PathLike, docids: list[str], shots: dict[str, Shot] | None = None,
                     *, match: str = "auto", mapping_base: Path | None = None) -> tuple[FrameBank, dict, BankStats]:
     """Frames of ``docids`` from a library index. Returns (bank, the index's model identity, stats).
@@ -81,12 +93,7 @@ def bank_from_index(index_dir: str | os.PathLike, docids: list[str], shots: dict
     """
     from ..index.catalog import Catalog
 
-    index_dir = Path(index_dir).expanduser().resolve()
-    if not (index_dir / CATALOG_FILE).is_file():
-        raise VidclipError(f"{display_path(index_dir)}: not a vidclip index (no {CATALOG_FILE}); build one with "
-                           "`vidclip index`")
-    if match not in ("auto", "key", "path") and not (match.startswith("meta:") and len(match) > 5):
-        raise VidclipError(f"--match must be auto, key, path or meta:COLUMN, got {match!r}")
+    index_dir = check_index_dir(index_dir, match)
     catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
     try:
         model = catalog.get_meta("model")
@@ -140,8 +147,9 @@ def _video_key(path: Path) -> str:
 
 def bank_from_videos(docids: list[str], shots: dict[str, Shot], mapping_base: Path, clip, sampler, *,
                      cache_dir: str | os.PathLike | None = None, workers: int = 2, backend: str = "auto",
-                     progress: bool = False) -> tuple[FrameBank, BankStats]:
-    """Frames of ``docids`` by decoding and encoding the mapped videos (cached in a feature store)."""
+                     progress: bool | str = False) -> tuple[FrameBank, BankStats]:
+    """Frames of ``docids`` by decoding and encoding the mapped videos (cached in a feature store).
+    ``progress``: the encoding bar (a string: its label), as :func:`vidclip.pipeline.encode_videos`."""
     import time
 
     from ..pipeline import encode_videos
