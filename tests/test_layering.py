@@ -38,6 +38,7 @@ ALLOWED["vidclip.train"] = _FEATURES | {"vidclip.eval"}
 ALLOWED["vidclip.rerank"] = _FEATURES | {"vidclip.eval", "vidclip.index"}
 ALLOWED["vidclip.recognition"] = _FEATURES | {"vidclip.eval"}
 ALLOWED["vidclip.serve"] = _FEATURES | {"vidclip.index", "vidclip.rerank"}
+ALLOWED["vidclip.hybrid"] = BASE  # rank fusion (issue 19): pure math, imports only vidclip.errors
 # The top-level facade (``vidclip/__init__.py``, lazy names) and the CLI layer (cli.py, demo.py,
 # __main__ entry points) may import everything; a package's own
 # ``commands.py`` may import what its package may, plus the shared option helpers.
