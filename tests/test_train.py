@@ -203,6 +203,15 @@ def test_resume_continues_exactly(data, clip, tmp_path):
     half = tiny_config(data, tmp_path / "b", *over)
     first = run_train(half, clip, stop_after=4)  # stops mid-epoch 2 (3 steps per epoch)
     assert first.stopped and first.global_step == 4
+    # the checkpoint holds only what a safe load reads (tensors, plain values: no numpy arrays)
+    rng_path = tmp_path / "b" / "run" / "rng-0.pt"
+    for path in (tmp_path / "b" / "run" / "state.pt", rng_path):
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], path.name
+    # an RNG file written the old way (numpy's key as an ndarray) still resumes exactly
+    rng = torch.load(rng_path, weights_only=True)
+    name, key, *rest = rng["state"]["numpy"]
+    rng["state"]["numpy"] = (name, key.numpy().astype(np.uint32), *rest)
+    torch.save(rng, rng_path)
     second = run_train(half, clip, resume=True)
     assert not second.stopped and second.global_step == 9
     a, b = train_losses(tmp_path / "a" / "run"), train_losses(tmp_path / "b" / "run")
@@ -218,6 +227,32 @@ def test_resume_continues_exactly(data, clip, tmp_path):
     changed = apply_overrides(half, ["optim.lr=0.5"])
     with pytest.raises(ConfigError, match=r"optim\.lr"):
         run_train(changed, clip, resume=True)
+
+
+def _touch(path):
+    Path(path).write_text("code ran")
+
+
+class _RunsCode:
+    """Unpickling this calls _touch: what a run folder from someone else could hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return _touch, (self.marker,)
+
+
+@pytest.mark.parametrize("name, what_to_do", [("state.pt", "start a new run"), ("rng-0.pt", "delete it")])
+def test_resume_refuses_checkpoint_files_that_would_run_code(data, clip, tmp_path, name, what_to_do):
+    cfg = tiny_config(data, tmp_path, "optim.epochs=2")
+    run_train(cfg, clip, stop_after=2)
+    path, marker = tmp_path / "run" / name, tmp_path / "marker"
+    saved = torch.load(path, weights_only=False)  # ours: trusted
+    torch.save({**saved, "extra": _RunsCode(str(marker))}, path)
+    with pytest.raises(ConfigError, match=rf"{name}: refused to load: it asks for [\w.]*_touch.*{what_to_do}"):
+        run_train(cfg, clip, resume=True)
+    assert not marker.exists()
 
 
 def test_resume_drops_log_lines_past_the_checkpoint(data, clip, tmp_path):

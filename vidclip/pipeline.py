@@ -14,12 +14,9 @@ which videos finished decoding first. One bad video yields a :class:`Failure` an
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import multiprocessing.context
 import os
 import sys
 import time
-import types
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ import numpy as np
 
 from .data.features import STORE_FILE, FeatureStore, FeatureWriter
 from .errors import VidclipError, display_path
+from .processes import worker_context
 from .video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401  (VIDEO_EXTENSIONS: re-exported)
 from .video.sample import Sample, SamplerConfig, sample_video
 
@@ -124,25 +122,6 @@ def _init_worker(parent: int, pdeathsig: bool) -> None:
     torch.set_num_threads(1)
 
 
-class _NoMainSpawnContext(mp.context.SpawnContext):
-    """Spawned workers that do not re-import the main module: decode jobs are vidclip functions,
-    so a plain script without ``if __name__ == "__main__"``, a notebook and ``python -`` all
-    work (multiprocessing's spawn/forkserver would re-run the script, or open '<stdin>')."""
-
-    class Process(mp.context.SpawnProcess):
-        @staticmethod
-        def _Popen(process_obj):
-            from multiprocessing.popen_spawn_posix import Popen
-
-            main = sys.modules.get("__main__")
-            sys.modules["__main__"] = types.ModuleType("__main__")  # nothing to prepare
-            try:
-                return Popen(process_obj)
-            finally:
-                if main is not None:
-                    sys.modules["__main__"] = main
-
-
 def resolve_workers(workers, num_items: int) -> int:
     """``workers="auto"``: decode in this process for a few videos (no start-up cost), else up
     to 4 worker processes (one per core). An int is taken as given."""
@@ -188,7 +167,7 @@ def _decoded_stream(items, sampler: SamplerConfig, backend: str, image_size: int
     import threading
 
     pdeathsig = threading.current_thread() is threading.main_thread()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_NoMainSpawnContext(), initializer=_init_worker,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_worker,
                              initargs=(os.getpid(), pdeathsig)) as pool:
         todo = deque(items)
         running: set[Future] = set()

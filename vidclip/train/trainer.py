@@ -231,7 +231,12 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's RNG states in plain form (tensors, ints, floats, tuples): what
+    ``torch.load(weights_only=True)`` reads back. numpy's MT19937 key (uint32 [624]) is stored
+    as an int64 tensor, not an ndarray (which a safe load refuses)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (str(name), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -239,10 +244,52 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]  # key: int64 tensor, or an ndarray in files written before
+    key = key.numpy() if isinstance(key, torch.Tensor) else key
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_array_globals() -> list:
+    """What an RNG file written before plain form needs besides tensors: numpy's array
+    reconstruction (under numpy 2's and numpy 1's module names). It rebuilds plain arrays from
+    bytes and runs no code, so a safe load may allow it."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), (_reconstruct, "numpy._core.multiarray._reconstruct"),
+            (_reconstruct, "numpy.core.multiarray._reconstruct")]
+
+
+def _load_checkpoint_file(path: Path, *, what_to_do: str, numpy_arrays: bool = False):
+    """``torch.load(path, weights_only=True)``: a run folder may come from someone else, and a
+    full unpickle would run whatever code it names. A file that needs more than tensors and
+    plain Python values (plus numpy arrays with ``numpy_arrays``) is refused with one line that
+    names what it asked for and ``what_to_do``."""
+    import pickle
+
+    try:
+        allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        if not numpy_arrays or allow is None:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        with allow(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - only for the message
+            names = []
+        if numpy_arrays:
+            allowed = {"numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct",
+                       "numpy.core.multiarray._reconstruct"}
+            names = [n for n in names if n not in allowed]
+        asked = f"it asks for {', '.join(names[:3])}" if names else "it is not a plain checkpoint"
+        raise ConfigError(f"{path}: refused to load: {asked}, which a safe load (weights_only) does not "
+                          f"allow and vidclip never writes; {what_to_do}") from None
 
 
 # ----------------------------------------------------------------------------- train
@@ -324,15 +371,20 @@ def video_batches(source, keys_per_step: list[list[str]], workers: int):
     Cached features are memory-mapped reads and are fetched inline; pixel sources decode video
     files, which runs ``workers`` steps ahead in DataLoader worker processes. Decoding is
     deterministic, so prefetching changes nothing about the batches (resume stays exact).
+    The workers are spawned (:func:`vidclip.processes.worker_context`): forking a process that
+    holds other threads (Ray, a server, the test suite) can leave a worker waiting forever on a
+    lock one of them held.
     """
     from ..eval.evaluate import PixelSource
+    from ..processes import worker_context
 
     if not isinstance(source, PixelSource) or workers <= 0 or len(keys_per_step) <= 1:
         for keys in keys_per_step:
             yield source.batch(keys)
         return
     loader = torch.utils.data.DataLoader(_StepBatches(source, keys_per_step), batch_size=None, shuffle=False,
-                                         num_workers=min(workers, len(keys_per_step)), prefetch_factor=2)
+                                         num_workers=min(workers, len(keys_per_step)), prefetch_factor=2,
+                                         multiprocessing_context=worker_context())
     yield from loader
 
 
@@ -454,7 +506,8 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     best_step: int | None = None
     last_val: dict | None = None
     if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = _load_checkpoint_file(state_path, what_to_do="start a new run (without --resume) if you do not "
+                                      "trust where this run folder came from")
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -463,7 +516,10 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best_score, best_step, last_val = state["best_score"], state["best_step"], state.get("last_val")
         rng_path = run_dir / f"rng-{run.rank}.pt"
-        rng = torch.load(rng_path, map_location="cpu", weights_only=False) if rng_path.is_file() else None
+        rng = _load_checkpoint_file(
+            rng_path, numpy_arrays=True,  # numpy arrays: files written before the RNG state was plain
+            what_to_do="delete it to resume without it (dropout noise will then differ)",
+        ) if rng_path.is_file() else None
         if rng is not None and rng.get("global_step") == global_step:
             _set_rng_state(rng["state"])
         else:
@@ -494,7 +550,9 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
                 "scheduler": scheduler.state_dict(),
                 "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-                "best_score": best_score, "best_step": best_step, "last_val": last_val,
+                "best_score": best_score, "best_step": best_step,
+                # JSON round trip: plain floats/ints only (numpy scalars would need a full unpickle)
+                "last_val": json.loads(json.dumps(last_val)),
                 "world_size": run.world, "config": config_to_dict(cfg),
             }, state_path)
         acc.wait_for_everyone()
