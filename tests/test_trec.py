@@ -155,3 +155,44 @@ def test_cli_json_keys(tmp_path, capsys):
     assert main(["trec-eval", "--run", str(tmp_path / "r.txt"), "--qrels", str(tmp_path / "q.txt"), "--per-topic"]) == 0
     text = capsys.readouterr().out
     assert "xinfAP" in text and text.count("\n") >= 3
+
+
+def _mean(tmp_path, capsys, run_text, qrels_text, bom_run=False, bom_qrels=False):
+    (tmp_path / "r.txt").write_text(("\ufeff" if bom_run else "") + run_text, encoding="utf-8")
+    (tmp_path / "q.txt").write_text(("\ufeff" if bom_qrels else "") + qrels_text, encoding="utf-8")
+    assert main(["trec-eval", "--run", str(tmp_path / "r.txt"), "--qrels", str(tmp_path / "q.txt"), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_bom_in_run_or_qrels_changes_nothing(tmp_path, capsys):
+    # Before: topic "1" of a BOM-prefixed file was read as "\ufeff1", skipped, and the mean changed (exit 0)
+    qrels = QRELS_A + "2 0 a 1 1\n2 0 b 1 0\n"
+    run = "".join(f"1 Q0 {d} {i} {s} sys\n" for i, (d, s) in enumerate(RUN_A.items(), 1)) + \
+        "2 Q0 b 1 2.0 sys\n2 Q0 a 2 1.0 sys\n"
+    want = _mean(tmp_path, capsys, run, qrels)
+    assert want["num_topics"] == 2 and want["skipped_topics"] == []
+    assert _mean(tmp_path, capsys, run, qrels, bom_run=True) == want
+    assert _mean(tmp_path, capsys, run, qrels, bom_qrels=True) == want
+    assert _mean(tmp_path, capsys, run, qrels, bom_run=True, bom_qrels=True) == want
+
+
+@pytest.mark.parametrize("name,text,where,what", [
+    ("r.csv", "query_id,video_id,score\n1,a,1\n1," + "b" * (129 * 1024) + ",2\n", "r.csv:3",
+     "field larger than field limit"),
+    ("r.jsonl", '{"query_id": "1", "video_id": "a", "score": 1}\n' + "[" * 100_000 + "]" * 100_000 + "\n",
+     "r.jsonl:2", "nested too deeply"),
+    ("r.txt", "1 Q0 a 1 1_000 t\n", "r.txt:1", "score '1_000' is not a number"),
+    ("r.jsonl", '{"query_id": "1", "video_id": "a", "score": true}\n', "r.jsonl:1", "score true is not a number"),
+    ("q.txt", "1 0 a 1 1\n1 0 b 1 9223372036854775808\n", "q.txt:2", "relevance 9223372036854775808 is above"),
+    ("q.txt", "1 0 a 1 4294967296\n", "q.txt:1", "relevance 4294967296 is above"),  # trec_eval: silently 0
+])
+def test_hostile_text_is_one_line_naming_file_and_line(tmp_path, capsys, name, text, where, what):
+    # Before: _csv.Error, RecursionError and SystemError tracebacks; 1_000 read as 1000, true as 1
+    (tmp_path / "r.txt").write_text("1 Q0 a 1 2.5 t\n")
+    (tmp_path / "q.txt").write_text("1 0 a 1 1\n")
+    (tmp_path / name).write_text(text)
+    run = tmp_path / (name if name.startswith("r.") else "r.txt")
+    assert main(["trec-eval", "--run", str(run), "--qrels", str(tmp_path / "q.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err[:500]
+    assert err.startswith("vidclip trec-eval: error: ") and f"{where}: " in err and what in err, err[:500]

@@ -159,6 +159,50 @@ def test_file_cut_mid_stream_warns_once(tmp_path):
     assert [ln for ln in proc.stderr.splitlines() if ln] == [f"vidclip frames: warning: {info.warnings[0]}"]
 
 
+def _cut_avi_infos(path):
+    infos = [probe(path), sample_video(path, SamplerConfig(num_frames=4)).info]
+    for backend in ("pyav", "decord"):
+        with open_video(path, backend=backend) as r:
+            infos.append(r.info)
+    return infos
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.6])
+def test_avi_cut_mid_stream_warns_like_mkv(tmp_path, capsys, keep):
+    """An AVI's index (idx1) is at its end: a cut file has none, and FFmpeg then re-estimates the
+    duration from the file size (5 s of 10 at 50%), so the cut went unnoticed. The stream header's
+    frame count still says 10 s: the same one-line warning as a cut MKV or MP4."""
+    v = make_coded_video(tmp_path / "long.avi", 300, size=(96, 64), gop=30)
+    data = v.path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    for info in _cut_avi_infos(cut):
+        assert info.num_frames < 300
+        assert len(info.warnings) == 1 and "cut.avi" in info.warnings[0] and "10.00 s" in info.warnings[0], info
+    assert main(["frames", str(cut), "--num-frames", "2", "--out", str(tmp_path / "frames")]) == 0
+    assert [ln for ln in capsys.readouterr().err.splitlines() if ln] == [f"vidclip frames: warning: {info.warnings[0]}"]
+    # The whole file, and one that lost only its index (every frame is there): no warning.
+    no_index = tmp_path / "no_index.avi"
+    no_index.write_bytes(data[: data.rindex(b"idx1")])
+    for f in (v.path, no_index):
+        assert all(info.warnings == [] and info.num_frames == 300 for info in _cut_avi_infos(f)), f
+
+
+@pytest.mark.shared
+def test_real_avi_cut_in_half_warns(shared_dir, tmp_path):
+    avis = sorted((shared_dir / "videos").glob("*.avi"))
+    if not avis:
+        pytest.skip(f"no .avi in {shared_dir / 'videos'}")
+    for src in avis:
+        data = src.read_bytes()
+        cut = tmp_path / src.name
+        cut.write_bytes(data[: len(data) // 2])
+        whole = probe(src)
+        assert whole.warnings == [], src
+        for info in _cut_avi_infos(cut):
+            assert len(info.warnings) == 1 and f"{whole.duration:.2f} s" in info.warnings[0], (src, info)
+
+
 # ----------------------------------------------------------------------------- frames folders
 
 

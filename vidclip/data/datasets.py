@@ -31,8 +31,6 @@ end up with no caption are kept (they still belong to the gallery) with a
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import pickle
@@ -45,6 +43,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from vidclip.errors import ConfigError, DatasetError
+from vidclip.textio import CsvRows, parse_json, read_text, read_text_lines
 
 __all__ = [
     "VideoItem",
@@ -157,22 +156,17 @@ def _need_file(path: Path, what: str) -> Path:
 def _read_csv(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a csv as (line number, row); checks the header has ``columns``."""
     _need_file(path, "csv file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise DatasetError(f"{path}: missing column(s) {missing}; header is {header}")
-        return [(reader.line_num, row) for row in reader]
+    rows = CsvRows(path, header=True)
+    header = rows.fieldnames
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {missing}; header is {header}")
+    return list(rows)
 
 
 def _read_json(path: Path, what: str) -> Any:
     _need_file(path, what)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    return parse_json(read_text(path), path)
 
 
 def _read_id_list(path: Path) -> list[tuple[int, str]]:
@@ -180,7 +174,7 @@ def _read_id_list(path: Path) -> list[tuple[int, str]]:
     _need_file(path, "video list")
     out = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text_lines(path), 1):
         vid = line.strip()
         if not vid:
             continue
@@ -490,47 +484,43 @@ def _load_jsonl(root: Path, split: str, check_files: bool = True) -> CaptionData
     id_key: dict[str, tuple[tuple[str, float | None, float | None], int]] = {}
     videos: list[VideoItem] = []
     caps: list[tuple[int, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            rel = obj.get("video")
-            if not isinstance(rel, str) or not rel:
-                raise DatasetError(f"{where}: missing or empty string field 'video'")
-            text = _caption_text(obj.get("caption"), f"{where}: 'caption'")
-            start, end = (
-                _number(obj.get("start"), where, "start"),
-                _number(obj.get("end"), where, "end"),
-            )
-            if start is not None and end is not None and end <= start:
-                raise DatasetError(f"{where}: 'end' ({end}) must be after 'start' ({start})")
-            vpath = Path(rel) if Path(rel).is_absolute() else base / rel
-            key = (os.path.normpath(str(vpath)), start, end)
-            if key not in index:
-                vid = obj.get("video_id")
-                if vid is None:
-                    vid = rel
-                    if start is not None or end is not None:
-                        vid += f"@{'' if start is None else f'{start:g}'}-{'' if end is None else f'{end:g}'}"
-                elif not isinstance(vid, str) or not vid:
-                    raise DatasetError(
-                        f"{where}: 'video_id' must be a non-empty string, got {vid!r}"
-                    )
-                if vid in id_key:
-                    raise DatasetError(
-                        f"{where}: video_id {vid!r} already names a different video/segment (line {id_key[vid][1]})"
-                    )
-                id_key[vid] = (key, n)
-                index[key] = len(videos)
-                videos.append(VideoItem(vid, Path(key[0]), start, end))
-            caps.append((index[key], text))
+    for n, line in enumerate(read_text_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        obj = parse_json(line, path, n)
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        rel = obj.get("video")
+        if not isinstance(rel, str) or not rel:
+            raise DatasetError(f"{where}: missing or empty string field 'video'")
+        text = _caption_text(obj.get("caption"), f"{where}: 'caption'")
+        start, end = (
+            _number(obj.get("start"), where, "start"),
+            _number(obj.get("end"), where, "end"),
+        )
+        if start is not None and end is not None and end <= start:
+            raise DatasetError(f"{where}: 'end' ({end}) must be after 'start' ({start})")
+        vpath = Path(rel) if Path(rel).is_absolute() else base / rel
+        key = (os.path.normpath(str(vpath)), start, end)
+        if key not in index:
+            vid = obj.get("video_id")
+            if vid is None:
+                vid = rel
+                if start is not None or end is not None:
+                    vid += f"@{'' if start is None else f'{start:g}'}-{'' if end is None else f'{end:g}'}"
+            elif not isinstance(vid, str) or not vid:
+                raise DatasetError(
+                    f"{where}: 'video_id' must be a non-empty string, got {vid!r}"
+                )
+            if vid in id_key:
+                raise DatasetError(
+                    f"{where}: video_id {vid!r} already names a different video/segment (line {id_key[vid][1]})"
+                )
+            id_key[vid] = (key, n)
+            index[key] = len(videos)
+            videos.append(VideoItem(vid, Path(key[0]), start, end))
+        caps.append((index[key], text))
     if not videos:
         raise DatasetError(f"{path}: no annotations")
     _check_missing(f"jsonl-{path.stem}", videos, check_files)

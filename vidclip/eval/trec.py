@@ -33,20 +33,20 @@ same cut run, with unjudged (-1) documents counted as not relevant.
 
 Plain 4-column TREC qrels (``topic iter docid rel``) are read as one fully judged stratum.
 Run files: TREC 6-column (``topic Q0 docid rank score tag``), CSV with a header holding
-``query_id, video_id, score`` (and optionally ``rank``), or JSONL with those keys.
+``query_id, video_id, score`` (and optionally ``rank``), or JSONL with those keys. Files are read
+by :mod:`vidclip.textio` (a BOM dropped; numbers read strictly: ``1_000`` and JSON ``true`` are not
+scores); relevance grades are at most :data:`MAX_RELEVANCE`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, display_path
+from ..textio import CsvRows, at, parse_float, parse_int, parse_json, read_text_lines
 
 __all__ = ["Qrels", "RunEntry", "read_qrels", "read_run", "ranked", "inferred_measures", "evaluate_run",
            "format_trec_run", "METRICS"]
@@ -54,6 +54,10 @@ __all__ = ["Qrels", "RunEntry", "read_qrels", "read_run", "ranked", "inferred_me
 METRICS = ("xinfAP", "infNDCG", "AP", "P@10", "nDCG@10")
 PREC_SMOOTH_REL = 0.00001  # sample_eval.pl's smoothing constants
 PREC_SMOOTH_SAMPLED = 0.00003
+# trec_eval (pytrec_eval) allocates 8 bytes per relevance level up to the largest grade (2**31 took
+# 16 GB), wraps grades >= 2**32 to 0 (silently "not relevant") and fails on >= 2**63; grades are
+# small (TRECVID: 1), so a generous bound keeps its cost at a few MB.
+MAX_RELEVANCE = 1_000_000
 
 
 @dataclass
@@ -74,17 +78,6 @@ class RunEntry:
 
 def _err(path, line: int, what: str) -> DatasetError:
     return DatasetError(f"{display_path(path)}:{line}: {what}")
-
-
-def read_text_lines(path) -> list[str]:
-    """The lines of a UTF-8 text file; a missing or non-UTF-8 file is a DatasetError naming it."""
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"{display_path(path)}: no such file")
-    try:
-        return p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{display_path(path)}: not UTF-8 text ({e})") from None
 
 
 def read_qrels(path: str | os.PathLike) -> Qrels:
@@ -108,10 +101,7 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
             raise _err(path, no, f"expected {ncols} columns like the first line, got {len(parts)}")
         topic, docid = parts[0], parts[2]
         stratum = parts[3] if ncols == 5 else "1"
-        try:
-            rel = int(parts[-1])
-        except ValueError:
-            raise _err(path, no, f"relevance {parts[-1]!r} is not an integer") from None
+        rel = parse_int(parts[-1], at(path, no), "relevance", hi=MAX_RELEVANCE)
         if rel < -1:
             raise _err(path, no, f"relevance {rel} is below -1 (-1 = pooled but unjudged, 0 = not relevant, >0 relevant)")
         if ncols == 4 and rel < 0:
@@ -152,18 +142,10 @@ def read_run(path: str | os.PathLike) -> dict[str, list[RunEntry]]:
         topic, docid = str(topic).strip(), str(docid).strip()
         if not topic or not docid:
             raise _err(path, no, "empty topic or docid")
-        try:
-            s = float(score)
-        except (TypeError, ValueError):
-            raise _err(path, no, f"score {score!r} is not a number") from None
-        if not math.isfinite(s):
-            raise _err(path, no, f"score {score!r} is not finite")
+        s = parse_float(score, at(path, no), "score")
         r = None
         if rank not in (None, ""):
-            try:
-                r = int(rank)
-            except (TypeError, ValueError):
-                raise _err(path, no, f"rank {rank!r} is not an integer") from None
+            r = parse_int(rank, at(path, no), "rank")
         if (topic, docid) in seen:
             raise _err(path, no, f"document {docid!r} appears twice for topic {topic!r} (first on line {seen[topic, docid]})")
         seen[topic, docid] = no
@@ -178,21 +160,18 @@ def read_run(path: str | os.PathLike) -> dict[str, list[RunEntry]]:
                 raise _err(path, no, f"expected 6 columns 'topic Q0 docid rank score tag', got {len(parts)}")
             add(no, parts[0], parts[2], parts[4], parts[3])
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO("\n".join(lines)))
+        rows = CsvRows(path, header=True, text="\n".join(lines))
         need = {"query_id", "video_id", "score"}
-        missing = need - set(reader.fieldnames or [])
+        missing = need - set(rows.fieldnames)
         if missing:
             raise _err(path, 1, f"CSV header must name query_id, video_id, score (and optionally rank); missing {sorted(missing)}")
-        for row in reader:
-            add(reader.line_num, row["query_id"], row["video_id"], row["score"], row.get("rank"))
+        for no, row in rows:
+            add(no, row["query_id"], row["video_id"], row["score"], row.get("rank"))
     else:
         for no, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise _err(path, no, f"not JSON ({e.msg})") from None
+            obj = parse_json(raw, path, no)
             if not isinstance(obj, dict) or not {"query_id", "video_id", "score"} <= set(obj):
                 raise _err(path, no, "each line must be an object with query_id, video_id, score (and optionally rank)")
             add(no, obj["query_id"], obj["video_id"], obj["score"], obj.get("rank"))

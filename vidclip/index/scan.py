@@ -3,12 +3,12 @@ videos to index (:class:`Library` of :class:`LibraryItem`)."""
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, display_path
+from ..textio import CsvRows, read_text_lines
 
 
 @dataclass
@@ -76,27 +76,28 @@ def scan_library(spec: str | os.PathLike) -> Library:
     items: list[LibraryItem] = []
     seen: dict[Path, str] = {}
     if suffix == ".csv":
-        with open(spec_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = [c.strip() for c in (reader.fieldnames or [])]
-            if "path" not in fields:
-                raise DatasetError(f"{spec_path}: header {fields} has no 'path' column")
-            reader.fieldnames = fields
-            for row_no, row in enumerate(reader, start=2):
-                raw = (row.get("path") or "").strip()
-                if not raw:
-                    raise DatasetError(f"{spec_path}: row {row_no}: field 'path' is empty")
-                meta = {k: v for k, v in row.items() if k != "path" and k is not None}
-                item = _item(root, raw, meta)
-                if item.path in seen:
-                    raise DatasetError(f"{spec_path}: row {row_no}: path {raw!r} already listed ({seen[item.path]})")
-                seen[item.path] = f"row {row_no}"
-                items.append(item)
+        rows = CsvRows(spec_path, header=True)
+        fields = [c.strip() for c in rows.fieldnames]
+        if "path" not in fields:
+            raise DatasetError(f"{spec_path}: header {fields} has no 'path' column")
+        rows.fieldnames = fields
+        for row_no, row in rows:  # row_no: the file line the row ends on
+            raw = (row.get("path") or "").strip()
+            if not raw:
+                raise DatasetError(f"{spec_path}: row {row_no}: field 'path' is empty")
+            meta = {k: v for k, v in row.items() if k != "path" and k is not None}
+            item = _item(root, raw, meta)
+            if item.path in seen:
+                raise DatasetError(f"{spec_path}: row {row_no}: path {raw!r} already listed ({seen[item.path]})")
+            seen[item.path] = f"row {row_no}"
+            items.append(item)
     else:
         try:
-            lines = spec_path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise DatasetError(f"{spec_path}: not a text file of paths (is it a video? pass its folder instead)") from None
+            lines = read_text_lines(spec_path)
+        except DatasetError as e:
+            if "not UTF-8" not in str(e):
+                raise
+            raise DatasetError(f"{e}; not a text file of paths (is it a video? pass its folder instead)") from None
         for line_no, line in enumerate(lines, start=1):
             raw = line.strip()
             if not raw or raw.startswith("#"):

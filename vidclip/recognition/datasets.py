@@ -19,13 +19,13 @@ Layouts (``read_split(data, split)``):
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, display_path
+from ..textio import CsvRows, parse_float, read_text_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 LAYOUTS = ("auto", "folder", "ucf101", "hmdb51", "kinetics", "csv")
@@ -91,12 +91,7 @@ def read_class_list(path: str | os.PathLike) -> list[str]:
 
 
 def _read_lines(p: Path) -> list[str]:
-    try:
-        return p.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as e:
-        raise DatasetError(f"{display_path(p)}: cannot read: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{display_path(p)}: not UTF-8 text ({e})") from e
+    return read_text_lines(p)  # BOM dropped; a bad byte is an error naming the file and line
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -284,17 +279,13 @@ def read_hmdb51(root: Path, split: str, fold: int, *, classes=None, skip_missing
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]):
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in required if c not in cols]
-            if missing:
-                raise DatasetError(f"{display_path(path)}: missing column(s) {missing}; the header has {cols}")
-            for no, row in enumerate(reader, 2):
-                yield no, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-    except OSError as e:
-        raise DatasetError(f"{display_path(path)}: cannot read: {e.strerror or e}") from e
+    rows = CsvRows(path, header=True)
+    cols = [c.strip() for c in rows.fieldnames]
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise DatasetError(f"{display_path(path)}: missing column(s) {missing}; the header has {cols}")
+    for no, row in rows:  # no: the file line the row ends on
+        yield no, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
 
 
 def read_path_label_csv(path: Path, *, classes=None, skip_missing=False) -> LabeledVideos:
@@ -328,10 +319,8 @@ def read_kinetics(path: Path, split: str | None, *, classes=None, skip_missing=F
     for no, r in rows:
         where = f"{display_path(path)}:{no}"
         label = _label(index, r["label"], where, names)
-        try:
-            stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
-        except ValueError:
-            raise DatasetError(f"{where}: time_start/time_end must be numbers, got {r['time_start']!r}, {r['time_end']!r}") from None
+        start, end = parse_float(r["time_start"], where, "time_start"), parse_float(r["time_end"], where, "time_end")
+        stem = f"{r['youtube_id']}_{int(start):06d}_{int(end):06d}"
         found = _resolve([by_name.get(stem, path.parent / f"{stem}.mp4")], where, out, skip_missing)
         if found:
             out.items.append((found, label))

@@ -6,13 +6,13 @@ ensembling). Templates contain ``{}`` where the (cleaned) class name goes.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError
+from ..textio import parse_json, read_text, split_lines
 
 #: The default ensemble for actions (a subset of the Kinetics / UCF101 templates of CLIP's paper).
 DEFAULT_TEMPLATES = (
@@ -30,19 +30,13 @@ DEFAULT_TEMPLATES = (
 def read_templates(path: str | os.PathLike) -> list[str]:
     """Templates from a file: a JSON list of strings, or one template per line (``#`` comments)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read the prompt templates: {e.strerror or e}") from e
+    text = read_text(p, error=ConfigError)  # BOM dropped; unreadable / not UTF-8: one line naming the file
     if p.suffix.lower() == ".json":
-        try:
-            templates = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}: not valid JSON ({e}); expected a list of template strings") from e
+        templates = parse_json(text, p, error=ConfigError)
         if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
             raise ConfigError(f"{p}: expected a JSON list of template strings")
     else:
-        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        templates = [ln.strip() for ln in split_lines(text) if ln.strip() and not ln.lstrip().startswith("#")]
     for i, t in enumerate(templates, 1):
         if t.count("{}") != 1:
             raise ConfigError(f"{p}: template {i} {t!r} must contain '{{}}' exactly once (where the class name goes)")

@@ -13,16 +13,12 @@ are pooled. A header row (first cell ``docid``) is optional.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError, display_path
-from ..eval.trec import read_text_lines
+from ..textio import CsvRows, at, parse_float, parse_json, read_text_lines
 
 _ID_KEYS = ("topic", "query_id", "id")
 _TEXT_KEYS = ("text", "query", "title")
@@ -32,15 +28,14 @@ def read_topics(path: str | os.PathLike) -> dict[str, str]:
     """topic id -> text. Raises DatasetError (file:line) for an empty file, a topic without text or a repeated id."""
     topics: dict[str, str] = {}
     jsonl = Path(path).suffix.lower() in (".jsonl", ".json")
-    for no, raw in enumerate(read_text_lines(path), 1):
+    lines = read_text_lines(path)
+    first = next((no for no, raw in enumerate(lines, 1) if raw.strip()), 0)
+    for no, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             continue
         if jsonl:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{display_path(path)}:{no}: not JSON ({e.msg})") from None
+            obj = parse_json(line, path, no)
             tid = next((obj[k] for k in _ID_KEYS if isinstance(obj, dict) and k in obj), None)
             text = next((obj[k] for k in _TEXT_KEYS if isinstance(obj, dict) and k in obj), None)
             if tid is None:
@@ -49,7 +44,7 @@ def read_topics(path: str | os.PathLike) -> dict[str, str]:
         else:
             parts = line.split("\t", 1) if "\t" in line else line.split(None, 1)
             tid, text = parts[0].strip(), (parts[1].strip() if len(parts) > 1 else "")
-            if not topics and no == _first_nonblank(path) and tid.lower() in ("topic", "query_id", "topicid", "id") \
+            if not topics and no == first and tid.lower() in ("topic", "query_id", "topicid", "id") \
                     and text.lower() in ("text", "query", "title"):
                 continue  # TSV header
         if not text:
@@ -60,13 +55,6 @@ def read_topics(path: str | os.PathLike) -> dict[str, str]:
     if not topics:
         raise DatasetError(f"{display_path(path)}: no topics in the file")
     return topics
-
-
-def _first_nonblank(path) -> int:
-    for no, raw in enumerate(read_text_lines(path), 1):
-        if raw.strip():
-            return no
-    return 0
 
 
 @dataclass(frozen=True)
@@ -86,11 +74,8 @@ class Shot:
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Shot]:
     """docid -> Shot from a ``docid,path[,start,end]`` CSV (errors name the file and line)."""
-    text = "\n".join(read_text_lines(path))
     out: dict[str, Shot] = {}
-    reader = csv.reader(io.StringIO(text))
-    for row in reader:
-        no = reader.line_num
+    for no, row in CsvRows(path):
         if not row or all(not c.strip() for c in row):
             continue
         if not out and row[0].strip().lower() == "docid":
@@ -103,12 +88,9 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Shot]:
             raise DatasetError(f"{display_path(path)}:{no}: empty docid or path")
         start = end = None
         if len(row) == 4:
-            try:
-                start, end = float(row[2]), float(row[3])
-            except ValueError:
-                raise DatasetError(f"{display_path(path)}:{no}: start/end {row[2]!r}, {row[3]!r} are not numbers "
-                                   "(seconds)") from None
-            if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+            start = parse_float(row[2], at(path, no), "start (seconds)")
+            end = parse_float(row[3], at(path, no), "end (seconds)")
+            if start < 0 or end <= start:
                 raise DatasetError(f"{display_path(path)}:{no}: span [{row[2]}, {row[3]}) is not 0 <= start < end")
         if docid in out:
             raise DatasetError(f"{display_path(path)}:{no}: docid {docid!r} is mapped twice (first on line "

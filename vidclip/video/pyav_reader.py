@@ -85,12 +85,25 @@ def pick_video_stream(container, path, stream_index: int | None = None):
 
 
 def stated_duration(container, stream) -> float | None:
-    """The duration (s) the container's header states for ``stream`` (None when it states none)."""
+    """The duration (s) the container's header states for ``stream`` (None when it states none).
+
+    AVI: the larger of that and the stream header's frame count (``strh`` length) in time-base
+    ticks, one per frame. The AVI index (``idx1``) sits at the end of the file, and without it
+    FFmpeg re-estimates the duration from the file's size, so a file cut short would state what
+    is left of it and pass as a complete, shorter video; the frame count in the header is kept.
+    """
+    stated = None
     if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1e6  # AV_TIME_BASE
-    return None
+        stated = float(stream.duration * stream.time_base)
+    elif container.duration:
+        stated = container.duration / 1e6  # AV_TIME_BASE
+    if stream.frames and stream.time_base and any(f in COUNT_MODE_FORMATS for f in _format_names(container)):
+        stated = max(stated or 0.0, float(stream.frames * stream.time_base))
+    return stated
+
+
+def _format_names(container) -> list[str]:
+    return (container.format.name or "").split(",")
 
 
 def demux_index(container, stream) -> tuple[list[int | None], list[bool], bool]:
