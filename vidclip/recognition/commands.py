@@ -81,18 +81,24 @@ def add_classify_parser(sub) -> None:
 
 
 def cmd_classify(ns: argparse.Namespace) -> int:
-    from ..recognition.run import ClassifyRequest, classify
+    from ..recognition.run import ClassifyRequest, classify, plan_classify  # no torch yet
 
     if ns.sampler != "uniform":
         raise ConfigError("--sampler: classification pools a fixed number of frames; use uniform with --num-frames")
     if ns.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {ns.top_k}")
     req = ClassifyRequest(**{k: getattr(ns, k) for k in ClassifyRequest.__dataclass_fields__})
+    sampler = sampler_from_args(ns)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    plan = plan_classify(req, log)  # every file, split and option checked before torch and the model load
     clip = model_from_args(ns)
     if clip.identity.random_weights:
         print("vidclip classify: note: the model has RANDOM weights; predictions are for testing only.", file=sys.stderr)
-    result = classify(req, clip, sampler_from_args(ns), workers=ns.workers, backend=ns.backend,
-                      progress=not (ns.json or ns.quiet), log=lambda m: print(m, file=sys.stderr))
+    result = classify(req, clip, sampler, workers=ns.workers, backend=ns.backend,
+                      progress=not (ns.json or ns.quiet), log=log, plan=plan)
     for f in result["failed"]:
         print(f"vidclip classify: {f['path']}: {f['reason']}; skipped", file=sys.stderr)
     if ns.json:

@@ -12,7 +12,8 @@ the official code (facts, not code, carried over):
 - Tip-Adapter (gaopengcuhk/Tip-Adapter): keys = training features, values = one-hot labels L;
   adapter(f) = exp(-beta (1 - f K^T)) L.
 - Tip-Adapter-F: the same with the keys fine-tuned (AdamW lr 1e-3, eps 1e-4, cosine schedule,
-  cross-entropy on the training shots).
+  cross-entropy on the training shots), once, at the initial alpha and beta; the search then
+  tunes only the inference alpha and beta on the fine-tuned keys (the official protocol).
 - GDA (mrflogs/ICLR24): class means mu_c, one shared covariance with the KS shrinkage estimator
   precision P = D * pinv((N - 1) S + tr(S) I) (S: sample covariance of the centred features);
   adapter(f) = f (P mu^T) + b, b_c = log(1/C) - mu_c P mu_c^T / 2.
@@ -20,8 +21,8 @@ the official code (facts, not code, carried over):
   the RKHS of k(x, x') = exp(-beta (1 - x x'^T)); closed form
   g(f) = f W^T + k(f, F) (K / lambda + I)^{-1} (L - F W^T), logits = 100 g(f); here written
   100 f W^T + alpha * 100 k(f, F) A, with alpha = 1 in the paper (the grid keeps it at 1).
-- APE (yangyangyang127/APE, training-free): keep the ``n`` channels with the highest
-  criterion J_d = -w0 * s_d + w1 * var_c(W_cd) (s_d: mean product of channel d between features of
+- APE (yangyangyang127/APE, the training-free method, not the trained APE-T): keep the ``n``
+  channels with the highest criterion J_d = -w0 * s_d + w1 * var_c(W_cd) (s_d: mean product of channel d between features of
   different classes, text and cache together), then a Tip cache on the refined channels whose
   values are weighted by exp(gamma * KL(L || softmax(K' W'^T))).
 - Linear probe: scikit-learn multinomial logistic regression (not a residual; the classical
@@ -110,7 +111,12 @@ def _ape_divergence(keys_r, W_r, values) -> torch.Tensor:
     return torch.sum(v * torch.log2((v + 1e-6) / (key_probs + 1e-6)), dim=1, keepdim=True)
 
 
-def ape_criterion(W: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, w: tuple[float, float] = (0.2, 0.8)
+#: APE's criterion weights for the training-free method (``w_training_free`` in APE's configs;
+#: (0.2, 0.8), ``w_training``, belongs to the trained APE-T).
+APE_W = (0.3, 0.7)
+
+
+def ape_criterion(W: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, w: tuple[float, float] = APE_W
                   ) -> torch.Tensor:
     """APE's channel criterion J [D] = -w0 * s + w1 * var over classes of W.
 
@@ -234,22 +240,34 @@ def method_logits(method: str, f: torch.Tensor, W: torch.Tensor, tensors: dict, 
     raise ConfigError(f"unknown method {method!r}; one of zeroshot, {', '.join(METHODS)}")
 
 
-#: The grids searched on the validation split (the papers' ranges, coarser), and the values used
-#: when there is no validation split (K = 1 without --val): the papers' defaults (APE: its UCF101
-#: config, w = (0.2, 0.8), 800 of 1024 channels ~ 0.75; Tip-Adapter: alpha 1, beta 5.5).
+#: The grids searched on the validation split: our coarse grids, each covering the range its
+#: paper's code searches (APE's channel grid holds its training-free 700 of 1024).
 GRIDS: dict[str, dict[str, list]] = {
     "tip": {"alpha": [0.1, 0.5, 1, 2, 3, 5, 10], "beta": [0.5, 1, 2, 3, 5, 7, 10]},
     "tip-f": {"alpha": [0.1, 0.5, 1, 2, 3, 5, 10], "beta": [0.5, 1, 2, 3, 5, 7, 10]},
     "gda": {"alpha": [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]},
     "proker": {"beta": [0.5, 1, 2, 4, 8, 16], "lam": [0.01, 0.1, 1, 10, 100], "alpha": [1.0]},
     "ape": {"alpha": [0.1, 0.5, 1, 2, 3, 5], "beta": [0.5, 1, 2, 4, 7], "gamma": [0, 0.5, 1, 1.5],
-            "channels": [0.5, 0.75, 1.0]},
+            "channels": [0.5, 700 / 1024, 1.0]},
     "linear": {"C": [0.01, 0.1, 1, 10, 100]},
 }
+#: The values used without a validation split (K = 1 without --val: nothing to carve), and where
+#: each comes from:
+#: - tip, tip-f: alpha 1, beta 5.5, the Tip-Adapter paper's setting (its code's per-dataset
+#:   configs start the search from beta 1 and alpha 1.17-10; UCF101's: alpha 3). tip-f also
+#:   fine-tunes its keys at these values whether or not alpha and beta are searched afterwards.
+#: - gda: alpha 1, our choice (GDA's code always searches alpha, over the grid above, on val).
+#: - proker: beta 3, lambda 0.05, the 1-shot row of the values ProKeR's code uses when it does not
+#:   search on the target data (selected on ImageNet with RN50, ``configs/RN50/configs_proker/
+#:   hyperparameters.json``; 16 shots: beta 1.7, lambda 0.1); alpha stays 1 (the paper's form).
+#: - ape: the training-free APE's UCF101 config (``configs/ucf101.yaml``): alpha 2, beta 1,
+#:   gamma 0.1 (``init_*``), ``training_free_feat_num`` 700 of RN50's 1024 channels (as a
+#:   fraction: 0.684 of the dimension); its criterion weights are APE_W.
+#: - linear: C 1, scikit-learn's default.
 DEFAULTS: dict[str, dict] = {
     "tip": {"alpha": 1.0, "beta": 5.5}, "tip-f": {"alpha": 1.0, "beta": 5.5}, "gda": {"alpha": 1.0},
-    "proker": {"beta": 1.0, "lam": 1.0, "alpha": 1.0},
-    "ape": {"alpha": 1.0, "beta": 1.0, "gamma": 0.1, "channels": 0.75}, "linear": {"C": 1.0},
+    "proker": {"beta": 3.0, "lam": 0.05, "alpha": 1.0},
+    "ape": {"alpha": 2.0, "beta": 1.0, "gamma": 0.1, "channels": 700 / 1024}, "linear": {"C": 1.0},
 }
 
 
@@ -258,7 +276,11 @@ def _fit_state(method: str, F, y, W, p: dict, seed: int) -> dict[str, torch.Tens
     if method == "tip":
         return {"keys": F.float(), "values": one_hot(y, C)}
     if method == "tip-f":
-        return {"keys": tip_f_finetune(F, y, W, alpha=p["alpha"], beta=p["beta"], seed=seed), "values": one_hot(y, C)}
+        # Fine-tuned once at the initial alpha and beta, never at the searched ones: the search
+        # tunes the inference alpha and beta of these very keys (Tip-Adapter-F's protocol).
+        init = DEFAULTS["tip-f"]
+        return {"keys": tip_f_finetune(F, y, W, alpha=init["alpha"], beta=init["beta"], seed=seed),
+                "values": one_hot(y, C)}
     if method == "gda":
         weight, bias = gda_fit(F, y, C)
         return {"weight": weight, "bias": bias}
@@ -295,12 +317,14 @@ def fit(method: str, F: torch.Tensor, y: torch.Tensor, W: torch.Tensor, *,
     """Fit ``method`` on features F [N, D] / labels y [N] with text classifier W [C, D].
 
     Hyper-parameters: searched on ``val`` = (features, labels) when given (the best validation
-    accuracy; ties keep the earlier grid point), else the papers' defaults. The search is
-    recorded in ``Fitted.search``: the grid, the chosen values, their validation accuracy and
-    the zero-shot validation accuracy. The final state is fitted with those values on ``final``
-    = (features, labels) when given (all K shots, after searching on a split of them), else on (F, y).
-    Tip-Adapter-F fine-tunes its keys once (with the defaults) for the search, as its paper
-    searches alpha and beta after fine-tuning.
+    accuracy; ties keep the earlier grid point), else :data:`DEFAULTS`. The search is recorded in
+    ``Fitted.search``: the grid, the chosen values, their validation accuracy and the zero-shot
+    validation accuracy. Without ``final`` the returned state is the very one the search scored,
+    so ``val_accuracy`` is the returned classifier's. With ``final`` = (features, labels) (all K
+    shots, after searching on a split of them) the state is refitted on those with the chosen
+    values, and ``val_accuracy_of`` says that the accuracy is the search fit's. Tip-Adapter-F's
+    keys are fine-tuned once, at the initial alpha and beta, as its paper: the search only
+    changes the inference alpha and beta.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
@@ -308,26 +332,34 @@ def fit(method: str, F: torch.Tensor, y: torch.Tensor, W: torch.Tensor, *,
     F, W = F.float(), W.float()
     grid = dict(grid or GRIDS[method])
     search: dict = {"grid": grid}
+    state_keys = _STATE_KEYS[method]
+    states: dict[tuple, dict] = {}
     if val is None or len(val[1]) == 0:
         params = dict(DEFAULTS[method])
-        search.update(validation="none (papers' defaults)", chosen=params)
+        search.update(validation="none (defaults)", chosen=params)
     else:
         vf, vy = val[0].float(), val[1]
-        state_keys = _STATE_KEYS[method]
         best, best_acc = None, -1.0
-        states: dict[tuple, dict] = {}
         base = dict(DEFAULTS[method])
         for pt in _grid_points(grid):
             params = {**base, **pt}
             skey = tuple(params[k] for k in state_keys)
             if skey not in states:
-                states[skey] = _fit_state(method, F, y, W, params if method != "tip-f" else base, seed)
+                states[skey] = _fit_state(method, F, y, W, params, seed)
             acc = _accuracy(method_logits(method, vf, W, states[skey], params), vy)
             if acc > best_acc + 1e-12:
                 best, best_acc = params, acc
         params = best
         search.update(validation=f"{len(vy)} videos", chosen=params, val_accuracy=best_acc,
                       val_zero_shot_accuracy=_accuracy(zero_shot_logits(vf, W), vy))
-    final_F, final_y = (F, y) if final is None else (final[0].float(), final[1])
-    tensors = _fit_state(method, final_F, final_y, W, params, seed)
+    if final is not None:
+        tensors = _fit_state(method, final[0].float(), final[1], W, params, seed)
+        search["val_accuracy_of"] = (f"the search fit on {len(y)} videos; the classifier returned is refitted "
+                                     f"on {len(final[1])} with the chosen values")
+    else:
+        # The state the search scored (deterministic refits are not relied on: tip-f's is an optimisation).
+        skey = tuple(params[k] for k in state_keys)
+        tensors = states[skey] if skey in states else _fit_state(method, F, y, W, params, seed)
+        if "val_accuracy" in search:
+            search["val_accuracy_of"] = "the classifier returned"
     return Fitted(method, tensors, params, search, time.perf_counter() - start)

@@ -18,21 +18,33 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, display_path
 from .classifier import VideoClassifier
 from .datasets import LabeledVideos, clean_class_name
-from .fewshot import fit
 from .zeroshot import DEFAULT_TEMPLATES, text_classifier
+
+if TYPE_CHECKING:  # torch loads in the functions that need it: plan_classify checks inputs before it
+    import torch
 
 
 def default_store_dir(identity, num_frames: int, cache: str | os.PathLike = "cache") -> Path:
     """``cache/classify-<model>-<digest8>/features-<n>f``: one store per model and frame count."""
     name = re.sub(r"[^a-z0-9._]+", "-", Path(str(identity.name).rstrip("/\\")).name.lower()).strip("-.") or "model"
     return Path(cache) / f"classify-{name}-{identity.weights_digest[:8]}" / f"features-{num_frames}f"
+
+
+def temporal_path(temporal: str | None) -> Path | None:
+    """``--temporal``: None for ``mean``, else the checkpoint file / run dir (which must exist)."""
+    if temporal in (None, "", "mean"):
+        return None
+    path = Path(temporal).expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
+    return path
 
 
 @dataclass
@@ -46,11 +58,9 @@ class Pooler:
 
     @classmethod
     def create(cls, temporal: str | None, clip) -> "Pooler":
-        if temporal in (None, "", "mean"):
+        path = temporal_path(temporal)
+        if path is None:
             return cls({"name": "mean"})
-        path = Path(temporal).expanduser().resolve()
-        if not path.exists():
-            raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
         from ..models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path, clip=clip, device=str(clip.device))
@@ -73,6 +83,8 @@ class Pooler:
                               f"{self.spec}; pass the same --temporal")
 
     def pool(self, store, keys: list[str], batch: int = 256) -> torch.Tensor:
+        import torch
+
         from ..models.temporal import l2_normalize, masked_mean
 
         out = []
@@ -144,6 +156,8 @@ def zero_shot_classifier(clip, classes: list[str], *, templates=DEFAULT_TEMPLATE
 def carve_validation(labels: torch.Tensor, num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (fit, val) carved from K shots per class: a quarter of each class's shots (at least
     one) go to validation when the class has >= 2; with one shot there is nothing to carve (val empty)."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     fit_idx, val_idx = [], []
     for c in range(num_classes):
@@ -163,6 +177,8 @@ def fit_few_shot(base: VideoClassifier, method: str, F: torch.Tensor, y: torch.T
     Hyper-parameters are searched on ``val`` when given, else on a split carved from the shots
     (:func:`carve_validation`) and then refitted on all shots; never on the test set.
     """
+    from .fewshot import fit
+
     C = len(base.classes)
     y = y.long()
     if val is not None:
@@ -172,7 +188,7 @@ def fit_few_shot(base: VideoClassifier, method: str, F: torch.Tensor, y: torch.T
         fit_idx, val_idx = carve_validation(y, C, seed)
         if len(val_idx) == 0:
             fitted = fit(method, F, y, base.text_weights, seed=seed)
-            fitted.search["validation"] = "none: 1 shot per class leaves nothing to carve; papers' defaults"
+            fitted.search["validation"] = "none: 1 shot per class leaves nothing to carve; the methods' defaults"
         else:
             fitted = fit(method, F[fit_idx], y[fit_idx], base.text_weights, val=(F[val_idx], y[val_idx]),
                          final=(F, y), seed=seed)
@@ -188,6 +204,8 @@ def fit_few_shot(base: VideoClassifier, method: str, F: torch.Tensor, y: torch.T
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
     """top-1, top-5 (top-min(5, C)), mean per-class accuracy (classes with test videos), confusion [C, C]."""
+    import torch
+
     labels = labels.long()
     C = len(classes)
     n = int(labels.numel())
@@ -301,10 +319,30 @@ class ClassifyRequest:
     top_k: int = 5
 
 
-def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: str = "auto",
-             progress: bool = True, log=print) -> dict:
-    """Run one ``vidclip classify`` request with a loaded CLIP; returns the JSON-able result."""
-    from .classifier import check_model, load_classifier
+@dataclass
+class ClassifyPlan:
+    """What a ``vidclip classify`` request reads, checked before any model loads (no torch)."""
+
+    classes: list[str]
+    classifier_meta: dict | None = None  # --classifier's metadata, checked against its tensor shapes
+    templates: list[str] | tuple[str, ...] = DEFAULT_TEMPLATES
+    names: dict[str, str] | None = None  # --class-names overrides
+    shots: LabeledVideos | None = None  # the K shots per class drawn from --train
+    val: LabeledVideos | None = None
+    test: LabeledVideos | None = None  # the split evaluated (--data without videos)
+    inputs: list[tuple[str, str]] = field(default_factory=list)  # (key, path) of VIDEO_OR_DIR
+    warnings: list[str] = field(default_factory=list)  # also logged as they are found
+
+
+def plan_classify(req: ClassifyRequest, log=print) -> ClassifyPlan:
+    """Read and check every input of ``req`` (files, splits, shots, options), loading no model.
+
+    Refused: ``--val`` naming the test split, or a validation split made of test videos (the
+    search would tune on the test set). Warned (logged, and in ``warnings``): test videos also in
+    ``--train`` or ``--val``, with the count, and a one-class problem, whose accuracy is
+    trivially 100%.
+    """
+    from .classifier import check_classifier_file
     from .datasets import (
         dataset_classes,
         read_class_list,
@@ -314,6 +352,102 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
     )
     from .zeroshot import read_templates
 
+    def warn(message: str) -> None:
+        plan.warnings.append(message)
+        log(f"vidclip classify: warning: {message}")
+
+    evaluates = bool(req.data) and not req.inputs
+    if req.classifier_file and (req.method != "zeroshot" or req.train):
+        raise ConfigError("--classifier reuses a fitted classifier; it cannot be combined with --method/--train")
+    if req.method != "zeroshot" and not req.train:
+        raise ConfigError(f"--method {req.method} needs --train SPLIT (the labelled examples)")
+    if req.method != "zeroshot" and req.shots < 1:
+        raise ConfigError(f"--shots must be >= 1, got {req.shots}")
+    if not (req.data or req.inputs or req.save):
+        raise ConfigError("nothing to classify: pass videos/folders, or --data DATASET to evaluate")
+    if req.val and req.method != "zeroshot" and evaluates and _same_split(req.val, req.test):
+        raise ConfigError(f"--val {req.val} names the test split (--test {req.test}): the hyper-parameters would be "
+                          "tuned on the test videos; pass a separate validation split, or leave out --val to carve "
+                          "one from the shots")
+    temporal_path(req.temporal)
+
+    meta = check_classifier_file(req.classifier_file) if req.classifier_file else None
+    if meta is not None:
+        classes = meta["classes"]
+    elif req.data:
+        classes = dataset_classes(req.data, req.layout)
+    elif req.classes_file:
+        classes = read_class_list(req.classes_file)
+    else:
+        raise ConfigError("no classes: pass --data DATASET, --classes FILE or --classifier FILE")
+    plan = ClassifyPlan(list(classes), meta)
+    train_set = None
+    if len(classes) == 1:
+        warn(f"only one class ({classes[0]!r}): every video is given it, so the accuracy is trivially 100% "
+             "and the probabilities all 1")
+    if meta is None:
+        plan.templates = read_templates(req.templates_file) if req.templates_file else DEFAULT_TEMPLATES
+        plan.names = read_class_names(req.names_file) if req.names_file else None
+        if req.method != "zeroshot":
+            train_set = read_split(req.data, req.train, layout=req.layout, fold=req.fold, classes=classes,
+                                   skip_missing=req.skip_missing)
+            _report_missing(train_set, log)
+            plan.shots = sample_shots(train_set, req.shots, req.seed)
+            if req.val:
+                plan.val = read_split(req.data, req.val, layout=req.layout, fold=req.fold, classes=classes,
+                                      skip_missing=req.skip_missing)
+                _report_missing(plan.val, log)
+    if evaluates:
+        plan.test = read_split(req.data, req.test, layout=req.layout, fold=req.fold, classes=plan.classes,
+                               skip_missing=req.skip_missing)
+        _report_missing(plan.test, log)
+        test_videos = _video_set(plan.test)
+        if plan.val is not None:
+            both = len(_video_set(plan.val) & test_videos)
+            if both and both == len(_video_set(plan.val)):
+                raise ConfigError(f"--val {req.val}: all {both} of its videos are in the test split (--test "
+                                  f"{req.test}): the hyper-parameters would be tuned on the test videos; pass a "
+                                  "separate validation split, or leave out --val to carve one from the shots")
+            if both:
+                warn(f"{both} of the {len(test_videos)} test videos are also in --val {req.val}: the "
+                     "hyper-parameters are tuned on them, so the test accuracy is optimistic")
+        if train_set is not None:
+            both = len(_video_set(train_set) & test_videos)
+            if both:
+                drawn = len(_video_set(plan.shots) & test_videos)
+                warn(f"{both} of the {len(test_videos)} test videos are also in --train {req.train} ({drawn} of "
+                     f"them among the {len(plan.shots.items)} shots drawn): the test accuracy is not a held-out "
+                     "measure")
+    elif req.inputs:
+        from ..pipeline import collect_videos
+
+        plan.inputs = collect_videos(req.inputs)
+        if not plan.inputs:
+            raise ConfigError(f"no videos found in {' '.join(map(str, req.inputs))}")
+    return plan
+
+
+def _same_split(a: str, b: str) -> bool:
+    """The same split name, or two names of one existing file or folder."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _video_set(videos: LabeledVideos) -> set[str]:
+    return {os.path.realpath(p) for p in videos.paths}
+
+
+def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: str = "auto",
+             progress: bool = True, log=print, plan: ClassifyPlan | None = None) -> dict:
+    """Run one ``vidclip classify`` request with a loaded CLIP; returns the JSON-able result.
+
+    ``plan``: :func:`plan_classify`'s (made here when None), checked before the model was loaded.
+    """
+    from .classifier import check_model, load_classifier
+
+    plan = plan if plan is not None else plan_classify(req, log)
     pooler = Pooler.create(req.temporal, clip)
     store_dir = Path(req.features) if req.features else default_store_dir(clip.identity, sampler.num_frames)
     feats = Featurizer(clip, store_dir, sampler, pooler, workers=workers, backend=backend, progress=progress,
@@ -321,41 +455,23 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
     result: dict = {"model": clip.identity.to_dict(), "temporal": pooler.spec, "features": str(store_dir)}
     if clip.identity.random_weights:
         result["warning"] = "the model has RANDOM weights: the predictions mean nothing"
+    if plan.warnings:
+        result["warnings"] = list(plan.warnings)
 
-    if req.classifier_file:
-        if req.method != "zeroshot" or req.train:
-            raise ConfigError("--classifier reuses a fitted classifier; it cannot be combined with --method/--train")
+    if plan.classifier_meta is not None:
         clf = load_classifier(req.classifier_file)
         check_model(clf, clip.identity, req.classifier_file)
         pooler.check(clf.temporal, req.classifier_file)
     else:
-        if req.data:
-            classes = dataset_classes(req.data, req.layout)
-        elif req.classes_file:
-            classes = read_class_list(req.classes_file)
-        else:
-            raise ConfigError("no classes: pass --data DATASET, --classes FILE or --classifier FILE")
-        templates = read_templates(req.templates_file) if req.templates_file else DEFAULT_TEMPLATES
-        names = read_class_names(req.names_file) if req.names_file else None
-        clf = zero_shot_classifier(clip, classes, templates=templates, names=names, temporal=pooler.spec,
-                                   text_tower=pooler.text_tower)
-        if req.method != "zeroshot":
-            if not req.train:
-                raise ConfigError(f"--method {req.method} needs --train SPLIT (the labelled examples)")
-            if req.shots < 1:
-                raise ConfigError(f"--shots must be >= 1, got {req.shots}")
-            train_set = read_split(req.data, req.train, layout=req.layout, fold=req.fold, classes=classes,
-                                   skip_missing=req.skip_missing)
-            _report_missing(train_set, log)
-            shots = sample_shots(train_set, req.shots, req.seed)
-            F, y, lost = _labelled_features(feats, shots, "encode train")
+        clf = zero_shot_classifier(clip, plan.classes, templates=plan.templates, names=plan.names,
+                                   temporal=pooler.spec, text_tower=pooler.text_tower)
+        if plan.shots is not None:
+            F, y, lost = _labelled_features(feats, plan.shots, "encode train")
             if lost:
                 log(f"vidclip classify: {lost} training video(s) failed to decode and were skipped")
             val = None
-            if req.val:
-                val_set = read_split(req.data, req.val, layout=req.layout, fold=req.fold, classes=classes,
-                                     skip_missing=req.skip_missing)
-                vF, vy, _ = _labelled_features(feats, val_set, "encode val")
+            if plan.val is not None:
+                vF, vy, _ = _labelled_features(feats, plan.val, "encode val")
                 val = (vF, vy)
             clf, seconds = timed(fit_few_shot, clf, req.method, F, y, val=val, shots=req.shots, seed=req.seed)
             result["fit"] = {"method": req.method, "shots": req.shots, "train_videos": int(len(y)),
@@ -365,38 +481,30 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
     if req.save:
         result["saved"] = str(clf.save(req.save))
 
-    if req.data and not req.inputs:
-        test_set = read_split(req.data, req.test, layout=req.layout, fold=req.fold, classes=clf.classes,
-                              skip_missing=req.skip_missing)
-        _report_missing(test_set, log)
-        F, y, _ = _labelled_features(feats, test_set, "encode test")
+    if plan.test is not None:
+        F, y, _ = _labelled_features(feats, plan.test, "encode test")
         logits = clf.logits(F)
         metrics = classification_metrics(logits, y, clf.classes)
-        result["test"] = {"split": req.test, "listed": len(test_set.items), **metrics}
+        result["test"] = {"split": req.test, "listed": len(plan.test.items), **metrics}
         if req.confusion:
             title = f"{clf.method} ({clf.shots} shots)" if clf.shots else "zero-shot"
             result["confusion_png"] = str(write_confusion_png(metrics["confusion"], clf.classes, req.confusion,
                                                               f"{Path(str(req.data)).name}: {title}, top-1 "
                                                               f"{100 * metrics['top1']:.1f}%"))
-    elif req.inputs:
-        from ..pipeline import collect_videos
-
-        items = collect_videos(req.inputs)
-        if not items:
-            raise ConfigError(f"no videos found in {' '.join(map(str, req.inputs))}")
-        paths = [p for _, p in items]
+    elif plan.inputs:
+        paths = [p for _, p in plan.inputs]
         F, ok = feats.features(paths, "encode")
         probs = clf.probabilities(F)
         tops = top_predictions(probs, clf.classes, req.top_k)
         good = [p for p, g in zip(paths, ok) if g]
         result["predictions"] = [{"path": p, "top": t} for p, t in zip(good, tops)]
-    elif not req.save:
-        raise ConfigError("nothing to classify: pass videos/folders, or --data DATASET to evaluate")
     result["failed"] = [f.to_dict() for f in feats.failures]
     return result
 
 
 def _labelled_features(feats: Featurizer, videos: LabeledVideos, desc: str):
+    import torch
+
     F, ok = feats.features(videos.paths, desc)
     y = torch.tensor(videos.labels, dtype=torch.long)[torch.from_numpy(ok)]
     return F, y, int((~ok).sum())

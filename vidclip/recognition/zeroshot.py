@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..textio import parse_json, read_text, split_lines
+
+if TYPE_CHECKING:
+    import torch
 
 #: The default ensemble for actions (a subset of the Kinetics / UCF101 templates of CLIP's paper).
 DEFAULT_TEMPLATES = (
@@ -51,6 +53,8 @@ def text_classifier(clip, class_names: list[str], templates=DEFAULT_TEMPLATES, t
     ``text_tower``: a checkpoint's fine-tuned text tower (``text_tower: finetune`` runs), whose
     embeddings its temporal module was trained against; None: the frozen CLIP text tower.
     """
+    import torch  # here, not at import: `vidclip classify` checks its inputs before torch loads
+
     templates = list(templates)
     prompts = [t.format(name) for name in class_names for t in templates]
     with torch.no_grad():
