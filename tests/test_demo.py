@@ -1,8 +1,10 @@
 """`vidclip demo`: the offline end-to-end walkthrough with the shipped synthetic-domain model."""
 
 import json
+import re
 import subprocess
 import sys
+import time
 
 from vidclip.demo import make_scene_library, run_demo
 from vidclip.video.decode import open_video
@@ -54,16 +56,26 @@ def test_demo_indexes_searches_and_finds_the_scene(tmp_path):
     assert f"came first for {first} of 3 queries and in the top 3 for {top3} of 3" in text
     assert found >= 2 and top3 == 3, summary["queries"]
 
+    assert re.search(r"\nDone in \d+ s\.$", text, re.M) and summary["startup_seconds"] is None
+
     # Re-running reuses the library and the index: nothing is encoded again.
+    lines.clear()
     again = run_demo(tmp_path / "demo", num_videos=8, scenes_per_video=2, num_queries=1, workers=0,
-                     progress=False, log=lambda *a: None)
+                     progress=False, log=lines.append, count_startup=True)
     assert again["index_report"]["indexed"] == 0 and again["index_report"]["unchanged"] == 8
+    # the CLI's way: the time before the demo began (interpreter start, imports) is named too
+    assert re.search(r"^Done in \d+ s \(after \d+ s start-up\)\.$", "\n".join(lines).strip(), re.M)
 
 
 def test_cli_demo_json(tmp_path):
+    started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "vidclip", "demo", "--workdir", str(tmp_path / "d"),
                            "--videos", "3", "--scenes", "1", "--queries", "1", "--workers", "0", "--json"],
                           capture_output=True, text=True, timeout=300)
+    whole = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
+    # start-up is counted from that process's start (imports take a while), not from boot or from
+    # this test process's start: it fits inside the subprocess' whole run, with the demo's own time
+    assert 0 < summary["startup_seconds"] and summary["startup_seconds"] + summary["seconds"] <= whole + 0.5
     assert summary["index_report"]["indexed"] == 3 and len(summary["queries"]) == 1

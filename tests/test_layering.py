@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vidclip"
 
 # What each area may import, besides itself. Lower layers never import higher ones;
 # searching (index, serve) and measuring (eval) never need the training package.
-BASE = {"vidclip", "vidclip.errors", "vidclip.fileio", "vidclip.textio", "vidclip._lazy", "vidclip.processes"}
+BASE = {"vidclip", "vidclip.errors", "vidclip.fileio", "vidclip.textio", "vidclip._lazy", "vidclip.processes", "vidclip.progress"}
 ALLOWED = {
     **{name: BASE for name in BASE},
     "vidclip.video": BASE,

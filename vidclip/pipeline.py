@@ -28,6 +28,7 @@ import numpy as np
 from .data.features import STORE_FILE, FeatureStore, FeatureWriter
 from .errors import VidclipError, display_path
 from .processes import worker_context
+from .progress import start_clock
 from .video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401  (VIDEO_EXTENSIONS: re-exported)
 from .video.sample import Sample, SamplerConfig, sample_video
 
@@ -289,7 +290,7 @@ def iter_encoded(
     workers = resolve_workers(workers, len(items))
     bar = tqdm(total=len(items), unit="video", desc=progress if isinstance(progress, str) else "encode",
                disable=not progress, dynamic_ncols=True)
-    start = time.perf_counter()
+    start = None  # set when the first video is decoded: worker start-up is not part of the pace
     encoder = FixedPassEncoder(clip, batch_frames, pad_last=pad_last_batch)
 
     def tick(n: int):
@@ -305,6 +306,9 @@ def iter_encoded(
 
     try:
         for result in _decoded_stream(items, sampler, backend, clip.image_size, workers, decode_device):
+            if start is None:
+                start_clock(bar)
+                start = time.perf_counter()
             if isinstance(result, Failure):
                 tick(1)
                 yield result

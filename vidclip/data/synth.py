@@ -565,13 +565,9 @@ def make_synthetic_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         (tmp / "videos").mkdir()
-        try:
-            from tqdm import tqdm
+        from ..progress import progress_iter
 
-            items = tqdm(plan, desc="synth videos", unit="video", disable=not progress)
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            items = plan
-        for item in items:
+        for item in progress_iter(plan, desc="synth videos", unit="video", disable=not progress):
             write_mp4(
                 render_clip(item["spec"], cfg),
                 tmp / "videos" / f"{item['video_id']}.mp4",

@@ -374,9 +374,9 @@ def prepare_frames(d: PretrainData, progress: bool = True) -> tuple[FrameSet, Fr
 
 
 def _progress(items, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress_iter
 
-    return tqdm(items, desc=desc, unit="video", disable=not enabled, leave=False)
+    return progress_iter(items, desc=desc, unit="video", disable=not enabled, leave=False)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -606,8 +606,10 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
         t_train = time.perf_counter()
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(o.steps), desc=f"pretrain {cfg.model}", unit="step", disable=not progress)
-        for step in bar:
+        from ..progress import start_clock
+
+        bar = tqdm(total=o.steps, desc=f"pretrain {cfg.model}", unit="step", disable=not progress)
+        for step in range(o.steps):
             rows = batch_rows(train, o.batch_size, step, cfg.seed, cfg.hard_groups, cfg.hard_by.split(","))
             pixels = preprocess(torch.from_numpy(train.frames[rows]))  # [B, 3, S, S]
             ids = tokenize(_captions(train, rows, step, cfg.seed, cfg.full_caption_prob))  # [B, L]
@@ -620,6 +622,10 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
             sched.step()
             scale.clamp_()
             losses.append(float(loss.item()))
+            if step == 0:
+                start_clock(bar, done=1)  # the first step carried one-time costs (optimizer state)
+            else:
+                bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             if (step + 1) % cfg.log_every == 0 or step + 1 == o.steps:
                 point = {"step": step + 1, "loss": float(np.mean(losses[-cfg.log_every:])),
@@ -627,6 +633,7 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
                 curve.append(point)
                 if log:
                     log(json.dumps(point))
+        bar.close()
         train_seconds = time.perf_counter() - t_train
 
         with torch.no_grad():  # CLIP's own logit scale holds the learnt one in the checkpoint

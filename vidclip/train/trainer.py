@@ -432,6 +432,8 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    from ..progress import start_clock
+
     start_time = time.perf_counter()
     _reset_accelerator_state()
     acc = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
@@ -605,7 +607,12 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
                 window_samples += batch
                 loss_value = acc.reduce(loss.detach().float(), reduction="mean").item()
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                bar.update(1)
+                if steps_this_call == 1:
+                    # The first step carried the start-up (decode workers starting, optimizer
+                    # state, first-call costs): the bar's clock and pace start after it.
+                    start_clock(bar, done=1)
+                else:
+                    bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", samples_s=f"{window_samples / elapsed:.0f}",
                                 refresh=False)
                 if run.is_main and (global_step % cfg.log_every == 0 or global_step == total):
@@ -614,6 +621,8 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
                         "loss": loss_value, "lr": lr, "logit_scale": float(core.logit_scale().item()),
                         "samples_per_s": window_samples / elapsed})
                     window_start, window_samples = time.perf_counter(), 0
+                elif steps_this_call == 1:
+                    window_start, window_samples = time.perf_counter(), 0  # the pace leaves out start-up
                 if stop_after is not None and steps_this_call >= stop_after and global_step < total:
                     stopped = True
                     break
