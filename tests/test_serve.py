@@ -19,6 +19,7 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from vidclip.errors import VidclipError  # noqa: E402
 from vidclip.serve.app import BackgroundServer, _host_name, create_app  # noqa: E402
 from vidclip.serve.media import (  # noqa: E402
     FileStamp,
@@ -409,6 +410,48 @@ def test_search_image_endpoint(library):
         assert [call[:2] for call in library.calls] == [("image", b"GIF89a?")]  # only the well-formed request
         r = c.post("/search/image", content=b"IMG", headers={"Content-Type": "image/png", "Content-Length": "5000"})
         assert r.status_code == 413  # refused from the declared length alone
+
+
+def test_image_searches_are_bounded_and_release_memory(library, monkeypatch):
+    """At most max_image_decodes image searches decode at once (the others wait their turn, holding
+    no worker thread), and each one hands its freed heap back to the system afterwards."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from vidclip.serve import app as app_module
+
+    trims = []
+    monkeypatch.setattr(app_module, "release_freed_memory", lambda: trims.append(1) or True)
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+    plain = library.search_image
+
+    def slow_search_image(data, k=10, **kw):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.3)  # long enough for every request to have arrived
+        with lock:
+            state["now"] -= 1
+        return plain(data, k, **kw)
+
+    library.search_image = slow_search_image
+    with BackgroundServer(create_app(library, max_image_decodes=2)) as srv:
+        def upload(_):
+            with httpx.Client(timeout=60) as c:
+                return c.post(srv.url + "search/image", content=b"IMG data",
+                              headers={"Content-Type": "image/png"}).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(pool.map(upload, range(6)))
+    assert codes == [200] * 6
+    assert state["most"] == 2, state
+    assert len(trims) == 6
+    with pytest.raises(VidclipError, match="max_image_decodes"):
+        create_app(library, max_image_decodes=0)
 
 
 def test_page_has_rerank_and_image_search(client):
@@ -803,6 +846,7 @@ def test_listen_socket_accepts_connections_before_the_server_runs():
 def test_serve_passes_its_limits_to_the_app(monkeypatch):
     import argparse
 
+    import vidclip.index.directory
     import vidclip.index.search
     import vidclip.serve.app
     from vidclip.serve.commands import add_serve_parser
@@ -824,6 +868,8 @@ def test_serve_passes_its_limits_to_the_app(monkeypatch):
 
     monkeypatch.setattr(vidclip.index.search.VideoIndex, "open",
                         classmethod(lambda cls, d, **kw: ClosableIndex(Path(d), {})))
+    monkeypatch.setattr(vidclip.index.directory, "require_index", lambda d, **kw: Path(d),  # no index on disk
+                        raising=False)
     monkeypatch.setattr(vidclip.serve.app, "create_app", fake_create_app)
     parser = argparse.ArgumentParser()
     add_serve_parser(parser.add_subparsers())
@@ -1084,12 +1130,18 @@ def test_cli_serve_end_to_end(real):
     assert "RANDOM weights" in err and "stopped" in err
 
 
-def test_cli_serve_busy_port_is_one_line_error(tmp_path):
+def test_cli_serve_busy_port_is_one_line_error(tmp_path, monkeypatch):
     import argparse
 
+    import vidclip.index.directory
+    import vidclip.index.search
     from vidclip.errors import ConfigError
     from vidclip.serve.commands import add_serve_parser
 
+    opened = []
+    monkeypatch.setattr(vidclip.index.directory, "require_index", lambda d, **kw: Path(d),  # DIR passes its check
+                        raising=False)
+    monkeypatch.setattr(vidclip.index.search.VideoIndex, "open", classmethod(lambda cls, d, **kw: opened.append(d)))
     parser = argparse.ArgumentParser()
     add_serve_parser(parser.add_subparsers())
     with socket.socket() as taken:
@@ -1098,4 +1150,5 @@ def test_cli_serve_busy_port_is_one_line_error(tmp_path):
         port = taken.getsockname()[1]
         ns = parser.parse_args(["serve", str(tmp_path / "no-index"), "--port", str(port)])
         with pytest.raises(ConfigError, match=f"--port {port}: cannot listen there"):
-            ns.func(ns)  # the port is checked before the index is even opened
+            ns.func(ns)
+    assert opened == []  # the port is checked before the index is opened (and its model loaded)

@@ -290,7 +290,7 @@ class VideoIndex:
         decoding pixel limit, or bytes that are not an image, is a ConfigError naming the file.
         """
         opts = self._rerank_options(k, rerank, pool, alpha, norm)
-        frames = load_query_image(image)
+        frames = load_query_image(image, min_side=self.clip.image_size)  # decoded near the model's size
         with self._lock:
             self._refresh()
             return self._search_example(self._encode_frames(frames), k, segments, opts)
@@ -443,7 +443,7 @@ class VideoIndex:
         return Path(row["abs_path"])
 
 
-def load_query_image(image, *, max_pixels: int | None = None):
+def load_query_image(image, *, max_pixels: int | None = None, min_side: int | None = None):
     """An example image -> uint8 torch tensor [1, H, W, 3] (RGB, EXIF orientation applied).
 
     ``image``: a ``PIL.Image.Image``, a file path, or the bytes of an image file (e.g. an upload).
@@ -451,6 +451,13 @@ def load_query_image(image, *, max_pixels: int | None = None):
     pixel limit (:func:`vidclip.video.reader.max_pixels_limit`, 8K UHD unless raised) before any
     pixel is decoded; a file that is not an image is a ConfigError naming it. Animated images
     give their first frame.
+
+    ``min_side`` (the model's input side S): a picture of at least (2 * ``REDUCING_GAP`` * S)^2
+    pixels (1344^2 for S = 224) whose shorter side is over S comes back already resized to a
+    shorter side of S, as :func:`~vidclip.video.preprocess.resize_center_crop` would (JPEG decoded
+    at 1/2, 1/4 or 1/8 scale, then PIL's resize with ``reducing_gap``), so an 8K picture holds
+    ~100 MB only while it is decoded, not the ~470 MB of full-size copies. Smaller ones, and all
+    with None, come back at full size.
     """
     import io
 
@@ -483,13 +490,42 @@ def load_query_image(image, *, max_pixels: int | None = None):
     # the way to raise the limit is the operator's: not said for bytes (an upload, over HTTP)
     hint = "" if isinstance(image, (bytes, bytearray, memoryview)) else " (raise it with VIDCLIP_MAX_PIXELS)"
     try:
-        return _image_tensor(img, name, limit, hint)
+        return _image_tensor(img, name, limit, hint, min_side, may_draft=img is not image)
     finally:
         if img is not image:
             img.close()
 
 
-def _image_tensor(img, name: str, limit: int, hint: str = ""):
+# load_query_image(min_side=S) resizes big pictures in PIL, which box-averages by a whole factor
+# (Image.reduce) down to no less than this many times the target size before the bicubic resize:
+# the near-exact resize PIL documents for reducing_gap=3 (tests/test_serve_memory.py measures it).
+REDUCING_GAP = 3.0
+
+
+def _shrunk(img, min_side: int, may_draft: bool):
+    """``img`` (not yet loaded unless the caller's) resized to a shorter side of ``min_side`` as
+    :func:`~vidclip.video.preprocess.resize_center_crop` would (RGB, bicubic) when it is big (see
+    load_query_image); else ``img`` itself. The copy keeps ``img.info``, so its EXIF orientation."""
+    from PIL import Image
+
+    from ..video.preprocess import resized_shape
+
+    w, h = img.size
+    want = int(np.ceil(REDUCING_GAP * min_side))
+    # Small pictures stay on the exact path indexing takes (PIL's bicubic differs from torch's by
+    # a grey level here and there); a long thin one is big however short its shorter side.
+    if min(w, h) <= min_side or w * h < (2 * want) ** 2:
+        return img
+    if may_draft:  # JPEG: scaled in the DCT (never below the size asked); other formats ignore it
+        img.draft(None, (-(-w * want // min(w, h)), -(-h * want // min(w, h))))
+    img.load()  # before the copies: a PNG's eXIf chunk may follow its pixels
+    rgb = img if img.mode == "RGB" else img.convert("RGB")  # as the full-size path: alpha dropped, palette mapped
+    rh, rw = resized_shape(h, w, min_side)  # from the header's size: a JPEG draft may round its own
+    return rgb.resize((rw, rh), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+
+
+def _image_tensor(img, name: str, limit: int, hint: str = "", min_side: int | None = None,
+                  may_draft: bool = False):
     import torch
     from PIL import ImageOps
 
@@ -501,6 +537,8 @@ def _image_tensor(img, name: str, limit: int, hint: str = ""):
         raise ConfigError(f"{name}: the picture is empty ({w}x{h})")
     try:
         img.seek(0)
+        if min_side:
+            img = _shrunk(img, min_side, may_draft)
         rgb = ImageOps.exif_transpose(img).convert("RGB")
         pixels = np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt pixel data

@@ -40,6 +40,12 @@ Content-Security-Policy (same origin only, no inline script) and builds the DOM 
 Concurrency. Handlers are plain functions, so FastAPI runs them in its worker threads: search,
 catalog look-ups and thumbnail decoding never block the event loop, and byte streams are read in
 worker threads too. VideoIndex is safe to use from several threads (it holds its own lock).
+Image searches run in worker threads too, at most ``max_image_decodes`` at once (a capacity
+limiter: the others wait without holding a thread), because a decode briefly holds the whole
+picture (100 MB at 8K); the index decodes it straight to near the model's input size
+(``load_query_image(min_side=...)``), and the freed memory is handed back to the system
+afterwards (:func:`~vidclip.serve.media.release_freed_memory`), so a burst of uploads leaves the
+server's RSS where it was.
 """
 
 from __future__ import annotations
@@ -63,7 +69,13 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..errors import ConfigError, VidclipError, display_path
-from . import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_K, DEFAULT_MAX_QUERY_CHARS, DEFAULT_MAX_RERANK
+from . import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_DECODES,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_QUERY_CHARS,
+    DEFAULT_MAX_RERANK,
+)
 from .media import (
     FileStamp,
     IndexedFile,
@@ -74,6 +86,7 @@ from .media import (
     content_type_for,
     open_indexed_file,
     parse_range,
+    release_freed_memory,
 )
 
 log = logging.getLogger("vidclip.serve")
@@ -140,26 +153,33 @@ def _fmt_t(t: float) -> str:
 
 def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: int = DEFAULT_MAX_K,
                max_rerank: int = DEFAULT_MAX_RERANK, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-               thumbnail_cache_size: int = 256, thumbnail_width: int = 320,
+               max_image_decodes: int = DEFAULT_MAX_IMAGE_DECODES, thumbnail_cache_size: int = 256,
+               thumbnail_width: int = 320,
                allowed_hosts: Iterable[str] | None = None, open_video=None) -> FastAPI:
     """A FastAPI app serving search, metadata, thumbnails and streams of ``index``'s videos.
 
     ``index`` is a :class:`~vidclip.index.search.VideoIndex` (anything with its ``search``,
     ``get_video``, ``video_path``, ``identity`` and ``library_root``). ``max_query_chars`` and
     ``max_k`` bound ``/search`` (422 beyond them), as ``max_rerank`` bounds its ``rerank``;
-    ``max_image_bytes`` bounds a ``/search/image`` body (413). ``allowed_hosts``, when given, is the set of
+    ``max_image_bytes`` bounds a ``/search/image`` body (413) and ``max_image_decodes`` how many image
+    searches decode and encode at once (the rest wait their turn). ``allowed_hosts``, when given, is the set of
     host names the ``Host`` header may carry (others get 400); ``vidclip serve`` passes the
     loopback names when bound to 127.0.0.1. ``open_video`` overrides the thumbnail decoder
     (default :func:`vidclip.video.decode.open_video`).
     """
-    if max_query_chars < 1 or max_k < 1 or max_image_bytes < 1 or max_rerank < 0:
-        raise VidclipError(f"create_app: max_query_chars ({max_query_chars}), max_k ({max_k}) and max_image_bytes "
-                           f"({max_image_bytes}) must be >= 1, max_rerank ({max_rerank}) >= 0")
+    if max_query_chars < 1 or max_k < 1 or max_image_bytes < 1 or max_image_decodes < 1 or max_rerank < 0:
+        raise VidclipError(f"create_app: max_query_chars ({max_query_chars}), max_k ({max_k}), max_image_bytes "
+                           f"({max_image_bytes}) and max_image_decodes ({max_image_decodes}) must be >= 1, "
+                           f"max_rerank ({max_rerank}) >= 0")
     library_root = Path(os.path.abspath(index.library_root))
     thumbs = Thumbnailer(max_width=thumbnail_width, max_height=thumbnail_width * 3 // 4,
                          cache_size=thumbnail_cache_size, open_video=open_video)
     hosts = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
     random_weights = _uses_random_weights(index.identity)
+    # Not anyio's default thread limiter: image searches past this many wait in the event loop,
+    # holding no worker thread, so a burst of uploads neither piles up decoded pictures nor starves
+    # text search and thumbnails of threads.
+    image_slots = anyio.CapacityLimiter(max_image_decodes)
 
     app = FastAPI(
         title="vidclip",
@@ -317,9 +337,15 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         if not body:
             raise HTTPException(status_code=422, detail="the request body is empty: send the image file as the body")
         t0 = time.perf_counter()
+
+        def run() -> list:
+            try:
+                return index.search_image(bytes(body), k, **_search_options(segments, rerank))
+            finally:
+                release_freed_memory()  # the decoded picture's blocks, back from this thread's arena
+
         try:
-            hits = await anyio.to_thread.run_sync(
-                lambda: index.search_image(bytes(body), k, **_search_options(segments, rerank)))
+            hits = await anyio.to_thread.run_sync(run, limiter=image_slots)
         except ConfigError as e:  # not an image, or over the pixel limit; the message names no path
             raise HTTPException(status_code=422, detail=str(e)) from None
         took_ms = (time.perf_counter() - t0) * 1e3
