@@ -187,3 +187,26 @@ def test_stale_faiss_is_rebuilt_on_open(tmp_path, library, clip, reference):
     finally:
         vi.close()
     assert VectorIndex.load(idx / "videos.faiss").metadata["generation"] == stamp  # saved again, fresh
+
+
+def test_an_uninterrupted_run_leaves_no_orphan_shard(tmp_path, clip):
+    """A run that deletes (file gone) or replaces (file changed) every video of a shard deletes that
+    shard at its end: it used to stay until the next run, which then reported it as an interrupted
+    run's orphan."""
+    from vidclip.index import index_library
+    from vidclip.video.sample import SamplerConfig
+
+    lib = tmp_path / "lib"
+    for i in range(3):
+        make_clip(lib / f"v{i}.mp4", seed=200 + i, seconds=1.5)
+    idx = tmp_path / "idx"
+    sampler = SamplerConfig(name="windows", fps=4.0, window=1.0, stride=0.5)
+    index_library(lib, idx, clip, sampler, workers=0, progress=False, commit_every=1)  # one shard per video
+    (lib / "v0.mp4").unlink()  # its shard: all deleted
+    make_clip(lib / "v1.mp4", seed=999, seconds=2.0)  # its shard: all replaced
+    report = index_library(lib, idx, clip, sampler, workers=0, progress=False, commit_every=1)
+    assert (report.deleted, report.indexed, report.unchanged) == (1, 1, 1)
+    rows, unreferenced = check_index_invariants(idx, {str((lib / n).resolve()) for n in ("v1.mp4", "v2.mp4")})
+    assert not unreferenced and report.superseded_removed == 2
+    again = index_library(lib, idx, clip, sampler, workers=0, progress=False)
+    assert again.orphans_removed == 0 and again.indexed == 0

@@ -230,3 +230,41 @@ def test_verify_counts_vectors_without_loading_them(tmp_path, tiny_clip, windows
     assert finding["problem"] == f"holds {n_segments - 1} {dim}-d vectors, the catalog {n_segments} {dim}-d"
     assert finding["repair"] == f"rebuilt from the {n_segments} vectors stored in the catalog"
     assert VectorIndex.load(idx / "segments.faiss").ntotal == n_segments == res["counts"]["segments"]
+
+
+def test_verify_finds_and_repairs_what_index_refuses(tmp_path, tiny_clip, windows_sampler, capsys):
+    """`vidclip index` refuses a damaged features/store.json or a lost catalog; --verify runs the same
+    check (find_damage), reports it, repairs the store header from the catalog and says what to do
+    about a lost catalog (exit 1), without turning the 0-byte catalog into an empty new one."""
+    from vidclip.cli import main
+    from vidclip.errors import IndexMismatchError
+
+    lib = _lib(tmp_path, n=2)
+    idx = tmp_path / "idx"
+    _index(lib, idx, tiny_clip, windows_sampler)
+    store = idx / "features" / "store.json"
+    good = json.loads(store.read_text())
+    for damage in ('{"format": 1, "mod', None, json.dumps({**good, "model": {**good["model"], "name": "other"}})):
+        store.unlink()
+        if damage is not None:
+            store.write_text(damage)
+        with pytest.raises(IndexMismatchError, match=r"store\.json: .*`vidclip index --verify .*` repairs it"):
+            _index(lib, idx, tiny_clip, windows_sampler)
+        assert main(["index", "--verify", str(idx), "--json"]) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert [os.path.basename(f["file"]) for f in res["findings"]] == ["store.json"], res
+        assert res["findings"][0]["repair"].startswith("written again") and res["ok"]
+        assert json.loads(store.read_text()) == good
+        assert _index(lib, idx, tiny_clip, windows_sampler).unchanged == 2  # index works on it again
+    catalog = idx / "catalog.sqlite"
+    for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
+        (idx / name).unlink(missing_ok=True)
+    catalog.write_bytes(b"")
+    with pytest.raises(IndexMismatchError, match=r"catalog\.sqlite: empty \(0 bytes\), but .* holds 1 shard"):
+        _index(lib, idx, tiny_clip, windows_sampler)
+    assert main(["index", "--verify", str(idx)]) == 1
+    out = capsys.readouterr().out
+    assert "catalog.sqlite: empty (0 bytes)" in out and "NOT REPAIRED: delete" in out and "PROBLEMS LEFT" in out
+    assert catalog.stat().st_size == 0 and len(list((idx / "features" / "shards").iterdir())) == 1  # nothing touched
+    assert main(["search", "x", "--index", str(idx)]) == 2
+    assert "the record of what is indexed is lost" in capsys.readouterr().err

@@ -12,7 +12,9 @@ verbs share are in ``cli_options.py``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from .cli_options import (
     ray_options_from_args,
     sampler_from_args,
 )
-from .errors import VidclipError, display_path
+from .errors import ConfigError, VidclipError, display_path
 
 # ----------------------------------------------------------------------------- foundation verbs
 
@@ -86,13 +88,29 @@ def frames_folders(videos: list[str]) -> dict[str, Path]:
     return out
 
 
+def _check_out_folder(out: str) -> None:
+    """``--out`` of a verb that writes a folder: it must not be a file (checked before any work)."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {display_path(out)}: exists and is not a directory (the output is a folder)")
+
+
 def cmd_frames(ns: argparse.Namespace) -> int:
     from .video.frames import write_frames
+    from .video.header import probe
 
     sampler = sampler_from_args(ns)
+    _check_out_folder(ns.out)
     failed = 0
-    videos = list(dict.fromkeys(ns.videos))
-    folders = frames_folders(videos) if len(videos) > 1 else {videos[0]: Path()}
+    videos = []
+    for video in dict.fromkeys(ns.videos):
+        try:
+            probe(video, backend=ns.backend)  # the container header: a bad file fails here, before torch loads
+        except VidclipError as e:
+            failed += 1
+            print(f"vidclip frames: {e}", file=sys.stderr)
+            continue
+        videos.append(video)
+    folders = frames_folders(videos) if len(videos) > 1 else {v: Path() for v in videos}
     summaries = []
     for video in videos:
         out = Path(ns.out) / folders[video]
@@ -126,10 +144,16 @@ def _workers_arg(value: str):
 
 
 def cmd_encode(ns: argparse.Namespace) -> int:
+    from .data.features import STORE_FILE, read_store_header
     from .pipeline import collect_videos, encode_videos
 
     sampler = sampler_from_args(ns)
     ray_options_from_args(ns)  # a bad --encoders / --num-gpus fails before any model loads
+    _check_out_folder(ns.out)
+    if ns.batch_frames <= 0 or ns.shard_size <= 0:
+        raise ConfigError(f"--batch-frames and --shard-size must be positive, got {ns.batch_frames} and {ns.shard_size}")
+    if os.path.isfile(os.path.join(ns.out, STORE_FILE)):
+        read_store_header(ns.out)  # a corrupt or foreign store, before the model loads
     problems: list[tuple[str, str]] = []
     items = collect_videos(ns.inputs, problems)
     for path, reason in problems:
@@ -177,8 +201,36 @@ def cmd_synth(ns: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+class VidclipParser(argparse.ArgumentParser):
+    """argparse, with a did-you-mean for a mistyped verb or choice ("invalid choice: 'serch'; did you
+    mean 'search'?"). Verb parsers are made by ``add_parser`` of the top one, so they are one too."""
+
+    def error(self, message: str):
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            if close:
+                message = f"{message[:m.start(2) - len(' (choose from ')]}; did you mean {close[0]!r}? (choose from {m.group(2)})"
+        super().error(message)
+
+
+def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's "unrecognized arguments: ..." for ``parser`` (a verb's), with the closest option
+    of that verb for each mistyped one ("--topk" -> "did you mean --top-k?")."""
+    options = [s for action in parser._actions for s in action.option_strings]
+    hints = []
+    for arg in extras:
+        if arg.startswith("-") and len(arg) > 1:
+            close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1, cutoff=0.6)
+            if close and close[0] not in hints:
+                hints.append(close[0])
+    return (f"unrecognized arguments: {' '.join(extras)}"
+            + (f"; did you mean {' or '.join(hints)}?" if hints else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = VidclipParser(
         prog="vidclip",
         description="Text-to-video search and video recognition on a frozen image CLIP.",
         epilog="Run 'vidclip VERB --help' for the options of each verb. Start with 'vidclip demo'.",
@@ -252,12 +304,26 @@ def build_parser() -> argparse.ArgumentParser:
                        add_search_parser, add_serve_parser, add_demo_parser, add_rerank_parser,
                        add_trec_eval_parser, add_classify_parser, add_convert_parser):
         add_parser(sub)
+    parser.verb_parsers = sub.choices  # main: a verb's own usage for its unrecognized arguments
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that arguments a verb does not know get that verb's usage
+    and a did-you-mean (argparse leaves them to the top parser, which prints the usage of all verbs)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    ns, extras = parser.parse_known_args(args)
+    if extras:
+        verb = getattr(ns, "verb", None)
+        before_verb = verb in args and all(x in args[:args.index(verb)] for x in extras)  # `vidclip --x VERB`
+        target = parser if before_verb else parser.verb_parsers.get(verb, parser)
+        target.error(unrecognized_message(target, extras))
+    return ns
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns = parse(parser, argv)
     try:
         rc = int(ns.func(ns) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is reported as such, below

@@ -98,6 +98,12 @@ def read_store_header(root: str | os.PathLike) -> dict:
     return header
 
 
+def write_store_header(root: str | os.PathLike, model: dict, sampler: dict) -> None:
+    """Write ``root/store.json`` (atomically) for features of ``model`` sampled with ``sampler``."""
+    header = {"format": FORMAT_VERSION, "model": model, "sampler": sampler}
+    atomic_write_text(Path(root) / STORE_FILE, json.dumps(header, indent=2, sort_keys=True))
+
+
 def committed_shards(root: str | os.PathLike) -> list[Path]:
     shards = Path(root) / SHARDS_DIR
     if not shards.is_dir():
@@ -235,14 +241,14 @@ class FeatureWriter:
         header_path = self.root / STORE_FILE
         if header_path.exists():
             header = read_store_header(self.root)
-            if _model_key(header["model"]) != _model_key(model):
+            if model_key(header["model"]) != model_key(model):
                 raise VidclipError(
-                    f"{self.root}: store was written with model {_model_key(header['model'])}, "
-                    f"refusing to add features from {_model_key(model)}; use another --out directory"
+                    f"{self.root}: store was written with model {model_key(header['model'])}, "
+                    f"refusing to add features from {model_key(model)}; use another --out directory"
                 )
         else:
-            header = {"format": FORMAT_VERSION, "model": model, "sampler": sampler}
-            atomic_write_text(header_path, json.dumps(header, indent=2, sort_keys=True))
+            write_store_header(self.root, model, sampler)
+            header = {"model": model}
         shards = self.root / SHARDS_DIR
         shards.mkdir(exist_ok=True)
         for stale in shards.glob(".tmp-*"):  # left by a killed writer: never committed
@@ -357,5 +363,6 @@ class FeatureWriter:
         self.close()
 
 
-def _model_key(model: dict) -> str:
+def model_key(model: dict) -> str:
+    """What a store's model must match to add features to it: family, name, weights."""
     return "{}:{}:{}".format(model.get("family"), model.get("name"), model.get("weights_digest") or model.get("pretrained"))

@@ -111,13 +111,13 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from ..data.synth import synthetic_model_warning
     from ..errors import ConfigError
     from ..fileio import atomic_write_text
-    from .evaluate import PixelSource, evaluate, format_results, zero_shot
 
     def log(line: str) -> None:
         print(f"vidclip eval: {line}", file=sys.stderr)
 
     if bool(ns.checkpoint) == bool(ns.zero_shot):
         raise ConfigError("give a CHECKPOINT (run dir or .safetensors) or --zero-shot, not both / neither")
+    _check_inputs(ns)
 
     loaded = None
     if ns.checkpoint:
@@ -134,16 +134,20 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     else:
         if not ns.data:
             raise ConfigError("--zero-shot needs --data (the dataset root)")
-        clip = model_from_args(ns)
         kind, root, split = ns.kind or "msrvtt", ns.data, ns.split or "test"
+        ds = load_dataset(kind, root, split)  # a missing or malformed dataset, before the model loads
+        check_whole_videos([ds])
+        clip = model_from_args(ns)
         num_frames = ns.num_frames or 12
         encode_frames = ns.encode_frames or _stored_uniform_frames(ns.features) or 12
         features = Path(ns.features) if ns.features else default_features_dir(root, clip.identity, encode_frames)
     if num_frames <= 0 or encode_frames <= 0:
         raise ConfigError("--num-frames and --encode-frames must be positive")
+    from .evaluate import PixelSource, evaluate, format_results, zero_shot  # torch
 
-    ds = load_dataset(kind, root, split)
-    check_whole_videos([ds])
+    if loaded is not None:
+        ds = load_dataset(kind, root, split)
+        check_whole_videos([ds])
     footage = root if Path(root).is_dir() else os.path.commonpath([str(v.path) for v in ds.videos[:8]])
     warning = synthetic_model_warning(clip.identity.name, footage)
     if warning:
@@ -194,6 +198,35 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         if random_weights:
             print("WARNING: the CLIP has RANDOM weights: these numbers are meaningless.")
     return 0
+
+
+def _check_inputs(ns: argparse.Namespace) -> None:
+    """What can be checked before torch and a model load: the checkpoint and the folders given
+    exist, the output file can be written, the numbers are positive."""
+    from ..errors import ConfigError, display_path
+
+    if ns.checkpoint and not os.path.exists(ns.checkpoint):
+        raise ConfigError(f"{display_path(ns.checkpoint)}: checkpoint not found (a run dir of `vidclip train` or its "
+                          ".safetensors file)")
+    if ns.data and not os.path.exists(ns.data):
+        raise ConfigError(f"--data {display_path(ns.data)}: no such dataset folder")
+    if ns.features and os.path.exists(ns.features) and not os.path.isdir(ns.features):
+        raise ConfigError(f"--features {display_path(ns.features)}: exists and is not a folder (a feature store is one)")
+    if ns.out:
+        if os.path.isdir(ns.out):
+            raise ConfigError(f"--out {display_path(ns.out)}: is a folder; give the JSON file to write")
+        parent = Path(ns.out).expanduser().resolve().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {display_path(ns.out)}: cannot be written ({display_path(parent)} is not a "
+                              "writable folder)")
+    for name, value in (("--num-frames", ns.num_frames), ("--encode-frames", ns.encode_frames),
+                        ("--batch-videos", ns.batch_videos), ("--workers", ns.workers)):
+        if value is not None and value <= (-1 if name == "--workers" else 0):
+            raise ConfigError(f"{name} must be {'>= 0' if name == '--workers' else 'positive'}, got {value}")
+    if ns.dsl_temperature <= 0:
+        raise ConfigError(f"--dsl-temperature must be positive, got {ns.dsl_temperature}")
 
 
 def _stored_uniform_frames(features: str | None) -> int | None:

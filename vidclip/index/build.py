@@ -16,7 +16,9 @@ nothing: the next run sees the videos as indexed and unchanged. A kill before 3 
 files of an older generation: whoever opens the index next rebuilds them from the stored vectors
 (keeping an IVF's training), so search never serves a set different from the catalog's.
 Ids are never reused (AUTOINCREMENT), so a stale faiss id can only miss, never mislead;
-search also drops any id the catalog does not list as indexed.
+search also drops any id the catalog does not list as indexed. A shard all of whose videos a run
+deletes (files gone) or replaces (files changed) is referenced by no row after that run's commits
+and is deleted at the end of the run, so only a killed run ever leaves an orphan.
 
 With ``engine="ray"`` (vidclip/ray_engine.py) step 1 happens on the cluster: an encoder actor
 writes a partition of ``commit_every`` videos as a shard into ``features/staging/<id>/`` (with its
@@ -58,6 +60,7 @@ from .directory import (
     _sync_faiss,
     check_index_path,
     mark_lost_frames,
+    refuse_damage,
     remove_stale_temps,
 )
 from .pooling import Pooler
@@ -76,6 +79,7 @@ class IndexReport:
     frames: int = 0
     seconds: float = 0.0
     orphans_removed: int = 0  # uncommitted shards of a killed run, deleted
+    superseded_removed: int = 0  # shards whose videos were all deleted or re-encoded by this run, deleted
     temps_removed: int = 0  # faiss temp files of a killed save, deleted
     lost: list[dict] = field(default_factory=list)  # {"id", "path", "reason"}: stored frames found damaged
     total_indexed: int = 0  # indexed videos in the index after the run
@@ -105,7 +109,7 @@ class _Committer:
 
     def __init__(self, catalog: Catalog, index_dir: Path, model: dict, sampler: dict, dim: int,
                  report: IndexReport):
-        self.catalog, self.index_dir, self.dim = catalog, index_dir, dim
+        self.catalog, self.index_dir, self.dim, self.report = catalog, index_dir, dim, report
         self.features = index_dir / FEATURES_DIR
         report.lost = mark_lost_frames(catalog, self.features, dim)  # re-encoded (they look changed)
         report.orphans_removed = _remove_orphan_shards(catalog, self.features)
@@ -194,9 +198,13 @@ class _Committer:
         self.pending, self.failures, self.offset = [], [], 0
 
     def finish(self) -> int:
-        """Commit what is left; save faiss (rebuilt if the design should change: auto crossing
-        flat_max, untrained). Returns the number of indexed videos."""
+        """Commit what is left; delete the shards this run's commits superseded; save faiss (rebuilt
+        if the design should change: auto crossing flat_max, untrained). Returns the number of
+        indexed videos."""
         self.commit()
+        # A shard whose videos this run all deleted or replaced is referenced by no row any more:
+        # deleted now, not left for the next run to find (and report) as a killed run's orphan.
+        self.report.superseded_removed = _remove_orphan_shards(self.catalog, self.features)
         for kind, idx in (("videos", self.video_index), ("segments", self.segment_index)):
             idx.metadata["generation"] = self.catalog.generation if idx.is_trained else -1
             _sync_faiss(self.catalog, self.index_dir, kind, self.dim, current=_fit_or_none(self.catalog, kind, idx),
@@ -221,7 +229,7 @@ def _pool_into(rec: dict, pooler: Pooler, emb16: np.ndarray, windows, duration: 
 
 
 def index_library(
-    library: str | os.PathLike,
+    library: str | os.PathLike | Library,
     index_dir: str | os.PathLike,
     clip,
     sampler=None,
@@ -241,7 +249,8 @@ def index_library(
     engine: str = "local",
     ray=None,
 ) -> IndexReport:
-    """Index (or bring up to date) the videos of ``library`` into ``index_dir``.
+    """Index (or bring up to date) the videos of ``library`` (a library spec, or a Library that
+    :func:`~vidclip.index.scan.scan_library` returned) into ``index_dir``.
 
     ``clip``: a FrozenCLIP (must match the index's model when the index exists), or a zero-argument
     function returning the index's own model: then it is called only when a video must be encoded
@@ -270,12 +279,14 @@ def index_library(
     if sampler is None:
         sampler = SamplerConfig(name="windows", fps=1.0, window=10.0, stride=5.0)
     start = time.perf_counter()
-    lib = scan_library(library)
+    lib = library if isinstance(library, Library) else scan_library(library)
     report = IndexReport(engine=engine)
     report.failed.extend(lib.problems)  # unreadable folder entries: one line each, never silently skipped
     with _DirLock(index_dir):
+        refuse_damage(index_dir)  # before opening the catalog for writing (a 0-byte one would become a new one)
         catalog = Catalog(index_dir / CATALOG_FILE)
         try:
+            refuse_damage(index_dir, catalog)
             stored = catalog.get_meta("model")
             lazy = not hasattr(clip, "identity") and stored is not None and (temporal is None or str(temporal) == "mean")
             if lazy:  # the index's own model, loaded below only if a video must be encoded
@@ -511,11 +522,14 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
         raise VidclipError(f"{other_dir}: not a vidclip index (no {CATALOG_FILE})")
     start = time.perf_counter()
     report = IndexReport()
+    refuse_damage(other_dir)
     src = Catalog(other_dir / CATALOG_FILE, readonly=True)
     try:
         with _DirLock(index_dir):
+            refuse_damage(index_dir)
             dst = Catalog(index_dir / CATALOG_FILE)
             try:
+                refuse_damage(index_dir, dst)
                 model = src.get_meta("model")
                 dst.check_or_set_identity(model, src.get_meta("model_key"), src.get_meta("sampler"),
                                           src.get_meta("temporal"))

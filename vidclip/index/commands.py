@@ -136,7 +136,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                    help="search by example: a video file, sampled and pooled as the index pools its own videos "
                         "(a video that is itself indexed comes back first)")
     p.add_argument("--index", required=True, metavar="DIR", help="index directory made by `vidclip index`")
-    p.add_argument("-k", "--top", type=int, default=10, dest="k", help="results to return (default: %(default)s)")
+    p.add_argument("-k", "--top-k", "--top", type=int, default=10, dest="k", help="results to return (default: %(default)s)")
     p.add_argument("--segments", action="store_true", help="rank time windows instead of whole videos")
     p.add_argument("--rerank", type=int, default=0, metavar="N",
                    help="two-stage search: re-score the first stage's top max(N, k) hits on their stored frames "
@@ -276,12 +276,25 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if ns.merge is not None:
         report = merge_index(ns.merge, index_dir)
         return _print_report(report, index_dir, "index", ns.json)
+    # Everything that can be wrong with the input is checked before a model loads (seconds to minutes).
     if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
         raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
+    for name, value in (("--nprobe", ns.nprobe), ("--ef-search", ns.ef_search)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    if ns.temporal not in (None, "mean") and not Path(ns.temporal).expanduser().exists():
+        raise ConfigError(f"--temporal {ns.temporal}: neither 'mean' nor an existing checkpoint file / run dir")
     from ..cli_options import ray_options_from_args
+    from .directory import check_index_path, refuse_damage
+    from .scan import scan_library
 
     ray = ray_options_from_args(ns)
+    check_index_path(index_dir)
+    if index_dir.is_dir():
+        refuse_damage(index_dir.resolve())  # a lost or unreadable catalog, before reading it below
+    library = scan_library(ns.library)  # a missing library or a bad CSV row, before the model loads
     stored = _stored_meta(index_dir)
+    sampler = _sampler(ns, stored.get("sampler"))
     if _names_stored_model(ns, stored.get("model")):
         # the index's own model: index_library loads it only if some video must be encoded (and
         # checks then that its identity is the stored one), so a no-op re-index loads no model
@@ -299,15 +312,11 @@ def cmd_index(ns: argparse.Namespace) -> int:
     warning = synthetic_model_warning(str(name), ns.library)
     if warning:
         print(f"vidclip index: {warning}", file=sys.stderr)
-    sampler = _sampler(ns, stored.get("sampler"))
     temporal = ns.temporal
     if temporal is None:
         spec = stored.get("temporal") or {"name": "mean"}
         temporal = spec.get("path") if spec.get("name") == "checkpoint" else "mean"
-    for name, value in (("--nprobe", ns.nprobe), ("--ef-search", ns.ef_search)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
-    report = index_library(ns.library, index_dir, clip, sampler, temporal=temporal, design=ns.design,
+    report = index_library(library, index_dir, clip, sampler, temporal=temporal, design=ns.design,
                            segment_design=ns.segment_design or ns.design, nprobe=ns.nprobe,
                            ef_search=ns.ef_search, workers=ns.workers, backend=ns.backend,
                            decode_device=ns.decode_device, batch_frames=ns.batch_frames,
@@ -325,11 +334,12 @@ def _verify(ns: argparse.Namespace) -> int:
         print_json(result)
     else:
         for f in result["findings"]:
-            print(f"{f['file']}: {f['problem']} -> {f['repair'] or 'NOT REPAIRED'}")
+            fix = f["repair"] or "NOT REPAIRED" + (f": {f['advice']}" if f.get("advice") else "")
+            print(f"{f['file']}: {f['problem']} -> {fix}")
         c = result["counts"]
         state = "OK" if result["ok"] else "PROBLEMS LEFT"
-        print(f"{result['index']}: {state}; {len(result['findings'])} finding(s); {c['indexed']} indexed, "
-              f"{c['failed']} failed")
+        print(f"{result['index']}: {state}; {len(result['findings'])} finding(s)"
+              + (f"; {c['indexed']} indexed, {c['failed']} failed" if c else ""))
     return 0 if result["ok"] else 1
 
 
@@ -423,7 +433,10 @@ def cmd_search(ns: argparse.Namespace) -> int:
         if value is not None and not Path(value).is_file():
             what = "a folder, not a file" if Path(value).is_dir() else "no such file"
             raise ConfigError(f"{name} {display_path(value)}: {what}")
-    index = VideoIndex.open(ns.index, device=resolve_device(ns.device))
+    from .directory import require_index
+
+    index_dir = require_index(ns.index)  # before resolve_device imports torch and the model loads
+    index = VideoIndex.open(index_dir, device=resolve_device(ns.device))
     opts = {"segments": ns.segments, "rerank": ns.rerank}
     try:
         random_weights = bool(index.identity.get("random_weights"))

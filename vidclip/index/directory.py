@@ -27,16 +27,23 @@ import shutil
 import signal
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from ..data.features import SHARDS_DIR, FeatureStore, committed_shards
+from ..data.features import (
+    SHARDS_DIR,
+    STORE_FILE,
+    FeatureStore,
+    committed_shards,
+    model_key,
+    read_store_header,
+    write_store_header,
+)
 from ..errors import ConfigError, IndexMismatchError, VidclipError, display_path
 from .catalog import Catalog
 from .exact import sample_chunks
 from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design
-
-log = logging.getLogger(__name__)
-
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,149 @@ def check_index_path(index_dir: Path) -> None:
     if os.path.lexists(index_dir) and not index_dir.is_dir():
         raise ConfigError(f"--index {display_path(index_dir)}: exists and is not a directory; an index is a folder "
                           "(give a new or an existing index directory)")
+
+
+def require_index(index_dir: str | os.PathLike, option: str = "--index") -> Path:
+    """The resolved folder of an existing index that holds videos, or a VidclipError saying what
+    ``index_dir`` is instead (missing, a file, a folder without a catalog, a damaged or empty
+    catalog). Cheap (file checks and one read-only catalog query), so a verb calls it before it
+    loads a model."""
+    path = Path(index_dir).expanduser().resolve()
+    shown = f"{option} {display_path(index_dir)}" if option else display_path(path)
+    if not os.path.lexists(path):
+        raise VidclipError(f"{shown}: no such folder; build an index with `vidclip index LIBRARY --index DIR`")
+    if not path.is_dir():
+        raise VidclipError(f"{shown}: is a file, not an index folder (an index is the folder `vidclip index` writes)")
+    if not _is_index_dir(path):
+        raise VidclipError(f"{shown}: not a vidclip index (no {CATALOG_FILE}); build one with `vidclip index`")
+    damage = find_damage(path)
+    if damage:
+        raise damage[0].error()
+    catalog = Catalog(path / CATALOG_FILE, readonly=True)
+    try:
+        if catalog.get_meta("model") is None:
+            raise VidclipError(f"{shown}: the index holds no videos yet (no model recorded)")
+    finally:
+        catalog.close()
+    return path
+
+
+# ----------------------------------------------------------------------------- damage a writer refuses
+
+
+@dataclass
+class Damage:
+    """A part of an index that a writer (``vidclip index``, merge) refuses to work with.
+
+    ``problem``: what is wrong with ``path``; ``advice``: what the user can do; ``repair``: a
+    function that repairs it from what is stored and returns what it did (None: not repairable
+    from the index itself). ``vidclip index --verify`` reports and repairs them (verify.py).
+    """
+
+    path: Path
+    problem: str
+    advice: str
+    repair: Callable[[], str] | None = None
+
+    def error(self) -> IndexMismatchError:
+        return IndexMismatchError(f"{display_path(self.path)}: {self.problem}; {self.advice}")
+
+
+def _stored_frames(features: Path) -> int:
+    """Committed shards under ``features``: frames encoded (0 when it is not a readable folder)."""
+    try:
+        return len(committed_shards(features))
+    except OSError:
+        return 0
+
+
+def find_damage(index_dir: Path, catalog: Catalog | None = None) -> list[Damage]:
+    """What a writer of the index at ``index_dir`` refuses to work with: the one check that
+    ``vidclip index`` (:func:`refuse_damage`) and ``vidclip index --verify`` both run.
+
+    Without ``catalog``: the catalog file itself (call it before opening the catalog for writing,
+    which would turn a 0-byte file into a new, empty catalog): empty, unreadable, or recording no
+    index while frames are stored beside it (the catalog was lost; the frames cannot be matched to
+    files without it). With ``catalog`` (open, with a model): the parts beside it: the features
+    folder, its ``store.json`` (missing, unreadable, of another model: rewritten from the catalog
+    by repair) and faiss paths that are directories.
+    """
+    features = index_dir / FEATURES_DIR
+    if catalog is None:
+        path = index_dir / CATALOG_FILE
+        stored = _stored_frames(features)
+        lost = (f"delete {display_path(features)} and {CATALOG_FILE}* (frames cannot be matched to files without "
+                f"the catalog), then run `vidclip index LIBRARY --index {display_path(index_dir)}` again: it encodes "
+                "the library afresh")
+        if os.path.lexists(path) and not path.is_file():
+            return [Damage(path, "is not a file, but it must be the index's catalog (SQLite)", lost)]
+        if not path.is_file():
+            return [Damage(path, f"missing, but {display_path(features)} holds {stored} shard(s) of encoded frames",
+                           lost)] if stored else []
+        if path.stat().st_size == 0:
+            # a new index killed before its first commit leaves a 0-byte catalog and nothing else: fine
+            return [Damage(path, f"empty (0 bytes), but {display_path(features)} holds {stored} shard(s) of encoded "
+                                 "frames: the record of what is indexed is lost", lost)] if stored else []
+        try:
+            cat = Catalog(path, readonly=True)
+        except VidclipError as e:
+            return [Damage(path, str(e).removeprefix(f"{path}: "), lost)]
+        try:
+            model = cat.get_meta("model")
+        finally:
+            cat.close()
+        if model is None and stored:
+            return [Damage(path, f"records no index, but {display_path(features)} holds {stored} shard(s) of encoded "
+                                 "frames: the record of what is indexed is lost", lost)]
+        return []
+
+    model = catalog.get_meta("model")
+    if model is None:
+        return []
+    found: list[Damage] = []
+    verify = f"`vidclip index --verify {display_path(index_dir)}` repairs it"
+    for path, what in ((features, "the index's frame features (a folder)"),
+                       (features / SHARDS_DIR, "the folder of the index's frame shards")):
+        if os.path.lexists(path) and not path.is_dir():
+            found.append(Damage(path, f"is not a directory, but it must be {what}",
+                                f"move it away; then {verify.removesuffix(' repairs it')} marks the videos whose "
+                                "frames are lost, and the next `vidclip index` of their library re-encodes them"))
+            return found
+    store = features / STORE_FILE
+
+    def rewrite_store() -> str:
+        write_store_header(features, model, catalog.get_meta("sampler") or {})
+        return "written again from the model and sampler recorded in the catalog"
+
+    if os.path.lexists(store) or _stored_frames(features):
+        problem = None
+        if not store.is_file():
+            problem = "missing" if not os.path.lexists(store) else "is not a file"
+        else:
+            try:
+                header = read_store_header(features)
+                if model_key(header.get("model") or {}) != model_key(model):
+                    problem = (f"names model {model_key(header.get('model') or {})}, but the catalog's frames come "
+                               f"from {model_key(model)}")
+            except VidclipError as e:
+                problem = str(e).removeprefix(f"{store}: ")
+        if problem is not None and store.is_dir():
+            found.append(Damage(store, problem, f"remove it; then {verify.removesuffix(' repairs it')} writes it again"))
+        elif problem is not None:
+            found.append(Damage(store, problem, verify, rewrite_store))
+    for kind in ("videos", "segments"):
+        path = faiss_path(index_dir, kind)
+        if path.is_dir():
+            found.append(Damage(path, f"is a directory, but it must be the index's {kind} vector file",
+                                "remove it (derived data: it is rebuilt from the catalog)"))
+    return found
+
+
+def refuse_damage(index_dir: Path, catalog: Catalog | None = None) -> None:
+    """Raise the first :func:`find_damage` finding as an IndexMismatchError (a writer's check)."""
+    damage = find_damage(index_dir, catalog)
+    if damage:
+        raise damage[0].error()
 
 
 def faiss_path(index_dir: Path, kind: str) -> Path:
@@ -260,7 +410,7 @@ def _remove_orphan_shards(catalog: Catalog, features: Path) -> int:
     for shard in committed_shards(features):
         if shard.name not in keep:
             shutil.rmtree(shard, ignore_errors=True)
-            removed += 1
+            removed += not os.path.lexists(shard)  # what could not be removed is tried again next run
     tmp_root = features / SHARDS_DIR
     if tmp_root.is_dir():
         for stale in tmp_root.glob(".tmp-*"):

@@ -1,13 +1,17 @@
 """``vidclip index --verify DIR``: check every part of an index against the catalog and repair what
 can be rebuilt from what is stored.
 
-Checked: the catalog opens and has a model; every indexed row has a vector of the model's width
-and its frames in a readable shard with enough rows; each faiss file loads, is stamped with the
-catalog's generation and holds as many vectors as the catalog; no temp files or orphan shards of a
-killed run remain. Repaired (under the writer's lock): faiss files are rebuilt from the vectors in
-the catalog; videos whose stored frames are lost are marked so that the next ``vidclip index`` of
-their library re-encodes exactly them; leftovers are deleted. Not repairable here: a catalog that
-does not open (re-index into a new folder), a path that is a directory where a file belongs.
+Checked: first what ``vidclip index`` itself refuses to work with (:func:`~.directory.find_damage`,
+the same function: a catalog that is empty, unreadable or lost while frames are stored, a
+``features/store.json`` that is missing, corrupt or names another model, directories where files
+belong); then every indexed row has a vector of the model's width and its frames in a readable
+shard with enough rows; each faiss file loads, is stamped with the catalog's generation and holds
+as many vectors as the catalog; no temp files or orphan shards of a killed run remain. Repaired
+(under the writer's lock): ``store.json`` is written again from the catalog's model and sampler;
+faiss files are rebuilt from the vectors in the catalog; videos whose stored frames are lost are
+marked so that the next ``vidclip index`` of their library re-encodes exactly them; leftovers are
+deleted. Not repairable here (reported with what to do): a catalog that is lost or does not open
+(re-index), a path that is a directory where a file belongs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .directory import (
     _remove_orphan_shards,
     _sync_faiss,
     faiss_path,
+    find_damage,
     mark_lost_frames,
     remove_stale_temps,
 )
@@ -35,25 +40,37 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
     """Check and repair the index at ``index_dir``.
 
     Returns {"index", "ok" (nothing left wrong after the repairs), "findings": [{"file", "problem",
-    "repair"}], "counts"}; "repair" is what was done, or None when nothing could be.
+    "repair"}], "counts"}; "repair" is what was done, or None when nothing could be (then the
+    finding has an "advice": what to do); "counts" is None when the catalog cannot be used.
     """
     index_dir = Path(index_dir).expanduser().resolve()
-    if not _is_index_dir(index_dir):
+    if not index_dir.is_dir() or not (_is_index_dir(index_dir) or find_damage(index_dir)):
         raise VidclipError(f"{display_path(index_dir)}: not a vidclip index (no {CATALOG_FILE})")
     findings: list[dict] = []
 
-    def found(path, problem: str, repair: str | None) -> None:
-        findings.append({"file": display_path(path), "problem": problem, "repair": repair})
+    def found(path, problem: str, repair: str | None, advice: str | None = None) -> None:
+        findings.append({"file": display_path(path), "problem": problem, "repair": repair}
+                        | ({"advice": advice} if repair is None and advice else {}))
 
     with _DirLock(index_dir):
         for tmp in remove_stale_temps(index_dir):
             found(tmp, "temp file of an interrupted faiss save", "deleted")
+        damage = find_damage(index_dir)  # the catalog itself: checked before opening it for writing
+        if damage:
+            for d in damage:
+                found(d.path, d.problem, None, d.advice)
+            return {"index": display_path(index_dir), "ok": False, "findings": findings, "counts": None}
         catalog = Catalog(index_dir / CATALOG_FILE)
         try:
             model = catalog.get_meta("model")
             if model is None:
                 return {"index": display_path(index_dir), "ok": True, "findings": findings,
                         "counts": catalog.counts(), "note": "the index holds no videos yet"}
+            for d in find_damage(index_dir, catalog):  # what `vidclip index` refuses: repaired where it can be
+                if d.repair is not None:
+                    found(d.path, d.problem, d.repair())
+                else:
+                    found(d.path, d.problem, None, d.advice)
             dim = int(model["embed_dim"])
             features = index_dir / FEATURES_DIR
             for lost in mark_lost_frames(catalog, features, dim):
@@ -76,8 +93,7 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
                 path = faiss_path(index_dir, kind)
                 stored = catalog.count_vectors(kind)  # a COUNT(*): the vectors themselves stay on disk
                 if path.is_dir():
-                    found(path, "a directory where the vector file belongs", None)
-                    continue
+                    continue  # reported by find_damage
                 problem = None
                 try:
                     saved = VectorIndex.load(path)

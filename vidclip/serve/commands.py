@@ -49,6 +49,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     if not 0 <= ns.max_rerank <= DEFAULT_MAX_RERANK:
         raise ConfigError(f"--max-rerank must be in 0..{DEFAULT_MAX_RERANK}, got {ns.max_rerank}")
 
+    from ..index.directory import require_index
+
+    index_dir = require_index(ns.dir, option="")  # a wrong DIR is one line, before the port, uvicorn and the model
+
     import uvicorn
 
     from ..index.search import VideoIndex
@@ -58,7 +62,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     # a server log traceback; and the printed URL names the real port (--port 0 picks one).
     sock = listen_socket(ns.host, ns.port)
     try:
-        index = VideoIndex.open(ns.dir)
+        index = VideoIndex.open(index_dir)
     except BaseException:
         sock.close()
         raise

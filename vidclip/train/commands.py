@@ -54,15 +54,31 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _check_config_args(config: str | None, overrides: list[str], missing_hint: str, example: str) -> None:
+    """The checks of a YAML-configured verb that need no torch (the config module imports it):
+    the file exists, each override is KEY=VALUE."""
+    from ..errors import ConfigError
+
+    if config is not None and not Path(config).exists():
+        raise ConfigError(f"{config}: {missing_hint}")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. {example})")  # as train/config.py says
+
+
 def _resolve_config(ns: argparse.Namespace):
     from ..errors import ConfigError
+
+    path = Path(ns.config)
+    _check_config_args(ns.config, ns.overrides, "config file not found (see configs/*.yaml)", "optim.lr=3e-4")
+    if path.is_dir() and not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path}: a directory but not a run dir (no config.yaml)")
+    if ns.stop_after is not None and ns.stop_after <= 0:
+        raise ConfigError(f"--stop-after must be positive, got {ns.stop_after}")
     from .config import apply_overrides, load_config
     from .trainer import load_run_config
 
-    path = Path(ns.config)
     if path.is_dir():
-        if not (path / "config.yaml").is_file():
-            raise ConfigError(f"{path}: a directory but not a run dir (no config.yaml)")
         return apply_overrides(load_run_config(path), ns.overrides)
     return load_config(path, ns.overrides)
 
@@ -83,10 +99,10 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _run_train(ns: argparse.Namespace) -> int:
+    cfg = _resolve_config(ns)  # checks the arguments before importing torch
     from .config import dump_config
     from .trainer import train
 
-    cfg = _resolve_config(ns)
     if ns.print_config:
         sys.stdout.write(dump_config(cfg))
         return 0
@@ -104,10 +120,6 @@ def _run_train(ns: argparse.Namespace) -> int:
         for f in summary["failed"]:
             print(f"vidclip train: {f['path']}: {f['reason']}", file=sys.stderr)
         return 1 if summary["failed"] else 0
-    if ns.stop_after is not None and ns.stop_after <= 0:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--stop-after must be positive, got {ns.stop_after}")
     result = train(cfg, resume=ns.resume, stop_after=ns.stop_after, progress=not (ns.quiet or ns.json))
     if not result.is_main:
         return 0  # one summary per run, from the main process
@@ -152,9 +164,15 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pretrain(ns: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
     config, overrides = ns.config, list(ns.overrides)
     if config is not None and "=" in config and not Path(config).exists():
         config, overrides = None, [config] + overrides  # `pretrain-synth optim.steps=10`
+    _check_config_args(config, overrides, "pretraining recipe not found (see configs/pretrain_synth_clip.yaml)",
+                       "optim.steps=100")
+    if ns.out is not None and Path(ns.out).exists() and not Path(ns.out).is_dir():
+        raise ConfigError(f"--out {ns.out}: exists and is not a folder")
     from .pretrain import ATTRIBUTES, load_pretrain_config, pretrain
 
     cfg = load_pretrain_config(config, overrides)

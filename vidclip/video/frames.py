@@ -14,12 +14,14 @@ does not produce are removed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from vidclip.errors import VidclipError
+from vidclip.errors import VidclipError, display_path
 from vidclip.fileio import atomic_path, atomic_write_text
 
 from .decode import probe  # noqa: F401  (re-exported: the `probe` verb's API lives with `frames`)
+from .files import check_video_file
 from .sample import SamplerConfig, sample_video
 
 __all__ = ["write_frames", "probe"]
@@ -36,8 +38,11 @@ def write_frames(video, out_dir, cfg: SamplerConfig, backend: str = "auto") -> d
 
     if not isinstance(cfg, SamplerConfig):
         cfg = SamplerConfig.from_dict(cfg)
-    sampled = sample_video(video, cfg, backend=backend)
+    check_video_file(video)  # cheap checks first: decoding imports torch
     out = Path(out_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        raise VidclipError(f"{display_path(out)}: exists and is not a directory; the frames go into a folder")
+    sampled = sample_video(video, cfg, backend=backend)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
