@@ -400,3 +400,46 @@ def test_run_paths_only_rewrite_files_inside_the_run(tmp_path, monkeypatch):
     # a relative path that is not in the run keeps meaning what it did (relative to the cwd)
     assert resolve_in_run("w.pt", run) == "w.pt"
     assert resolve_in_run(str(outside), run) == str(outside)
+
+
+def test_convert_checks_its_paths_first_and_a_failure_leaves_nothing(tmp_path, tiny_clip_state, monkeypatch):
+    """Junk says what the file is not; --out is checked before the checkpoint is read; a conversion
+    that fails (before or after writing files) leaves no run folder, no temp folder, no new parents."""
+    import vidclip.models.convert as convert_module
+    import vidclip.train.model as train_model
+
+    out = tmp_path / "new" / "deeper" / "run"
+    junk = tmp_path / "junk.bin"
+    junk.write_text("<html>not found</html>")
+    with pytest.raises(ConfigError, match=r"junk\.bin is not a PyTorch checkpoint \(expected a state dict saved by "
+                                          r"torch\.save / a \.pth/\.bin/\.pt file\): it is an HTML page"):
+        convert_checkpoint(junk, out, "clip4clip")
+    listed = tmp_path / "list.pth"
+    torch.save([1, 2], listed)
+    with pytest.raises(ConfigError, match=r"list\.pth is not a PyTorch checkpoint .*: it holds a list, not a state dict"):
+        convert_checkpoint(listed, out, "clip4clip")
+    good = tmp_path / "pytorch_model.bin.1"
+    torch.save(clip4clip_state(D=64, layers=1, clip=tiny_clip_state), good)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    real_read = convert_module.read_official_state
+    monkeypatch.setattr(convert_module, "read_official_state", lambda p: pytest.fail("read before --out was checked"))
+    with pytest.raises(ConfigError, match=r"--out .*afile: exists and is not a directory"):
+        convert_checkpoint(good, afile, "clip4clip")
+    monkeypatch.setattr(convert_module, "read_official_state", real_read)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_model, "save_weights", disk_full)  # fails after the CLIP file was written
+    with pytest.raises(OSError, match="No space left"):
+        convert_checkpoint(good, out, "clip4clip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "junk.bin", "list.pth", "pytorch_model.bin.1"]
+    monkeypatch.undo()
+    summary = convert_checkpoint(good, out, "clip4clip")
+    assert summary["clip"]["pretrained"] == str(out / "clip_finetuned.safetensors")
+    assert sorted(p.name for p in out.iterdir()) == ["best.safetensors", "clip_finetuned.safetensors",
+                                                     "config.yaml", "conversion.json"]
+    assert [p.name for p in out.parent.iterdir()] == ["run"]  # no temp folder beside it
+    convert_checkpoint(good, out, "clip4clip", overwrite=True)  # --force: replaced file by file
+    assert load_checkpoint(out).model_config.temporal == "seq_transformer"

@@ -42,18 +42,18 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .registry import create_temporal
-from .temporal_transformer import QuickGELU
+
+if TYPE_CHECKING:  # torch is imported where it is used: checking a file's format needs none
+    import torch
+    from torch import nn
 
 __all__ = ["SOURCES", "ConvertedState", "read_official_state", "sniff_source", "convert_state",
            "build_converted_temporal", "conform_converted", "clip_architecture", "clip_matches",
-           "is_official_checkpoint", "CLIP_FILE"]
+           "is_official_checkpoint", "checkpoint_file_problem", "not_a_checkpoint", "CLIP_FILE"]
 
 SOURCES = ("clip4clip", "clip2video", "xpool")
 CLIP_FILE = "clip_finetuned.safetensors"
@@ -106,6 +106,44 @@ class ConvertedState:
 # ----------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------
+_NOT_A_CHECKPOINT = "is not a PyTorch checkpoint (expected a state dict saved by torch.save / a .pth/.bin/.pt file)"
+
+
+def not_a_checkpoint(path: str | os.PathLike, reason: str) -> ConfigError:
+    """The error for a file that is not an official checkpoint: what it is not, then why."""
+    return ConfigError(f"{path} {_NOT_A_CHECKPOINT}: {reason}")
+
+
+def checkpoint_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a file written by ``torch.save`` (None: it may be one).
+
+    Reads 16 bytes, imports nothing: torch.save writes a zip archive (``PK\\x03\\x04``; since
+    torch 1.6) or, in the legacy format, a pickle (protocol byte ``\\x80``). A verb checks its
+    input with it before torch loads.
+    """
+    p = Path(path)
+    if not p.exists():
+        return "file not found"
+    if p.is_dir():
+        return "a directory, not a file"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    if not head:
+        return "empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head[0] == 0x80:
+        return None
+    if len(head) > 8 and head[8:9] == b"{":
+        return "it is a safetensors file (vidclip's own format: pass a run dir or .safetensors checkpoint where one is asked for)"
+    if head.lstrip().startswith((b"{", b"[")):
+        return "it is a JSON or text file"
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return "it is an HTML page (a download that saved an error page?)"
+    return f"neither a zip archive nor a pickle (it starts with {head[:8]!r})"
+
+
 def read_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """State dict of an official checkpoint file (``pytorch_model.bin.N``, ``model_best.pth``).
 
@@ -113,22 +151,27 @@ def read_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     trainer); strips DDP's ``module.`` prefix. Loads with ``weights_only=True`` (no code runs).
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file() and not p.is_dir():
         raise ConfigError(f"{p}: checkpoint file not found")
+    problem = checkpoint_file_problem(p)
+    if problem is not None:
+        raise not_a_checkpoint(p, problem)
+    import torch
+
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a state dict file"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"{p}: not a readable PyTorch state-dict file ({type(e).__name__}: {first})") from e
+        raise not_a_checkpoint(p, f"torch.load cannot read it ({type(e).__name__}: {first})") from e
     for k in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(k), dict):
             obj = obj[k]
             break
     if not isinstance(obj, dict) or not obj:
-        raise ConfigError(f"{p}: holds a {type(obj).__name__}, not a state dict")
+        raise not_a_checkpoint(p, f"it holds a {type(obj).__name__}, not a state dict")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise ConfigError(f"{p}: entry {bad[0]!r} is not a named tensor; not a state dict")
+        raise not_a_checkpoint(p, f"entry {bad[0]!r} is not a named tensor")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -322,6 +365,8 @@ def convert_state(state: dict[str, torch.Tensor], source: str | None = None, *, 
         if width is not None and name in ("seq_transformer", "tdb") and width.shape[0] != D:
             raise ConfigError(f"clip.ln_final.weight: text width {width.shape[0]} != temporal width {D}; "
                               "the official temporal blocks have the text width")
+    import torch
+
     if any(v.dtype == torch.float16 for v in clip_state.values()):
         notes.append("the checkpoint's CLIP is stored in fp16 and ran in fp16 in the official code (convert_weights); "
                      "vidclip runs it in fp32 on CPU (fp16 autocast on CUDA): embeddings differ at fp16 rounding level")
@@ -335,6 +380,8 @@ def convert_state(state: dict[str, torch.Tensor], source: str | None = None, *, 
 def conform_converted(temporal: nn.Module, spec: dict) -> None:
     """Give a converted module's transformer blocks the official numerics (not in the state dict):
     QuickGELU, LayerNorm eps; and check their head count. ``spec`` from ConvertedState.spec()."""
+    from .temporal_transformer import QuickGELU
+
     heads, eps = spec.get("block_heads"), spec.get("block_ln_eps")
     if heads is None:
         return
@@ -427,6 +474,8 @@ def clip_architecture(sd: dict[str, torch.Tensor]) -> str:
 
 def clip_matches(clip: Any, conv: ConvertedState) -> bool | None:
     """Whether a loaded FrozenCLIP holds the checkpoint's CLIP (compares the image projection)."""
+    import torch
+
     if conv.clip_layout != "openai":
         return None
     net = getattr(clip, "model", None)
