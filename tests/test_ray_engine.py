@@ -154,3 +154,22 @@ def test_an_address_nothing_answers_on_fails_at_once(monkeypatch):
     assert seen["address"] == address
     for left_to_ray in ("auto", "local", "ray://head:10001"):
         assert ray_engine.connect(left_to_ray) == (fake_ray, True) and seen["address"] == left_to_ray
+
+
+def test_the_ray_bar_says_what_it_waits_for(tmp_path, capsys, monkeypatch):
+    """While the bar stands at 0 (Ray starting, encoders loading the model, the first partition
+    decoding, then encoding) its stage= says which; it is drawn before Ray starts."""
+    import vidclip.ray_engine as ray_engine
+    from vidclip.ray_engine import Partition, ray_stage, stage_partitions
+
+    def no_cluster(address):
+        raise ConfigError("no cluster here")
+
+    monkeypatch.setattr(ray_engine, "connect", no_cluster)
+    part = Partition(0, "p0", [{"key": "a.mp4", "path": str(tmp_path / "a.mp4"), "size": 1, "mtime_ns": 1}])
+    with pytest.raises(ConfigError, match="no cluster"):
+        list(stage_partitions([part], tmp_path, identity={}, sampler={}, progress="index (ray)"))
+    assert "stage=starting Ray" in capsys.readouterr().err
+    assert ray_stage(0, 2, 0, 5, 0, 64) == "loading the model on 2 of 2 encoder(s)"
+    assert ray_stage(2, 2, 0, 5, 10, 64) == "decoding partition 1/5 (10/64 videos)"
+    assert ray_stage(2, 2, 3, 5, 64, 64) == "encoding partition 4/5"

@@ -450,38 +450,68 @@ def stage_partitions(
     crash = os.environ.get(CRASH_ENV) or None
     kill_after = int(_crash_specs(crash)["driver"]) if "driver" in _crash_specs(crash) else None
 
+    phase = "starting Ray"  # what the bar waits for before the workers run; then ray_stage says
+    shown = 0.0
+    actors: list = []
+    waiting_actors: dict = {}  # actor.node() ref -> actor no: resolves once that actor has loaded the model
+    decoded_of: dict[int, int] = {}  # partition index -> its videos through decoding
+
+    def show(refresh: bool = True, coming: int = 0) -> None:
+        """Set the bar's postfix (``coming``: videos about to be added by the update that draws it)."""
+        nonlocal shown
+        stage = phase
+        if stage is None and next_pos < len(order) and partitions[next_pos].index not in ready:
+            head = partitions[next_pos]  # the partition the bar waits for (commits go in partition order)
+            stage = ray_stage(len(actors) - len(waiting_actors), len(actors), next_pos, len(order),
+                              decoded_of.get(head.index, 0), len(head.items))
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        postfix = {"videos_s": f"{(bar.n + coming) / elapsed:.2f}", "frames_s": f"{frames_done / elapsed:.1f}",
+                   "decoded": decoded}
+        bar.set_postfix(({"stage": stage} if stage else {}) | postfix, refresh=refresh)
+        shown = time.perf_counter()
+
     def advance(sp: StagedPartition) -> None:
         nonlocal frames_done
         frames_done += int(sp.manifest.get("frames", 0))
         stats.nodes.update(sp.manifest.get("nodes", []))
+        show(refresh=False, coming=len(sp.partition.items))  # before update(), which draws the bar
         bar.update(len(sp.partition.items))
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(videos_s=f"{bar.n / elapsed:.2f}", frames_s=f"{frames_done / elapsed:.1f}",
-                        decoded=decoded, refresh=False)
 
     next_pos = 0
-    ray, started = connect(options.address) if todo else (None, False)
+    # one bar for the whole cluster, shown from the start: its stage= says what it waits for (Ray's
+    # start-up, the encoders' model load, the first partition's decoding) while it stands at 0
+    bar = tqdm(total=total_videos, unit="video", desc=progress if isinstance(progress, str) else "encode (ray)",
+               disable=not progress or not total_videos, dynamic_ncols=True)  # nothing to do: no bar
+    if todo:
+        bar.set_postfix(stage=phase + (f" (connecting to {options.address})" if options.address else ""))
     try:
-        # one bar for the whole cluster, started once Ray is up (its start-up is not encoding time)
-        bar = tqdm(total=total_videos, unit="video", desc=progress if isinstance(progress, str) else "encode (ray)",
-                   disable=not progress or not total_videos, dynamic_ncols=True)  # nothing to do: no bar
+        ray, started = connect(options.address) if todo else (None, False)
+    except BaseException:
+        bar.close()
+        raise
+    try:
+        bar.reset(total=total_videos)  # its clock and rate count from here: Ray's start-up is not encoding time
         start = time.perf_counter()
         try:
             if todo:
+                phase = f"starting {options.encoders} encoder(s)"
+                show()
                 actors, decode = _start_workers(ray, identity, options, crash)
                 limit = options.decode_workers or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+                waiting_actors.update({a.node.remote(): n for n, a in enumerate(actors)})  # queued before any work
+            phase = None
             queue = list(todo)
             calls: dict = {}  # encode call ref -> (partition, actor no, payload refs)
             metas: dict = {}  # decode meta ref -> partition index
-            load = [0] * (len(actors) if todo else 0)
+            load = [0] * len(actors)
             while next_pos < len(order):
                 while (next_pos < len(order) and order[next_pos] in ready  # in partition order
                        and (kill_after is None or len(ready) == len(order) - next_pos)):
                     if kill_after is not None and next_pos >= kill_after:
                         os.kill(os.getpid(), signal.SIGKILL)  # test hook: the driver dies, staging stays
                     sp = ready.pop(order[next_pos])
-                    advance(sp)
                     next_pos += 1
+                    advance(sp)  # after next_pos moved: the bar's stage is about the next partition
                     yield sp
                 if next_pos >= len(order):
                     break
@@ -502,10 +532,18 @@ def stage_partitions(
                     calls[call] = (p, a, payload_refs)
                     metas.update({m: p.index for m in meta_refs})
                     load[a] += 1
-                done, _ = ray.wait(list(calls) + list(metas), num_returns=1, timeout=1.0)
+                done, _ = ray.wait(list(calls) + list(metas) + list(waiting_actors), num_returns=1, timeout=1.0)
                 for ref in done:
+                    if ref in waiting_actors:
+                        waiting_actors.pop(ref)
+                        try:
+                            stats.nodes.add(ray.get(ref))
+                        except Exception:  # noqa: BLE001  (its encode calls report it, and are retried)
+                            pass
+                        continue
                     if ref in metas:
-                        metas.pop(ref)
+                        part = metas.pop(ref)
+                        decoded_of[part] = decoded_of.get(part, 0) + 1
                         try:
                             meta = ray.get(ref)
                         except Exception:  # noqa: BLE001  (the actor reports it per file)
@@ -518,6 +556,8 @@ def stage_partitions(
                     load[a] -= 1
                     manifest = ray.get(ref)  # a VidclipError / RayError here fails the run
                     ready[p.index] = StagedPartition(p, root / p.id, manifest)
+                if time.perf_counter() - shown >= 0.5:
+                    show()
             for tmp in root.glob(".tmp-*"):  # attempts of killed actors (every call has returned)
                 shutil.rmtree(tmp, ignore_errors=True)
             try:
@@ -529,6 +569,17 @@ def stage_partitions(
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_stage(encoders_ready: int, encoders: int, position: int, partitions: int, decoded: int, videos: int) -> str:
+    """What the Ray bar waits for while the partition at ``position`` (0-based, of ``partitions``)
+    is not committed yet: the encoders' model load, then its ``videos`` being decoded (``decoded``
+    so far), then encoded."""
+    if encoders_ready < encoders:
+        return f"loading the model on {encoders - encoders_ready} of {encoders} encoder(s)"
+    if decoded < videos:
+        return f"decoding partition {position + 1}/{partitions} ({decoded}/{videos} videos)"
+    return f"encoding partition {position + 1}/{partitions}"
 
 
 def _start_workers(ray, identity: dict, options: RayOptions, crash: str | None):
