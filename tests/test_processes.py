@@ -53,10 +53,13 @@ def threads_holding_a_lock():
         t.join(10)
 
 
-def test_worker_context_never_forks():
+def test_worker_context_never_forks(monkeypatch):
     ctx = worker_context()
     assert ctx.get_start_method() == "spawn"
     assert ctx.Process.__name__ != "ForkProcess"
+    monkeypatch.setattr("sys.platform", "win32")
+    on_windows = worker_context()  # the stdlib spawn context: the no-main one starts posix processes
+    assert on_windows.get_start_method() == "spawn" and type(on_windows) is not type(ctx)
 
 
 def test_train_dataloader_and_decode_pool_use_the_worker_context(monkeypatch, tmp_path):

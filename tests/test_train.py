@@ -244,12 +244,18 @@ class _RunsCode:
 
 
 @pytest.mark.parametrize("name, what_to_do", [("state.pt", "start a new run"), ("rng-0.pt", "delete it")])
-def test_resume_refuses_checkpoint_files_that_would_run_code(data, clip, tmp_path, name, what_to_do):
+def test_resume_refuses_checkpoint_files_that_would_run_code(data, clip, tmp_path, monkeypatch, name,
+                                                             what_to_do):
     cfg = tiny_config(data, tmp_path, "optim.epochs=2")
     run_train(cfg, clip, stop_after=2)
     path, marker = tmp_path / "run" / name, tmp_path / "marker"
     saved = torch.load(path, weights_only=False)  # ours: trusted
     torch.save({**saved, "extra": _RunsCode(str(marker))}, path)
+
+    def build_temporal(*args, **kwargs):
+        raise AssertionError("the model was built before the run folder was checked")
+
+    monkeypatch.setattr("vidclip.train.trainer.build_temporal", build_temporal)
     with pytest.raises(ConfigError, match=rf"{name}: refused to load: it asks for [\w.]*_touch.*{what_to_do}"):
         run_train(cfg, clip, resume=True)
     assert not marker.exists()

@@ -42,4 +42,6 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """The multiprocessing context for every vidclip worker pool: spawn, without re-running the
     caller's main module. What the workers run must be importable (vidclip functions and
     module-level classes); pass it as ``mp_context=`` / ``multiprocessing_context=``."""
+    if sys.platform == "win32":  # spawn is Windows' only method; its Popen is not the posix one
+        return multiprocessing.get_context("spawn")
     return _NoMainSpawnContext()

@@ -448,6 +448,14 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         diff = _config_diff(config_to_dict(saved), config_to_dict(cfg))
         if diff:
             raise ConfigError(f"{run_dir}: cannot resume with a different config: {'; '.join(diff[:5])}")
+        # Read (safely) before the model loads, so a refused file is reported at once.
+        state = _load_checkpoint_file(state_path, what_to_do="start a new run (without --resume) if you do not "
+                                      "trust where this run folder came from")
+        rng_path = run_dir / f"rng-{acc.process_index}.pt"
+        rng = _load_checkpoint_file(
+            rng_path, numpy_arrays=True,  # numpy arrays: files written before the RNG state was plain
+            what_to_do="delete it to resume without it (dropout noise will then differ)",
+        ) if rng_path.is_file() else None
     elif state_path.is_file():
         raise ConfigError(f"{run_dir}: already holds a run; pass --resume to continue it, or set name=/run_dir= for a new one")
 
@@ -508,8 +516,6 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     best_step: int | None = None
     last_val: dict | None = None
     if resume:
-        state = _load_checkpoint_file(state_path, what_to_do="start a new run (without --resume) if you do not "
-                                      "trust where this run folder came from")
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -517,11 +523,6 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
             acc.scaler.load_state_dict(state["scaler"])
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best_score, best_step, last_val = state["best_score"], state["best_step"], state.get("last_val")
-        rng_path = run_dir / f"rng-{run.rank}.pt"
-        rng = _load_checkpoint_file(
-            rng_path, numpy_arrays=True,  # numpy arrays: files written before the RNG state was plain
-            what_to_do="delete it to resume without it (dropout noise will then differ)",
-        ) if rng_path.is_file() else None
         if rng is not None and rng.get("global_step") == global_step:
             _set_rng_state(rng["state"])
         else:
