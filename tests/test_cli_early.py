@@ -80,6 +80,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (["frames", f"{t}/junk.bin", "--out", f"{t}/frames"], "junk.bin: not a readable media file"),
         (["frames", f"{t}/junk.bin", "--out", f"{t}/file.txt"], "exists and is not a directory"),
         (["encode", f"{t}/lib", "--out", f"{t}/file.txt"], "exists and is not a directory"),
+        (["demo", "--workdir", f"{t}/file.txt"], "--workdir " + f"{t}/file.txt: exists and is not a directory"),
     ]
 
 

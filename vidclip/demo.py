@@ -188,6 +188,10 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
             from .errors import ConfigError
 
             raise ConfigError(f"--{name} must be positive, got {getattr(ns, name)}")
+    if Path(ns.workdir).exists() and not Path(ns.workdir).is_dir():  # before any work (issue 16)
+        from .errors import ConfigError
+
+        raise ConfigError(f"--workdir {ns.workdir}: exists and is not a directory")
     log = (lambda *a, **k: None) if ns.json else print
     summary = run_demo(ns.workdir, num_videos=ns.videos, scenes_per_video=ns.scenes, num_queries=ns.queries,
                        seed=ns.seed, workers=ns.workers, progress=not ns.json, log=log, count_startup=True)
