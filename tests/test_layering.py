@@ -28,6 +28,10 @@ ALLOWED = {
     "vidclip.pipeline": BASE | {"vidclip.video", "vidclip.models", "vidclip.data", "vidclip.ray_engine"},
     "vidclip.ray_engine": BASE | {"vidclip.video", "vidclip.models", "vidclip.data", "vidclip.pipeline"},
 }
+# The ONNX runtime of the frozen CLIP (issue 18; issue 17 moves both under vidclip/models/clip/):
+# its torch-free side sits on BASE alone, its exporter on the models layer.
+ALLOWED["vidclip.onnx_runtime"] = BASE
+ALLOWED["vidclip.onnx_export"] = ALLOWED["vidclip.models"] | {"vidclip.models", "vidclip.onnx_runtime"}
 _FEATURES = ALLOWED["vidclip.pipeline"] | {"vidclip.pipeline"}
 ALLOWED["vidclip.eval"] = _FEATURES
 # index may use exactly rerank.core, CLIPRerank's math (imports only numpy and vidclip.errors):
