@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def tiny_clip():
     """The tiny randomly initialised open_clip model (deterministic init), loaded once per module."""
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     return load_clip("tiny-vit")
 

@@ -56,7 +56,7 @@ def build_real_index(library: Path, index_dir: Path, clip=None):
     Returns (VideoIndex, IndexReport, clip).
     """
     from vidclip.index import VideoIndex, index_library
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
     from vidclip.video.sample import SamplerConfig
 
     clip = clip or load_clip("tiny-vit", None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vidclip.cli import main
+from vidclip.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_bad_input_is_one_line_before_torch_loads(tmp_path):
     cases = _bad_inputs(tmp_path)
     script = (
         "import contextlib, io, json, sys\n"
-        "from vidclip.cli import main\n"
+        "from vidclip.cli.main import main\n"
         "out = []\n"
         "for argv in json.loads(sys.argv[1]):\n"
         "    err = io.StringIO()\n"

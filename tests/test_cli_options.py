@@ -1,10 +1,10 @@
-"""vidclip.cli_options: the helpers every verb's parser is built with."""
+"""vidclip.cli.options: the helpers every verb's parser is built with."""
 
 from __future__ import annotations
 
 import argparse
 
-from vidclip.cli_options import add_verb_parser
+from vidclip.cli.options import add_verb_parser
 
 EXAMPLES = "examples:\n  vidclip x a\n  vidclip x b   # kept on its own line\n"
 DESCRIPTION = "word " * 40  # one long line: argparse wraps it unless told to keep it as written
@@ -34,7 +34,7 @@ def test_a_closed_stdout_pipe_ends_quietly():
     import subprocess
     import sys
 
-    script = ("import sys, vidclip.cli as cli\n"
+    script = ("import sys, vidclip.cli.main as cli\n"
               "def many_lines(ns):\n"
               "    for i in range(200000):\n"
               "        print('line', i)\n"

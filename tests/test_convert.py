@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidclip.errors import ConfigError
+from vidclip.core.errors import ConfigError
 from vidclip.models.checkpoint import load_checkpoint
 from vidclip.models.convert import convert_state, sniff_source
 from vidclip.train.convert_run import convert_checkpoint
@@ -280,7 +280,7 @@ def tiny_clip_state(tmp_path_factory):
     """An OpenAI-layout CLIP state dict of a registered tiny QuickGELU config ("convert-tiny-qg")."""
     import open_clip
 
-    from vidclip.models.clip import register_config_dir
+    from vidclip.models.clip.load import register_config_dir
 
     d = tmp_path_factory.mktemp("cfg")
     (d / "convert-tiny-qg.json").write_text(json.dumps(TINY))
@@ -310,15 +310,15 @@ def test_convert_run_dir_loads_with_finetuned_clip(tmp_path, tiny_clip_state):
         torch.testing.assert_close(loaded.model.temporal(x, mask), _ref_seq_transf(sd, x, mask, heads=1),
                                    atol=1e-5, rtol=1e-4)
     # an index built with the stock architecture but other weights is refused
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     with pytest.raises(Exception, match="trained on CLIP weights"):
         load_checkpoint(tmp_path / "run", clip=load_clip("convert-tiny-qg", None))
     # `vidclip index --temporal RUN_DIR` takes it as a temporal module
     try:
-        from vidclip.index.pooling import Pooler
+        from vidclip.features.pooling import Pooler
     except ImportError:  # before the index package split
-        from vidclip.index.pooling import Pooler
+        from vidclip.features.pooling import Pooler
     pooler = Pooler.create(tmp_path / "run", loaded.clip)
     assert pooler.spec["module"] == "seq_transformer" and pooler.temporal is not None
     # direct load of the official file, with the run's CLIP
@@ -328,7 +328,7 @@ def test_convert_run_dir_loads_with_finetuned_clip(tmp_path, tiny_clip_state):
 
 
 def test_cli_convert(tmp_path, tiny_clip_state, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     f = tmp_path / "model_best.pth"
     torch.save({"epoch": 3, "state_dict": {**xpool_state(D=64), **{f"clip.{k}": v for k, v in tiny_clip_state.items()}}}, f)
@@ -352,7 +352,7 @@ def test_cli_convert(tmp_path, tiny_clip_state, capsys):
 def test_converted_run_names_its_clip_relative_to_itself_and_can_be_moved(tmp_path, tiny_clip_state, monkeypatch):
     import shutil
 
-    from vidclip.index.pooling import Pooler
+    from vidclip.features.pooling import Pooler
     from vidclip.models.checkpoint import load_weights
     from vidclip.models.convert import CLIP_FILE
     from vidclip.train.trainer import load_run_config

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidclip.core.errors import ConfigError, DatasetError
 from vidclip.data.datasets import (
     CaptionDataset,
     DatasetWarning,
@@ -15,8 +16,7 @@ from vidclip.data.datasets import (
     load_dataset,
     split_validation,
 )
-from vidclip.data.synth import SynthConfig, load_synth_meta, make_synthetic_dataset
-from vidclip.errors import ConfigError, DatasetError
+from vidclip.synthetic.world import SynthConfig, load_synth_meta, make_synthetic_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

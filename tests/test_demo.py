@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from vidclip.demo import make_scene_library, run_demo
+from vidclip.cli.demo import make_scene_library, run_demo
 from vidclip.video.decode import open_video
 
 

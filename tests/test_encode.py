@@ -9,11 +9,11 @@ import pytest
 import torch
 from videogen import make_coded_video, read_code
 
-from vidclip.cli import main
-from vidclip.data.features import FeatureStore
-from vidclip.models.clip import load_clip
-from vidclip.pipeline import Failure, collect_videos, encode_videos, iter_encoded
-from vidclip.video.preprocess import resize_center_crop
+from vidclip.cli.main import main
+from vidclip.encode.pipeline import Failure, collect_videos, encode_videos, iter_encoded
+from vidclip.features.store import FeatureStore
+from vidclip.models.clip.load import load_clip
+from vidclip.models.clip.preprocess import resize_center_crop
 from vidclip.video.sample import SamplerConfig, sample_video
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from train_helpers import make_feature_dataset
 
-from vidclip.data.features import FeatureStore
-from vidclip.errors import VidclipError
+from vidclip.core.errors import VidclipError
 from vidclip.eval.evaluate import FeatureSource, evaluate, similarity_matrix, zero_shot
 from vidclip.eval.metrics import dual_softmax, retrieval_metrics
-from vidclip.models.registry import create_temporal
+from vidclip.features.store import FeatureStore
+from vidclip.models.temporal.registry import create_temporal
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -130,7 +130,7 @@ def test_zero_shot_runs_parameter_free_modules_and_refuses_trained_ones(store, d
 
 
 def test_cli_zero_shot_json_and_argument_errors(data, tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     args = ["eval", "--zero-shot", "--data", str(data["root"]), "--features", str(data["features"]),
             "--model", "tiny-vit", "--pretrained", "none", "--device", "cpu", "--num-frames", "6", "--no-encode"]
@@ -150,8 +150,8 @@ def test_cli_zero_shot_json_and_argument_errors(data, tmp_path, capsys):
 
 
 def test_pixel_source_decodes_padded_uint8_frames(tmp_path):
-    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
     from vidclip.eval.evaluate import PixelSource
+    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "s", SynthConfig(num_videos=2, seed=1, size=32, num_frames=5, test_fraction=0.0),
                            progress=False)
@@ -174,7 +174,7 @@ def test_zero_shot_encodes_real_msrvtt_videos(tmp_path, clip, capsys):
     if not mini.is_dir():
         pytest.skip("../shared not present: no real MSR-VTT videos")
     pytest.importorskip("vidclip.video.sample")
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     feats = tmp_path / "feats"
     with warnings.catch_warnings():
@@ -191,7 +191,7 @@ def test_zero_shot_encodes_real_msrvtt_videos(tmp_path, clip, capsys):
 
 
 def _synth(root, seed):
-    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(root, SynthConfig(num_videos=6, seed=seed, size=32, num_frames=5, test_fraction=0.5),
                            progress=False, overwrite=True)
@@ -209,7 +209,7 @@ def _zero_shot(main, capsys, *args):
 
 def test_zero_shot_without_features_caches_in_a_default_folder(tmp_path, monkeypatch, capsys):
     """README's `vidclip eval --zero-shot --data data/msrvtt --model ... --pretrained ...` (no --features)."""
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     _synth(tmp_path / "data" / "synth", seed=0)
@@ -230,7 +230,7 @@ def test_zero_shot_without_features_caches_in_a_default_folder(tmp_path, monkeyp
 def test_regenerated_dataset_is_encoded_again_not_reused(tmp_path, capsys):
     """Issue 7: a dataset regenerated with another seed at the same path, evaluated with the same
     feature folder, must not be scored on the old videos' features."""
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     root, feats, fresh = tmp_path / "synth", tmp_path / "feats", tmp_path / "fresh"
     _synth(root, seed=0)
@@ -251,7 +251,7 @@ def test_regenerated_dataset_is_encoded_again_not_reused(tmp_path, capsys):
 
 
 def test_synthetic_model_on_other_footage_says_scores_mean_nothing(data, tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     weights = str(Path(__file__).resolve().parents[1] / "vidclip" / "assets" / "vidclip-synth.safetensors")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidclip.data.features import FeatureStore, FeatureWriter, uniform_positions
-from vidclip.errors import VidclipError
+from vidclip.core.errors import VidclipError
+from vidclip.features.store import FeatureStore, FeatureWriter, uniform_positions
 
 MODEL = {"family": "open_clip", "name": "tiny-vit", "pretrained": None, "embed_dim": 4, "weights_digest": "abc"}
 SAMPLER = {"name": "uniform", "num_frames": 3}
@@ -92,7 +92,7 @@ def test_rejects_mismatched_shapes(tmp_path):
 
 
 def test_records_file_identity_and_forget_drops_a_key(tmp_path):
-    from vidclip.data.identity import file_identity, same_file
+    from vidclip.features.identity import file_identity, same_file
 
     video = tmp_path / "v.mp4"
     video.write_bytes(b"old bytes")
@@ -126,7 +126,7 @@ def test_records_file_identity_and_forget_drops_a_key(tmp_path):
 def test_default_features_dir_is_named_after_dataset_and_model(tmp_path):
     from types import SimpleNamespace
 
-    from vidclip.data.feature_cache import default_features_dir
+    from vidclip.features.cache import default_features_dir
 
     def ident(name, pretrained, random_weights=False):
         return SimpleNamespace(name=name, pretrained=pretrained, random_weights=random_weights)
@@ -144,9 +144,10 @@ def test_default_features_dir_is_named_after_dataset_and_model(tmp_path):
 
 
 def test_check_features_reports_changed_files_and_remembers_confirmed_copies(tmp_path, monkeypatch):
-    from vidclip.data import feature_cache, identity
-    from vidclip.data.feature_cache import CONFIRMED_FILE, check_features
-    from vidclip.models.clip import ModelIdentity
+    from vidclip.features import cache as feature_cache
+    from vidclip.features import identity
+    from vidclip.features.cache import CONFIRMED_FILE, check_features
+    from vidclip.models.clip.load import ModelIdentity
 
     ident = ModelIdentity("open_clip", "tiny-vit", None, 4, 32, True, "abc")
     videos = []

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vidclip.fileio import atomic_path, atomic_write_text
+from vidclip.core.fileio import atomic_path, atomic_write_text
 
 
 def test_atomic_write_replaces_and_failure_keeps_the_old_file(tmp_path):

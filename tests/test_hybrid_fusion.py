@@ -1,4 +1,4 @@
-"""Rank fusion (vidclip/hybrid.py): reciprocal-rank fusion against hand-computed values, the
+"""Rank fusion (vidclip/retrieval/hybrid.py): reciprocal-rank fusion against hand-computed values, the
 weighted min-max option, and when an item found both ways ranks above one found one way."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from vidclip.errors import ConfigError
-from vidclip.hybrid import RRF_K, rrf_depth, rrf_fuse, weighted_fuse
+from vidclip.core.errors import ConfigError
+from vidclip.retrieval.hybrid import RRF_K, rrf_depth, rrf_fuse, weighted_fuse
 
 VISUAL = ["a", "b", "c"]
 TEXT = ["c", "a", "d"]

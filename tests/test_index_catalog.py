@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from vidclip.errors import IndexMismatchError, VidclipError
+from vidclip.core.errors import IndexMismatchError, VidclipError
 from vidclip.index.catalog import Catalog, fast_hash
 
 MODEL = {"family": "open_clip", "name": "tiny-vit", "pretrained": None, "embed_dim": 4, "image_size": 32,

@@ -9,7 +9,7 @@ import os
 import pytest
 from index_testutil import make_clip
 
-from vidclip.errors import DatasetError
+from vidclip.core.errors import DatasetError
 from vidclip.index import index_library, scan_library
 
 
@@ -69,8 +69,8 @@ def test_rates_are_rounded():
 
 
 def test_search_queries_file_one_model_load_jsonl(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):
-    from vidclip.cli import main
-    from vidclip.models import clip as clip_module
+    from vidclip.cli.main import main
+    from vidclip.models.clip import load as clip_module
 
     lib = _lib(tmp_path, n=3)
     idx = tmp_path / "idx"
@@ -101,7 +101,7 @@ def test_search_queries_file_one_model_load_jsonl(tmp_path, tiny_clip, windows_s
 
 
 def test_synthetic_model_on_real_footage_warns_once(tmp_path, windows_sampler, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     lib = _lib(tmp_path, n=1)  # index_testutil clips are not `vidclip synth` footage
     idx = tmp_path / "idx"
@@ -114,8 +114,8 @@ def test_synthetic_model_on_real_footage_warns_once(tmp_path, windows_sampler, c
 
 
 def test_noop_reindex_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):
-    from vidclip.cli import main
-    from vidclip.models import clip as clip_module
+    from vidclip.cli.main import main
+    from vidclip.models.clip import load as clip_module
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
@@ -131,8 +131,8 @@ def test_noop_reindex_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsy
 
 def test_noop_reindex_naming_the_index_model_loads_no_model(tmp_path, tiny_clip, windows_sampler, capsys, monkeypatch):
     # README re-runs `vidclip index ... --model M`: naming the index's own model must not load it either
-    from vidclip.cli import main
-    from vidclip.models import clip as clip_module
+    from vidclip.cli.main import main
+    from vidclip.models.clip import load as clip_module
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"

@@ -28,7 +28,7 @@ SAMPLING = ["--fps", "4", "--window", "1", "--stride", "0.5"]
 
 @pytest.fixture(scope="module")
 def clip():
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     return load_clip("tiny-vit", None)
 

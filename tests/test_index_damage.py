@@ -10,7 +10,7 @@ import sys
 import pytest
 from index_testutil import make_clip
 
-from vidclip.errors import VidclipError
+from vidclip.core.errors import VidclipError
 from vidclip.index import VideoIndex, index_library
 
 
@@ -90,7 +90,7 @@ def _rewrite_faiss_header(path, drop: str) -> None:
 
 
 def test_faiss_header_without_dim_is_a_clear_error_and_rebuilt(tmp_path, tiny_clip, windows_sampler):
-    from vidclip.errors import IndexMismatchError
+    from vidclip.core.errors import IndexMismatchError
     from vidclip.index.vectors import VectorIndex
 
     lib = _lib(tmp_path, n=2)
@@ -108,7 +108,7 @@ def test_faiss_header_without_dim_is_a_clear_error_and_rebuilt(tmp_path, tiny_cl
 
 
 def test_directories_where_files_belong_and_index_given_a_file(tmp_path, tiny_clip, windows_sampler):
-    from vidclip.errors import ConfigError, IndexMismatchError
+    from vidclip.core.errors import ConfigError, IndexMismatchError
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"
@@ -164,7 +164,7 @@ def test_truncated_or_deleted_shard_is_found_and_only_its_videos_reencoded(tmp_p
 
 
 def test_verify_reports_and_repairs(tmp_path, tiny_clip, windows_sampler, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
     from vidclip.index.vectors import VectorIndex
 
     lib = _lib(tmp_path, n=3)
@@ -236,8 +236,8 @@ def test_verify_finds_and_repairs_what_index_refuses(tmp_path, tiny_clip, window
     """`vidclip index` refuses a damaged features/store.json or a lost catalog; --verify runs the same
     check (find_damage), reports it, repairs the store header from the catalog and says what to do
     about a lost catalog (exit 1), without turning the 0-byte catalog into an empty new one."""
-    from vidclip.cli import main
-    from vidclip.errors import IndexMismatchError
+    from vidclip.cli.main import main
+    from vidclip.core.errors import IndexMismatchError
 
     lib = _lib(tmp_path, n=2)
     idx = tmp_path / "idx"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from index_testutil import check_index_invariants, make_clip
 
-from vidclip.errors import DatasetError, IndexMismatchError, VidclipError
+from vidclip.core.errors import DatasetError, IndexMismatchError, VidclipError
 from vidclip.index import (
     Pooler,
     SearchHit,
@@ -198,7 +198,7 @@ def test_incremental_reindex_changes_deletions_failures(tmp_path, tiny_clip, win
 
 
 def test_model_mismatch_is_refused(tmp_path, tiny_clip, windows_sampler):
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     lib = _lib(tmp_path, n=1)
     idx = tmp_path / "idx"
@@ -246,7 +246,7 @@ def test_merge_two_libraries(tmp_path, tiny_clip, windows_sampler):
 
 
 def test_cli_index_search_report(tmp_path, capsys, tiny_clip):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     lib = _lib(tmp_path, n=2)
     (lib / "bad.mp4").write_bytes(b"junk")

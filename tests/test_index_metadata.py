@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vidclip.errors import DatasetError
+from vidclip.core.errors import DatasetError
 from vidclip.index.metadata import (
     MAX_JSON_BYTES,
     check_metadata,

@@ -34,7 +34,7 @@ def test_index_shared_footage(tmp_path):
     if not vids and not mini:
         pytest.skip("../shared not present: no real videos to index")
     from vidclip.index import VideoIndex, index_library
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
     from vidclip.video.decode import probe
     from vidclip.video.sample import SamplerConfig
 

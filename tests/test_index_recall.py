@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from index_testutil import make_clip
 
-from vidclip.errors import ConfigError, VidclipError
+from vidclip.core.errors import ConfigError, VidclipError
 from vidclip.index import check_recall, index_library
 from vidclip.index.catalog import Catalog
 from vidclip.index.exact import recall_at_k
@@ -136,7 +136,7 @@ def test_recall_at_k_counts_ties_only_when_asked():
 
 
 def test_cli_check_recall(tmp_path, library, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     idx = tmp_path / "idx"
     assert main(["index", str(library), "--index", str(idx), *INDEX_OPTS, "--design", "IVF4,Flat", "--nprobe", "1"]) == 0

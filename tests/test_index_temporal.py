@@ -11,7 +11,7 @@ import pytest
 import torch
 from index_testutil import make_clip
 
-from vidclip.errors import IndexMismatchError
+from vidclip.core.errors import IndexMismatchError
 
 MAX_FRAMES = 6
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from index_testutil import brute_topk, clustered_vectors
 
-from vidclip.errors import ConfigError, IndexMismatchError
+from vidclip.core.errors import ConfigError, IndexMismatchError
 from vidclip.index.exact import exact_search, l2_normalize, recall_at_k
 from vidclip.index.vectors import VectorIndex, choose_design
 
@@ -141,7 +141,7 @@ def test_empty_index_search_and_choose_design():
 
 
 def test_too_few_vectors_to_train_names_the_reason_without_faiss_source_lines():
-    from vidclip.errors import VidclipError
+    from vidclip.core.errors import VidclipError
 
     index = VectorIndex(8, "IVF64,SQfp16")
     with pytest.raises(VidclipError) as e:

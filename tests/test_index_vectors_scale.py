@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from index_testutil import brute_topk, clustered_vectors
 
-from vidclip.errors import ConfigError
+from vidclip.core.errors import ConfigError
 from vidclip.index.catalog import Catalog
 from vidclip.index.directory import _sync_faiss
 from vidclip.index.exact import array_chunks, exact_search, l2_normalize, recall_at_k, sample_chunks

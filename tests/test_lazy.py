@@ -1,27 +1,27 @@
-"""vidclip._lazy: the one lazy-export helper of every package __init__."""
+"""vidclip.core.lazy: the one lazy-export helper of every package __init__."""
 
 import subprocess
 import sys
 
 import pytest
 
-from vidclip._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 PACKAGES = ["vidclip", "vidclip.data", "vidclip.eval", "vidclip.index", "vidclip.models", "vidclip.train", "vidclip.serve",
             "vidclip.video"]
 
 
 def test_lazy_getattr_resolves_relative_and_absolute_targets_and_refuses_others():
-    namespace = {"__name__": "vidclip.data"}
-    get = lazy_getattr(namespace, {"fast_hash": "identity", "atomic_path": "vidclip.fileio"})
-    from vidclip.data.identity import fast_hash
-    from vidclip.fileio import atomic_path
+    namespace = {"__name__": "vidclip.features"}
+    get = lazy_getattr(namespace, {"fast_hash": "identity", "atomic_path": "vidclip.core.fileio"})
+    from vidclip.core.fileio import atomic_path
+    from vidclip.features.identity import fast_hash
 
     assert get("fast_hash") is fast_hash and get("atomic_path") is atomic_path
     assert "fast_hash" not in namespace  # not cached unless asked
-    with pytest.raises(AttributeError, match="module 'vidclip.data' has no attribute 'nope'"):
+    with pytest.raises(AttributeError, match="module 'vidclip.features' has no attribute 'nope'"):
         get("nope")
-    cached = {"__name__": "vidclip.data"}
+    cached = {"__name__": "vidclip.features"}
     lazy_getattr(cached, {"fast_hash": "identity"}, cache=True)("fast_hash")
     assert cached["fast_hash"] is fast_hash
 

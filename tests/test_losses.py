@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vidclip.fileio import atomic_path
+from vidclip.core.fileio import atomic_path
 from vidclip.models.checkpoint import LogitScale
 from vidclip.train.losses import (
     all_gather_with_grad,

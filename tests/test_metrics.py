@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidclip.errors import VidclipError
+from vidclip.core.errors import VidclipError
 from vidclip.eval import metrics as metrics_mod
 from vidclip.eval.metrics import (
     MetricsInputError,

@@ -1,4 +1,4 @@
-"""Tests of vidclip/models/clip.py on tiny random-init models (no network, no real weights).
+"""Tests of vidclip/models/clip/load.py on tiny random-init models (no network, no real weights).
 
 References are the wrapped libraries called directly (open_clip encode_image/encode_text,
 transformers get_image_features/get_text_features, open_clip's PIL preprocess), not our code.
@@ -15,17 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidclip.errors import ConfigError, VidclipError, WeightsNotFoundError
-from vidclip.models import clip as clipmod
-from vidclip.models import clip_backend
-from vidclip.models.clip import (
+from vidclip.core.errors import ConfigError, VidclipError, WeightsNotFoundError
+from vidclip.models.clip import backend as clip_backend
+from vidclip.models.clip import load as clipmod
+from vidclip.models.clip.load import (
     FrozenCLIP,
     ModelIdentity,
     list_models,
     load_clip,
     load_clip_from_identity,
 )
-from vidclip.video.preprocess import FrameFormatError
+from vidclip.models.clip.preprocess import FrameFormatError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -537,7 +537,7 @@ def test_cuda_encode_matches_cpu(tiny, precision):
 # one rule for `pretrained` (CLI --pretrained, config model.pretrained, Python load_clip)
 # ------------------------------------------------------------------------------------------
 def test_pretrained_unspecified_means_what_the_name_implies():
-    from vidclip.models.clip import resolve_pretrained
+    from vidclip.models.clip.load import resolve_pretrained
 
     assert resolve_pretrained("ViT-B-32", None) == ("openai", False)
     assert resolve_pretrained("ViT-B-32", "") == ("openai", False)
@@ -583,7 +583,7 @@ def test_vidclip_synth_bad_tag_gives_no_network_advice():
 def _cli_model(argv):
     import argparse
 
-    from vidclip.cli_options import add_model_args, model_from_args
+    from vidclip.cli.options import add_model_args, model_from_args
 
     p = argparse.ArgumentParser()
     add_model_args(p)
@@ -630,7 +630,7 @@ def test_config_pretrained_none_means_random_and_null_means_implied(tmp_path):
 
 
 def test_train_weights_hint_uses_config_keys():
-    from vidclip.models.clip_backend import HOW_TO_LOCAL
+    from vidclip.models.clip.backend import HOW_TO_LOCAL
     from vidclip.train.commands import _in_config_words
 
     msg = _in_config_words("ViT-B-32 pretrained='openai': weights could not be downloaded. " + HOW_TO_LOCAL)
@@ -659,7 +659,7 @@ def test_open_clip_log_capture_leaves_no_root_handler_behind(monkeypatch):
     loading, vidclip's own warnings must still print as plain text, not 'WARNING:name:...'."""
     import logging
 
-    from vidclip.models.clip_open_clip import _captured_open_clip_log
+    from vidclip.models.clip.open_clip_backend import _captured_open_clip_log
 
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # a CLI process: nothing configured logging

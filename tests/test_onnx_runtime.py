@@ -1,5 +1,5 @@
-"""The frozen CLIP on ONNX Runtime: export (vidclip.onnx_export) and the torch-free runtime
-(vidclip.onnx_runtime). Exports are made once per model and module (each takes seconds)."""
+"""The frozen CLIP on ONNX Runtime: export (vidclip.models.clip.onnx_export) and the torch-free runtime
+(vidclip.models.clip.onnx_runtime). Exports are made once per model and module (each takes seconds)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidclip.errors import BackendUnavailableError, ConfigError, VidclipError
+from vidclip.core.errors import BackendUnavailableError, ConfigError, VidclipError
 
 HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAVE_EXPORT = HAVE_ORT and all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript"))
@@ -48,7 +48,7 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clips():
     """name -> FrozenCLIP, loaded on first use."""
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     loaded: dict = {}
 
@@ -63,7 +63,7 @@ def clips():
 @pytest.fixture(scope="module")
 def exported(clips, cache):
     """(name, tower) -> export folder, made on first use."""
-    from vidclip import onnx_export as ox
+    from vidclip.models.clip import onnx_export as ox
 
     done: dict = {}
 
@@ -82,7 +82,7 @@ def exported(clips, cache):
 @needs_export
 @pytest.mark.parametrize("name", ["tiny-vit", "hf-tiny", "vidclip-synth"])
 def test_text_export_reloads_with_torch_ids_and_embeddings(name, clips, exported, cache):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips(name)
     folder = exported(name, "text")
@@ -108,7 +108,7 @@ def test_text_export_reloads_with_torch_ids_and_embeddings(name, clips, exported
 @needs_export
 @pytest.mark.parametrize("name", ["tiny-vit", "hf-tiny"])
 def test_image_export_reloads_with_torch_embeddings(name, clips, exported, cache):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips(name)
     exported(name, "image")
@@ -128,7 +128,7 @@ def test_tokenizer_ids_equal_torch_on_random_text(clips, exported, cache):
     """Seeded random strings over letters, digits, punctuation, many scripts, emoji, combining
     marks, odd whitespace, HTML entities and the special-token names (as separate words): the
     torch-free tokenizer gives the torch tokenizer's ids, for open_clip's BPE and an HF tokenizer."""
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     pool = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" * 2 + " " * 15
             + "\t\n\u00a0\u3000\u200b\x1c\u2028.,;:!?'\"()[]{}<>-_/\\@#$%^&*+=~`|éüößçñøİıΣσςДж"
@@ -149,7 +149,7 @@ def test_tokenizer_ids_equal_torch_on_random_text(clips, exported, cache):
 
 @needs_export
 def test_long_text_truncated_like_torch_with_one_warning(clips, exported, cache):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips("tiny-vit")
     exported("tiny-vit", "text")
@@ -165,13 +165,13 @@ def test_long_text_truncated_like_torch_with_one_warning(clips, exported, cache)
 
 @needs_export
 def test_text_search_path_imports_no_torch(clips, exported, cache):
-    """Encoding text through vidclip.onnx_runtime in a fresh process loads no torch, open_clip,
+    """Encoding text through vidclip.models.clip.onnx_runtime in a fresh process loads no torch, open_clip,
     transformers or torchvision, and gives the torch embedding."""
     clip = clips("tiny-vit")
     exported("tiny-vit", "text")
     code = textwrap.dedent("""
         import json, sys
-        from vidclip.onnx_runtime import OnnxCLIP
+        from vidclip.models.clip.onnx_runtime import OnnxCLIP
         onnx = OnnxCLIP.for_identity(json.loads(sys.argv[1]), sys.argv[2])
         emb = onnx.encode_text(["a red circle moving to the left"])
         heavy = sorted(m for m in ("torch", "open_clip", "transformers", "torchvision") if m in sys.modules)
@@ -188,8 +188,8 @@ def test_text_search_path_imports_no_torch(clips, exported, cache):
 
 @needs_export
 def test_int8_quantisation_is_close_to_fp32(clips, exported, cache):
-    from vidclip import onnx_export as ox
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_export as ox
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips("tiny-vit")
     fp32_dir = exported("tiny-vit", "image")
@@ -218,13 +218,13 @@ def test_int8_quantisation_is_close_to_fp32(clips, exported, cache):
 def test_killed_export_leaves_no_usable_folder(clips, tmp_path):
     """SIGKILL in the middle of an export (model.onnx written, not verified): no tower folder, so
     nothing finds or loads it; the next export cleans the debris and succeeds."""
-    from vidclip import onnx_export as ox
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_export as ox
+    from vidclip.models.clip import onnx_runtime as rt
 
     code = textwrap.dedent("""
         import os, signal, sys
-        from vidclip import onnx_export as ox
-        from vidclip.models.clip import load_clip
+        from vidclip.models.clip import onnx_export as ox
+        from vidclip.models.clip.load import load_clip
         def killed(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
         ox._verify_image = killed
@@ -248,7 +248,7 @@ def test_killed_export_leaves_no_usable_folder(clips, tmp_path):
 
 @needs_export
 def test_damaged_or_foreign_export_is_not_used(clips, exported, cache, tmp_path):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips("tiny-vit")
     src = exported("tiny-vit", "text")
@@ -270,7 +270,7 @@ def test_damaged_or_foreign_export_is_not_used(clips, exported, cache, tmp_path)
 
 @needs_export
 def test_missing_tower_says_so(clips, exported, cache):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips("hf-tiny")
     exported("hf-tiny", "text")
@@ -285,8 +285,8 @@ def test_missing_tower_says_so(clips, exported, cache):
 
 @needs_export
 def test_export_over_tolerance_is_refused_and_writes_nothing(clips, tmp_path, monkeypatch):
-    from vidclip import onnx_export as ox
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_export as ox
+    from vidclip.models.clip import onnx_runtime as rt
 
     clip = clips("tiny-vit")
     monkeypatch.setattr(ox, "FP32_TOLERANCE", -1.0)  # any difference, even 0, is over it
@@ -299,8 +299,8 @@ def test_export_over_tolerance_is_refused_and_writes_nothing(clips, tmp_path, mo
 def test_unsupported_tokenizer_is_refused_before_export(clips, monkeypatch, tmp_path):
     import copy
 
-    from vidclip import onnx_export as ox
-    from vidclip.models.clip_backend import TextTokenizer
+    from vidclip.models.clip import onnx_export as ox
+    from vidclip.models.clip.backend import TextTokenizer
 
     if not HAVE_ORT:
         pytest.skip("onnxruntime is not installed")
@@ -315,8 +315,8 @@ def test_unsupported_tokenizer_is_refused_before_export(clips, monkeypatch, tmp_
 # onnxruntime missing
 # ----------------------------------------------------------------------------------------------
 def test_hidden_onnxruntime_is_reported_and_nothing_is_exported(clips, cache, monkeypatch, tmp_path):
-    from vidclip import onnx_export as ox
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_export as ox
+    from vidclip.models.clip import onnx_runtime as rt
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert rt.onnx_available() is False
@@ -332,10 +332,10 @@ def test_hidden_onnxruntime_is_reported_and_nothing_is_exported(clips, cache, mo
 
 
 def test_runtime_module_imports_without_onnxruntime():
-    """vidclip.onnx_runtime itself imports (and says False) where onnxruntime is absent, so
+    """vidclip.models.clip.onnx_runtime itself imports (and says False) where onnxruntime is absent, so
     callers can ask it before falling back."""
     code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "import vidclip.onnx_runtime as rt\n"
+            "import vidclip.models.clip.onnx_runtime as rt\n"
             "print(rt.onnx_available(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -346,7 +346,7 @@ def test_runtime_module_imports_without_onnxruntime():
 # Identity key, preprocessing
 # ----------------------------------------------------------------------------------------------
 def test_identity_key_and_folder_match_model_identity(clips, tmp_path):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     for name in ("tiny-vit", "hf-tiny"):
         ident = clips(name).identity
@@ -357,7 +357,7 @@ def test_identity_key_and_folder_match_model_identity(clips, tmp_path):
 
 
 def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
 
     monkeypatch.setenv("VIDCLIP_ONNX_CACHE", str(tmp_path / "c"))
     assert rt.default_cache_dir() == tmp_path / "c"
@@ -367,8 +367,8 @@ def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
 
 
 def test_resize_rules_equal_the_torch_module():
-    from vidclip import onnx_runtime as rt
-    from vidclip.video import preprocess as pp
+    from vidclip.models.clip import onnx_runtime as rt
+    from vidclip.models.clip import preprocess as pp
 
     for h in range(1, 70, 3):
         for w in range(1, 70, 5):
@@ -384,8 +384,8 @@ def test_preprocess_images_matches_torch_preprocessing(interpolation):
     (down- and up-scaling, portrait, square): at most 2 uint8 levels apart, on average < 0.5 (the
     two resamplers round their fixed-point weights differently: up to a quarter of the pixels
     differ by one level at some scales). A wrong filter, size or crop offset is far over that."""
-    from vidclip import onnx_runtime as rt
-    from vidclip.video.preprocess import preprocess_frames
+    from vidclip.models.clip import onnx_runtime as rt
+    from vidclip.models.clip.preprocess import preprocess_frames
 
     mean, std, S = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), 32
     rng = np.random.default_rng(3)
@@ -410,7 +410,7 @@ def test_preprocess_images_matches_torch_preprocessing(interpolation):
 def test_numpy_image_path_matches_torch_on_real_frames(clips, exported, cache, shared_dir):
     """Real clips' frames: PIL preprocessing + ONNX Runtime vs torch preprocessing + torch,
     embedding cosine >= 0.999 for every frame."""
-    from vidclip import onnx_runtime as rt
+    from vidclip.models.clip import onnx_runtime as rt
     from vidclip.video.decode import open_video
 
     videos = sorted(p for p in (shared_dir / "videos").iterdir() if p.suffix in (".mp4", ".avi", ".mkv"))[:3]
@@ -432,9 +432,9 @@ def test_numpy_image_path_matches_torch_on_real_frames(clips, exported, cache, s
 @pytest.mark.slow
 def test_random_vit_b_32_exports_within_tolerance(tmp_path):
     """The real architecture (random weights): both towers export and verify at 1e-5."""
-    from vidclip import onnx_export as ox
-    from vidclip import onnx_runtime as rt
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip import onnx_export as ox
+    from vidclip.models.clip import onnx_runtime as rt
+    from vidclip.models.clip.load import load_clip
 
     clip = load_clip("ViT-B-32", "none")
     for fn in (ox.export_text_tower, ox.export_image_tower):

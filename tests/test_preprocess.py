@@ -1,4 +1,4 @@
-"""Tests of vidclip/video/preprocess.py: geometry, values, batching, errors.
+"""Tests of vidclip/models/clip/preprocess.py: geometry, values, batching, errors.
 
 References are independent of the implementation: PIL + torchvision (what CLIP's own eval
 transform uses) and hand-computed crops / normalisation.
@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vidclip.errors import VidclipError
-from vidclip.video import preprocess as pp
-from vidclip.video.preprocess import (
+from vidclip.core.errors import VidclipError
+from vidclip.models.clip import preprocess as pp
+from vidclip.models.clip.preprocess import (
     FrameFormatError,
     normalize_pixels,
     preprocess_frames,

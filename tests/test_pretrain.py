@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from vidclip.data import synth
-from vidclip.data.synth import (
+from vidclip.core.errors import ConfigError
+from vidclip.synthetic import world as synth
+from vidclip.synthetic.world import (
     BACKGROUNDS,
     COLORS,
     SHAPES,
@@ -19,7 +20,6 @@ from vidclip.data.synth import (
     SynthConfig,
     render_clip,
 )
-from vidclip.errors import ConfigError
 from vidclip.train import pretrain as P
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_hard_batches_group_colour_and_background():
 
 
 def test_fresh_model_pairs_like_load_clip():
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     net, tokenize, preprocess = P._fresh_model("tiny-vit", seed=0)
     ref = load_clip("tiny-vit", None)  # random init, seed 0
@@ -263,7 +263,7 @@ def test_dataset_with_other_settings_is_refused(tiny_root):
 def test_tiny_run_is_deterministic_and_learns(tiny_root, tmp_path):
     from safetensors.torch import load_file
 
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     cfg = P.load_pretrain_config(None, TINY + [f"data.root={tiny_root}"])
     r1 = P.pretrain(cfg, tmp_path / "a", progress=False)
@@ -293,7 +293,7 @@ def test_tiny_run_is_deterministic_and_learns(tiny_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     assert ASSET.is_file(), f"{ASSET} is missing (make it with vidclip pretrain-synth --out vidclip/assets)"
     return load_clip("vidclip-synth", str(ASSET))

@@ -40,7 +40,7 @@ def mark() -> float:
 def test_start_clock_counts_start_up_work_as_done_before_the_clock():
     from tqdm import tqdm
 
-    from vidclip.progress import start_clock
+    from vidclip.core.progress import start_clock
 
     bar = tqdm(total=5, file=io.StringIO())
     created = bar.start_t
@@ -55,7 +55,7 @@ def test_start_clock_counts_start_up_work_as_done_before_the_clock():
 
 
 def test_progress_iter_starts_the_clock_after_the_first_item(bars):
-    from vidclip.progress import progress_iter
+    from vidclip.core.progress import progress_iter
 
     seen = []
     for i, item in enumerate(progress_iter(["a", "b", "c"], desc="t", file=io.StringIO())):
@@ -70,7 +70,7 @@ def test_progress_iter_starts_the_clock_after_the_first_item(bars):
 def test_encode_bar_starts_when_the_first_video_is_decoded(bars, monkeypatch, tiny_clip, tmp_path):
     from videogen import make_coded_video
 
-    import vidclip.pipeline as pipeline
+    import vidclip.encode.pipeline as pipeline
     from vidclip.video.sample import SamplerConfig
 
     items = []
@@ -119,7 +119,7 @@ def test_train_bar_starts_after_the_first_step(bars, monkeypatch, tiny_clip, tmp
 
 
 def test_synth_bar_starts_after_the_first_video(bars, monkeypatch, tmp_path):
-    from vidclip.data import synth
+    from vidclip.synthetic import world as synth
 
     real, marks = synth.write_mp4, []
 

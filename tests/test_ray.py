@@ -74,7 +74,7 @@ def reference(tmp_path_factory, library, tiny_clip, sampler):
 
 def _content(idx: Path) -> dict:
     """abs_path -> everything the catalog and the stored frames say about the video, minus where it is kept."""
-    from vidclip.data.features import FeatureStore
+    from vidclip.features.store import FeatureStore
     from vidclip.index.catalog import Catalog
 
     cat = Catalog(idx / "catalog.sqlite", readonly=True)
@@ -121,10 +121,10 @@ def _assert_same_hits(got: list, want: list) -> None:
 
 
 def test_ray_index_and_store_equal_the_local_engine(tmp_path, ray_address, library, reference, tiny_clip, sampler):
-    from vidclip.data.features import FeatureStore
+    from vidclip.encode.pipeline import collect_videos, encode_videos
+    from vidclip.encode.ray_engine import RayOptions
+    from vidclip.features.store import FeatureStore
     from vidclip.index import index_library
-    from vidclip.pipeline import collect_videos, encode_videos
-    from vidclip.ray_engine import RayOptions
 
     idx = tmp_path / "idx"
     report = index_library(library, idx, tiny_clip, sampler, engine="ray", ray=RayOptions(encoders=1),

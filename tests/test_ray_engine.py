@@ -1,5 +1,5 @@
 """The pieces of the Ray engine that need no Ray: fixed-size encoder passes, partitions, the
-missing-Ray error, and that nothing but vidclip.ray_engine imports Ray."""
+missing-Ray error, and that nothing but vidclip.encode.ray_engine imports Ray."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from vidclip.errors import ConfigError
-from vidclip.pipeline import FixedPassEncoder
-from vidclip.ray_engine import make_partitions
+from vidclip.core.errors import ConfigError
+from vidclip.encode.pipeline import FixedPassEncoder
+from vidclip.encode.ray_engine import make_partitions
 
 
 def _videos(clip, counts, seed=0):
@@ -82,8 +82,8 @@ def test_partitions_are_sorted_chunks_with_content_ids():
 
 def test_nothing_to_stage_draws_no_bar_and_starts_no_ray(tmp_path, capsys, monkeypatch):
     """A re-run with every video done (`vidclip encode ... --engine ray` again) prints no empty bar."""
-    import vidclip.ray_engine as ray_engine
-    from vidclip.ray_engine import stage_partitions
+    import vidclip.encode.ray_engine as ray_engine
+    from vidclip.encode.ray_engine import stage_partitions
 
     monkeypatch.setattr(ray_engine, "connect", lambda *a, **k: pytest.fail("Ray started with nothing to do"))
     assert list(stage_partitions([], tmp_path, identity={}, sampler={}, progress="encode (ray)")) == []
@@ -91,8 +91,8 @@ def test_nothing_to_stage_draws_no_bar_and_starts_no_ray(tmp_path, capsys, monke
 
 
 def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch, tiny_clip):
+    from vidclip.encode.pipeline import encode_videos
     from vidclip.index import index_library
-    from vidclip.pipeline import encode_videos
     from vidclip.video.sample import SamplerConfig
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
@@ -106,15 +106,15 @@ def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch, tiny_clip):
 
 
 def test_only_the_ray_engine_imports_ray():
-    code = ("import vidclip, vidclip.index, vidclip.pipeline, vidclip.cli, vidclip.index.build\n"
-            "vidclip.cli.build_parser()\n"
+    code = ("import vidclip, vidclip.index, vidclip.encode.pipeline, vidclip.cli.main, vidclip.index.build\n"
+            "vidclip.cli.main.build_parser()\n"
             "import sys; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
 
 
 def test_cli_engine_options_are_checked(tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     assert main(["index", str(tmp_path), "--index", str(tmp_path / "idx"), "--engine", "ray", "--encoders", "0"]) == 2
     assert "--encoders must be positive, got 0" in capsys.readouterr().err
@@ -128,7 +128,7 @@ def test_an_address_nothing_answers_on_fails_at_once(monkeypatch):
     import socket
     import types
 
-    import vidclip.ray_engine as ray_engine
+    import vidclip.encode.ray_engine as ray_engine
 
     fake_ray = types.SimpleNamespace(is_initialized=lambda: False,
                                      init=lambda **kw: pytest.fail(f"ray.init reached with {kw}"))
@@ -159,8 +159,8 @@ def test_an_address_nothing_answers_on_fails_at_once(monkeypatch):
 def test_the_ray_bar_says_what_it_waits_for(tmp_path, capsys, monkeypatch):
     """While the bar stands at 0 (Ray starting, encoders loading the model, the first partition
     decoding, then encoding) its stage= says which; it is drawn before Ray starts."""
-    import vidclip.ray_engine as ray_engine
-    from vidclip.ray_engine import Partition, ray_stage, stage_partitions
+    import vidclip.encode.ray_engine as ray_engine
+    from vidclip.encode.ray_engine import Partition, ray_stage, stage_partitions
 
     def no_cluster(address):
         raise ConfigError("no cluster here")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidclip.errors import ConfigError, DatasetError
+from vidclip.core.errors import ConfigError, DatasetError
 from vidclip.recognition import fewshot as fs
 from vidclip.recognition.classifier import VideoClassifier, check_model, load_classifier
 from vidclip.recognition.datasets import (
@@ -148,7 +148,7 @@ class FakeIdentity:
         return dict(self.d)
 
     def key(self):
-        from vidclip.models.clip import ModelIdentity
+        from vidclip.models.clip.load import ModelIdentity
 
         return ModelIdentity.from_dict(self.d).key()
 
@@ -334,7 +334,7 @@ def test_templates_file(tmp_path):
 
 
 def test_mean_pooling_from_the_store(tmp_path):
-    from vidclip.data.features import FeatureStore, FeatureWriter
+    from vidclip.features.store import FeatureStore, FeatureWriter
     from vidclip.recognition.run import Pooler
 
     rng = np.random.default_rng(0)

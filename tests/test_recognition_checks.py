@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from vidclip.cli import main
-from vidclip.errors import ConfigError
+from vidclip.cli.main import main
+from vidclip.core.errors import ConfigError
 from vidclip.recognition import fewshot as fs
 from vidclip.recognition.classifier import (
     META_KEY,
@@ -245,7 +245,7 @@ def test_a_bad_classifier_file_is_refused_before_torch_loads(tmp_path, kind):
         path = tamper(saved(tmp_path), lambda m: m.update(classes=["a", "b"], prompt_names=["a", "b"]))
         expect = "its metadata lists 2 classes but its text_weights tensor has 3 rows"
     touch(tmp_path / "v.mp4")
-    code = ("import sys\nfrom vidclip.cli import main\n"
+    code = ("import sys\nfrom vidclip.cli.main import main\n"
             f"rc = main(['classify', '--classifier', {str(path)!r}, {str(tmp_path / 'v.mp4')!r}])\n"
             "print(rc, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from vidclip.cli import main
-from vidclip.recognition.synthetic import make_synthetic_actions
+from vidclip.cli.main import main
+from vidclip.synthetic.actions import make_synthetic_actions
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from train_helpers import make_feature_dataset, run_train, tiny_config
 
 checkpoint = pytest.importorskip("vidclip.models.checkpoint",
                                  reason="vidclip.models.checkpoint (load_checkpoint) not there yet")
-from vidclip.errors import ConfigError  # noqa: E402
+from vidclip.core.errors import ConfigError  # noqa: E402
 from vidclip.recognition.run import Pooler, zero_shot_classifier  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def run_dir(tiny_clip, tmp_path_factory):
 
 
 def write_store(root, clip, videos: dict[str, np.ndarray]):
-    from vidclip.data.features import FeatureStore, FeatureWriter
+    from vidclip.features.store import FeatureStore, FeatureWriter
 
     with FeatureWriter(root, clip.identity.to_dict(), {"name": "uniform", "num_frames": 8}) as w:
         for key, emb in videos.items():
@@ -38,7 +38,7 @@ def write_store(root, clip, videos: dict[str, np.ndarray]):
 
 
 def test_checkpoint_pools_with_its_trained_module_and_sees_frame_order(tiny_clip, run_dir, tmp_path):
-    from vidclip.models.temporal import l2_normalize
+    from vidclip.models.temporal.base import l2_normalize
 
     frames = np.random.default_rng(0).standard_normal((6, tiny_clip.embed_dim)).astype(np.float16)
     store = write_store(tmp_path / "store", tiny_clip, {"fwd": frames, "rev": frames[::-1].copy()})
@@ -91,8 +91,8 @@ def test_classifier_pooled_otherwise_is_refused(tiny_clip, run_dir):
 
 @pytest.mark.slow
 def test_classify_cli_with_a_checkpoint(tiny_clip, run_dir, tmp_path, capsys):
-    from vidclip.cli import main
-    from vidclip.recognition.synthetic import make_synthetic_actions
+    from vidclip.cli.main import main
+    from vidclip.synthetic.actions import make_synthetic_actions
 
     actions = tmp_path / "actions"
     make_synthetic_actions(actions, train_per_class=2, test_per_class=1, colors=("red",), directions=("left", "up"),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vidclip.cli import main
+from vidclip.cli.main import main
 from vidclip.eval.trec import evaluate_run, read_qrels, read_run
-from vidclip.rerank.example import make_example
+from vidclip.synthetic.rerank_example import make_example
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_unresolved_docids_keep_their_place(world, tmp_path, capsys):
 
 def test_rerank_from_index_matches_decoding(world, tmp_path, capsys):
     from vidclip.index import index_library
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
     from vidclip.video.sample import SamplerConfig
 
     index_library(world / "library", tmp_path / "index", load_clip("vidclip-synth"),
@@ -145,7 +145,7 @@ def test_bad_inputs_are_refused_before_torch_or_a_model(world, tmp_path):
     ]
     script = (
         "import contextlib, io, json, sys\n"
-        "from vidclip.cli import main\n"
+        "from vidclip.cli.main import main\n"
         "base, cases = json.loads(sys.argv[1])\n"
         "res = []\n"
         "for extra, _ in cases:\n"
@@ -205,7 +205,7 @@ def test_rerank_removes_the_temp_file_of_a_killed_write_only(world, tmp_path, ca
 
 
 def test_clean_stale_temps_spares_young_files_links_and_folders(tmp_path):
-    from vidclip.fileio import clean_stale_temps
+    from vidclip.core.fileio import clean_stale_temps
 
     out = tmp_path / "o.txt"
     young = tmp_path / ".o.txt.aaaaaaaaaaaa.tmp"  # just created: may be a writer that has not locked it yet
@@ -223,7 +223,7 @@ def test_clean_stale_temps_spares_young_files_links_and_folders(tmp_path):
 def test_rerank_killed_while_writing_out_leaves_a_temp_the_next_run_removes(world, tmp_path, capsys):
     """A real `vidclip rerank`, SIGKILLed while it writes OUT (held in its fsync): its temp file is
     kept while the writer lives (it holds the file's lock) and removed by the next run."""
-    from vidclip.fileio import clean_stale_temps
+    from vidclip.core.fileio import clean_stale_temps
 
     out, cache = tmp_path / "o.txt", tmp_path / "c"
     script = (
@@ -234,7 +234,7 @@ def test_rerank_killed_while_writing_out_leaves_a_temp_the_next_run_removes(worl
         "        time.sleep(600)\n"
         "    real(fd)\n"
         "os.fsync = fsync\n"
-        "from vidclip.cli import main\n"
+        "from vidclip.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
     args = ["rerank", "--run", str(world / "run.txt"), "--topics", str(world / "topics.txt"), "--videos",
             str(world / "shots.csv"), "--cache", str(cache), "--fps", "2", "--workers", "0", "--out", str(out),

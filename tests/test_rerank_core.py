@@ -1,12 +1,12 @@
-"""vidclip.rerank.core: pooling, normalisation, fusion and ordering against hand-written references."""
+"""vidclip.retrieval.fusion: pooling, normalisation, fusion and ordering against hand-written references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vidclip.errors import ConfigError
-from vidclip.rerank.core import (
+from vidclip.core.errors import ConfigError
+from vidclip.retrieval.fusion import (
     FrameBank,
     candidate_scores,
     fuse,

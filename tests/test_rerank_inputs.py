@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidclip.errors import DatasetError
+from vidclip.core.errors import DatasetError
 from vidclip.rerank.frames import _catalog_lookup, _span_frames
 from vidclip.rerank.inputs import Shot, read_mapping, read_topics
 

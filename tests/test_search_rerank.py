@@ -15,17 +15,17 @@ import json
 import numpy as np
 import pytest
 
-from vidclip.errors import ConfigError, VideoDecodeError
+from vidclip.core.errors import ConfigError, VideoDecodeError
 
 QUERY = "a large orange diamond on a white background"  # scene 2 of scene000.mp4; rerank moves it up
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from vidclip.data.synth import write_scene_library
-    from vidclip.demo import DEMO_SAMPLER
+    from vidclip.cli.demo import DEMO_SAMPLER
     from vidclip.index import VideoIndex, index_library
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
+    from vidclip.synthetic.world import write_scene_library
     from vidclip.video.sample import SamplerConfig
 
     base = tmp_path_factory.mktemp("rerank-world")
@@ -341,7 +341,7 @@ def test_bad_examples_are_clear_errors(world, tmp_path, monkeypatch):
 
 
 def test_cli_search_rerank_image_video(world, tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     idx = str(world["dir"])
     name = world["videos"][3].name
@@ -376,7 +376,7 @@ def test_cli_search_rerank_image_video(world, tmp_path, capsys):
     (["--video", "."], "--video .: a folder, not a file"),
 ])
 def test_cli_search_argument_errors(world, args, needle, capsys, monkeypatch, tmp_path):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["search", *args, "--index", str(world["dir"])]) == 2

@@ -19,7 +19,7 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from vidclip.errors import VidclipError  # noqa: E402
+from vidclip.core.errors import VidclipError  # noqa: E402
 from vidclip.serve.app import BackgroundServer, _host_name, create_app  # noqa: E402
 from vidclip.serve.media import (  # noqa: E402
     FileStamp,
@@ -232,7 +232,7 @@ class FakeIndex:
         return hits
 
     def search_image(self, data, k=10, *, segments=False, rerank=0):
-        from vidclip.errors import ConfigError
+        from vidclip.core.errors import ConfigError
 
         self.calls.append(("image", bytes(data), k, segments) + ((rerank,) if rerank else ()))
         if not bytes(data).startswith(b"IMG"):
@@ -552,7 +552,7 @@ def test_thumbnail_endpoint(client):
 
 
 def test_thumbnail_decode_failure_is_500_without_paths(library):
-    from vidclip.errors import VideoDecodeError
+    from vidclip.core.errors import VideoDecodeError
 
     def broken(path):
         raise VideoDecodeError(path, "moov atom not found")
@@ -678,7 +678,7 @@ def test_open_indexed_file_needs_a_catalog_stamp(tmp_path):
 
 
 def test_non_utf8_name_is_shown_escaped_and_streams(tmp_path):
-    from vidclip.errors import display_path
+    from vidclip.core.errors import display_path
 
     root = tmp_path / "lib"
     root.mkdir()
@@ -789,7 +789,7 @@ def test_library_is_never_written(library):
 
 
 def test_create_app_rejects_bad_limits(library):
-    from vidclip.errors import VidclipError
+    from vidclip.core.errors import VidclipError
 
     with pytest.raises(VidclipError, match="max_k"):
         create_app(library, max_k=0)
@@ -819,7 +819,7 @@ def test_serve_parser_defaults_and_url():
 def test_serve_rejects_bad_port():
     import argparse
 
-    from vidclip.errors import ConfigError
+    from vidclip.core.errors import ConfigError
     from vidclip.serve.commands import add_serve_parser
 
     parser = argparse.ArgumentParser()
@@ -1135,7 +1135,7 @@ def test_cli_serve_busy_port_is_one_line_error(tmp_path, monkeypatch):
 
     import vidclip.index.directory
     import vidclip.index.search
-    from vidclip.errors import ConfigError
+    from vidclip.core.errors import ConfigError
     from vidclip.serve.commands import add_serve_parser
 
     opened = []

@@ -92,8 +92,8 @@ def test_big_picture_is_resized_on_load_as_the_full_size_path_would(photo_4k, fm
     import torch
 
     from vidclip.index.search import load_query_image
-    from vidclip.models.clip import load_clip
-    from vidclip.video.preprocess import resize_center_crop
+    from vidclip.models.clip.load import load_clip
+    from vidclip.models.clip.preprocess import resize_center_crop
 
     data = photo_4k[fmt]
     full = load_query_image(data)
@@ -130,7 +130,7 @@ def test_modes_and_orientation_survive_the_early_resize(case):
     from PIL import Image
 
     from vidclip.index.search import load_query_image
-    from vidclip.video.preprocess import resize_center_crop, resized_shape
+    from vidclip.models.clip.preprocess import resize_center_crop, resized_shape
 
     img = natural_ish(1600, 1000, seed=1)
     data = {

@@ -10,8 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from vidclip.data import synth
-from vidclip.data.synth import (
+from vidclip.core.errors import ConfigError, DatasetError
+from vidclip.synthetic import world as synth
+from vidclip.synthetic.world import (
     OPPOSITE,
     ClipSpec,
     SynthConfig,
@@ -19,7 +20,6 @@ from vidclip.data.synth import (
     make_synthetic_dataset,
     render_clip,
 )
-from vidclip.errors import ConfigError, DatasetError
 
 SMALL = dict(num_videos=10, size=32, num_frames=8, test_fraction=0.4, captions_per_video=4)
 
@@ -352,7 +352,7 @@ def test_is_synthetic_footage_reads_untagged_datasets_from_synth_meta(lossless, 
 
 
 def test_cli_synth_prints_a_summary_line_not_a_dict(tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     assert main(["synth", str(tmp_path / "s"), "--videos", "4", "--size", "32", "--frames", "4"]) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -1,4 +1,4 @@
-"""Tests of vidclip/models/ted.py (M2-CLIP TED adapters) on the tiny random-init open_clip ViT.
+"""Tests of vidclip/models/temporal/ted.py (M2-CLIP TED adapters) on the tiny random-init open_clip ViT.
 
 References: hand-written loops for the adapter math (temporal depthwise conv, frame
 differences, spatial depthwise 3x3 conv), and the unmodified frozen model for the
@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch_testutil import perturb_
 
-from vidclip.errors import ConfigError
-from vidclip.models.clip import load_clip
-from vidclip.models.registry import create_temporal
-from vidclip.models.ted import TEDAdapter, TEDVideoEncoder, TemporalAdapter
-from vidclip.models.temporal import trainable_parameters
+from vidclip.core.errors import ConfigError
+from vidclip.models.clip.load import load_clip
+from vidclip.models.temporal.base import trainable_parameters
+from vidclip.models.temporal.registry import create_temporal
+from vidclip.models.temporal.ted import TEDAdapter, TEDVideoEncoder, TemporalAdapter
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of vidclip/models/temporal.py.
+"""Tests of vidclip/models/temporal/base.py.
 
 Every module is checked against a hand-written reference (plain Python loops over videos,
 texts, heads and tokens in float64, computed only over each video's *real* frames), so the
@@ -18,16 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch_testutil import perturb_
 
-from vidclip.errors import ConfigError
-from vidclip.models.clip import load_clip, register_config_dir
-from vidclip.models.registry import (
+from vidclip.core.errors import ConfigError
+from vidclip.models.clip.load import load_clip, register_config_dir
+from vidclip.models.temporal.base import TemporalModule, trainable_parameters
+from vidclip.models.temporal.registry import (
     TEMPORAL_MODULES,
     create_temporal,
     list_temporal,
     register_temporal,
 )
-from vidclip.models.temporal import TemporalModule, trainable_parameters
-from vidclip.models.temporal_transformer import QuickGELU, ResidualAttentionBlock, _copy_text_block
+from vidclip.models.temporal.transformer import QuickGELU, ResidualAttentionBlock, _copy_text_block
 
 D = 16
 

@@ -1,4 +1,4 @@
-"""vidclip.textio and every reader of user text files built on it (issue 16, section 5 and part of 6):
+"""vidclip.core.textio and every reader of user text files built on it (issue 16, section 5 and part of 6):
 a BOM changes nothing, numbers are read strictly, and hostile text is one error line naming the
 file and line."""
 
@@ -8,14 +8,21 @@ import json
 
 import pytest
 
+from vidclip.core.errors import ConfigError, DatasetError
+from vidclip.core.textio import (
+    CsvRows,
+    parse_float,
+    parse_int,
+    parse_json,
+    read_text,
+    read_text_lines,
+)
 from vidclip.data.datasets import _read_id_list, load_dataset
-from vidclip.errors import ConfigError, DatasetError
 from vidclip.eval.trec import read_qrels, read_run
 from vidclip.index.scan import scan_library
 from vidclip.recognition.datasets import read_class_list, read_class_names, read_path_label_csv
 from vidclip.recognition.zeroshot import read_templates
 from vidclip.rerank.inputs import read_mapping, read_topics
-from vidclip.textio import CsvRows, parse_float, parse_int, parse_json, read_text, read_text_lines
 
 BOM = "\ufeff"
 

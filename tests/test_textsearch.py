@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from vidclip.errors import BackendUnavailableError, ConfigError
+from vidclip.core.errors import BackendUnavailableError, ConfigError
 from vidclip.index import textsearch
 from vidclip.index.textsearch import (
     TextEntry,

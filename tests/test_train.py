@@ -18,7 +18,7 @@ import torch
 import yaml
 from train_helpers import COLORS, DIRECTIONS, make_feature_dataset, run_train, tiny_config
 
-from vidclip.errors import ConfigError
+from vidclip.core.errors import ConfigError
 from vidclip.train.config import (
     TrainConfig,
     apply_overrides,
@@ -114,7 +114,7 @@ def test_dumped_config_round_trips():
 
 
 def test_shipped_configs_are_valid():
-    from vidclip.models.registry import list_temporal
+    from vidclip.models.temporal.registry import list_temporal
 
     # (configs/pretrain_*.yaml belong to vidclip.train.pretrain and have their own schema)
     files = sorted((REPO / "configs").glob("msrvtt_*.yaml")) + sorted((REPO / "configs").glob("synth_*.yaml"))
@@ -162,8 +162,8 @@ def test_epoch_order_keeps_groups_in_one_batch():
 
 
 def test_train_writes_run_dir_and_checkpoint_loads(data, clip, tmp_path):
-    from vidclip.data.features import FeatureStore
     from vidclip.eval.evaluate import FeatureSource, evaluate
+    from vidclip.features.store import FeatureStore
     from vidclip.models.checkpoint import load_checkpoint, load_weights
 
     cfg = tiny_config(data, tmp_path, "model.temporal=seq_transformer")
@@ -277,7 +277,7 @@ def test_resume_drops_log_lines_past_the_checkpoint(data, clip, tmp_path):
 @pytest.mark.parametrize("name", ["tiny-vit", "hf-tiny"])
 def test_text_tower_copy_matches_frozen_tower_and_leaves_it_alone(name):
     from vidclip.models.checkpoint import TextTower
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -300,8 +300,8 @@ def test_finetuned_text_tower_learns_direction_words(data, clip, tmp_path):
     so whatever the model gets right about directions was learned by the text side. Score: for
     each colour, does "a red ball moves left" pick the red-left videos over red-right/up/down?
     """
-    from vidclip.data.features import FeatureStore
     from vidclip.eval.evaluate import encode_captions
+    from vidclip.features.store import FeatureStore
     from vidclip.models.checkpoint import load_checkpoint
 
     cfg = tiny_config(data, tmp_path, "model.text_tower=finetune", "optim.text_lr=3e-3", "optim.epochs=20",
@@ -342,7 +342,7 @@ def test_bf16_mixed_precision_trains(data, clip, tmp_path):
 
 def test_segment_datasets_are_refused(clip, tmp_path):
     from vidclip.data.datasets import load_dataset
-    from vidclip.data.feature_cache import check_whole_videos
+    from vidclip.features.cache import check_whole_videos
 
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "train.jsonl").write_text(json.dumps({"video": "a.mp4", "caption": "x", "start": 1, "end": 3}) + "\n")
@@ -354,7 +354,7 @@ def test_segment_datasets_are_refused(clip, tmp_path):
 def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tmp_path):
     """What a distributed run checks before starting: missing = not stored and not a known failure."""
     from vidclip.data.datasets import load_dataset
-    from vidclip.data.features import FeatureWriter
+    from vidclip.features.store import FeatureWriter
     from vidclip.train.trainer import prepare_features
 
     feats = tmp_path / "partial"
@@ -377,7 +377,7 @@ def test_prepare_features_reports_missing_videos_without_encoding(data, clip, tm
 
 def test_store_sampled_differently_is_refused(data, clip, tmp_path):
     from vidclip.data.datasets import load_dataset
-    from vidclip.data.features import FeatureWriter
+    from vidclip.features.store import FeatureWriter
     from vidclip.train.trainer import prepare_features
 
     feats = tmp_path / "twelve"
@@ -454,9 +454,9 @@ def test_two_processes_train_like_one(data, clip, tmp_path):
 def test_ted_trains_through_the_backbone_from_decoded_frames(clip, tmp_path):
     """needs_pixels modules get decoded frames (prefetched by DataLoader workers), the adapters
     learn, and the frozen backbone does not change."""
-    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
     from vidclip.models.checkpoint import load_weights
-    from vidclip.models.clip import state_dict_digest
+    from vidclip.models.clip.load import state_dict_digest
+    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
                            progress=False)
@@ -483,9 +483,9 @@ def test_ted_trains_through_the_backbone_from_decoded_frames(clip, tmp_path):
 def test_prepare_only_builds_the_caches_that_training_then_reuses(clip, tmp_path, capsys, monkeypatch):
     """Real decoded videos: `--prepare-only` encodes the train+val videos and the captions once;
     training afterwards encodes nothing."""
-    import vidclip.pipeline
-    from vidclip.cli import main
-    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+    import vidclip.encode.pipeline
+    from vidclip.cli.main import main
+    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
                            progress=False)
@@ -503,7 +503,7 @@ def test_prepare_only_builds_the_caches_that_training_then_reuses(clip, tmp_path
         assert main(["train", str(f), "--prepare-only", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["encoded"] == 12 and summary["failed"] == []  # 14 videos - 2 test twins
-    from vidclip.data.features import FeatureStore
+    from vidclip.features.store import FeatureStore
 
     store = FeatureStore(tmp_path / "cache" / "features")
     assert len(store) == 12 and all(store.get(k).emb.shape[0] == 4 for k in store.keys())
@@ -512,7 +512,7 @@ def test_prepare_only_builds_the_caches_that_training_then_reuses(clip, tmp_path
     def no_encoding(*a, **k):
         raise AssertionError("training encoded videos although the cache was complete")
 
-    monkeypatch.setattr(vidclip.pipeline, "encode_videos", no_encoding)
+    monkeypatch.setattr(vidclip.encode.pipeline, "encode_videos", no_encoding)
     res = run_train(cfg, clip)
     assert res.global_step == 2
 
@@ -521,7 +521,7 @@ def test_prepare_only_builds_the_caches_that_training_then_reuses(clip, tmp_path
 
 
 def test_cli_train_print_config_and_bad_override(data, tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     f = tmp_path / "c.yaml"
     f.write_text(dump_config(tiny_config(data, tmp_path)))
@@ -533,7 +533,7 @@ def test_cli_train_print_config_and_bad_override(data, tmp_path, capsys):
 
 
 def test_cli_train_then_eval_checkpoint(data, tmp_path, capsys):
-    from vidclip.cli import main
+    from vidclip.cli.main import main
 
     f = tmp_path / "c.yaml"
     f.write_text(dump_config(tiny_config(data, tmp_path, "optim.epochs=1")))

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from vidclip.cli import main
-from vidclip.errors import DatasetError
+from vidclip.cli.main import main
+from vidclip.core.errors import DatasetError
 from vidclip.eval.trec import evaluate_run, inferred_measures, ranked, read_qrels, read_run
 
 Q = 1.00001 / 1.00003  # (r + 0.00001) / (s + 0.00003) with r = s = 1: sample_eval's smoothing

@@ -13,7 +13,7 @@ import pytest
 import torch
 from videogen import make_audio_only, make_coded_video, read_code
 
-from vidclip.errors import BackendUnavailableError, ConfigError, VideoDecodeError
+from vidclip.core.errors import BackendUnavailableError, ConfigError, VideoDecodeError
 from vidclip.video import (
     SamplerConfig,
     available_backends,

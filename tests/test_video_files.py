@@ -13,8 +13,8 @@ import textwrap
 import pytest
 from videogen import make_coded_video
 
-from vidclip.cli import main
-from vidclip.errors import ConfigError, VideoDecodeError
+from vidclip.cli.main import main
+from vidclip.core.errors import ConfigError, VideoDecodeError
 from vidclip.video import SamplerConfig, open_video, probe, sample_video
 from vidclip.video.files import find_videos
 
@@ -41,7 +41,7 @@ def test_import_video_and_probe_do_not_import_torch(small):
         import sys, json
         import vidclip.video
         after_import = 'torch' in sys.modules
-        from vidclip.cli import main
+        from vidclip.cli.main import main
         rc = main(['probe', sys.argv[1], '--json'])
         print(json.dumps([after_import, 'torch' in sys.modules, 'decord' in sys.modules, rc]))
     """)
@@ -122,7 +122,7 @@ def test_probe_of_a_huge_picture_reads_the_header_and_decoding_is_refused(tmp_pa
                    check=True, timeout=120)
     code = textwrap.dedent("""
         import sys, json
-        from vidclip.cli import main
+        from vidclip.cli.main import main
         rc = main(['probe', sys.argv[1], '--json'])
         # VmHWM: this process's peak RSS (getrusage's ru_maxrss would include the parent's before exec)
         hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1]

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vidclip.errors import ConfigError
+from vidclip.core.errors import ConfigError
 from vidclip.video.decode import video_end
 from vidclip.video.sample import SampleError, SamplerConfig, Window, plan_sample
 

@@ -25,7 +25,7 @@ def make_feature_dataset(root: Path, model_identity: dict, embed_dim: int, *, nu
     direction prototype + noise`` (direction lives in the frame *order*), its captions name both.
     Returns {"root", "features", "train_ids", "test_ids", "labels"}.
     """
-    from vidclip.data.features import FeatureWriter
+    from vidclip.features.store import FeatureWriter
 
     rng = np.random.default_rng(seed)
     root = Path(root)

@@ -1,10 +1,10 @@
-"""Test videos whose every frame carries its own index: see vidclip/video/codedvideo.py.
+"""Test videos whose every frame carries its own index: see vidclip/synthetic/codedvideo.py.
 
 The generator lives in the package so that tools (tools/bench_decode.py) use it without
 importing from tests/; the tests keep importing it under this name.
 """
 
-from vidclip.video.codedvideo import (  # noqa: F401
+from vidclip.synthetic.codedvideo import (  # noqa: F401
     COLS,
     FORMATS,
     MAX_CODE,

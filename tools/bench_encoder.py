@@ -51,7 +51,7 @@ def _best_times(fns: dict, repeats: int) -> tuple[dict, dict]:
 
 
 def bench(model: str, n: int, batch_sizes: list[int], device: str, repeats: int, hw=(240, 320)) -> list[dict]:
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     clip = load_clip(model, "none", device=device, precision="fp32")  # random weights: timing only
     g = torch.Generator().manual_seed(0)

@@ -37,7 +37,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def collect(sources: list[Path]) -> list[Path]:
-    from vidclip.pipeline import VIDEO_EXTENSIONS
+    from vidclip.encode.pipeline import VIDEO_EXTENSIONS
 
     out = []
     for src in sources:
@@ -68,9 +68,9 @@ def main(argv=None) -> int:
 
     import torch
 
+    from vidclip.encode.pipeline import decode_job
     from vidclip.index import index_library
-    from vidclip.models.clip import load_clip
-    from vidclip.pipeline import decode_job
+    from vidclip.models.clip.load import load_clip
     from vidclip.video.sample import SamplerConfig
 
     sources = ns.videos or [SHARED / "videos", SHARED / "msrvtt" / "mini" / "videos"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The Ray engine against the local engine: the same generated library indexed by each, in one run.
 
-Library: ``--videos`` synthetic clips (vidclip.data.synth: ``--size`` px, ``--frames`` frames at
+Library: ``--videos`` synthetic clips (vidclip.synthetic.world: ``--size`` px, ``--frames`` frames at
 8 fps), indexed with ``--model`` (default the shipped vidclip-synth) and a windows sampler at
 ``--fps``; ``--commit-every`` videos per shard / Ray partition, ``--batch-frames`` rows per encoder
 pass. Every mode indexes into a fresh folder ``--trials`` times; the fastest trial is reported
@@ -77,10 +77,10 @@ def main() -> int:
     import ray
     import torch
 
-    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+    from vidclip.encode.ray_engine import RayOptions
     from vidclip.index import index_library
-    from vidclip.models.clip import load_clip
-    from vidclip.ray_engine import RayOptions
+    from vidclip.models.clip.load import load_clip
+    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
     from vidclip.video.sample import SamplerConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway clusters on this machine

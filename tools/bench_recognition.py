@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from vidclip.fileio import atomic_write_text
-from vidclip.models.clip import load_clip
+from vidclip.core.fileio import atomic_write_text
+from vidclip.models.clip.load import load_clip
 from vidclip.recognition.datasets import read_class_folders, read_class_names, sample_shots
 from vidclip.recognition.fewshot import METHODS
 from vidclip.recognition.run import (
@@ -38,8 +38,8 @@ from vidclip.recognition.run import (
     fit_few_shot,
     zero_shot_classifier,
 )
-from vidclip.recognition.synthetic import make_synthetic_actions
 from vidclip.recognition.zeroshot import read_templates
+from vidclip.synthetic.actions import make_synthetic_actions
 from vidclip.video.sample import SamplerConfig
 
 SHOTS = (1, 2, 4, 8, 16)

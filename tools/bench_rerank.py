@@ -1,12 +1,12 @@
 """Benchmark vidclip rerank: latency on stored frame embeddings, on-the-fly decoding, and quality.
 
 1. Latency: T topics x C candidates x F frames (default 50 x 1000 x 12, D = 512) drawn from a bank of
-   stored frames; ms per topic of ``vidclip.rerank.core.rerank_topic`` (gather + one matrix-vector
+   stored frames; ms per topic of ``vidclip.retrieval.fusion.rerank_topic`` (gather + one matrix-vector
    product + segment pooling + fusion) next to a naive per-candidate, per-frame Python loop on the same
    data in the same run (checked to give the same order).
 2. On-the-fly: the example world's videos decoded and encoded into an empty cache (videos/s), then the
    same candidates again (cache hit: nothing decoded).
-3. Quality: the synthetic example world (python -m vidclip.rerank.example) at shot level with a
+3. Quality: the synthetic example world (python -m vidclip.synthetic.rerank_example) at shot level with a
    deliberately weak first stage, reranked with the shipped vidclip-synth model; xinfAP and AP before
    and after for several alpha (the weight of the initial score, as in the paper; 0 = CLIP alone)
    and every normalisation (sampled qrels, two strata).
@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidclip.rerank.core import FrameBank, rerank_topic  # noqa: E402
+from vidclip.retrieval.fusion import FrameBank, rerank_topic  # noqa: E402
 
 
 def naive_topic(text, docids, init, frames_of, alpha, depth):
@@ -89,11 +89,11 @@ def bench_latency(topics, candidates, frames, dim, library, seed=0):
 
 def bench_world(num_videos, num_topics, seed, fps):
     from vidclip.eval.trec import evaluate_run, read_qrels
-    from vidclip.models.clip import load_clip
-    from vidclip.rerank.example import make_example
+    from vidclip.models.clip.load import load_clip
     from vidclip.rerank.frames import bank_from_videos
     from vidclip.rerank.inputs import read_mapping
     from vidclip.rerank.run import RerankConfig, encode_topics, load_inputs, rerank_all
+    from vidclip.synthetic.rerank_example import make_example
     from vidclip.video.sample import SamplerConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
@@ -128,10 +128,10 @@ def bench_world(num_videos, num_topics, seed, fps):
 
 
 def bench_search(num_videos, scenes, seed, depths, repeats, workdir=None):
-    from vidclip.data.synth import SCENE_SECONDS, scene_description, write_scene_library
-    from vidclip.demo import DEMO_SAMPLER
+    from vidclip.cli.demo import DEMO_SAMPLER
     from vidclip.index import VideoIndex, index_library
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
+    from vidclip.synthetic.world import SCENE_SECONDS, scene_description, write_scene_library
     from vidclip.video.sample import SamplerConfig
 
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-search-"))

@@ -50,7 +50,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vidclip.errors import ConfigError  # noqa: E402
+from vidclip.core.errors import ConfigError  # noqa: E402
 
 ASSET = REPO / "vidclip" / "assets" / "vidclip-synth.safetensors"
 ALL_MODULES = ("mean", "query_scoring", "xpool", "seq_transformer", "tdb", "ted")
@@ -64,7 +64,7 @@ def make_data(root: Path, videos: int, seed: int, test_fraction: float, train_tw
     --train-twins``). Without them, two clips of one training batch almost never differ in the
     direction of motion alone, so the contrastive loss never asks a module for direction.
     """
-    from vidclip.data.synth import SynthConfig, load_synth_meta, make_synthetic_dataset
+    from vidclip.synthetic.world import SynthConfig, load_synth_meta, make_synthetic_dataset
 
     want = SynthConfig(num_videos=videos, seed=seed, test_fraction=test_fraction, train_twins=train_twins)
     if not (root / "synth_meta.json").is_file():
@@ -84,7 +84,7 @@ def check_twin_sampling(clip_frames: int, encode_frames: int, num_frames: int) -
     read (twin accuracy ~80% for ``mean`` in such a run). 8 of 24 (frames 1, 4, ..., 22) is the
     same set both ways.
     """
-    from vidclip.data.features import uniform_positions
+    from vidclip.features.store import uniform_positions
 
     stored = uniform_positions(clip_frames, encode_frames)
     used = stored[uniform_positions(encode_frames, num_frames)] if num_frames < encode_frames else stored
@@ -131,11 +131,11 @@ def run_module(name: str, *, root: Path, out: Path, clip, weights: Path, meta: d
                overrides: list[str], keep_runs: bool) -> dict:
     """Train ``configs/synth_<name>.yaml`` on the benchmark data, evaluate on its test split."""
     from vidclip.data.datasets import load_dataset
-    from vidclip.data.features import FeatureStore
     from vidclip.eval.evaluate import FeatureSource, PixelSource, encode_captions, similarity_matrix
     from vidclip.eval.metrics import retrieval_metrics
+    from vidclip.features.store import FeatureStore
     from vidclip.models.checkpoint import load_checkpoint
-    from vidclip.models.temporal import trainable_parameters
+    from vidclip.models.temporal.base import trainable_parameters
     from vidclip.train.config import load_config
     from vidclip.train.trainer import prepare_features, train
 
@@ -201,7 +201,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    from vidclip.fileio import atomic_write_text
+    from vidclip.core.fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every module")
     ns = p.parse_args(argv)
 
-    from vidclip.models.clip import load_clip
+    from vidclip.models.clip.load import load_clip
 
     if ns.threads:
         torch.set_num_threads(ns.threads)

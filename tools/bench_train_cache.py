@@ -55,13 +55,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(ns.threads)
 
     from vidclip.data.datasets import load_dataset
-    from vidclip.data.features import FeatureStore
-    from vidclip.data.synth import SynthConfig, make_synthetic_dataset
+    from vidclip.encode.pipeline import encode_videos
     from vidclip.eval.evaluate import FeatureSource, PixelSource
+    from vidclip.features.store import FeatureStore
     from vidclip.models.checkpoint import LogitScale, cached_text_embeddings
-    from vidclip.models.clip import load_clip
-    from vidclip.models.registry import create_temporal
-    from vidclip.pipeline import encode_videos
+    from vidclip.models.clip.load import load_clip
+    from vidclip.models.temporal.registry import create_temporal
+    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
     from vidclip.train.model import TrainingModel
     from vidclip.train.trainer import video_batches
     from vidclip.video.sample import SamplerConfig

@@ -13,7 +13,7 @@ Names are imported lazily so that ``import vidclip`` (and ``vidclip --help``) st
 
 from __future__ import annotations
 
-from ._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -25,18 +25,18 @@ _LAZY = {
     "plan_sample": "vidclip.video.sample",
     "sample_video": "vidclip.video.sample",
     "write_frames": "vidclip.video.frames",
-    "preprocess_frames": "vidclip.video.preprocess",
-    "load_clip": "vidclip.models.clip",
-    "FrozenCLIP": "vidclip.models.clip",
-    "create_temporal": "vidclip.models.registry",
-    "list_temporal": "vidclip.models.registry",
-    "FeatureStore": "vidclip.data.features",
-    "FeatureWriter": "vidclip.data.features",
+    "preprocess_frames": "vidclip.models.clip.preprocess",
+    "load_clip": "vidclip.models.clip.load",
+    "FrozenCLIP": "vidclip.models.clip.load",
+    "create_temporal": "vidclip.models.temporal.registry",
+    "list_temporal": "vidclip.models.temporal.registry",
+    "FeatureStore": "vidclip.features.store",
+    "FeatureWriter": "vidclip.features.store",
     "load_dataset": "vidclip.data.datasets",
-    "SynthConfig": "vidclip.data.synth",
-    "make_synthetic_dataset": "vidclip.data.synth",
-    "encode_videos": "vidclip.pipeline",
-    "iter_encoded": "vidclip.pipeline",
+    "SynthConfig": "vidclip.synthetic.world",
+    "make_synthetic_dataset": "vidclip.synthetic.world",
+    "encode_videos": "vidclip.encode.pipeline",
+    "iter_encoded": "vidclip.encode.pipeline",
     "retrieval_metrics": "vidclip.eval.metrics",
     "VideoIndex": "vidclip.index.search",
 }

@@ -6,22 +6,22 @@ Names are imported lazily so ``import vidclip.data`` stays cheap (features.py im
 
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 _EXPORTS = {
-    "load_dataset": "datasets",
-    "split_validation": "datasets",
-    "FeatureStore": "features",
-    "FeatureWriter": "features",
-    "check_features": "feature_cache",
-    "check_whole_videos": "feature_cache",
-    "default_features_dir": "feature_cache",
-    "file_identity": "identity",
-    "same_file": "identity",
-    "SynthConfig": "synth",
-    "make_synthetic_dataset": "synth",
-    "is_synthetic_footage": "synth",
-    "synthetic_model_warning": "synth",
+    "load_dataset": "vidclip.data.datasets",
+    "split_validation": "vidclip.data.datasets",
+    "FeatureStore": "vidclip.features.store",
+    "FeatureWriter": "vidclip.features.store",
+    "check_features": "vidclip.features.cache",
+    "check_whole_videos": "vidclip.features.cache",
+    "default_features_dir": "vidclip.features.cache",
+    "file_identity": "vidclip.features.identity",
+    "same_file": "vidclip.features.identity",
+    "SynthConfig": "vidclip.synthetic.world",
+    "make_synthetic_dataset": "vidclip.synthetic.world",
+    "is_synthetic_footage": "vidclip.synthetic.world",
+    "synthetic_model_warning": "vidclip.synthetic.world",
 }
 
 __all__ = sorted(_EXPORTS)

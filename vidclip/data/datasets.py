@@ -24,7 +24,7 @@ loaders read:
   several lines with the same video (and segment) give several captions.  ``root`` is the
   .jsonl file, or a folder holding ``{split}.jsonl``.
 
-Problems raise :class:`~vidclip.errors.DatasetError` naming the file and row; videos that
+Problems raise :class:`~vidclip.core.errors.DatasetError` naming the file and row; videos that
 end up with no caption are kept (they still belong to the gallery) with a
 :class:`DatasetWarning` naming them.
 """
@@ -42,8 +42,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from vidclip.errors import ConfigError, DatasetError
-from vidclip.textio import CsvRows, parse_json, read_text, read_text_lines
+from vidclip.core.errors import ConfigError, DatasetError
+from vidclip.core.textio import CsvRows, parse_json, read_text, read_text_lines
 
 __all__ = [
     "VideoItem",

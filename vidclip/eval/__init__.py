@@ -5,7 +5,7 @@ Names are imported lazily so ``import vidclip.eval`` stays cheap.
 
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 _EXPORTS = {
     "retrieval_metrics": "vidclip.eval.metrics",

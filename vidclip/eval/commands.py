@@ -20,7 +20,7 @@ examples:
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cli_options import add_model_args, add_verb_parser
+    from vidclip.cli.options import add_model_args, add_verb_parser
 
     p = add_verb_parser(
         subparsers, "eval", help="text-to-video / video-to-text retrieval metrics (R@1/5/10, MdR, MnR)",
@@ -63,10 +63,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 def _feature_source(ns, clip, ds, features: Path, encode_frames: int, num_frames: int, *, log):
     """Open the store, encoding the split's videos that are missing or changed (unless --no-encode)."""
-    from ..data.feature_cache import check_features
-    from ..data.features import FeatureStore
-    from ..errors import VidclipError
-    from .evaluate import FeatureSource
+    from vidclip.core.errors import VidclipError
+    from vidclip.eval.evaluate import FeatureSource
+    from vidclip.features.cache import check_features
+    from vidclip.features.store import FeatureStore
 
     videos = [(v.video_id, str(v.path)) for v in ds.videos]
     found = check_features(features, clip.identity, videos, encode_frames=encode_frames,
@@ -77,8 +77,8 @@ def _feature_source(ns, clip, ds, features: Path, encode_frames: int, num_frames
         raise VidclipError(f"{features}: {len(found.missing)} of {len(ds)} videos of {ds.name} have no current "
                            f"features (first: {first}: {why}); run without --no-encode to encode them")
     if found.missing:
-        from ..pipeline import encode_videos
-        from ..video.sample import SamplerConfig
+        from vidclip.encode.pipeline import encode_videos
+        from vidclip.video.sample import SamplerConfig
 
         if found.changed:
             log(f"{features}: {len(found.changed)} videos changed since their features were encoded "
@@ -105,12 +105,12 @@ def _run_data(run_config: dict) -> dict:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from ..cli_options import model_from_args, resolve_device
-    from ..data.datasets import load_dataset
-    from ..data.feature_cache import check_whole_videos, default_features_dir
-    from ..data.synth import synthetic_model_warning
-    from ..errors import ConfigError
-    from ..fileio import atomic_write_text
+    from vidclip.cli.options import model_from_args, resolve_device
+    from vidclip.core.errors import ConfigError
+    from vidclip.core.fileio import atomic_write_text
+    from vidclip.data.datasets import load_dataset
+    from vidclip.features.cache import check_whole_videos, default_features_dir
+    from vidclip.synthetic.world import synthetic_model_warning
 
     def log(line: str) -> None:
         print(f"vidclip eval: {line}", file=sys.stderr)
@@ -121,7 +121,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     loaded = None
     if ns.checkpoint:
-        from ..models.checkpoint import load_checkpoint
+        from vidclip.models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(ns.checkpoint, device=resolve_device(ns.device))
         data = _run_data(loaded.run_config)
@@ -143,7 +143,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         features = Path(ns.features) if ns.features else default_features_dir(root, clip.identity, encode_frames)
     if num_frames <= 0 or encode_frames <= 0:
         raise ConfigError("--num-frames and --encode-frames must be positive")
-    from .evaluate import PixelSource, evaluate, format_results, zero_shot  # torch
+    from vidclip.eval.evaluate import PixelSource, evaluate, format_results, zero_shot  # torch
 
     if loaded is not None:
         ds = load_dataset(kind, root, split)
@@ -203,7 +203,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 def _check_inputs(ns: argparse.Namespace) -> None:
     """What can be checked before torch and a model load: the checkpoint and the folders given
     exist, the output file can be written, the numbers are positive."""
-    from ..errors import ConfigError, display_path
+    from vidclip.core.errors import ConfigError, display_path
 
     if ns.checkpoint and not os.path.exists(ns.checkpoint):
         raise ConfigError(f"{display_path(ns.checkpoint)}: checkpoint not found (a run dir of `vidclip train` or its "
@@ -232,7 +232,7 @@ def _check_inputs(ns: argparse.Namespace) -> None:
 def _stored_uniform_frames(features: str | None) -> int | None:
     """Frames per video of an existing uniform-sampled store at ``features`` (None otherwise):
     what zero-shot encodes missing videos with when --encode-frames is not given."""
-    from ..data.features import STORE_FILE, read_store_header
+    from vidclip.features.store import STORE_FILE, read_store_header
 
     if not features or not (Path(features) / STORE_FILE).is_file():
         return None

@@ -1,7 +1,7 @@
 """Evaluation driver: captions x videos similarity matrix -> retrieval metrics.
 
 Texts are embedded with the frozen CLIP text tower (or a trained text tower), videos with a
-temporal module from cached frame features (a :class:`~vidclip.data.features.FeatureStore`);
+temporal module from cached frame features (a :class:`~vidclip.features.store.FeatureStore`);
 modules that need pixels (``ted``) get decoded frames instead. The similarity matrix is built in
 chunks of videos (and, for pooled embeddings, of captions), so memory stays bounded at
 MSR-VTT-9k scale.
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import VidclipError
-from .metrics import dual_softmax, format_metrics_table, retrieval_metrics
+from vidclip.core.errors import VidclipError
+from vidclip.eval.metrics import dual_softmax, format_metrics_table, retrieval_metrics
 
 __all__ = [
     "VideoSource",
@@ -82,8 +82,8 @@ class PixelSource:
         return [k for k in keys if k not in self.paths]
 
     def batch(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..pipeline import Failure, decode_job
-        from ..video.sample import SamplerConfig
+        from vidclip.encode.pipeline import Failure, decode_job
+        from vidclip.video.sample import SamplerConfig
 
         sampler = SamplerConfig("uniform", num_frames=self.num_frames).to_dict()
         S, N = self.image_size, self.num_frames
@@ -252,7 +252,7 @@ def zero_shot(
     Captions are embedded once and shared by all modules. A module with trainable parameters
     would be evaluated at its random initialisation, which means nothing, so it is refused.
     """
-    from ..models.registry import create_temporal
+    from vidclip.models.temporal.registry import create_temporal
 
     text_emb = encode_captions(captions, clip)
     results = {}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import VidclipError
+from vidclip.core.errors import VidclipError
 
 __all__ = [
     "MetricsInputError",

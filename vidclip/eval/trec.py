@@ -34,7 +34,7 @@ same cut run, with unjudged (-1) documents counted as not relevant.
 Plain 4-column TREC qrels (``topic iter docid rel``) are read as one fully judged stratum.
 Run files: TREC 6-column (``topic Q0 docid rank score tag``), CSV with a header holding
 ``query_id, video_id, score`` (and optionally ``rank``), or JSONL with those keys. Files are read
-by :mod:`vidclip.textio` (a BOM dropped; numbers read strictly: ``1_000`` and JSON ``true`` are not
+by :mod:`vidclip.core.textio` (a BOM dropped; numbers read strictly: ``1_000`` and JSON ``true`` are not
 scores); relevance grades are at most :data:`MAX_RELEVANCE`.
 """
 
@@ -45,8 +45,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError, display_path
-from ..textio import CsvRows, at, parse_float, parse_int, parse_json, read_text_lines
+from vidclip.core.errors import DatasetError, display_path
+from vidclip.core.textio import CsvRows, at, parse_float, parse_int, parse_json, read_text_lines
 
 __all__ = ["Qrels", "RunEntry", "read_qrels", "read_run", "ranked", "inferred_measures", "evaluate_run",
            "format_trec_run", "METRICS"]

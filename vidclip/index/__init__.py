@@ -13,14 +13,14 @@ Entry points: :class:`~vidclip.index.search.VideoIndex` (open + search),
 ``import vidclip.index`` stays cheap.
 """
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 _EXPORTS = {
-    "VideoIndex": "search", "SearchHit": "search", "index_library": "build", "merge_index": "build",
-    "index_report": "build", "scan_library": "scan", "IndexReport": "build", "check_recall": "recall",
-    "Pooler": "pooling", "Library": "scan", "LibraryItem": "scan", "verify_index": "verify",
-    "VectorIndex": "vectors", "recall_at_k": "exact", "exact_search": "exact", "choose_design": "vectors",
-    "Catalog": "catalog", "fast_hash": "vidclip.data.identity",
+    "VideoIndex": "vidclip.index.search", "SearchHit": "vidclip.index.search", "index_library": "vidclip.index.build", "merge_index": "vidclip.index.build",
+    "index_report": "vidclip.index.build", "scan_library": "vidclip.index.scan", "IndexReport": "vidclip.index.build", "check_recall": "vidclip.index.recall",
+    "Pooler": "vidclip.features.pooling", "Library": "vidclip.index.scan", "LibraryItem": "vidclip.index.scan", "verify_index": "vidclip.index.verify",
+    "VectorIndex": "vidclip.index.vectors", "recall_at_k": "vidclip.index.exact", "exact_search": "vidclip.index.exact", "choose_design": "vidclip.index.vectors",
+    "Catalog": "vidclip.index.catalog", "fast_hash": "vidclip.features.identity",
 }
 
 

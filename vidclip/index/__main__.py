@@ -2,7 +2,7 @@
 
 import sys
 
-from ..cli import main
+from vidclip.cli.main import main
 
 argv = sys.argv[1:]
 sys.exit(main(argv if argv[:1] == ["search"] else ["index", *argv]))

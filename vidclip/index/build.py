@@ -20,7 +20,7 @@ search also drops any id the catalog does not list as indexed. A shard all of wh
 deletes (files gone) or replaces (files changed) is referenced by no row after that run's commits
 and is deleted at the end of the run, so only a killed run ever leaves an orphan.
 
-With ``engine="ray"`` (vidclip/ray_engine.py) step 1 happens on the cluster: an encoder actor
+With ``engine="ray"`` (vidclip/encode/ray_engine.py) step 1 happens on the cluster: an encoder actor
 writes a partition of ``commit_every`` videos as a shard into ``features/staging/<id>/`` (with its
 manifest, renamed into place when complete); this process, the only writer of the catalog and
 faiss, then renames that shard into ``shards/`` and does 2 and 3 exactly as above, partition by
@@ -45,11 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.features import FeatureStore, FeatureWriter
-from ..data.identity import fast_hash
-from ..errors import ConfigError, IndexMismatchError, VidclipError, display_path
-from .catalog import Catalog
-from .directory import (
+from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError, display_path
+from vidclip.features.identity import fast_hash
+from vidclip.features.pooling import Pooler
+from vidclip.features.store import FeatureStore, FeatureWriter
+from vidclip.index.catalog import Catalog
+from vidclip.index.directory import (
     CATALOG_FILE,
     FEATURES_DIR,
     _crash_point,
@@ -63,9 +64,8 @@ from .directory import (
     refuse_damage,
     remove_stale_temps,
 )
-from .pooling import Pooler
-from .scan import Library, LibraryItem, scan_library
-from .vectors import VectorIndex, choose_design
+from vidclip.index.scan import Library, LibraryItem, scan_library
+from vidclip.index.vectors import VectorIndex, choose_design
 
 COMMIT_FRAMES = 65_536  # also commit once this many frames are pending (bounds memory for long videos)
 
@@ -263,15 +263,15 @@ def index_library(
     transaction (the most a kill can cost; with Ray, the partition size). ``batch_frames``: rows of
     every encoder forward pass (the last one padded, so results do not depend on the engine).
     ``engine``: "local" (decode ``workers`` here, encode in this process) or "ray"
-    (vidclip.ray_engine; ``ray`` = its RayOptions: partitions staged under ``features/staging``
+    (vidclip.encode.ray_engine; ``ray`` = its RayOptions: partitions staged under ``features/staging``
     on the cluster, committed here in partition order).
     """
-    from ..video.sample import SamplerConfig
+    from vidclip.video.sample import SamplerConfig
 
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine: expected 'local' or 'ray', got {engine!r}")
     if engine == "ray":
-        from ..ray_engine import require_ray
+        from vidclip.encode.ray_engine import require_ray
 
         require_ray()  # a clear error before any work when Ray is not installed
     index_dir = Path(index_dir).expanduser().resolve()
@@ -316,7 +316,7 @@ def index_library(
                               batch_frames=batch_frames, commit_every=commit_every, options=ray, progress=progress)
             else:
                 if (committer.features / "staging").is_dir():  # a killed Ray run's: redone here
-                    from ..ray_engine import remove_staging
+                    from vidclip.encode.ray_engine import remove_staging
 
                     report.staging_removed = remove_staging(committer.features)
                 if todo and lazy:
@@ -340,7 +340,7 @@ def _index_locally(todo, committer: _Committer, clip, pooler: Pooler, sampler, r
     every ``commit_every`` videos (or COMMIT_FRAMES frames), in completion order."""
     if not todo:
         return
-    from ..pipeline import Failure, iter_encoded
+    from vidclip.encode.pipeline import Failure, iter_encoded
 
     by_key = {rec["abs_path"]: (rec, item) for rec, item in todo}
     items = [(rec["abs_path"], rec["abs_path"]) for rec, _ in todo]
@@ -354,7 +354,7 @@ def _index_locally(todo, committer: _Committer, clip, pooler: Pooler, sampler, r
             committer.add_failure(rec)
             report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
         else:
-            from ..pipeline import whole_video_window
+            from vidclip.encode.pipeline import whole_video_window
 
             info = result.info
             times = np.asarray(result.valid_times, dtype=np.float64)
@@ -372,10 +372,10 @@ def _index_locally(todo, committer: _Committer, clip, pooler: Pooler, sampler, r
 
 def _index_on_ray(todo, committer: _Committer, pooler: Pooler, ident_dict: dict, sampler, report: IndexReport, *,
                   backend, batch_frames, commit_every, options, progress) -> None:
-    """Encode ``todo`` on Ray (vidclip.ray_engine): one partition per ``commit_every`` videos, each
+    """Encode ``todo`` on Ray (vidclip.encode.ray_engine): one partition per ``commit_every`` videos, each
     staged as a shard by an encoder actor; here each is pooled from its stored frames and committed
     (shard adopted, one catalog transaction) in partition order."""
-    from ..ray_engine import (
+    from vidclip.encode.ray_engine import (
         RayOptions,
         StageStats,
         item_identity,

@@ -23,7 +23,7 @@ are (re)built from.
 vectors; a faiss file records the generation it was built at, so a mismatch on open means
 "stale, rebuild from the stored vectors".
 
-Content hash (:func:`vidclip.data.identity.fast_hash`): blake2b-128 over the file size (8 bytes, little endian), the
+Content hash (:func:`vidclip.features.identity.fast_hash`): blake2b-128 over the file size (8 bytes, little endian), the
 first MiB and the last MiB. Reading 2 MiB makes it cheap for any file size. It catches every
 size change and any edit to the head or tail (where containers keep their headers and index
 atoms); an edit confined to the middle of a large file that keeps the size would be missed by
@@ -43,8 +43,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..data.identity import fast_hash  # noqa: F401  (the content hash the catalog stores; re-exported)
-from ..errors import IndexMismatchError, VidclipError
+from vidclip.core.errors import IndexMismatchError, VidclipError
+from vidclip.features.identity import fast_hash  # noqa: F401  (the content hash the catalog stores; re-exported)
 
 SCHEMA_VERSION = 1
 STATUSES = ("indexed", "failed", "deleted")

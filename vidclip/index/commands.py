@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_options import add_verb_parser
-from ..errors import ConfigError, display_path
+from vidclip.cli.options import add_verb_parser
+from vidclip.core.errors import ConfigError, display_path
 
 INDEX_EPILOG = """\
 examples:
@@ -112,7 +112,7 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="try unchanged files that failed before again")
     r.add_argument("--json", action="store_true", help="print a JSON report")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    from ..cli_options import add_engine_args
+    from vidclip.cli.options import add_engine_args
 
     add_engine_args(p)
     p.set_defaults(func=cmd_index)
@@ -151,8 +151,8 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load_model(ns, stored: dict | None):
-    from ..cli_options import resolve_device
-    from ..models.clip import load_clip, load_clip_from_identity
+    from vidclip.cli.options import resolve_device
+    from vidclip.models.clip.load import load_clip, load_clip_from_identity
 
     device = resolve_device(ns.device)
     if ns.model is None and ns.pretrained is None and stored is not None:
@@ -177,7 +177,7 @@ def _names_stored_model(ns, stored: dict | None) -> bool:
 
 
 def _sampler(ns, stored: dict | None):
-    from ..video.sample import SamplerConfig
+    from vidclip.video.sample import SamplerConfig
 
     given = {k: v for k, v in (("name", ns.sampler), ("fps", ns.fps), ("window", ns.window), ("stride", ns.stride),
                                ("num_frames", ns.num_frames), ("max_frames", ns.max_frames)) if v is not None}
@@ -191,8 +191,8 @@ def _sampler(ns, stored: dict | None):
 
 
 def _stored_meta(index_dir: Path) -> dict:
-    from .catalog import Catalog
-    from .directory import CATALOG_FILE
+    from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import CATALOG_FILE
 
     if not (index_dir / CATALOG_FILE).is_file():
         return {}
@@ -210,7 +210,7 @@ def _rate(per_s: float) -> str:
 
 
 def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
-    from ..cli_options import print_json
+    from vidclip.cli.options import print_json
 
     for f in report.failed:
         print(f"vidclip {verb}: {display_path(f['path'])}: {display_path(f['reason'])}", file=sys.stderr)
@@ -242,8 +242,8 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
 
 
 def cmd_index(ns: argparse.Namespace) -> int:
-    from ..cli_options import print_json
-    from .build import index_library, index_report, merge_index
+    from vidclip.cli.options import print_json
+    from vidclip.index.build import index_library, index_report, merge_index
 
     modes = [m for m in (ns.library, ns.merge, ns.report, ns.check_recall, ns.verify) if m is not None]
     if len(modes) != 1:
@@ -284,9 +284,9 @@ def cmd_index(ns: argparse.Namespace) -> int:
             raise ConfigError(f"{name} must be positive, got {value}")
     if ns.temporal not in (None, "mean") and not Path(ns.temporal).expanduser().exists():
         raise ConfigError(f"--temporal {ns.temporal}: neither 'mean' nor an existing checkpoint file / run dir")
-    from ..cli_options import ray_options_from_args
-    from .directory import check_index_path, refuse_damage
-    from .scan import scan_library
+    from vidclip.cli.options import ray_options_from_args
+    from vidclip.index.directory import check_index_path, refuse_damage
+    from vidclip.index.scan import scan_library
 
     ray = ray_options_from_args(ns)
     check_index_path(index_dir)
@@ -307,7 +307,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if random_weights:
         print("vidclip index: note: the model has RANDOM weights; the index is for testing only, search results "
               "are not meaningful.", file=sys.stderr)
-    from ..data.synth import synthetic_model_warning
+    from vidclip.synthetic.world import synthetic_model_warning
 
     warning = synthetic_model_warning(str(name), ns.library)
     if warning:
@@ -326,8 +326,8 @@ def cmd_index(ns: argparse.Namespace) -> int:
 
 
 def _verify(ns: argparse.Namespace) -> int:
-    from ..cli_options import print_json
-    from .verify import verify_index
+    from vidclip.cli.options import print_json
+    from vidclip.index.verify import verify_index
 
     result = verify_index(ns.verify)
     if ns.json:
@@ -344,8 +344,8 @@ def _verify(ns: argparse.Namespace) -> int:
 
 
 def _check_recall(ns: argparse.Namespace) -> int:
-    from ..cli_options import print_json
-    from .recall import check_recall
+    from vidclip.cli.options import print_json
+    from vidclip.index.recall import check_recall
 
     if ns.min_recall is not None and not 0.0 <= ns.min_recall <= 1.0:
         raise ConfigError(f"--min-recall must be within [0, 1], got {ns.min_recall}")
@@ -360,8 +360,8 @@ def _check_recall(ns: argparse.Namespace) -> int:
             raise ConfigError(f"--query-texts {path}: no non-empty lines")
         meta = _stored_meta(Path(ns.check_recall))
         if meta.get("model"):
-            from ..cli_options import resolve_device
-            from ..models.clip import load_clip_from_identity
+            from vidclip.cli.options import resolve_device
+            from vidclip.models.clip.load import load_clip_from_identity
 
             clip = load_clip_from_identity(meta["model"], device=resolve_device(ns.device))
     result = check_recall(ns.check_recall, k=ns.k, num_queries=ns.queries, seed=ns.seed, texts=texts, clip=clip,
@@ -415,8 +415,8 @@ def _read_queries(path: Path) -> list[tuple[str | None, str]]:
 def cmd_search(ns: argparse.Namespace) -> int:
     import json
 
-    from ..cli_options import print_json, resolve_device
-    from .search import MAX_RERANK, VideoIndex
+    from vidclip.cli.options import print_json, resolve_device
+    from vidclip.index.search import MAX_RERANK, VideoIndex
 
     query = " ".join(ns.query or []).strip()
     given = [name for name, value in (("QUERY", query), ("--queries", ns.queries), ("--image", ns.image),
@@ -433,7 +433,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
         if value is not None and not Path(value).is_file():
             what = "a folder, not a file" if Path(value).is_dir() else "no such file"
             raise ConfigError(f"{name} {display_path(value)}: {what}")
-    from .directory import require_index
+    from vidclip.index.directory import require_index
 
     index_dir = require_index(ns.index)  # before resolve_device imports torch and the model loads
     index = VideoIndex.open(index_dir, device=resolve_device(ns.device))
@@ -444,7 +444,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
             if random_weights:
                 print("vidclip search: note: the index's model has RANDOM weights; rankings are not meaningful.",
                       file=sys.stderr)
-            from ..data.synth import synthetic_model_warning
+            from vidclip.synthetic.world import synthetic_model_warning
 
             warning = synthetic_model_warning(str(index.identity.get("name")), index.library_root)
             if warning:

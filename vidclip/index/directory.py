@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..data.features import (
+from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError, display_path
+from vidclip.features.store import (
     SHARDS_DIR,
     STORE_FILE,
     FeatureStore,
@@ -40,10 +41,9 @@ from ..data.features import (
     read_store_header,
     write_store_header,
 )
-from ..errors import ConfigError, IndexMismatchError, VidclipError, display_path
-from .catalog import Catalog
-from .exact import sample_chunks
-from .vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design
+from vidclip.index.catalog import Catalog
+from vidclip.index.exact import sample_chunks
+from vidclip.index.vectors import DEFAULT_FLAT_MAX, VectorIndex, choose_design
 
 log = logging.getLogger(__name__)
 

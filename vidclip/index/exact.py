@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError
+from vidclip.core.errors import ConfigError
 
 CHUNK_ROWS = 65_536  # rows per step of a chunk source / normalised at a time: bounds the temporary copy
 

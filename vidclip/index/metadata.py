@@ -20,7 +20,7 @@ The sidecar of ``clip.mp4`` is ``clip.json`` (same stem). The ``--metadata FILE`
 is, :func:`vidclip.index.scan.scan_library`) and one column per key. CSV cells are text (CSV has
 no types; ``2023`` stays ``"2023"``); an empty cell means the key is absent for that video.
 
-Errors are :class:`vidclip.errors.DatasetError`, one line naming the file, the line and the key.
+Errors are :class:`vidclip.core.errors.DatasetError`, one line naming the file, the line and the key.
 No torch.
 """
 
@@ -34,7 +34,7 @@ import re
 import stat
 from pathlib import Path
 
-from vidclip.errors import DatasetError, display_path
+from vidclip.core.errors import DatasetError, display_path
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -223,7 +223,7 @@ def read_metadata_csv(path) -> dict[Path, dict[str, str]]:
             name, an empty or repeated path, a row with more cells than the header, not UTF-8,
             a malformed CSV line.
     """
-    from .scan import _item  # the library CSV's path resolution, shared so both agree
+    from vidclip.index.scan import _item  # the library CSV's path resolution, shared so both agree
 
     csv_path = Path(path).expanduser().resolve()
     where = display_path(csv_path)

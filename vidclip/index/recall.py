@@ -14,13 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.features import FeatureStore
-from ..errors import ConfigError, IndexMismatchError, VidclipError
-from .catalog import Catalog
-from .directory import CATALOG_FILE, FEATURES_DIR, _is_index_dir, _sync_faiss
-from .exact import recall_at_k
-from .pooling import Pooler
-from .vectors import VectorIndex
+from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError
+from vidclip.features.pooling import Pooler
+from vidclip.features.store import FeatureStore
+from vidclip.index.catalog import Catalog
+from vidclip.index.directory import CATALOG_FILE, FEATURES_DIR, _is_index_dir, _sync_faiss
+from vidclip.index.exact import recall_at_k
+from vidclip.index.vectors import VectorIndex
 
 RECALL_QUERIES = 200  # default number of queries of check_recall
 RECALL_TIE_TOL = 1e-6  # cosine gap below which a result ties with the exact k-th one (float rounding)
@@ -142,7 +142,7 @@ def check_recall(
 def _text_queries(catalog: Catalog, model: dict, texts: list[str], clip) -> np.ndarray:
     """Text embeddings [Q, D] as search computes them (the index's model; a checkpoint's text tower)."""
     if clip is None:
-        from ..models.clip import load_clip_from_identity
+        from vidclip.models.clip.load import load_clip_from_identity
 
         clip = load_clip_from_identity(model)
     elif clip.identity.key() != catalog.get_meta("model_key"):

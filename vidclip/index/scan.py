@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError, display_path
-from ..textio import CsvRows, read_text_lines
+from vidclip.core.errors import DatasetError, display_path
+from vidclip.core.textio import CsvRows, read_text_lines
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Library:
 
 
 def _video_extensions() -> tuple[str, ...]:
-    from ..pipeline import VIDEO_EXTENSIONS
+    from vidclip.encode.pipeline import VIDEO_EXTENSIONS
 
     return VIDEO_EXTENSIONS
 
@@ -57,7 +57,7 @@ def scan_library(spec: str | os.PathLike) -> Library:
     recorded as failed, not silently dropped)."""
     spec_path = Path(spec).expanduser().resolve()
     if spec_path.is_dir():
-        from ..video.files import find_videos
+        from vidclip.video.files import find_videos
 
         found, problems = find_videos([spec_path])
         items = [_item(spec_path, key) for key, _ in found]

@@ -10,7 +10,7 @@ similarity and needs no margin to tune. ``segments=True`` ranks the windows them
 
 Two stages (``rerank=N``): the first stage's top ``max(N, k)`` candidates (videos, or windows
 with ``segments=True``) are re-scored on their stored frames as CLIPRerank does
-(:mod:`vidclip.rerank.core`, arXiv 2401.08449): ``M = pool_t cos(query, frame_t)`` (``max`` by
+(:mod:`vidclip.retrieval.fusion`, arXiv 2401.08449): ``M = pool_t cos(query, frame_t)`` (``max`` by
 default), fused ``S = alpha * norm(S_1) + (1 - alpha) * norm(M)`` (alpha weighs the first stage,
 as in the paper) with alpha 0.4 and ``minmax`` normalisation over the candidates (the ``vidclip
 rerank`` defaults; BENCHMARKS.md *Rerank* says why minmax), re-sorted, cut to k. ``S_1`` is what
@@ -40,11 +40,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.features import FeatureStore
-from ..errors import ConfigError, IndexMismatchError, VidclipError, VideoDecodeError, display_path
-from ..rerank.core import NORMS, parse_pool, pool_scores, rerank_topic
-from .catalog import Catalog
-from .directory import (
+from vidclip.core.errors import (
+    ConfigError,
+    IndexMismatchError,
+    VidclipError,
+    VideoDecodeError,
+    display_path,
+)
+from vidclip.features.pooling import Pooler
+from vidclip.features.store import FeatureStore
+from vidclip.index.catalog import Catalog
+from vidclip.index.directory import (
     CATALOG_FILE,
     FEATURES_DIR,
     _DirLock,
@@ -52,9 +58,9 @@ from .directory import (
     _sync_faiss,
     remove_stale_temps,
 )
-from .exact import l2_normalize
-from .pooling import Pooler
-from .vectors import VectorIndex
+from vidclip.index.exact import l2_normalize
+from vidclip.index.vectors import VectorIndex
+from vidclip.retrieval.fusion import NORMS, parse_pool, pool_scores, rerank_topic
 
 # Most candidates a two-stage search re-scores on their frames: 1000 x ~300 frames (5-minute
 # videos at 1 fps) is 300k frames, ~0.3 GB of fp16 rows read at D = 512 (scored in chunks, so not
@@ -121,7 +127,7 @@ class VideoIndex:
             catalog.close()
             raise VidclipError(f"{index_dir}: the index holds no videos yet (no model recorded)")
         if clip is None:
-            from ..models.clip import load_clip_from_identity
+            from vidclip.models.clip.load import load_clip_from_identity
 
             clip = load_clip_from_identity(model, **({"device": device} if device else {}))
         elif clip.identity.key() != catalog.get_meta("model_key"):
@@ -263,7 +269,7 @@ class VideoIndex:
         """Top-k videos (or windows, ``segments=True``) for a text query, best first.
 
         ``rerank=N`` (0..MAX_RERANK): re-score the first stage's top max(N, k) on their stored
-        frames and fuse (``pool``, ``alpha``, ``norm`` as :func:`vidclip.rerank.core.fuse`: ``alpha``
+        frames and fuse (``pool``, ``alpha``, ``norm`` as :func:`vidclip.retrieval.fusion.fuse`: ``alpha``
         weighs the first-stage score, ``1 - alpha`` the frame score).
         """
         if not isinstance(query, str) or not query.strip():
@@ -303,8 +309,8 @@ class VideoIndex:
         The video's frames are pooled as the index pools its own; an indexed video finds itself
         first (score ~1). A file that cannot be decoded is a VideoDecodeError naming it.
         """
-        from ..pipeline import Failure, iter_encoded
-        from ..video.sample import SamplerConfig
+        from vidclip.encode.pipeline import Failure, iter_encoded
+        from vidclip.video.sample import SamplerConfig
 
         opts = self._rerank_options(k, rerank, pool, alpha, norm)
         p = Path(path).expanduser()
@@ -324,7 +330,7 @@ class VideoIndex:
 
     def _encode_frames(self, frames) -> np.ndarray:
         """uint8 [N, H, W, 3] torch frames -> raw CLIP embeddings float32 [N, D], resized as indexing does."""
-        from ..video.preprocess import resize_center_crop
+        from vidclip.models.clip.preprocess import resize_center_crop
 
         small = resize_center_crop(frames, self.clip.image_size)  # what the decode workers hand the encoder
         return self.clip.encode_frames(small.to(self.clip.device)).float().cpu().numpy()
@@ -454,7 +460,7 @@ def load_query_image(image, *, max_pixels: int | None = None, min_side: int | No
 
     ``min_side`` (the model's input side S): a picture of at least (2 * ``REDUCING_GAP`` * S)^2
     pixels (1344^2 for S = 224) whose shorter side is over S comes back already resized to a
-    shorter side of S, as :func:`~vidclip.video.preprocess.resize_center_crop` would (JPEG decoded
+    shorter side of S, as :func:`~vidclip.models.clip.preprocess.resize_center_crop` would (JPEG decoded
     at 1/2, 1/4 or 1/8 scale, then PIL's resize with ``reducing_gap``), so an 8K picture holds
     ~100 MB only while it is decoded, not the ~470 MB of full-size copies. Smaller ones, and all
     with None, come back at full size.
@@ -463,7 +469,7 @@ def load_query_image(image, *, max_pixels: int | None = None, min_side: int | No
 
     from PIL import Image
 
-    from ..video.reader import max_pixels_limit
+    from vidclip.video.reader import max_pixels_limit
 
     limit = max_pixels_limit(max_pixels)
     if isinstance(image, Image.Image):
@@ -504,11 +510,11 @@ REDUCING_GAP = 3.0
 
 def _shrunk(img, min_side: int, may_draft: bool):
     """``img`` (not yet loaded unless the caller's) resized to a shorter side of ``min_side`` as
-    :func:`~vidclip.video.preprocess.resize_center_crop` would (RGB, bicubic) when it is big (see
+    :func:`~vidclip.models.clip.preprocess.resize_center_crop` would (RGB, bicubic) when it is big (see
     load_query_image); else ``img`` itself. The copy keeps ``img.info``, so its EXIF orientation."""
     from PIL import Image
 
-    from ..video.preprocess import resized_shape
+    from vidclip.models.clip.preprocess import resized_shape
 
     w, h = img.size
     want = int(np.ceil(REDUCING_GAP * min_side))

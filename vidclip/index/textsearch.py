@@ -43,7 +43,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from vidclip.errors import BackendUnavailableError, ConfigError
+from vidclip.core.errors import BackendUnavailableError, ConfigError
 
 __all__ = [
     "KINDS",

@@ -55,8 +55,8 @@ from typing import Callable, Iterable, Iterator
 import faiss
 import numpy as np
 
-from ..errors import ConfigError, IndexMismatchError, VidclipError
-from .exact import exact_search, l2_normalize, sample_chunks
+from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError
+from vidclip.index.exact import exact_search, l2_normalize, sample_chunks
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import VidclipError, display_path
-from .catalog import Catalog
-from .directory import (
+from vidclip.core.errors import VidclipError, display_path
+from vidclip.index.catalog import Catalog
+from vidclip.index.directory import (
     CATALOG_FILE,
     FEATURES_DIR,
     _DirLock,
@@ -33,7 +33,7 @@ from .directory import (
     mark_lost_frames,
     remove_stale_temps,
 )
-from .vectors import VectorIndex
+from vidclip.index.vectors import VectorIndex
 
 
 def verify_index(index_dir: str | os.PathLike) -> dict:

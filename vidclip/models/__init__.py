@@ -8,18 +8,18 @@ are only imported when a model is actually loaded).
 
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 _EXPORTS = {
-    "ModelIdentity": "vidclip.models.clip",
-    "FrozenCLIP": "vidclip.models.clip",
-    "load_clip": "vidclip.models.clip",
-    "load_clip_from_identity": "vidclip.models.clip",
-    "list_models": "vidclip.models.clip",
-    "create_temporal": "vidclip.models.registry",
-    "list_temporal": "vidclip.models.registry",
-    "register_temporal": "vidclip.models.registry",
-    "TemporalModule": "vidclip.models.temporal",
+    "ModelIdentity": "vidclip.models.clip.load",
+    "FrozenCLIP": "vidclip.models.clip.load",
+    "load_clip": "vidclip.models.clip.load",
+    "load_clip_from_identity": "vidclip.models.clip.load",
+    "list_models": "vidclip.models.clip.load",
+    "create_temporal": "vidclip.models.temporal.registry",
+    "list_temporal": "vidclip.models.temporal.registry",
+    "register_temporal": "vidclip.models.temporal.registry",
+    "TemporalModule": "vidclip.models.temporal.base",
     "ModelConfig": "vidclip.models.checkpoint",
     "LoadedCheckpoint": "vidclip.models.checkpoint",
     "load_checkpoint": "vidclip.models.checkpoint",

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, VidclipError
-from ..fileio import atomic_path
+from vidclip.core.errors import ConfigError, VidclipError
+from vidclip.core.fileio import atomic_path
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -136,14 +136,14 @@ class TextTower(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # FrozenCLIP's own text path (EOT pooling, HF attention mask), run on the trainable copy.
-        from .clip import text_features_from_ids
+        from vidclip.models.clip.load import text_features_from_ids
 
         return text_features_from_ids(self.net, self.family, ids, pad_id=self.pad_id, eos_id=self.eos_id)
 
 
 def build_temporal(model_cfg: ModelConfig, clip) -> nn.Module:
     """``create_temporal`` from a config's model section (module name, embed dim, max frames, extra args)."""
-    from .registry import create_temporal, list_temporal
+    from vidclip.models.temporal.registry import create_temporal, list_temporal
 
     name = model_cfg.temporal
     if name not in list_temporal():
@@ -229,7 +229,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None,
     CLIP2Video / X-Pool file (``source=``, or a torch pickle file) is converted in memory by
     :func:`load_official` (it needs ``clip``).
     """
-    from .convert import conform_converted, is_official_checkpoint
+    from vidclip.models.convert import conform_converted, is_official_checkpoint
 
     if source is not None or is_official_checkpoint(path):
         return load_official(path, source, clip=clip, device=device)
@@ -248,7 +248,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu", clip=None,
     model_cfg = model_config_from_dict(run_config["model"], where=f"{p} (metadata)")
     ident = meta.get("clip_identity") or {}
     if clip is None:
-        from .clip import load_clip
+        from vidclip.models.clip.load import load_clip
 
         pretrained = resolve_in_run(model_cfg.pretrained, p.parent)
         if pretrained is None and ident.get("random_weights"):
@@ -320,7 +320,12 @@ def load_official(path: str | os.PathLike, source: str | None = None, *, clip: A
     ``vidclip convert-checkpoint`` exported it); when it is not the checkpoint's CLIP a warning
     says that the results are not the official model's.
     """
-    from .convert import build_converted_temporal, clip_matches, convert_state, read_official_state
+    from vidclip.models.convert import (
+        build_converted_temporal,
+        clip_matches,
+        convert_state,
+        read_official_state,
+    )
 
     p = Path(path)
     conv = convert_state(read_official_state(p), source, xpool_heads=xpool_heads, drop_tab=drop_tab, where=str(p))

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from .registry import create_temporal
+from vidclip.core.errors import ConfigError
+from vidclip.models.temporal.registry import create_temporal
 
 if TYPE_CHECKING:  # torch is imported where it is used: checking a file's format needs none
     import torch
@@ -380,7 +380,7 @@ def convert_state(state: dict[str, torch.Tensor], source: str | None = None, *, 
 def conform_converted(temporal: nn.Module, spec: dict) -> None:
     """Give a converted module's transformer blocks the official numerics (not in the state dict):
     QuickGELU, LayerNorm eps; and check their head count. ``spec`` from ConvertedState.spec()."""
-    from .temporal_transformer import QuickGELU
+    from vidclip.models.temporal.transformer import QuickGELU
 
     heads, eps = spec.get("block_heads"), spec.get("block_ln_eps")
     if heads is None:
@@ -452,7 +452,7 @@ def clip_architecture(sd: dict[str, torch.Tensor]) -> str:
     """
     import open_clip
 
-    from .clip_config import CONFIG_DIR, register_config_dir
+    from vidclip.models.clip.identity import CONFIG_DIR, register_config_dir
 
     register_config_dir(CONFIG_DIR)
     dims = _openai_dims(sd)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, display_path
-from ..fileio import atomic_path
+from vidclip.core.errors import ConfigError, display_path
+from vidclip.core.fileio import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +49,7 @@ class VideoClassifier:
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[N, C] float32, computed in float64: the same numbers whatever the memory layout of the
         tensors (a loaded file's are laid out differently, and float32 BLAS paths differ in the last bit)."""
-        from .fewshot import method_logits
+        from vidclip.recognition.fewshot import method_logits
 
         state = {k: v.double() if v.is_floating_point() else v for k, v in self.tensors.items()}
         return method_logits(self.method, features.double(), self.text_weights.double(), state, self.params).float()
@@ -242,7 +242,7 @@ def load_classifier(path: str | os.PathLike) -> VideoClassifier:
 
 def check_model(classifier: VideoClassifier, identity, where: str) -> None:
     """Refuse a classifier fitted with another CLIP than ``identity`` (a ModelIdentity)."""
-    from ..models.clip import ModelIdentity
+    from vidclip.models.clip.load import ModelIdentity
 
     try:
         theirs = ModelIdentity.from_dict(classifier.model)

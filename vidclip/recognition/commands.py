@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_options import (
+from vidclip.cli.options import (
     add_model_args,
     add_sampler_args,
     model_from_args,
     print_json,
     sampler_from_args,
 )
-from ..errors import ConfigError
+from vidclip.core.errors import ConfigError
 
 EPILOG = """examples:
   vidclip classify clip.mp4 videos/ --classes classes.txt --model vidclip-synth     # top-5 labels per video
@@ -81,7 +81,7 @@ def add_classify_parser(sub) -> None:
 
 
 def cmd_classify(ns: argparse.Namespace) -> int:
-    from ..recognition.run import ClassifyRequest, classify, plan_classify  # no torch yet
+    from vidclip.recognition.run import ClassifyRequest, classify, plan_classify  # no torch yet
 
     if ns.sampler != "uniform":
         raise ConfigError("--sampler: classification pools a fixed number of frames; use uniform with --num-frames")

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError, display_path
-from ..textio import CsvRows, parse_float, read_text_lines
+from vidclip.core.errors import DatasetError, display_path
+from vidclip.core.textio import CsvRows, parse_float, read_text_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 LAYOUTS = ("auto", "folder", "ucf101", "hmdb51", "kinetics", "csv")

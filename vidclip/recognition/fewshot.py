@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ..errors import ConfigError
+from vidclip.core.errors import ConfigError
 
 LOGIT_SCALE = 100.0
 METHODS = ("tip", "tip-f", "gda", "proker", "ape", "linear")

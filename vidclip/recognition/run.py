@@ -1,9 +1,9 @@
 """What ``vidclip classify`` does: encode videos once, pool them, fit or load a classifier, score.
 
 Frame features go through the project's encode pipeline into a feature store
-(:func:`vidclip.pipeline.encode_videos`), keyed by the video's absolute path, so a second run (or
+(:func:`vidclip.encode.pipeline.encode_videos`), keyed by the video's absolute path, so a second run (or
 another method on the same videos) decodes nothing. Stored features are reused only while they
-are still from the same file, model and sampler (:func:`vidclip.data.feature_cache.check_features`,
+are still from the same file, model and sampler (:func:`vidclip.features.cache.check_features`,
 as training and evaluation): a video replaced at the same path is encoded again. Video features are pooled from the stored
 frames by the temporal module: ``mean`` (normalised mean of normalised frames) or a ``vidclip
 train`` checkpoint's module, then L2-normalised. With a checkpoint whose text tower was
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, display_path
-from .classifier import VideoClassifier
-from .datasets import LabeledVideos, clean_class_name
-from .zeroshot import DEFAULT_TEMPLATES, text_classifier
+from vidclip.core.errors import ConfigError, display_path
+from vidclip.recognition.classifier import VideoClassifier
+from vidclip.recognition.datasets import LabeledVideos, clean_class_name
+from vidclip.recognition.zeroshot import DEFAULT_TEMPLATES, text_classifier
 
 if TYPE_CHECKING:  # torch loads in the functions that need it: plan_classify checks inputs before it
     import torch
@@ -61,7 +61,7 @@ class Pooler:
         path = temporal_path(temporal)
         if path is None:
             return cls({"name": "mean"})
-        from ..models.checkpoint import load_checkpoint
+        from vidclip.models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path, clip=clip, device=str(clip.device))
         module = loaded.model.temporal
@@ -85,7 +85,7 @@ class Pooler:
     def pool(self, store, keys: list[str], batch: int = 256) -> torch.Tensor:
         import torch
 
-        from ..models.temporal import l2_normalize, masked_mean
+        from vidclip.models.temporal.base import l2_normalize, masked_mean
 
         out = []
         with torch.no_grad():
@@ -119,9 +119,9 @@ class Featurizer:
 
     def features(self, paths: list[str], desc: str = "encode") -> tuple[torch.Tensor, np.ndarray]:
         """(features [M, D] of the good videos, bool mask [len(paths)] of which were good)."""
-        from ..data.feature_cache import check_features
-        from ..data.features import FeatureStore
-        from ..pipeline import encode_videos
+        from vidclip.encode.pipeline import encode_videos
+        from vidclip.features.cache import check_features
+        from vidclip.features.store import FeatureStore
 
         keys = [str(Path(p).resolve()) for p in paths]
         # The training/eval check: refuses another model's or sampler's store, and reports (and
@@ -177,7 +177,7 @@ def fit_few_shot(base: VideoClassifier, method: str, F: torch.Tensor, y: torch.T
     Hyper-parameters are searched on ``val`` when given, else on a split carved from the shots
     (:func:`carve_validation`) and then refitted on all shots; never on the test set.
     """
-    from .fewshot import fit
+    from vidclip.recognition.fewshot import fit
 
     C = len(base.classes)
     y = y.long()
@@ -238,7 +238,7 @@ def write_confusion_png(confusion: list[list[int]], classes: list[str], path: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fileio import atomic_path
+    from vidclip.core.fileio import atomic_path
 
     conf = np.asarray(confusion, dtype=np.float64)
     rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
@@ -342,15 +342,15 @@ def plan_classify(req: ClassifyRequest, log=print) -> ClassifyPlan:
     ``--train`` or ``--val``, with the count, and a one-class problem, whose accuracy is
     trivially 100%.
     """
-    from .classifier import check_classifier_file
-    from .datasets import (
+    from vidclip.recognition.classifier import check_classifier_file
+    from vidclip.recognition.datasets import (
         dataset_classes,
         read_class_list,
         read_class_names,
         read_split,
         sample_shots,
     )
-    from .zeroshot import read_templates
+    from vidclip.recognition.zeroshot import read_templates
 
     def warn(message: str) -> None:
         plan.warnings.append(message)
@@ -419,7 +419,7 @@ def plan_classify(req: ClassifyRequest, log=print) -> ClassifyPlan:
                      f"them among the {len(plan.shots.items)} shots drawn): the test accuracy is not a held-out "
                      "measure")
     elif req.inputs:
-        from ..pipeline import collect_videos
+        from vidclip.encode.pipeline import collect_videos
 
         plan.inputs = collect_videos(req.inputs)
         if not plan.inputs:
@@ -445,7 +445,7 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
 
     ``plan``: :func:`plan_classify`'s (made here when None), checked before the model was loaded.
     """
-    from .classifier import check_model, load_classifier
+    from vidclip.recognition.classifier import check_model, load_classifier
 
     plan = plan if plan is not None else plan_classify(req, log)
     pooler = Pooler.create(req.temporal, clip)

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
-from ..textio import parse_json, read_text, split_lines
+from vidclip.core.errors import ConfigError
+from vidclip.core.textio import parse_json, read_text, split_lines
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +61,7 @@ def text_classifier(clip, class_names: list[str], templates=DEFAULT_TEMPLATES, t
         if text_tower is None:
             emb = clip.encode_text(prompts).float().cpu()
         else:
-            from ..eval.evaluate import encode_captions
+            from vidclip.eval.evaluate import encode_captions
 
             emb = encode_captions(prompts, clip, text_tower)
     emb = torch.nn.functional.normalize(emb, dim=-1).reshape(len(class_names), len(templates), -1)

@@ -1,6 +1,6 @@
 """vidclip.rerank: CLIPRerank (arXiv 2401.08449) of another system's result lists, at shot level.
 
-:mod:`~vidclip.rerank.core` holds the math (frame scores, pooling, per-topic normalisation,
+:mod:`~vidclip.retrieval.fusion` holds the math (frame scores, pooling, per-topic normalisation,
 fusion), :mod:`~vidclip.rerank.inputs` the topic and shot-mapping readers,
 :mod:`~vidclip.rerank.frames` where candidates' frames come from (a library index's stored
 embeddings, or videos decoded and encoded on the fly into a cached feature store) and
@@ -8,12 +8,12 @@ embeddings, or videos decoded and encoded on the fly into a cached feature store
 Imported lazily so that ``import vidclip.rerank`` stays cheap.
 """
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 _EXPORTS = {
-    "pool_scores": "core", "normalize": "core", "fuse": "core", "rerank_topic": "core", "FrameBank": "core",
-    "parse_pool": "core", "read_topics": "inputs", "read_mapping": "inputs", "rerank_run": "run",
-    "RerankConfig": "run",
+    "pool_scores": "vidclip.retrieval.fusion", "normalize": "vidclip.retrieval.fusion", "fuse": "vidclip.retrieval.fusion", "rerank_topic": "vidclip.retrieval.fusion", "FrameBank": "vidclip.retrieval.fusion",
+    "parse_pool": "vidclip.retrieval.fusion", "read_topics": "vidclip.rerank.inputs", "read_mapping": "vidclip.rerank.inputs", "rerank_run": "vidclip.rerank.run",
+    "RerankConfig": "vidclip.rerank.run",
 }
 
 __getattr__ = lazy_getattr(globals(), _EXPORTS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_options import (
+from vidclip.cli.options import (
     add_model_args,
     add_sampler_args,
     model_from_args,
@@ -41,7 +41,7 @@ def add_trec_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_trec_eval(ns: argparse.Namespace) -> int:
-    from ..eval.trec import METRICS, evaluate_run, read_qrels, read_run
+    from vidclip.eval.trec import METRICS, evaluate_run, read_qrels, read_run
 
     result = evaluate_run(read_run(ns.run), read_qrels(ns.qrels), ns.depth)
     if ns.json:  # per_topic is always in the JSON: scripts read it
@@ -114,8 +114,8 @@ def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_rerank(ns: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from .run import RerankConfig, read_inputs, rerank_run
+    from vidclip.core.errors import ConfigError
+    from vidclip.rerank.run import RerankConfig, read_inputs, rerank_run
 
     # Every check before the model: options, OUT's path, and all input files read (no torch yet).
     if ns.tune and not ns.qrels:
@@ -124,7 +124,7 @@ def cmd_rerank(ns: argparse.Namespace) -> int:
         raise ConfigError("give --index DIR or --videos MAP (see vidclip rerank --help)")
     if ns.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {ns.workers}")
-    from ..video.header import BACKEND_CHOICES
+    from vidclip.video.header import BACKEND_CHOICES
 
     if ns.backend not in BACKEND_CHOICES:
         raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {ns.backend!r}")

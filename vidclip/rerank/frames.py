@@ -5,7 +5,7 @@ index`` directory by key, path or a metadata column; frames and their timestamps
 index's feature shards (memory-mapped, no decoding).
 
 ``bank_from_videos``: the mapping's videos are decoded and encoded with the existing pipeline
-(:func:`vidclip.pipeline.encode_videos`) into a feature store used as a disk cache, keyed by the
+(:func:`vidclip.encode.pipeline.encode_videos`) into a feature store used as a disk cache, keyed by the
 file's absolute path, size and mtime; a second rerank of the same candidates decodes nothing.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.features import SHARDS_DIR, FeatureStore
-from ..errors import DatasetError, VidclipError, display_path
-from .core import FrameBank
-from .inputs import Shot
+from vidclip.core.errors import DatasetError, VidclipError, display_path
+from vidclip.features.store import SHARDS_DIR, FeatureStore
+from vidclip.rerank.inputs import Shot
+from vidclip.retrieval.fusion import FrameBank
 
 CATALOG_FILE = "catalog.sqlite"  # layout of a library index directory (vidclip/index)
 FEATURES_DIR = "features"
@@ -91,7 +91,7 @@ def bank_from_index(index_dir: str | os.PathLike, docids: list[str], shots: dict
     ``key``, ``path`` (relative or absolute), ``meta:COLUMN`` (a metadata column of a CSV library)
     or ``auto`` (path, key, then file stem).
     """
-    from ..index.catalog import Catalog
+    from vidclip.index.catalog import Catalog
 
     index_dir = check_index_dir(index_dir, match)
     catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
@@ -149,10 +149,10 @@ def bank_from_videos(docids: list[str], shots: dict[str, Shot], mapping_base: Pa
                      cache_dir: str | os.PathLike | None = None, workers: int = 2, backend: str = "auto",
                      progress: bool | str = False) -> tuple[FrameBank, BankStats]:
     """Frames of ``docids`` by decoding and encoding the mapped videos (cached in a feature store).
-    ``progress``: the encoding bar (a string: its label), as :func:`vidclip.pipeline.encode_videos`."""
+    ``progress``: the encoding bar (a string: its label), as :func:`vidclip.encode.pipeline.encode_videos`."""
     import time
 
-    from ..pipeline import encode_videos
+    from vidclip.encode.pipeline import encode_videos
 
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir else default_cache_dir(clip.identity.key(), sampler.to_dict())

@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DatasetError, display_path
-from ..textio import CsvRows, at, parse_float, parse_json, read_text_lines
+from vidclip.core.errors import DatasetError, display_path
+from vidclip.core.textio import CsvRows, at, parse_float, parse_json, read_text_lines
 
 _ID_KEYS = ("topic", "query_id", "id")
 _TEXT_KEYS = ("text", "query", "title")

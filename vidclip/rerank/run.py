@@ -12,7 +12,7 @@ Policies (documented in README, *Rerank results from another system*):
   ``n + 1 - rank`` (strictly descending), so every evaluator, which re-sorts by score, reads
   exactly this order (the fused values are per-topic normalised and not comparable across topics).
   Temp files of an earlier write of OUT that was killed (``.OUT.<hex>.tmp``) are deleted before
-  writing (:func:`vidclip.fileio.clean_stale_temps`: only ours, only when no live writer holds one).
+  writing (:func:`vidclip.core.fileio.clean_stale_temps`: only ours, only when no live writer holds one).
 
 Checks come first: :func:`read_inputs` checks the options and OUT's path and reads every input
 file before any model is loaded (or torch imported), so a bad input is refused at once.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, VidclipError, display_path
-from ..eval.trec import Qrels, evaluate_run, format_trec_run, ranked, read_qrels, read_run
-from ..fileio import atomic_write_text, check_output_file, clean_stale_temps
-from .core import NORMS, FrameBank, candidate_scores, parse_pool, rerank_topic
-from .inputs import Shot, read_mapping, read_topics
+from vidclip.core.errors import ConfigError, DatasetError, VidclipError, display_path
+from vidclip.core.fileio import atomic_write_text, check_output_file, clean_stale_temps
+from vidclip.eval.trec import Qrels, evaluate_run, format_trec_run, ranked, read_qrels, read_run
+from vidclip.rerank.inputs import Shot, read_mapping, read_topics
+from vidclip.retrieval.fusion import NORMS, FrameBank, candidate_scores, parse_pool, rerank_topic
 
 TUNE_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TUNE_POOLS = ("max", "mean", "topk:3")
@@ -101,7 +101,7 @@ def read_inputs(run_path, topics_path, out_path, *, cfg: RerankConfig, index_dir
         if given is not None and Path(given).expanduser().resolve() == out.resolve():
             raise ConfigError(f"--out {display_path(out)} is the {option} file; write the reranked run elsewhere")
     if index_dir is not None:
-        from .frames import check_index_dir
+        from vidclip.rerank.frames import check_index_dir
 
         check_index_dir(index_dir, match)
     orders, scores, topics = load_inputs(run_path, topics_path)
@@ -185,12 +185,12 @@ def rerank_run(run_path, topics_path, out_path, *, cfg: RerankConfig, index_dir=
     base = Path(mapping_path).resolve().parent if mapping_path is not None else None
     heads = list(dict.fromkeys(d for t in orders for d in orders[t][:cfg.depth]))
     if index_dir is not None:
-        from .frames import bank_from_index
+        from vidclip.rerank.frames import bank_from_index
 
         _stage(progress, f"reading the stored frames of {len(heads)} candidates from {display_path(index_dir)}")
         bank, model, stats = bank_from_index(index_dir, heads, shots, match=match, mapping_base=base)
         if clip is None:
-            from ..models.clip import load_clip_from_identity
+            from vidclip.models.clip.load import load_clip_from_identity
 
             _stage(progress, f"loading the index's model {model.get('name')}")
             clip = load_clip_from_identity(model)
@@ -198,7 +198,7 @@ def rerank_run(run_path, topics_path, out_path, *, cfg: RerankConfig, index_dir=
             raise ConfigError(f"{display_path(index_dir)}: the index was built with model {model.get('name')!r}; "
                               "rerank with the index's own model (leave out --model)")
     else:
-        from .frames import bank_from_videos
+        from vidclip.rerank.frames import bank_from_videos
 
         if clip is None or sampler is None:
             raise ConfigError("decoding the mapped videos needs a model and a sampler")

@@ -6,7 +6,7 @@ registering the CLI verb does not import FastAPI.
 
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 DEFAULT_MAX_QUERY_CHARS = 500  # CLIP's text encoder sees 77 tokens; 500 characters is plenty
 DEFAULT_MAX_K = 100
@@ -22,4 +22,4 @@ __all__ = ["create_app", "DEFAULT_MAX_QUERY_CHARS", "DEFAULT_MAX_K", "DEFAULT_MA
            "DEFAULT_MAX_IMAGE_DECODES", "LOOPBACK_HOSTS"]
 
 
-__getattr__ = lazy_getattr(globals(), {"create_app": "app"})
+__getattr__ = lazy_getattr(globals(), {"create_app": "vidclip.serve.app"})

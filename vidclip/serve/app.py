@@ -29,7 +29,7 @@ The upload is the raw request body rather than a multipart form: FastAPI's forms
 python-multipart package, which vidclip does not depend on; a browser ``fetch`` sends a file
 as the body just as easily. No
 response shows an absolute path: names are relative to the library (non-UTF-8 bytes escaped,
-:func:`vidclip.errors.display_path`) and ``/health`` shows only the last part of any path in
+:func:`vidclip.core.errors.display_path`) and ``/health`` shows only the last part of any path in
 the model identity. Files are only ever opened for reading; nothing under the library folder is
 written. ``vidclip serve`` binds to 127.0.0.1 unless told otherwise, and ``allowed_hosts``
 rejects requests whose ``Host`` header names another site, which stops DNS-rebinding pages
@@ -67,16 +67,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from .. import __version__
-from ..errors import ConfigError, VidclipError, display_path
-from . import (
+from vidclip import __version__
+from vidclip.core.errors import ConfigError, VidclipError, display_path
+from vidclip.serve import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_DECODES,
     DEFAULT_MAX_K,
     DEFAULT_MAX_QUERY_CHARS,
     DEFAULT_MAX_RERANK,
 )
-from .media import (
+from vidclip.serve.media import (
     FileStamp,
     IndexedFile,
     NotServable,

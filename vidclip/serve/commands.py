@@ -1,6 +1,6 @@
 """``vidclip serve DIR``: the search page and HTTP API over a library index.
 
-Registered by :mod:`vidclip.cli` through :func:`add_serve_parser`.
+Registered by :mod:`vidclip.cli.main` through :func:`add_serve_parser`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import ipaddress
 import socket
 import sys
 
-from ..errors import ConfigError
-from . import (
+from vidclip.core.errors import ConfigError
+from vidclip.serve import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_K,
     DEFAULT_MAX_QUERY_CHARS,
@@ -49,14 +49,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     if not 0 <= ns.max_rerank <= DEFAULT_MAX_RERANK:
         raise ConfigError(f"--max-rerank must be in 0..{DEFAULT_MAX_RERANK}, got {ns.max_rerank}")
 
-    from ..index.directory import require_index
+    from vidclip.index.directory import require_index
 
     index_dir = require_index(ns.dir, option="")  # a wrong DIR is one line, before the port, uvicorn and the model
 
     import uvicorn
 
-    from ..index.search import VideoIndex
-    from .app import create_app
+    from vidclip.index.search import VideoIndex
+    from vidclip.serve.app import create_app
 
     # Bind first: a busy port is one clear error line, before the model is loaded, rather than
     # a server log traceback; and the printed URL names the real port (--port 0 picks one).

@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import VidclipError
+from vidclip.core.errors import VidclipError
 
 # --------------------------------------------------------------------------- content types
 
@@ -341,7 +341,7 @@ class LRUCache:
 
 
 def _default_open_video(path: Path):
-    from ..video.decode import open_video
+    from vidclip.video.decode import open_video
 
     return open_video(path)
 

@@ -6,7 +6,7 @@ Names are imported lazily so ``import vidclip.train`` stays cheap.
 
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from vidclip.core.lazy import lazy_getattr
 
 _EXPORTS = {
     "TrainConfig": "vidclip.train.config",

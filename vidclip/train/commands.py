@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli_options import add_verb_parser
+from vidclip.cli.options import add_verb_parser
 
 __all__ = ["add_train_parser", "cmd_train", "add_pretrain_parser", "cmd_pretrain", "add_convert_parser", "cmd_convert"]
 
@@ -57,7 +57,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 def _check_config_args(config: str | None, overrides: list[str], missing_hint: str, example: str) -> None:
     """The checks of a YAML-configured verb that need no torch (the config module imports it):
     the file exists, each override is KEY=VALUE."""
-    from ..errors import ConfigError
+    from vidclip.core.errors import ConfigError
 
     if config is not None and not Path(config).exists():
         raise ConfigError(f"{config}: {missing_hint}")
@@ -67,7 +67,7 @@ def _check_config_args(config: str | None, overrides: list[str], missing_hint: s
 
 
 def _resolve_config(ns: argparse.Namespace):
-    from ..errors import ConfigError
+    from vidclip.core.errors import ConfigError
 
     path = Path(ns.config)
     _check_config_args(ns.config, ns.overrides, "config file not found (see configs/*.yaml)", "optim.lr=3e-4")
@@ -75,8 +75,8 @@ def _resolve_config(ns: argparse.Namespace):
         raise ConfigError(f"{path}: a directory but not a run dir (no config.yaml)")
     if ns.stop_after is not None and ns.stop_after <= 0:
         raise ConfigError(f"--stop-after must be positive, got {ns.stop_after}")
-    from .config import apply_overrides, load_config
-    from .trainer import load_run_config
+    from vidclip.train.config import apply_overrides, load_config
+    from vidclip.train.trainer import load_run_config
 
     if path.is_dir():
         return apply_overrides(load_run_config(path), ns.overrides)
@@ -90,7 +90,7 @@ def _in_config_words(message: str) -> str:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from ..errors import WeightsNotFoundError
+    from vidclip.core.errors import WeightsNotFoundError
 
     try:
         return _run_train(ns)
@@ -100,14 +100,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 def _run_train(ns: argparse.Namespace) -> int:
     cfg = _resolve_config(ns)  # checks the arguments before importing torch
-    from .config import dump_config
-    from .trainer import train
+    from vidclip.train.config import dump_config
+    from vidclip.train.trainer import train
 
     if ns.print_config:
         sys.stdout.write(dump_config(cfg))
         return 0
     if ns.prepare_only:
-        from .trainer import prepare
+        from vidclip.train.trainer import prepare
 
         summary = prepare(cfg, progress=not (ns.quiet or ns.json))
         if ns.json:
@@ -137,7 +137,7 @@ def _run_train(ns: argparse.Namespace) -> int:
             if result.best_score is not None else ""
         print(f"{state}: {result.global_step} steps in {result.seconds:.1f} s{best} -> {result.run_dir}")
         if result.last_val:
-            from ..eval.metrics import format_metrics_table
+            from vidclip.eval.metrics import format_metrics_table
 
             print(format_metrics_table({"validation": result.last_val}))
     return 0
@@ -164,7 +164,7 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pretrain(ns: argparse.Namespace) -> int:
-    from ..errors import ConfigError
+    from vidclip.core.errors import ConfigError
 
     config, overrides = ns.config, list(ns.overrides)
     if config is not None and "=" in config and not Path(config).exists():
@@ -173,7 +173,7 @@ def cmd_pretrain(ns: argparse.Namespace) -> int:
                        "optim.steps=100")
     if ns.out is not None and Path(ns.out).exists() and not Path(ns.out).is_dir():
         raise ConfigError(f"--out {ns.out}: exists and is not a folder")
-    from .pretrain import ATTRIBUTES, load_pretrain_config, pretrain
+    from vidclip.train.pretrain import ATTRIBUTES, load_pretrain_config, pretrain
 
     cfg = load_pretrain_config(config, overrides)
     if ns.print_config:
@@ -196,7 +196,7 @@ def cmd_pretrain(ns: argparse.Namespace) -> int:
 
 
 def add_pretrain_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``pretrain-synth`` on an argparse subparsers object (for vidclip/cli.py)."""
+    """Register ``pretrain-synth`` on an argparse subparsers object (for vidclip/cli/main.py)."""
     p = subparsers.add_parser("pretrain-synth", help="pretrain the synthetic-domain CLIP (vidclip-synth)",
                               description=_PRETRAIN_DESCRIPTION)
     _add_pretrain_arguments(p)
@@ -244,8 +244,8 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_convert(ns: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from .convert_run import convert_checkpoint
+    from vidclip.core.errors import ConfigError
+    from vidclip.train.convert_run import convert_checkpoint
 
     if ns.pretrained is not None and ns.model is None:
         raise ConfigError("--pretrained needs --model")

@@ -10,7 +10,7 @@ A config has three sections plus run-level settings::
 
 Every value is type checked against the dataclass field (an int where a float is expected is
 fine; ``"abc"`` for an int is not), every key must exist, and choice fields are checked against
-their allowed values. Errors are :class:`~vidclip.errors.ConfigError` naming the file (or the
+their allowed values. Errors are :class:`~vidclip.core.errors.ConfigError` naming the file (or the
 override) and the dotted key, with a "did you mean" for misspellings.
 
 Overrides (``vidclip train CONFIG optim.lr=3e-4 model.temporal_args.layers=2``) are parsed from
@@ -38,8 +38,8 @@ from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 import yaml
 
-from ..errors import ConfigError
-from ..models.checkpoint import ModelConfig
+from vidclip.core.errors import ConfigError
+from vidclip.models.checkpoint import ModelConfig
 
 __all__ = ["DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides",
            "config_from_dict", "config_to_dict", "dump_config", "check_train_value", "check_listed_rules", "ValueCheck",

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ..errors import ConfigError, display_path
+from vidclip.core.errors import ConfigError, display_path
 
 # torch and the models are imported inside the functions: importing this module stays cheap.
 
@@ -27,7 +27,7 @@ def check_convert_paths(path: str | os.PathLike, out: str | os.PathLike, overwri
     """The checks of :func:`convert_checkpoint` that need no torch: the source is a file torch.save
     could have written, and ``out`` can become the run dir (not a file, not a run unless
     ``overwrite``, inside a folder that can be written). Returns both paths resolved."""
-    from ..models.convert import checkpoint_file_problem, not_a_checkpoint
+    from vidclip.models.convert import checkpoint_file_problem, not_a_checkpoint
 
     src = Path(path).expanduser().resolve()
     if not src.exists():
@@ -57,7 +57,7 @@ def _install(tmp: Path, run: Path) -> None:
     """Move the finished run ``tmp`` to ``run``: one rename when ``run`` is new or an empty folder;
     into an existing folder file by file, the run marker last (a run is complete when it is there),
     dropping a fine-tuned CLIP file of the run it replaces that the new run does not have."""
-    from ..models.convert import CLIP_FILE
+    from vidclip.models.convert import CLIP_FILE
 
     if not os.path.lexists(run) or (run.is_dir() and not any(run.iterdir())):
         os.replace(tmp, run)  # POSIX: a directory may replace an empty one
@@ -118,10 +118,10 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, source: 
 def _convert_into(tmp: Path, out: Path, src_path: Path, source: str | None, *, clip_model, clip_pretrained,
                   xpool_heads, drop_tab, data_root, num_frames) -> dict:
     """The conversion, written into ``tmp``; every path recorded in the run names ``out``."""
-    from ..fileio import atomic_write_text
-    from ..models.checkpoint import RetrievalModel, converted_logit_scale, path_for_run
-    from ..models.clip import load_clip
-    from ..models.convert import (
+    from vidclip.core.fileio import atomic_write_text
+    from vidclip.models.checkpoint import RetrievalModel, converted_logit_scale, path_for_run
+    from vidclip.models.clip.load import load_clip
+    from vidclip.models.convert import (
         CLIP_FILE,
         build_converted_temporal,
         clip_architecture,
@@ -129,8 +129,8 @@ def _convert_into(tmp: Path, out: Path, src_path: Path, source: str | None, *, c
         convert_state,
         read_official_state,
     )
-    from .config import TrainConfig, dump_config
-    from .model import save_weights
+    from vidclip.train.config import TrainConfig, dump_config
+    from vidclip.train.model import save_weights
 
     conv = convert_state(read_official_state(src_path), source, xpool_heads=xpool_heads, drop_tab=drop_tab,
                          where=str(src_path))
@@ -145,7 +145,7 @@ def _convert_into(tmp: Path, out: Path, src_path: Path, source: str | None, *, c
         clip_file = tmp / CLIP_FILE
         from safetensors.torch import save_file
 
-        from ..fileio import atomic_path
+        from vidclip.core.fileio import atomic_path
 
         with atomic_path(clip_file) as tmp_file:
             save_file({k: v.detach().contiguous().clone() for k, v in conv.clip_state.items()}, str(tmp_file))

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_path
-from ..models.checkpoint import CHECKPOINT_FORMAT, RetrievalModel
-from .config import TrainConfig, config_to_dict
-from .losses import conditioned_contrastive_loss, contrastive_loss
+from vidclip.core.fileio import atomic_path
+from vidclip.models.checkpoint import CHECKPOINT_FORMAT, RetrievalModel
+from vidclip.train.config import TrainConfig, config_to_dict
+from vidclip.train.losses import conditioned_contrastive_loss, contrastive_loss
 
 __all__ = ["TrainingModel", "save_weights", "atomic_torch_save"]
 

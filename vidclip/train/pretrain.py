@@ -63,8 +63,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
-from ..fileio import atomic_path, atomic_write_text
+from vidclip.core.errors import ConfigError, DatasetError
+from vidclip.core.fileio import atomic_path, atomic_write_text
 
 if typing.TYPE_CHECKING:
     import torch  # imported where used: `vidclip --help` builds this module's parser without torch
@@ -126,7 +126,7 @@ class PretrainOptim:
 class PretrainConfig:
     name: str = "pretrain_synth_clip"
     seed: int = 0  # initial weights, batch order and caption draws
-    model: str = "vidclip-synth"  # an open_clip config registered by vidclip.models.clip
+    model: str = "vidclip-synth"  # an open_clip config registered by vidclip.models.clip.load
     out: str = "runs/{name}"  # where {model}.safetensors and {model}.json are written
     threads: int = 1  # torch CPU threads (0 = torch's default); recorded, as results depend on it
     full_caption_prob: float = 0.5  # share of captions naming all five attributes
@@ -145,7 +145,9 @@ _NON_NEGATIVE = {"optim.weight_decay", "optim.grad_clip", "threads", "hard_group
 
 def _check(dotted: str, value: Any, where: str) -> None:
     """The recipe's value rules (a :data:`vidclip.train.config.ValueCheck`)."""
-    from .config import check_listed_rules  # loaded already: only its parsing calls this
+    from vidclip.train.config import (
+        check_listed_rules,  # loaded already: only its parsing calls this
+    )
 
     check_listed_rules(dotted, value, where, choices=_CHOICES, positive=_POSITIVE, non_negative=_NON_NEGATIVE)
     if dotted in ("data.test_fraction",) and not 0 < value < 1:
@@ -162,7 +164,7 @@ def _check(dotted: str, value: Any, where: str) -> None:
 
 def config_from_dict(data: dict, where: str = "config") -> PretrainConfig:
     """A checked :class:`PretrainConfig` from a nested dict (missing keys keep their defaults)."""
-    from .config import build_dataclass
+    from vidclip.train.config import build_dataclass
 
     return build_dataclass(PretrainConfig, data or {}, where, _check)
 
@@ -171,9 +173,9 @@ def load_pretrain_config(path: str | os.PathLike | None, overrides: Sequence[str
     """Read the YAML recipe (``None``: the built-in defaults, which equal
     configs/pretrain_synth_clip.yaml) and apply ``dotted.key=value`` overrides.
 
-    Errors (:class:`~vidclip.errors.ConfigError`) name the file or the override and the dotted key.
+    Errors (:class:`~vidclip.core.errors.ConfigError`) name the file or the override and the dotted key.
     """
-    from .config import load_dataclass_yaml
+    from vidclip.train.config import load_dataclass_yaml
 
     return load_dataclass_yaml(PretrainConfig, path, overrides, _check, example="optim.steps=100",
                                missing_hint="pretraining recipe not found (see configs/pretrain_synth_clip.yaml)")
@@ -190,16 +192,16 @@ POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom 
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:
-    from ..data import synth
+    from vidclip.synthetic import world as synth
 
     return {"shape": synth.SHAPES, "color": tuple(synth.COLORS), "size": tuple(synth.SIZES),
             "background": tuple(synth.BACKGROUNDS), "position": POSITIONS}
 
 
 def _paraphrases() -> tuple[dict, dict]:
-    # The video captions of vidclip.data.synth use these paraphrases ("dot", "box", "big" ...);
+    # The video captions of vidclip.synthetic.world use these paraphrases ("dot", "box", "big" ...);
     # the frame captions use the same ones so the text tower knows every word they contain.
-    from ..data.synth import SHAPE_WORDS, SIZE_WORDS
+    from vidclip.synthetic.world import SHAPE_WORDS, SIZE_WORDS
 
     return SHAPE_WORDS, SIZE_WORDS
 
@@ -302,7 +304,7 @@ class FrameSet:
 
 
 def _synth_config(d: PretrainData):
-    from ..data.synth import SynthConfig
+    from vidclip.synthetic.world import SynthConfig
 
     return SynthConfig(num_videos=d.videos, seed=d.seed, size=d.size, num_frames=d.num_frames,
                        test_fraction=d.test_fraction, diagonal=d.diagonal)
@@ -310,7 +312,7 @@ def _synth_config(d: PretrainData):
 
 def _ensure_dataset(d: PretrainData, progress: bool) -> dict:
     """Make the synth dataset of ``d`` (or check the one at ``d.root``) -> its synth_meta."""
-    from ..data.synth import load_synth_meta, make_synthetic_dataset
+    from vidclip.synthetic.world import load_synth_meta, make_synthetic_dataset
 
     want = _synth_config(d)
     root = Path(d.root)
@@ -332,8 +334,8 @@ def prepare_frames(d: PretrainData, progress: bool = True) -> tuple[FrameSet, Fr
     vidclip decodes them, so the pretraining sees the same h264 artefacts as the benchmark) and
     labelled from the clip's spec and the object's centre in that frame.
     """
-    from ..data.synth import BACKGROUNDS, COLORS, SHAPES, SIZES, object_path
-    from ..video.decode import open_video
+    from vidclip.synthetic.world import BACKGROUNDS, COLORS, SHAPES, SIZES, object_path
+    from vidclip.video.decode import open_video
 
     meta = _ensure_dataset(d, progress)
     cfg = meta["config"]
@@ -374,7 +376,7 @@ def prepare_frames(d: PretrainData, progress: bool = True) -> tuple[FrameSet, Fr
 
 
 def _progress(items, desc: str, enabled: bool):
-    from ..progress import progress_iter
+    from vidclip.core.progress import progress_iter
 
     return progress_iter(items, desc=desc, unit="video", disable=not enabled, leave=False)
 
@@ -539,7 +541,7 @@ def _captions(train: FrameSet, rows: np.ndarray, step: int, seed: int, full_prob
 
 def _fresh_model(name: str, seed: int):
     """A randomly initialised open_clip model ``name`` (seeded) with its tokenizer and
-    preprocessing, as :func:`vidclip.models.clip.load_clip` would pair them.
+    preprocessing, as :func:`vidclip.models.clip.load.load_clip` would pair them.
 
     Built here rather than with ``load_clip(name, None)``, which gives the *shipped* weights for
     ``vidclip-synth``. Returns (trainable net, texts -> ids [B, L], uint8 frames -> pixels).
@@ -547,8 +549,8 @@ def _fresh_model(name: str, seed: int):
     import open_clip
     import torch
 
-    from ..models.clip import list_models
-    from ..video.preprocess import preprocess_frames
+    from vidclip.models.clip.load import list_models
+    from vidclip.models.clip.preprocess import preprocess_frames
 
     if name not in list_models():  # (also registers vidclip/models/configs with open_clip)
         raise ConfigError(f"model: unknown model config {name!r}")
@@ -584,10 +586,10 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
     """
     import torch
 
-    from ..models.checkpoint import LogitScale
-    from ..models.clip import load_clip
-    from .losses import contrastive_loss
-    from .trainer import lr_multiplier
+    from vidclip.models.checkpoint import LogitScale
+    from vidclip.models.clip.load import load_clip
+    from vidclip.train.losses import contrastive_loss
+    from vidclip.train.trainer import lr_multiplier
 
     t_start = time.perf_counter()
     out_dir = Path(out if out is not None else cfg.out.format(name=cfg.name))
@@ -606,7 +608,7 @@ def pretrain(cfg: PretrainConfig, out: str | os.PathLike | None = None, *, progr
         t_train = time.perf_counter()
         from tqdm.auto import tqdm
 
-        from ..progress import start_clock
+        from vidclip.core.progress import start_clock
 
         bar = tqdm(total=o.steps, desc=f"pretrain {cfg.model}", unit="step", disable=not progress)
         for step in range(o.steps):
@@ -680,7 +682,7 @@ def _model_config(name: str) -> dict | None:
     """The open_clip config the model was built from (recorded: the weights depend on it)."""
     import open_clip
 
-    from ..models.clip import list_models
+    from vidclip.models.clip.load import list_models
 
     list_models()  # registers vidclip/models/configs
     cfg = open_clip.get_model_config(name)

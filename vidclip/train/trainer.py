@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.feature_cache import check_features, check_whole_videos
-from ..errors import ConfigError
-from ..fileio import atomic_write_text
-from ..models.checkpoint import (
+from vidclip.core.errors import ConfigError
+from vidclip.core.fileio import atomic_write_text
+from vidclip.features.cache import check_features, check_whole_videos
+from vidclip.models.checkpoint import (
     LogitScale,
     RetrievalModel,
     TextTower,
@@ -55,8 +55,8 @@ from ..models.checkpoint import (
     cached_text_embeddings,
     resolve_in_run,
 )
-from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
-from .model import TrainingModel, atomic_torch_save, save_weights
+from vidclip.train.config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from vidclip.train.model import TrainingModel, atomic_torch_save, save_weights
 
 __all__ = ["TrainResult", "train", "prepare", "prepare_features", "epoch_order", "lr_multiplier", "select_score",
            "video_batches"]
@@ -152,7 +152,7 @@ def param_groups(model: RetrievalModel, cfg) -> list[dict]:
 def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True, encode: bool = True):
     """Open (and, where videos are missing or changed, fill) the feature store of ``cfg``.
 
-    :func:`vidclip.data.feature_cache.check_features` on ``cfg.features_dir`` with the uniform
+    :func:`vidclip.features.cache.check_features` on ``cfg.features_dir`` with the uniform
     sampler of ``data.encode_frames`` frames, then ``encode_videos`` for what it reports missing
     (``encode=False`` only reports). Refuses a store written by another model or sampler;
     re-encodes videos whose file changed since they were encoded (warning once). Returns (store
@@ -164,8 +164,8 @@ def prepare_features(cfg: TrainConfig, clip, datasets, *, progress: bool = True,
                            for_encoding=encode, elsewhere="point data.features / data.cache_dir elsewhere")
     failures = []
     if found.missing and encode:
-        from ..pipeline import encode_videos
-        from ..video.sample import SamplerConfig
+        from vidclip.encode.pipeline import encode_videos
+        from vidclip.video.sample import SamplerConfig
 
         if found.changed:
             warnings.warn(f"{found.root}: {len(found.changed)} videos changed since their features were "
@@ -185,16 +185,16 @@ def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
     to start while videos lack features (encoding in one process while the others wait would
     outlast the collective timeouts).
     """
-    from ..data.datasets import load_dataset, split_validation
+    from vidclip.data.datasets import load_dataset, split_validation
 
     if clip is None:
-        from ..models.clip import load_clip
+        from vidclip.models.clip.load import load_clip
 
         clip = load_clip(cfg.model.clip, cfg.model.pretrained, device="cuda" if (
             cfg.device != "cpu" and torch.cuda.is_available()) else "cpu")
     full = load_dataset(cfg.data.kind, cfg.data.root, cfg.data.train_split)
     train_ds, val_ds = split_validation(full, cfg.data.val_fraction, cfg.data.val_seed, cfg.data.group_size)
-    from ..models.registry import get_temporal
+    from vidclip.models.temporal.registry import get_temporal
 
     cls = get_temporal(cfg.model.temporal)
     summary: dict = {"features": None, "encoded": 0, "failed": []}
@@ -312,7 +312,7 @@ class _Run:
 
 
 def _load_data(run: _Run):
-    from ..data.datasets import load_dataset, split_validation
+    from vidclip.data.datasets import load_dataset, split_validation
 
     cfg = run.cfg
     full = load_dataset(cfg.data.kind, cfg.data.root, cfg.data.train_split)
@@ -324,8 +324,8 @@ def _load_data(run: _Run):
 def _video_sources(run: _Run, temporal, train_ds, val_ds):
     """FeatureSource (cached features) or PixelSource (needs_pixels); drops videos that failed
     to encode (with a warning) -> (source, train_ds, val_ds)."""
-    from ..data.features import FeatureStore
-    from ..eval.evaluate import FeatureSource, PixelSource
+    from vidclip.eval.evaluate import FeatureSource, PixelSource
+    from vidclip.features.store import FeatureStore
 
     cfg = run.cfg
     if getattr(temporal, "needs_pixels", False):
@@ -371,12 +371,12 @@ def video_batches(source, keys_per_step: list[list[str]], workers: int):
     Cached features are memory-mapped reads and are fetched inline; pixel sources decode video
     files, which runs ``workers`` steps ahead in DataLoader worker processes. Decoding is
     deterministic, so prefetching changes nothing about the batches (resume stays exact).
-    The workers are spawned (:func:`vidclip.processes.worker_context`): forking a process that
+    The workers are spawned (:func:`vidclip.core.processes.worker_context`): forking a process that
     holds other threads (Ray, a server, the test suite) can leave a worker waiting forever on a
     lock one of them held.
     """
-    from ..eval.evaluate import PixelSource
-    from ..processes import worker_context
+    from vidclip.core.processes import worker_context
+    from vidclip.eval.evaluate import PixelSource
 
     if not isinstance(source, PixelSource) or workers <= 0 or len(keys_per_step) <= 1:
         for keys in keys_per_step:
@@ -389,7 +389,7 @@ def video_batches(source, keys_per_step: list[list[str]], workers: int):
 
 
 def _validate(run: _Run, model: RetrievalModel, source, val_ds, val_text) -> dict:
-    from ..eval.evaluate import evaluate
+    from vidclip.eval.evaluate import evaluate
 
     res = evaluate(model.temporal, val_ds.captions, val_ds.caption_video, val_ds.video_ids, source,
                    clip=run.clip, text_emb=val_text, text_tower=model.text_tower, device=run.device,
@@ -432,7 +432,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from ..progress import start_clock
+    from vidclip.core.progress import start_clock
 
     start_time = time.perf_counter()
     _reset_accelerator_state()
@@ -461,7 +461,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
 
     set_seed(cfg.seed)
     if clip is None:
-        from ..models.clip import load_clip
+        from vidclip.models.clip.load import load_clip
 
         clip = load_clip(cfg.model.clip, cfg.model.pretrained, device=acc.device)
     run = _Run(cfg, acc, clip, progress)

@@ -4,10 +4,17 @@ Frames are ``torch.uint8 [T, H, W, 3]`` RGB, upright (rotation flags applied); t
 float64 seconds of each frame's pts, first frame = 0. See docs/architecture.md.
 """
 
-from .._lazy import lazy_getattr
-from .decode import VideoInfo, VideoReader, available_backends, open_video, probe
-from .frames import write_frames
-from .sample import Sample, SampledFrames, SamplerConfig, Window, plan_sample, sample_video
+from vidclip.core.lazy import lazy_getattr
+from vidclip.video.decode import VideoInfo, VideoReader, available_backends, open_video, probe
+from vidclip.video.frames import write_frames
+from vidclip.video.sample import (
+    Sample,
+    SampledFrames,
+    SamplerConfig,
+    Window,
+    plan_sample,
+    sample_video,
+)
 
 __all__ = [
     "VideoInfo",
@@ -27,4 +34,4 @@ __all__ = [
 
 
 # preprocess (torch) is imported on first use only.
-__getattr__ = lazy_getattr(globals(), {"preprocess_frames": "preprocess"})
+__getattr__ = lazy_getattr(globals(), {"preprocess_frames": "vidclip.models.clip.preprocess"})

@@ -16,10 +16,9 @@ import re
 
 import numpy as np
 
-from vidclip.errors import BackendUnavailableError, VideoDecodeError
-
-from .pyav_reader import PyAVReader
-from .reader import VideoInfo, VideoReader, quiet_libav, rotate_upright
+from vidclip.core.errors import BackendUnavailableError, VideoDecodeError
+from vidclip.video.pyav_reader import PyAVReader
+from vidclip.video.reader import VideoInfo, VideoReader, quiet_libav, rotate_upright
 
 __all__ = ["BackendMismatch", "DecordReader", "TorchCodecReader"]
 

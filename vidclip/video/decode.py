@@ -16,7 +16,7 @@ frames between each keyframe and its last target wanted, and at least 32 frames 
 decord's threaded batch decoding is faster in wall time. Both return the same frames (decord
 is checked against PyAV on the first frame and never used where it differs). Count-mode
 containers (AVI) are always read by PyAV. GPU decoding (``device="cuda"``) never falls back
-silently: an unavailable GPU decoder raises :class:`~vidclip.errors.BackendUnavailableError`.
+silently: an unavailable GPU decoder raises :class:`~vidclip.core.errors.BackendUnavailableError`.
 
 Rotation flags are applied: every backend returns the *upright* picture. ``probe`` reads the
 header only (:mod:`vidclip.video.header`). Nothing here imports torch at module level.
@@ -28,12 +28,11 @@ import importlib.util
 
 import numpy as np
 
-from vidclip.errors import BackendUnavailableError, ConfigError, VideoDecodeError
-
-from .backends import BackendMismatch, DecordReader, TorchCodecReader
-from .header import BACKEND_CHOICES, probe
-from .pyav_reader import PyAVReader
-from .reader import FrameIndexError, VideoInfo, VideoReader, video_end
+from vidclip.core.errors import BackendUnavailableError, ConfigError, VideoDecodeError
+from vidclip.video.backends import BackendMismatch, DecordReader, TorchCodecReader
+from vidclip.video.header import BACKEND_CHOICES, probe
+from vidclip.video.pyav_reader import PyAVReader
+from vidclip.video.reader import FrameIndexError, VideoInfo, VideoReader, video_end
 
 __all__ = [
     "VideoInfo",

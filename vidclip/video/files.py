@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Iterable
 
-from vidclip.errors import VideoDecodeError, display_path
+from vidclip.core.errors import VideoDecodeError, display_path
 
 __all__ = ["VIDEO_EXTENSIONS", "check_video_file", "file_problem", "find_videos", "is_video_name"]
 
@@ -134,7 +134,7 @@ def find_videos(inputs: Iterable[str | os.PathLike]) -> tuple[list[tuple[str, st
         empty or unreadable file. A scanned entry is reported when its name has a video
         extension, and any broken symbolic link is (its target's kind is unknown).
         Paths are ``str`` (undecodable bytes kept as surrogate escapes); show them with
-        :func:`vidclip.errors.display_path`.
+        :func:`vidclip.core.errors.display_path`.
     """
     found: list[tuple[str, str]] = []
     problems: list[tuple[str, str]] = []

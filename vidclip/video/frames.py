@@ -17,12 +17,11 @@ import json
 import os
 from pathlib import Path
 
-from vidclip.errors import VidclipError, display_path
-from vidclip.fileio import atomic_path, atomic_write_text
-
-from .decode import probe  # noqa: F401  (re-exported: the `probe` verb's API lives with `frames`)
-from .files import check_video_file
-from .sample import SamplerConfig, sample_video
+from vidclip.core.errors import VidclipError, display_path
+from vidclip.core.fileio import atomic_path, atomic_write_text
+from vidclip.video.decode import probe  # noqa: F401  (re-exported: the `probe` verb's API lives with `frames`)
+from vidclip.video.files import check_video_file
+from vidclip.video.sample import SamplerConfig, sample_video
 
 __all__ = ["write_frames", "probe"]
 

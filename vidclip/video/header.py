@@ -18,10 +18,15 @@ from fractions import Fraction
 
 import numpy as np
 
-from vidclip.errors import ConfigError, VideoDecodeError, display_path
-
-from .pyav_reader import av_reason, demux_index, open_container, pick_video_stream, stated_duration
-from .reader import VideoInfo, max_pixels_limit, short_duration_warning, video_end
+from vidclip.core.errors import ConfigError, VideoDecodeError, display_path
+from vidclip.video.pyav_reader import (
+    av_reason,
+    demux_index,
+    open_container,
+    pick_video_stream,
+    stated_duration,
+)
+from vidclip.video.reader import VideoInfo, max_pixels_limit, short_duration_warning, video_end
 
 __all__ = ["probe"]
 

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclip.errors import VideoDecodeError
-
-from .files import check_video_file
-from .reader import (
+from vidclip.core.errors import VideoDecodeError
+from vidclip.video.files import check_video_file
+from vidclip.video.reader import (
     VideoInfo,
     VideoReader,
     check_frame_size,

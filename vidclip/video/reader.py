@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from vidclip.errors import ConfigError, VidclipError, VideoDecodeError, display_path
+from vidclip.core.errors import ConfigError, VidclipError, VideoDecodeError, display_path
 
 __all__ = [
     "VideoInfo",

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vidclip.errors import ConfigError, VidclipError
+from vidclip.core.errors import ConfigError, VidclipError
 
 if TYPE_CHECKING:
     import torch
 
-from .decode import open_video
-from .reader import VideoInfo, video_end
+from vidclip.video.decode import open_video
+from vidclip.video.reader import VideoInfo, video_end
 
 __all__ = ["SamplerConfig", "Window", "Sample", "SampledFrames", "SampleError", "plan_sample", "sample_video"]
 

@@ -43,9 +43,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from vidclip.errors import VideoDecodeError, display_path
-
-from .files import is_video_name
+from vidclip.core.errors import VideoDecodeError, display_path
+from vidclip.video.files import is_video_name
 
 __all__ = [
     "Cue",
@@ -381,7 +380,7 @@ def read_embedded_subtitles(video_path) -> tuple[list[SubtitleTrack], list[str]]
     """
     import av
 
-    from .pyav_reader import av_reason, open_container
+    from vidclip.video.pyav_reader import av_reason, open_container
 
     path = Path(video_path)
     warn = _Warnings(display_path(path))

@@ -1,0 +1,112 @@
+"""Options shared by several verbs, and how they become API objects.
+
+A leaf of the CLI: the verb modules (``cli.py``, ``*/commands.py``) import it; it imports
+nothing of theirs, and nothing heavy at import time (torch and the models load in the
+functions that need them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_verb_parser(subparsers, name: str, *, help: str, description: str,
+                    examples: str | None = None) -> argparse.ArgumentParser:
+    """Register verb ``name``: ``help`` is its line in ``vidclip --help``, ``description`` heads its
+    own --help and ``examples`` (an epilog) ends it, printed as written (line breaks kept; that
+    formatter keeps the description's too, so it is only used where there are examples)."""
+    if examples is None:
+        return subparsers.add_parser(name, help=help, description=description)
+    return subparsers.add_parser(name, help=help, description=description, epilog=examples,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model_args(parser: argparse.ArgumentParser, default_model: str = "ViT-B-32", default_pretrained: str | None = None) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=default_model,
+                   help="open_clip architecture (ViT-B-32, ...), 'hf-hub:ORG/REPO', 'hf:ORG/NAME' or a local "
+                        "transformers CLIP directory, or a vidclip config (tiny-vit, hf-tiny, vidclip-synth) "
+                        f"(default: {default_model})")
+    g.add_argument("--pretrained", default=default_pretrained,
+                   help="open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k) or a local checkpoint file; "
+                        "'none' for random weights; default: what --model implies (the shipped weights of "
+                        "vidclip-synth, the folder's or hub repo's own weights, else openai or the first tag)"
+                        + (f" (default: {default_pretrained})" if default_pretrained else ""))
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="encoder precision; auto = fp16 autocast on GPU, fp32 on CPU")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def model_from_args(ns: argparse.Namespace):
+    from vidclip.models.clip.load import load_clip
+
+    # load_clip applies the one --pretrained rule: None = what the model implies, 'none' = random
+    return load_clip(ns.model, ns.pretrained or None, device=resolve_device(ns.device), precision=ns.precision)
+
+
+def add_sampler_args(parser: argparse.ArgumentParser, default: str = "uniform") -> None:
+    g = parser.add_argument_group("frame sampling")
+    g.add_argument("--sampler", default=default, choices=["uniform", "fps", "windows"],
+                   help="uniform: N frames, one per equal segment; fps: the frames shown at 0, 1/r, 2/r, ... s; "
+                        "windows: fixed-length windows for segment-level indexing (default: %(default)s)")
+    g.add_argument("--num-frames", type=int, default=12, help="uniform: frames per video (default: %(default)s)")
+    g.add_argument("--fps", type=float, default=1.0, help="fps/windows: sampling rate in frames per second (default: %(default)s)")
+    g.add_argument("--max-frames", type=int, default=None, help="fps: cap on frames per video, subsampled uniformly")
+    g.add_argument("--window", type=float, default=10.0, help="windows: window length in seconds (default: %(default)s)")
+    g.add_argument("--stride", type=float, default=5.0, help="windows: stride in seconds (default: %(default)s)")
+    g.add_argument("--backend", default="auto", help="decoder: auto (per request: PyAV for sparse frames, decord for dense runs), decord, pyav, "
+                        "torchcodec")
+    g.add_argument("--decode-device", default="cpu",
+                   help="cpu, or cuda for GPU decoding (decord built with CUDA or torchcodec); an error when unavailable")
+
+
+def sampler_from_args(ns: argparse.Namespace):
+    from vidclip.video.sample import SamplerConfig
+
+    # SamplerConfig checks every field itself (ConfigError naming the field)
+    return SamplerConfig(name=ns.sampler, num_frames=ns.num_frames, fps=ns.fps, max_frames=ns.max_frames,
+                         window=ns.window, stride=ns.stride)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """--engine local|ray and the Ray engine's options (vidclip/encode/ray_engine.py)."""
+    g = parser.add_argument_group("engine (Ray: see README, 'Index a library on a cluster')")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: decode worker processes on this machine, encoding in this process; ray: partitions "
+                        "of the library decoded and encoded on a Ray cluster, committed here in order; needs "
+                        "pip install -e \".[ray]\" (default: %(default)s)")
+    g.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="ray: the cluster to use (HOST:PORT as `ray start --head` prints it, or 'auto'); default: "
+                        "RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one")
+    g.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="ray: decode tasks kept in flight, queued or running, one CPU each (default: 2 x the "
+                        "cluster's CPUs)")
+    g.add_argument("--encoders", type=int, default=1, metavar="N",
+                   help="ray: encoder actors, each loading the model once (default: %(default)s)")
+    g.add_argument("--num-gpus", type=float, default=0.0, metavar="G",
+                   help="ray: GPUs per encoder actor; 0 encodes on CPU (default: %(default)s)")
+
+
+def ray_options_from_args(ns: argparse.Namespace):
+    """The RayOptions of --engine ray (None for the local engine); checks each value."""
+    if ns.engine != "ray":
+        return None
+    from vidclip.encode.ray_engine import RayOptions
+
+    return RayOptions(address=ns.ray_address, decode_workers=ns.decode_workers, encoders=ns.encoders,
+                      num_gpus=ns.num_gpus, precision=getattr(ns, "precision", "auto"))
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

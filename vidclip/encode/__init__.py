@@ -1,0 +1,1 @@
+"""vidclip.encode: video files -> frame embeddings, on the local engine or on Ray."""

@@ -1,0 +1,1 @@
+"""vidclip.features: the frame-feature store, file identity, cache checks and the pooler."""

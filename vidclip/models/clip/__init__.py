@@ -1,0 +1,1 @@
+"""vidclip.models.clip: the frozen image CLIP (one model-spec parser, two backends, identity)."""

@@ -1,0 +1,1 @@
+"""vidclip.models.temporal: temporal modules behind one interface, and their registry."""

@@ -1,0 +1,1 @@
+"""vidclip.retrieval: score normalisation and fusion shared by index search and rerank."""

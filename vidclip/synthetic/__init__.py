@@ -1,0 +1,1 @@
+"""vidclip.synthetic: the synthetic world (videos, scenes, actions, captions, example libraries)."""
