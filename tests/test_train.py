@@ -95,7 +95,7 @@ def test_config_file_overrides_and_errors(tmp_path):
 
 
 def test_listed_rules_name_where_and_key():
-    from vidclip.train.config import check_listed_rules
+    from vidclip.core.config import check_listed_rules
 
     rules = dict(choices={"a.mode": ("x", "y")}, positive={"a.n"}, non_negative={"a.m"})
     for key, ok in (("a.mode", "y"), ("a.n", 1), ("a.m", 0), ("a.free", -5)):

@@ -144,8 +144,8 @@ _NON_NEGATIVE = {"optim.weight_decay", "optim.grad_clip", "threads", "hard_group
 
 
 def _check(dotted: str, value: Any, where: str) -> None:
-    """The recipe's value rules (a :data:`vidclip.train.config.ValueCheck`)."""
-    from vidclip.train.config import (
+    """The recipe's value rules (a :data:`vidclip.core.config.ValueCheck`)."""
+    from vidclip.core.config import (
         check_listed_rules,  # loaded already: only its parsing calls this
     )
 
@@ -158,13 +158,13 @@ def _check(dotted: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {dotted} must be in [0, 1], got {value!r}")
 
 
-# The parsing (types, unknown keys, dotted.key=value overrides) is vidclip.train.config's generic
+# The parsing (types, unknown keys, dotted.key=value overrides) is vidclip.core.config's generic
 # dataclass machinery, imported when used: it needs PyYAML, which `vidclip --help` does not.
 
 
 def config_from_dict(data: dict, where: str = "config") -> PretrainConfig:
     """A checked :class:`PretrainConfig` from a nested dict (missing keys keep their defaults)."""
-    from vidclip.train.config import build_dataclass
+    from vidclip.core.config import build_dataclass
 
     return build_dataclass(PretrainConfig, data or {}, where, _check)
 
@@ -175,7 +175,7 @@ def load_pretrain_config(path: str | os.PathLike | None, overrides: Sequence[str
 
     Errors (:class:`~vidclip.core.errors.ConfigError`) name the file or the override and the dotted key.
     """
-    from vidclip.train.config import load_dataclass_yaml
+    from vidclip.core.config import load_dataclass_yaml
 
     return load_dataclass_yaml(PretrainConfig, path, overrides, _check, example="optim.steps=100",
                                missing_hint="pretraining recipe not found (see configs/pretrain_synth_clip.yaml)")
