@@ -7,8 +7,9 @@ import pytest
 from index_testutil import brute_topk, clustered_vectors
 
 from vidclip.core.errors import ConfigError, IndexMismatchError
-from vidclip.index.exact import exact_search, l2_normalize, recall_at_k
+from vidclip.index.exact import exact_search, recall_at_k
 from vidclip.index.vectors import VectorIndex, choose_design
+from vidclip.retrieval.vectors import l2_normalize
 
 
 def test_l2_normalize_rows_and_zero_rows():

@@ -13,8 +13,9 @@ from index_testutil import brute_topk, clustered_vectors
 from vidclip.core.errors import ConfigError
 from vidclip.index.catalog import Catalog
 from vidclip.index.directory import _sync_faiss
-from vidclip.index.exact import array_chunks, exact_search, l2_normalize, recall_at_k, sample_chunks
+from vidclip.index.exact import array_chunks, exact_search, recall_at_k, sample_chunks
 from vidclip.index.vectors import FEW_QUERIES, VectorIndex, choose_design, default_nprobe
+from vidclip.retrieval.vectors import l2_normalize
 
 
 class _CountingChunks:

@@ -50,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faiss  # noqa: E402
 
 from vidclip.index import vectors as vectors_module  # noqa: E402
-from vidclip.index.exact import exact_search, l2_normalize  # noqa: E402
+from vidclip.index.exact import exact_search  # noqa: E402
 from vidclip.index.vectors import VectorIndex, choose_design  # noqa: E402
+from vidclip.retrieval.vectors import l2_normalize  # noqa: E402
 
 DIM = 512
 CHUNK = 65_536

@@ -1,7 +1,7 @@
 """Benchmark vidclip rerank: latency on stored frame embeddings, on-the-fly decoding, and quality.
 
 1. Latency: T topics x C candidates x F frames (default 50 x 1000 x 12, D = 512) drawn from a bank of
-   stored frames; ms per topic of ``vidclip.retrieval.fusion.rerank_topic`` (gather + one matrix-vector
+   stored frames; ms per topic of ``vidclip.rerank.bank.rerank_topic`` (gather + one matrix-vector
    product + segment pooling + fusion) next to a naive per-candidate, per-frame Python loop on the same
    data in the same run (checked to give the same order).
 2. On-the-fly: the example world's videos decoded and encoded into an empty cache (videos/s), then the
@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidclip.retrieval.fusion import FrameBank, rerank_topic  # noqa: E402
+from vidclip.rerank.bank import FrameBank, rerank_topic  # noqa: E402
 
 
 def naive_topic(text, docids, init, frames_of, alpha, depth):
@@ -131,7 +131,8 @@ def bench_search(num_videos, scenes, seed, depths, repeats, workdir=None):
     from vidclip.cli.demo import DEMO_SAMPLER
     from vidclip.index import VideoIndex, index_library
     from vidclip.models.clip.load import load_clip
-    from vidclip.synthetic.world import SCENE_SECONDS, scene_description, write_scene_library
+    from vidclip.synthetic.captions import scene_description
+    from vidclip.synthetic.scenes import SCENE_SECONDS, write_scene_library
     from vidclip.video.sample import SamplerConfig
 
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-search-"))

@@ -1,9 +1,9 @@
 """Exact inner-product search, recall@k of an approximate index against it, and chunk sources.
 
 numpy only (no faiss): the reference that :class:`~vidclip.index.vectors.VectorIndex` is measured
-against and falls back to, and the row normalisation both sides share.
+against and falls back to. Both sides normalise rows with
+:func:`vidclip.retrieval.vectors.l2_normalize`, so inner products are cosine similarities.
 
-* :func:`l2_normalize` — rows to unit length, so inner products are cosine similarities.
 * :func:`exact_search` — exact top-k by matmul + argpartition, in row chunks (a running
   :class:`_TopK`), so memory is one chunk of scores.
 * chunk sources: a callable starting a pass of ``(ids int64 [C], vectors [C, D])`` steps
@@ -20,17 +20,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from vidclip.core.errors import ConfigError
+from vidclip.retrieval.vectors import l2_normalize
 
 CHUNK_ROWS = 65_536  # rows per step of a chunk source / normalised at a time: bounds the temporary copy
-
-
-def l2_normalize(x) -> np.ndarray:
-    """Rows scaled to unit L2 norm: float32 [N, D] (a 1-D input is one row). Zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def exact_search(vectors, queries, k: int, ids=None, *, chunk: int = 262_144) -> tuple[np.ndarray, np.ndarray]:

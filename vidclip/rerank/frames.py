@@ -21,8 +21,8 @@ import numpy as np
 
 from vidclip.core.errors import DatasetError, VidclipError, display_path
 from vidclip.features.store import SHARDS_DIR, FeatureStore
+from vidclip.rerank.bank import FrameBank
 from vidclip.rerank.inputs import Shot
-from vidclip.retrieval.fusion import FrameBank
 
 CATALOG_FILE = "catalog.sqlite"  # layout of a library index directory (vidclip/index)
 FEATURES_DIR = "features"

@@ -30,8 +30,9 @@ import numpy as np
 from vidclip.core.errors import ConfigError, DatasetError, VidclipError, display_path
 from vidclip.core.fileio import atomic_write_text, check_output_file, clean_stale_temps
 from vidclip.eval.trec import Qrels, evaluate_run, format_trec_run, ranked, read_qrels, read_run
+from vidclip.rerank.bank import FrameBank, candidate_scores, rerank_topic
 from vidclip.rerank.inputs import Shot, read_mapping, read_topics
-from vidclip.retrieval.fusion import NORMS, FrameBank, candidate_scores, parse_pool, rerank_topic
+from vidclip.retrieval.fusion import NORMS, parse_pool
 
 TUNE_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TUNE_POOLS = ("max", "mean", "topk:3")

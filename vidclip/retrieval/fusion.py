@@ -1,31 +1,32 @@
-"""CLIPRerank's math: frame scores, pooling, per-topic normalisation and fusion (arXiv 2401.08449).
+"""CLIPRerank's math: pooling frame scores, per-topic normalisation and fusion (arXiv 2401.08449).
 
-For a topic ``q`` and a candidate ``v`` with frames ``f_1..f_T`` (only those inside the shot's
-span for shot-level documents):
+Pure numpy over score arrays, shared by the index's two-stage search (:mod:`vidclip.index.search`)
+and the reranking of another system's runs (:mod:`vidclip.rerank`). For a topic ``q`` and a
+candidate ``v`` with frames ``f_1..f_T`` (only those inside the shot's span for shot-level
+documents):
 
-- frame score ``s(q, f) = cos(text(q), image(f))``;
+- frame score ``s(q, f) = cos(text(q), image(f))`` (computed by the callers, which hold the frames);
 - candidate score ``M(q, v) = pool_t s(q, f_t)`` with ``max`` (the paper's), ``mean`` or
-  ``topk:K`` (mean of the K best frames, all frames when fewer);
-- fused score ``S = alpha * norm(S_init) + (1 - alpha) * norm(M)``: alpha weighs the initial
-  ranking's score, as in the paper, whose ``S_re = a * M(q, v) + (1 - a) * S(q, v)``, a = 0.4,
-  names the initial model's score M and the CLIP score S (the letters are the other way round
-  here: M is the CLIP score); so by default CLIP weighs 0.6. Both are normalised per topic over
-  the reranked candidates (the first ``depth`` of the initial ranking that have frames), with
+  ``topk:K`` (mean of the K best frames, all frames when fewer): :func:`pool_scores`;
+- fused score ``S = alpha * norm(S_init) + (1 - alpha) * norm(M)`` (:func:`fuse`): alpha weighs
+  the initial ranking's score, as in the paper, whose ``S_re = a * M(q, v) + (1 - a) * S(q, v)``,
+  a = 0.4, names the initial model's score M and the CLIP score S (the letters are the other way
+  round here: M is the CLIP score); so by default CLIP weighs 0.6. Both are normalised per topic
+  over the reranked candidates (the first ``depth`` of the initial ranking that have frames), with
   ``none``, ``minmax`` ((x - min) / (max - min); 0 when all are equal), ``zscore`` ((x - mean) /
   std, population std; 0 when constant) or ``rank`` ((n - r) / (n - 1) with r the 1-based rank,
-  ties averaged; 1 when n = 1).
+  ties averaged; 1 when n = 1): :func:`normalize`.
 
-Ordering: the reranked block is sorted by S (stable: equal S keep their initial order); a
-candidate in the block whose frames could not be found keeps its slot (its original position);
-candidates below ``depth`` follow in their initial order.
+Ordering (:func:`fuse_ranking`): the reranked block is sorted by S (stable: equal S keep their
+initial order); a candidate in the block whose frames could not be found keeps its slot (its
+original position); candidates below ``depth`` follow in their initial order.
 
-No per-frame Python loop: a topic's candidates' frames are gathered into one matrix, scored with
-one matrix-vector product and pooled with segment reductions over a padded [n, T_max] array.
+Pooling uses segment reductions over a padded [n, T_max] array: no per-frame Python loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,43 +48,6 @@ def parse_pool(pool: str) -> tuple[str, int]:
         if k > 0:
             return "topk", k
     raise ConfigError(f"--pool must be max, mean or topk:K with K a positive integer, got {pool!r}")
-
-
-def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-@dataclass
-class FrameBank:
-    """Frames of documents, concatenated: doc ``j``'s frames are ``emb[offsets[j]:offsets[j+1]]``.
-
-    emb: float32 [N, D], L2-normalised rows. offsets: int64 [K + 1]. index: docid -> j.
-    unresolved: docid -> why it has no frames (kept for the report).
-    """
-
-    emb: np.ndarray
-    offsets: np.ndarray
-    index: dict[str, int]
-    unresolved: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_lists(cls, docids: list[str], frames: list[np.ndarray], unresolved: dict[str, str] | None = None,
-                   dim: int | None = None) -> "FrameBank":
-        """Build from per-document frame arrays (float [T_j, D], T_j >= 1; normalised here)."""
-        counts = np.array([f.shape[0] for f in frames], dtype=np.int64)
-        offsets = np.zeros(len(frames) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        if frames:
-            emb = l2_normalize_rows(np.concatenate([np.asarray(f, dtype=np.float32) for f in frames]))
-        else:
-            emb = np.zeros((0, dim or 0), np.float32)
-        return cls(emb, offsets, {d: j for j, d in enumerate(docids)}, dict(unresolved or {}))
-
-    def lookup(self, docids: list[str]) -> np.ndarray:
-        """int64 [n] bank index per docid, -1 where it has no frames."""
-        return np.array([self.index.get(d, -1) for d in docids], dtype=np.int64)
 
 
 def pool_scores(sims: np.ndarray, counts: np.ndarray, pool: str = "max") -> np.ndarray:
@@ -158,25 +122,6 @@ def fuse(*, init_scores: np.ndarray, clip_scores: np.ndarray, alpha: float = 0.4
     return alpha * normalize(init_scores, norm) + (1.0 - alpha) * normalize(clip_scores, norm)
 
 
-def candidate_scores(text: np.ndarray, bank: FrameBank, idx: np.ndarray, pool: str = "max") -> np.ndarray:
-    """M for candidates ``idx`` (bank indices, -1 = no frames -> NaN). text: float [D] (normalised here)."""
-    idx = np.asarray(idx, dtype=np.int64)
-    ok = idx >= 0
-    counts = np.zeros(idx.shape[0], dtype=np.int64)
-    counts[ok] = bank.offsets[idx[ok] + 1] - bank.offsets[idx[ok]]
-    total = int(counts.sum())
-    if total == 0:
-        return np.full(idx.shape[0], np.nan)
-    # rows of every candidate's frames, candidate after candidate, without a Python loop
-    starts = np.where(ok, bank.offsets[np.maximum(idx, 0)], 0)
-    first_out = np.zeros(idx.shape[0], dtype=np.int64)
-    np.cumsum(counts[:-1], out=first_out[1:])
-    rows = np.arange(total) - np.repeat(first_out, counts) + np.repeat(starts, counts)
-    q = l2_normalize_rows(np.asarray(text, dtype=np.float32).reshape(1, -1))[0]
-    sims = bank.emb[rows] @ q
-    return pool_scores(sims, counts, pool)
-
-
 @dataclass
 class TopicResult:
     order: list[str]  # final ranking, best first
@@ -185,20 +130,20 @@ class TopicResult:
     unresolved: list[str]  # candidates inside the depth that had no frames (kept in their slots)
 
 
-def rerank_topic(text: np.ndarray, docids: list[str], init_scores, bank: FrameBank, *, alpha: float = 0.4,
-                 depth: int = 1000, pool: str = "max", norm: str = "minmax",
-                 clip_scores: np.ndarray | None = None) -> TopicResult:
-    """Rerank one topic's candidates.
+def fuse_ranking(docids: list[str], init_scores, clip_scores, *, alpha: float = 0.4, depth: int = 1000,
+                 norm: str = "minmax") -> TopicResult:
+    """Rerank one topic's candidates given their pooled frame scores (see the module docstring).
 
-    docids: the initial ranking, best first; init_scores: float [n] their initial scores.
-    alpha: weight of the initial score in the fusion (1 - alpha weighs the CLIP score M).
-    ``clip_scores`` (float [min(n, depth)], NaN = no frames) skips recomputing M (tuning reuses it).
+    docids: the initial ranking, best first; init_scores: float [n] their initial scores;
+    clip_scores: float [min(n, depth)] the pooled frame score M of each of the first ``depth``
+    candidates, NaN for one without frames (it keeps its slot). alpha: weight of the initial
+    score in the fusion (1 - alpha weighs M).
     """
     if depth <= 0:
         raise ConfigError(f"--depth must be positive, got {depth}")
     init_scores = np.asarray(init_scores, dtype=np.float64)
     head = docids[:depth]
-    m = candidate_scores(text, bank, bank.lookup(head), pool) if clip_scores is None else np.asarray(clip_scores)
+    m = np.asarray(clip_scores, dtype=np.float64)
     ok = ~np.isnan(m)
     slots = np.flatnonzero(ok)
     s = fuse(init_scores=init_scores[:len(head)][ok], clip_scores=m[ok], alpha=alpha, norm=norm)

@@ -1,4 +1,4 @@
-"""vidclip.retrieval.fusion: pooling, normalisation, fusion and ordering against hand-written references."""
+"""vidclip.retrieval: pooling, normalisation, fusion and ordering against hand-written references; l2_normalize."""
 
 from __future__ import annotations
 
@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from vidclip.core.errors import ConfigError
-from vidclip.retrieval.fusion import (
-    FrameBank,
-    candidate_scores,
-    fuse,
-    normalize,
-    pool_scores,
-    rerank_topic,
-)
+from vidclip.retrieval.fusion import fuse, fuse_ranking, normalize, pool_scores
+from vidclip.retrieval.vectors import l2_normalize
 
 
 def _ref_pool(groups, pool):
@@ -73,32 +67,26 @@ def test_fuse_alpha_weighs_the_initial_score_as_in_the_paper():
         fuse(init, clip, 0.4)
 
 
-def _bank():
-    # 2-d frames: the text is (1, 0); doc "hi" has a frame on it, "lo" points away, "mid" in between
-    frames = {"hi": [[1.0, 0.0], [0.0, 1.0]], "mid": [[1.0, 1.0]], "lo": [[0.0, 1.0], [-1.0, 1.0]]}
-    return FrameBank.from_lists(list(frames), [np.array(v) for v in frames.values()], {"gone": "missing"})
-
-
-def test_candidate_scores_are_cosines():
-    bank = _bank()
-    m = candidate_scores(np.array([2.0, 0.0]), bank, bank.lookup(["lo", "hi", "gone", "mid"]), "max")
-    np.testing.assert_allclose(m, [0.0, 1.0, np.nan, 1 / np.sqrt(2)], equal_nan=True)
-    m = candidate_scores(np.array([2.0, 0.0]), bank, bank.lookup(["hi"]), "mean")
-    np.testing.assert_allclose(m, [0.5])
-
-
-def test_rerank_order_slots_and_tail():
-    bank = _bank()
+def test_fuse_ranking_sorts_the_block_and_keeps_slots_and_tail():
     docids = ["lo", "gone", "mid", "hi", "tail"]  # initial order
     init = np.array([4.0, 3.0, 2.0, 1.0, 0.0])
-    res = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=0.0, depth=4, pool="max", norm="minmax")
-    # alpha 0, pure CLIP on the first 4: hi > mid > lo; "gone" keeps slot 2; "tail" stays below the depth
-    assert res.order == ["hi", "gone", "mid", "lo", "tail"]
-    assert res.unresolved == ["gone"]
-    res1 = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=1.0, depth=4)
-    assert res1.order == docids  # alpha 1 (all weight on the initial score) keeps the initial order
-    # alpha 0.4, minmax over resolved lo, mid, hi: M = (0, .707, 1) -> (0, .707, 1); S_init (4, 2, 1) -> (1, 1/3, 0)
-    res = rerank_topic(np.array([1.0, 0.0]), docids, init, bank, alpha=0.4, depth=4)
-    s = {"lo": 0.4 * 1.0, "mid": 0.4 / 3 + 0.6 * (1 / np.sqrt(2)), "hi": 0.6 * 1.0}
-    assert res.fused == pytest.approx(s)
-    assert res.order == ["hi", "gone", "mid", "lo", "tail"]  # 0.6 > 0.558 > 0.4
+    m = np.array([0.0, np.nan, 1 / np.sqrt(2), 1.0])  # M of the first depth=4; "gone" has no frames
+    res = fuse_ranking(docids, init, m, alpha=0.0, depth=4)
+    assert res.order == ["hi", "gone", "mid", "lo", "tail"]  # CLIP only; "gone" keeps slot 2; "tail" below depth
+    assert res.unresolved == ["gone"] and res.clip == pytest.approx({"lo": 0.0, "mid": 1 / np.sqrt(2), "hi": 1.0})
+    assert fuse_ranking(docids, init, m, alpha=1.0, depth=4).order == docids
+    with pytest.raises(ConfigError, match="--depth must be positive"):
+        fuse_ranking(docids, init, m, depth=0)
+
+
+def test_l2_normalize_copy_and_in_place():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]], np.float32)
+    want = np.array([[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]], np.float32)
+    got = l2_normalize(x)
+    np.testing.assert_allclose(got, want)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and x[0, 0] == 3.0  # a copy by default
+    np.testing.assert_allclose(l2_normalize([3.0, 4.0]), want[:1])  # a 1-D input is one row
+    assert l2_normalize(x, in_place=True) is x
+    np.testing.assert_array_equal(x, got)  # in place: the same numbers
+    with pytest.raises(TypeError):
+        l2_normalize(x.astype(np.float64), in_place=True)
