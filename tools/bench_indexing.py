@@ -37,7 +37,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def collect(sources: list[Path]) -> list[Path]:
-    from vidclip.encode.pipeline import VIDEO_EXTENSIONS
+    from vidclip.video.files import VIDEO_EXTENSIONS
 
     out = []
     for src in sources:

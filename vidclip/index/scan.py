@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vidclip.core.errors import DatasetError, display_path
 from vidclip.core.textio import CsvRows, read_text_lines
+from vidclip.video.files import VIDEO_EXTENSIONS
 
 
 @dataclass
@@ -26,12 +27,6 @@ class Library:
     # entries of a scanned folder that cannot be read (dangling link, loop, FIFO, device, empty):
     # [{"path", "reason"}], reported by the build (vidclip.video.files.find_videos, as `vidclip encode` does)
     problems: list[dict] = field(default_factory=list)
-
-
-def _video_extensions() -> tuple[str, ...]:
-    from vidclip.encode.pipeline import VIDEO_EXTENSIONS
-
-    return VIDEO_EXTENSIONS
 
 
 def _item(root: Path, raw: str, metadata: dict | None = None) -> LibraryItem:
@@ -67,12 +62,12 @@ def scan_library(spec: str | os.PathLike) -> Library:
                            "'path' column, a text file of paths, or a video file)")
     root = spec_path.parent
     suffix = spec_path.suffix.lower()
-    if suffix in _video_extensions():  # a video, even one that holds text: it fails as a video would
+    if suffix in VIDEO_EXTENSIONS:  # a video, even one that holds text: it fails as a video would
         return Library(str(spec_path), root, [_item(root, spec_path.name)])
     if suffix != ".csv" and suffix not in LIST_SUFFIXES:
         raise DatasetError(f"{display_path(spec_path)}: not a library: a folder, a .csv with a 'path' column, a "
                            f"text file of paths ({', '.join(s for s in LIST_SUFFIXES if s)} or no suffix) or a video "
-                           f"file ({', '.join(_video_extensions())})")
+                           f"file ({', '.join(VIDEO_EXTENSIONS)})")
     items: list[LibraryItem] = []
     seen: dict[Path, str] = {}
     if suffix == ".csv":

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from vidclip.core.errors import DatasetError, display_path
 from vidclip.core.textio import CsvRows, parse_float, read_text_lines
+from vidclip.video.files import VIDEO_EXTENSIONS, is_video_name
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 LAYOUTS = ("auto", "folder", "ucf101", "hmdb51", "kinetics", "csv")
 
 
@@ -176,7 +176,7 @@ def _find(root: Path, name: str, subdirs=()) -> Path | None:
 
 
 def _is_video(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+    return p.is_file() and is_video_name(p.name)
 
 
 def read_class_folders(root: Path, *, classes: list[str] | None = None) -> LabeledVideos:
