@@ -237,6 +237,12 @@ def test_nonzero_start_is_relative_to_first_frame():
 # ----------------------------------------------------------------------------- config and errors
 
 
+def test_index_default_sampler():
+    cfg = SamplerConfig.index_default()
+    assert (cfg.name, cfg.fps, cfg.window, cfg.stride) == ("windows", 1.0, 10.0, 5.0)
+    assert SamplerConfig.index_default(fps=2.0, name="fps") == SamplerConfig("fps", fps=2.0, window=10.0, stride=5.0)
+
+
 def test_config_round_trip_and_validation():
     cfg = SamplerConfig("windows", fps=2.0, window=8.0, stride=4.0)
     assert SamplerConfig.from_dict(cfg.to_dict()) == cfg

@@ -43,6 +43,9 @@ from vidclip.video.reader import VideoInfo, video_end
 __all__ = ["SamplerConfig", "Window", "Sample", "SampledFrames", "SampleError", "plan_sample", "sample_video"]
 
 SAMPLERS = ("uniform", "fps", "windows")
+#: What a library index samples unless told otherwise: 10-second windows every 5 seconds, on a
+#: 1 frame-per-second grid (:meth:`SamplerConfig.index_default`).
+INDEX_SAMPLER = {"name": "windows", "fps": 1.0, "window": 10.0, "stride": 5.0}
 _EPS = 1e-6  # seconds; see module docstring
 
 
@@ -89,6 +92,11 @@ class SamplerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def index_default(cls, **given) -> "SamplerConfig":
+        """The index's default sampler (:data:`INDEX_SAMPLER`), with the fields in ``given`` replaced."""
+        return cls(**{**INDEX_SAMPLER, **given})
 
     @classmethod
     def from_dict(cls, d) -> "SamplerConfig":
