@@ -30,27 +30,53 @@ try:
 except ImportError:  # pragma: no cover - Windows: temp files are then told apart by age alone
     fcntl = None
 
-__all__ = ["atomic_path", "atomic_write_text", "check_output_file", "clean_stale_temps"]
+__all__ = ["atomic_path", "atomic_write_text", "check_output_file", "clean_stale_temps", "fsync_dir"]
 
 #: A temp file younger than this is never taken for debris: it may belong to a writer that has
 #: created it and not yet locked it (see clean_stale_temps).
 STALE_TEMP_MIN_AGE_S = 2.0
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of folder ``path`` (a rename into it) durable; a no-op where a folder cannot
+    be opened (Windows) or synced."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``.
 
     The temporary file is removed if the block raises (or if it never made one)::
 
         with atomic_path("ckpt.pt") as tmp:
             torch.save(obj, tmp)
+
+    ``durable``: the written file is synced to disk before the rename, and the folder after it,
+    so that a power cut too leaves the old file or the whole new one.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # the pattern clean_stale_temps knows
     try:
         yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDWR)  # read-write: Windows' fsync needs a handle that may write
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from vidclip.core.errors import VidclipError
-from vidclip.core.fileio import atomic_write_text
+from vidclip.core.fileio import atomic_write_text, fsync_dir
 from vidclip.features.identity import file_identity
 
 if TYPE_CHECKING:  # torch is imported where it is used: the index's read side needs none
@@ -66,18 +66,6 @@ class VideoFeatures:
     fps: float = 0.0
     extra: dict = field(default_factory=dict)
     source: dict | None = None  # file identity when encoded (size, mtime_ns, hash); None if unknown
-
-
-def _fsync_dir(path: Path) -> None:
-    # Make the rename itself durable; not every platform allows opening a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def uniform_positions(count: int, num: int) -> np.ndarray:
@@ -336,7 +324,7 @@ class FeatureWriter:
             with open(child, "rb") as fh:
                 os.fsync(fh.fileno())
         os.rename(tmp, shards / name)
-        _fsync_dir(shards)
+        fsync_dir(shards)  # the rename itself durable
         self._next_shard += 1
         self._pending = []
         return name
@@ -349,7 +337,7 @@ class FeatureWriter:
         name = f"shard-{self._next_shard:06d}"
         shards = self.root / SHARDS_DIR
         os.rename(shard_dir, shards / name)
-        _fsync_dir(shards)
+        fsync_dir(shards)  # the rename itself durable
         self._next_shard += 1
         return name
 
