@@ -234,6 +234,52 @@ def test_registry_names_and_errors():
     assert not create_temporal("tdb", D).text_conditioned
     with pytest.raises(ValueError, match="already registered"):
         register_temporal("mean")(type("Other", (TemporalModule,), {}))
+    with pytest.raises(TypeError, match="not a TemporalModule"):
+        register_temporal("plain")(type("Plain", (nn.Module,), {}))
+
+
+def test_registry_is_a_leaf_and_imports_lazily():
+    """The registry names its modules by "module:Class" and imports none of them until one is
+    built; no module file imports the registry back (function-local imports included)."""
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "vidclip" / "models" / "temporal"
+    for f in sorted(folder.glob("*.py")):
+        if f.name in ("registry.py", "__init__.py"):
+            continue
+        imported = {n.module for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in imported if m and m.endswith("temporal.registry")}, f.name
+    code = ("import sys; from vidclip.models.temporal.registry import list_temporal, create_temporal\n"
+            "names = list_temporal()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('vidclip.models.temporal.')), 'torch' in sys.modules)\n"
+            "create_temporal('mean', 8)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('vidclip.models.temporal.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    before, after = out.stdout.strip().splitlines()
+    assert before == "['vidclip.models.temporal.registry'] False"
+    assert after == "['vidclip.models.temporal.base', 'vidclip.models.temporal.mean', 'vidclip.models.temporal.registry']"
+
+
+def test_register_temporal_by_path_imports_when_built(monkeypatch):
+    from vidclip.models.temporal import registry
+
+    monkeypatch.setattr(registry, "TEMPORAL_MODULES", dict(registry.TEMPORAL_MODULES))
+    register_temporal("max_test", "torch_testutil:MaxPoolForTest")
+    assert "max_test" in list_temporal() and registry.TEMPORAL_MODULES["max_test"] == "torch_testutil:MaxPoolForTest"
+    m = create_temporal("max_test", D)
+    assert type(m).__name__ == "MaxPoolForTest" and m.name == "max_test"
+    register_temporal("max_test", "torch_testutil:MaxPoolForTest")  # the same again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_temporal("max_test", "torch_testutil:Other")
+    with pytest.raises(ValueError, match="module:Class"):
+        register_temporal("bad", "no_colon")
+    frames, mask = batch()
+    want = torch.stack([F.normalize(frames[b, mask[b]].amax(0), dim=0) for b in range(len(frames))])
+    torch.testing.assert_close(m(frames, mask), want)
 
 
 def test_parameter_counts():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from vidclip.models.temporal.base import TemporalModule, l2_normalize
+
 
 def perturb_(module: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
     """Add ``scale * N(0, 1)`` (a generator seeded with ``seed``) to every parameter of ``module``,
@@ -14,3 +16,13 @@ def perturb_(module: torch.nn.Module, scale: float, seed: int) -> torch.nn.Modul
         for p in module.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g))
     return module
+
+
+
+class MaxPoolForTest(TemporalModule):
+    """The README's example plugin (registered by "torch_testutil:MaxPoolForTest" in
+    tests/test_temporal.py): element-wise max over the real frames, [B, T, D] -> [B, D]."""
+
+    def forward(self, frames, mask=None, text=None):
+        frames, mask, _ = self._check(frames, mask)
+        return l2_normalize(frames.masked_fill(~mask[..., None], float("-inf")).amax(dim=1))

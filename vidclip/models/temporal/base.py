@@ -1,4 +1,4 @@
-"""Temporal modules: per-frame CLIP embeddings -> one video embedding (or one per query).
+"""The temporal-module interface: per-frame CLIP embeddings -> one video embedding (or one per query).
 
 Every module turns raw frame embeddings ``frames`` float ``[B, T, D]`` (post-projection CLIP
 outputs, *not* normalised) plus ``mask`` bool ``[B, T]`` (True = real frame, False = padding)
@@ -9,34 +9,14 @@ into L2-normalised video embeddings:
   ``q`` (``text`` float ``[Q, D]``, raw CLIP text embeddings)
 
 and :meth:`TemporalModule.similarity` gives the ``[Q, B]`` cosine-similarity matrix (chunked
-over ``Q`` for conditioned modules so memory stays bounded).
-
-Registered modules (``vidclip.models.temporal.registry.create_temporal(name, D, ...)``); this file holds the
-base class and the modules without a transformer, ``vidclip/models/temporal/transformer.py`` the
-transformer ones, ``vidclip/models/temporal/ted.py`` TED:
-
-===================  ======================================================================
-``mean``             CLIP4Clip "meanP": normalise frames, masked mean, normalise. 0 params.
-``query_scoring``    CLIP-Hitchhiker's query scoring: softmax(cos(text, frame) / tau) over
-                     the frames weights the *raw* frame embeddings. 0 params.
-``seq_transformer``  CLIP4Clip "seqTransf": frame positions + 4-layer transformer (from the
-                     CLIP text tower), residual, then meanP.
-``tdb``              CLIP2Video Temporal Difference Block + the seqTransf transformer.
-``xpool``            X-Pool: text-conditioned single-head attention pooling.
-``ted``              M2-CLIP TED adapters inside the frozen ViT (vidclip/models/temporal/ted.py); takes
-                     *pixels*, not frame embeddings (``needs_pixels = True``).
-===================  ======================================================================
-
-Padding convention: padded frames may sit anywhere for ``mean``/``query_scoring``/``xpool``;
-``seq_transformer``/``tdb`` number frames 0..T-1 as the originals do, so their output is
-invariant to padding that sits at the *end* of the sequence (what every collate in vidclip
-produces). A video with no real frame at all never yields NaN: a zero vector for mean,
-query_scoring, seq_transformer and tdb, a constant (LayerNorm bias) direction for xpool.
+over ``Q`` for conditioned modules so memory stays bounded). This file holds the base class and
+the tensor helpers the modules share; the modules themselves are listed in
+:mod:`vidclip.models.temporal` and built by name with
+:func:`vidclip.models.temporal.registry.create_temporal`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -44,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidclip.core.errors import ConfigError
-from vidclip.models.temporal.registry import register_temporal
 
 if TYPE_CHECKING:  # pragma: no cover
     from vidclip.models.clip.load import FrozenCLIP
@@ -52,9 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TemporalModule",
     "trainable_parameters",
-    "MeanPooling",
-    "QueryScoring",
-    "XPool",
     "l2_normalize",
     "masked_mean",
     "key_padding",
@@ -211,111 +187,3 @@ class TemporalModule(nn.Module):
 def trainable_parameters(module: nn.Module) -> int:
     """Number of parameters with ``requires_grad`` (shared parameters counted once)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-# ----------------------------------------------------------------------------------------------
-# Parameter-free modules
-# ----------------------------------------------------------------------------------------------
-@register_temporal("mean")
-class MeanPooling(TemporalModule):
-    """CLIP4Clip meanP: ``normalise(masked_mean(normalise(frames)))``. No parameters."""
-
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None,
-                text: torch.Tensor | None = None) -> torch.Tensor:
-        """frames ``[B, T, D]``, mask ``[B, T]`` -> ``[B, D]`` normalised."""
-        frames, mask, _ = self._check(frames, mask)
-        return l2_normalize(masked_mean(l2_normalize(frames), mask))
-
-
-@register_temporal("query_scoring")
-class QueryScoring(TemporalModule):
-    """CLIP-Hitchhiker query scoring (Bain et al. 2022, ``similarity_queryscoring``, mean='feats').
-
-    ``w[q,b,t] = softmax_t(cos(text_q, frame_bt) / tau)`` over the real frames of video ``b``;
-    ``v[q,b] = normalise(sum_t w[q,b,t] * frame_bt)`` with the *raw* (unnormalised) frame
-    embeddings, as the official code sums ``vid_embeds``, not ``vid_embeds_norm``.
-    No parameters; ``tau`` defaults to the paper's 0.1.
-    """
-
-    text_conditioned = True
-
-    def __init__(self, embed_dim: int, *, max_frames: int = 32, clip: FrozenCLIP | None = None,
-                 tau: float = 0.1):
-        super().__init__(embed_dim, max_frames=max_frames, clip=clip)
-        if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
-            raise ConfigError(f"query_scoring: tau must be a positive number, got {tau!r}")
-        self.tau = float(tau)
-
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None,
-                text: torch.Tensor | None = None) -> torch.Tensor:
-        """frames ``[B, T, D]``, mask ``[B, T]``, text ``[Q, D]`` -> ``[Q, B, D]`` normalised."""
-        frames, mask, text = self._check(frames, mask, text)
-        cos = torch.einsum("qd,btd->qbt", l2_normalize(text), l2_normalize(frames))  # [Q, B, T]
-        logits = (cos / self.tau).masked_fill(~mask.unsqueeze(0), torch.finfo(cos.dtype).min)
-        # times mask: a video with no real frame gets all-zero weights (-> zero vector), not a
-        # uniform average over its padding
-        w = torch.softmax(logits, dim=-1) * mask.unsqueeze(0).to(cos.dtype)
-        return l2_normalize(torch.einsum("qbt,btd->qbd", w, frames))
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, tau={self.tau}"
-
-
-# ----------------------------------------------------------------------------------------------
-# X-Pool
-# ----------------------------------------------------------------------------------------------
-@register_temporal("xpool")
-class XPool(TemporalModule):
-    """X-Pool cross-modal attention pooling (Gorti et al. 2022, ``modules/transformer.py``):
-
-    ``t = LN1(text)``, ``f = LN1(frames)`` (one shared LayerNorm, as the official code);
-    ``a = out_proj(softmax_t(q(t) k(f)^T / sqrt(d_head)) v(f))`` over the real frames;
-    ``a = LN2(a)``; ``o = LN3(a + dropout(linear_proj(a)))``; output ``normalise(o)`` ``[Q, B, D]``.
-
-    q/k/v/out/linear projections start as identity with zero bias; one head and dropout 0.3 by
-    default, as the paper. (The official code has no frame mask: all its videos have 12 frames.)
-    """
-
-    text_conditioned = True
-
-    def __init__(self, embed_dim: int, *, max_frames: int = 32, clip: FrozenCLIP | None = None,
-                 num_heads: int = 1, dropout: float = 0.3):
-        super().__init__(embed_dim, max_frames=max_frames, clip=clip)
-        if not isinstance(num_heads, int) or num_heads < 1 or embed_dim % num_heads:
-            raise ConfigError(f"xpool: num_heads must be a positive divisor of embed_dim={embed_dim}, got {num_heads!r}")
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            raise ConfigError(f"xpool: dropout must be in [0, 1), got {dropout!r}")
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        D = embed_dim
-        self.q_proj, self.k_proj = nn.Linear(D, D), nn.Linear(D, D)
-        self.v_proj, self.out_proj = nn.Linear(D, D), nn.Linear(D, D)
-        self.linear_proj = nn.Linear(D, D)
-        self.layer_norm1, self.layer_norm2, self.layer_norm3 = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
-        self.dropout = nn.Dropout(dropout)
-        with torch.no_grad():
-            for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.linear_proj):
-                nn.init.eye_(lin.weight)
-                nn.init.zeros_(lin.bias)
-
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None,
-                text: torch.Tensor | None = None) -> torch.Tensor:
-        """frames ``[B, T, D]``, mask ``[B, T]``, text ``[Q, D]`` -> ``[Q, B, D]`` normalised."""
-        frames, mask, text = self._check(frames, mask, text)
-        B, T, D = frames.shape
-        H, hd = self.num_heads, self.head_dim
-        t = self.layer_norm1(text)
-        f = self.layer_norm1(frames)
-        q = self.q_proj(t).view(-1, H, hd)  # [Q, H, hd]
-        k = self.k_proj(f).view(B, T, H, hd)
-        v = self.v_proj(f).view(B, T, H, hd)
-        logits = torch.einsum("qhe,bthe->bhqt", q, k) / math.sqrt(hd)  # [B, H, Q, T]
-        logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
-        w = torch.softmax(logits, dim=-1) * mask[:, None, None, :].to(logits.dtype)
-        att = torch.einsum("bhqt,bthe->bqhe", w, v).reshape(B, -1, D)  # [B, Q, D]
-        a = self.layer_norm2(self.out_proj(att))
-        o = self.layer_norm3(a + self.dropout(self.linear_proj(a)))
-        return l2_normalize(o.transpose(0, 1))  # [Q, B, D]
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_heads={self.num_heads}, dropout={self.dropout.p}"

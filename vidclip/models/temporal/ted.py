@@ -45,7 +45,6 @@ from torch.utils.checkpoint import checkpoint
 
 from vidclip.core.errors import ConfigError
 from vidclip.models.temporal.base import TemporalModule, l2_normalize, masked_mean
-from vidclip.models.temporal.registry import register_temporal
 
 if TYPE_CHECKING:  # pragma: no cover
     from vidclip.models.clip.load import FrozenCLIP
@@ -144,7 +143,6 @@ class TemporalAdapter(nn.Module):
         return x + self.fc2(h)
 
 
-@register_temporal("ted")
 class TEDVideoEncoder(TemporalModule):
     """Frozen open_clip ViT + trainable TED adapters + TA: pixels -> video embedding.
 
@@ -158,6 +156,7 @@ class TEDVideoEncoder(TemporalModule):
         grad_checkpointing: recompute block activations in backward (saves memory in training).
     """
 
+    name = "ted"
     needs_pixels = True
 
     def __init__(self, clip: FrozenCLIP, num_frames: int, bottleneck: int | None = None, kernel_size: int = 3,

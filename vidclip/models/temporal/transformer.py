@@ -20,7 +20,6 @@ from torch import nn
 
 from vidclip.core.errors import ConfigError
 from vidclip.models.temporal.base import TemporalModule, key_padding, l2_normalize, masked_mean
-from vidclip.models.temporal.registry import register_temporal
 
 if TYPE_CHECKING:  # pragma: no cover
     from vidclip.models.clip.load import FrozenCLIP
@@ -249,7 +248,6 @@ def _position_tables(init: _TextTowerInit, embed_dim: int, *rows: int) -> list[n
 # ----------------------------------------------------------------------------------------------
 # CLIP4Clip seqTransf
 # ----------------------------------------------------------------------------------------------
-@register_temporal("seq_transformer")
 class SeqTransformer(TemporalModule):
     """CLIP4Clip "seqTransf" (Luo et al. 2021, ``_loose_similarity``):
 
@@ -260,6 +258,8 @@ class SeqTransformer(TemporalModule):
     positional embedding and first ``num_layers`` blocks) when the text width equals D, as
     CLIP4Clip does; otherwise CLIP4Clip's random init (N(0, 0.02)) with a warning.
     """
+
+    name = "seq_transformer"
 
     def __init__(self, embed_dim: int, *, max_frames: int = 32, clip: FrozenCLIP | None = None,
                  num_layers: int = 4):
@@ -288,7 +288,6 @@ class SeqTransformer(TemporalModule):
 # ----------------------------------------------------------------------------------------------
 # CLIP2Video Temporal Difference Block
 # ----------------------------------------------------------------------------------------------
-@register_temporal("tdb")
 class TemporalDifferenceBlock(TemporalModule):
     """CLIP2Video TDB + temporal transformer (Fang et al. 2021, ``_similarity_TDB`` with
     ``temporal_proj='sigmoid_selfA'``, the released configuration):
@@ -308,6 +307,8 @@ class TemporalDifferenceBlock(TemporalModule):
     in step 4, so the difference between the last real frame and the first padding frame
     takes part in the transformer and padding changes the output; here it does not.
     """
+
+    name = "tdb"
 
     def __init__(self, embed_dim: int, *, max_frames: int = 32, clip: FrozenCLIP | None = None,
                  num_layers: int = 4):
