@@ -7,8 +7,8 @@ import pytest
 
 from vidclip.core.lazy import lazy_getattr
 
-PACKAGES = ["vidclip", "vidclip.data", "vidclip.eval", "vidclip.index", "vidclip.models", "vidclip.train", "vidclip.serve",
-            "vidclip.video"]
+PACKAGES = ["vidclip", "vidclip.data", "vidclip.eval", "vidclip.index", "vidclip.models", "vidclip.models.clip",
+            "vidclip.models.temporal", "vidclip.train", "vidclip.serve", "vidclip.video"]
 
 
 def test_lazy_getattr_resolves_relative_and_absolute_targets_and_refuses_others():

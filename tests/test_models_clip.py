@@ -1,4 +1,4 @@
-"""Tests of vidclip/models/clip/load.py on tiny random-init models (no network, no real weights).
+"""Tests of vidclip/models/clip (load.py, spec.py, the backends) on tiny random-init models (no network, no real weights).
 
 References are the wrapped libraries called directly (open_clip encode_image/encode_text,
 transformers get_image_features/get_text_features, open_clip's PIL preprocess), not our code.
@@ -16,16 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from vidclip.core.errors import ConfigError, VidclipError, WeightsNotFoundError
-from vidclip.models.clip import backend as clip_backend
-from vidclip.models.clip import load as clipmod
-from vidclip.models.clip.load import (
+from vidclip.models.clip import (
+    SHIPPED_WEIGHTS,
+    FrameFormatError,
     FrozenCLIP,
     ModelIdentity,
     list_models,
     load_clip,
     load_clip_from_identity,
+    state_dict_digest,
 )
-from vidclip.models.clip.preprocess import FrameFormatError
+from vidclip.models.clip import backend as clip_backend
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -77,7 +78,7 @@ def test_frozen_and_identity(fixture, request):
     assert (ident.embed_dim, ident.image_size) == (32, 32) == (clip.embed_dim, clip.image_size)
     assert clip.context_length == 32
     assert len(ident.weights_digest) == 16
-    assert ident.weights_digest == clipmod.state_dict_digest(clip.model)
+    assert ident.weights_digest == state_dict_digest(clip.model)
     d = ident.to_dict()
     assert ModelIdentity.from_dict(d) == ident and ModelIdentity.from_dict(d).key() == ident.key()
     assert "RANDOM WEIGHTS" in repr(clip)
@@ -99,7 +100,7 @@ def test_digest_distinguishes_weights(tiny):
     other = load_clip("tiny-vit")
     with torch.no_grad():
         next(other.model.parameters()).add_(1e-3)
-    assert clipmod.state_dict_digest(other.model) != tiny.identity.weights_digest
+    assert state_dict_digest(other.model) != tiny.identity.weights_digest
 
 
 # ------------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_open_clip_checkpoint_roundtrip(tmp_path, tiny):
         clip = load_clip("tiny-vit", str(p))
         assert clip.identity.random_weights is False, kind
         assert clip.identity.pretrained == str(p.resolve())
-        assert clip.identity.weights_digest == clipmod.state_dict_digest(ref_model) != tiny.identity.weights_digest
+        assert clip.identity.weights_digest == state_dict_digest(ref_model) != tiny.identity.weights_digest
         torch.testing.assert_close(clip.encode_frames(f), ref_img, rtol=0, atol=1e-6)
         torch.testing.assert_close(clip.encode_text(TEXTS), ref_txt, rtol=0, atol=1e-5)
         assert all(not q.requires_grad for q in clip.model.parameters())
@@ -537,7 +538,7 @@ def test_cuda_encode_matches_cpu(tiny, precision):
 # one rule for `pretrained` (CLI --pretrained, config model.pretrained, Python load_clip)
 # ------------------------------------------------------------------------------------------
 def test_pretrained_unspecified_means_what_the_name_implies():
-    from vidclip.models.clip.load import resolve_pretrained
+    from vidclip.models.clip import resolve_pretrained
 
     assert resolve_pretrained("ViT-B-32", None) == ("openai", False)
     assert resolve_pretrained("ViT-B-32", "") == ("openai", False)
@@ -549,7 +550,7 @@ def test_pretrained_unspecified_means_what_the_name_implies():
     assert resolve_pretrained("ViT-B-16-SigLIP", None) == (tags[0], False)
     assert resolve_pretrained("tiny-vit", None) == (None, True)  # no tag at all: random
     assert resolve_pretrained("hf-tiny", None) == (None, True)
-    assert resolve_pretrained("vidclip-synth", None) == (str(clipmod.SHIPPED_WEIGHTS["vidclip-synth"]), False)
+    assert resolve_pretrained("vidclip-synth", None) == (str(SHIPPED_WEIGHTS["vidclip-synth"]), False)
     assert resolve_pretrained("hf:openai/clip-vit-base-patch32", None) == (None, False)
     for word in ("none", "None", "random"):
         for model in ("ViT-B-32", "vidclip-synth", "tiny-vit"):
@@ -557,12 +558,75 @@ def test_pretrained_unspecified_means_what_the_name_implies():
     assert resolve_pretrained("ViT-B-32", "laion2b_s34b_b79k") == ("laion2b_s34b_b79k", False)
 
 
+def test_model_spec_parser_reads_every_kind_of_spec(tmp_path):
+    """The one parser: backend, source, what the backend loads, and what `pretrained` means."""
+    import json
+
+    from vidclip.models.clip import parse_model_spec
+
+    def read(model, pretrained=None):
+        s = parse_model_spec(model, pretrained)
+        return s.backend, s.source, s.ref, s.weights, s.pretrained
+
+    oc_dir = tmp_path / "oc"
+    oc_dir.mkdir()
+    (oc_dir / "open_clip_config.json").write_text("{}")
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text(json.dumps({"model_type": "clip", "vision_config": {}}))
+    ckpt = tmp_path / "w.safetensors"
+    assert read(" ViT-B/32 ") == ("open_clip", "arch", "ViT-B-32", "tag", "openai")
+    assert read("ViT-B-32", "laion2b_s34b_b79k")[3:] == ("tag", "laion2b_s34b_b79k")
+    assert read("ViT-B-32", Path(ckpt))[3:] == ("file", str(ckpt))  # a path-like: a file, even before it exists
+    assert read("tiny-vit") == ("open_clip", "arch", "tiny-vit", "random", None)
+    assert read("tiny-vit", "Random") == ("open_clip", "arch", "tiny-vit", "random", None)
+    assert read("vidclip-synth")[3:] == ("file", str(SHIPPED_WEIGHTS["vidclip-synth"]))
+    assert read("hf-tiny") == ("hf", "config", "hf-tiny", "random", None)
+    assert read("hf-tiny", str(ckpt)) == ("hf", "config", "hf-tiny", "file", str(ckpt))
+    assert read("hf:openai/clip-vit-base-patch32") == ("hf", "hub", "openai/clip-vit-base-patch32", "own", None)
+    assert read("openai/clip-vit-base-patch32") == ("hf", "hub", "openai/clip-vit-base-patch32", "own", None)
+    assert read("hf-hub:org/repo") == ("open_clip", "hf-hub", "hf-hub:org/repo", "own", None)
+    assert read("hf-hub:org/repo", "openai")[3:] == ("own", "openai")  # ignored by the backend, with a warning
+    assert read(str(oc_dir)) == ("open_clip", "local-dir", f"local-dir:{oc_dir.resolve()}", "own", None)
+    assert read(f"local-dir:{oc_dir}") == ("open_clip", "local-dir", f"local-dir:{oc_dir}", "own", None)
+    for spec in (str(hf_dir), "hf:" + str(hf_dir)):
+        assert read(spec) == ("hf", "folder", str(hf_dir.resolve()), "own", None)
+    assert read(str(hf_dir), str(tmp_path))[3:] == ("file", str(tmp_path))  # weights from another folder
+    for own in ("hf:org/name", "hf-hub:org/repo", str(hf_dir), f"local-dir:{oc_dir}"):
+        with pytest.raises(ConfigError, match="brings its own weights"):
+            parse_model_spec(own, "none")
+    with pytest.raises(ConfigError, match="unknown model 'NoSuchNet'"):
+        parse_model_spec("NoSuchNet")
+    with pytest.raises(ConfigError, match="expected a model name"):
+        parse_model_spec("  ")
+    with pytest.raises(WeightsNotFoundError, match="neither a known tag"):
+        parse_model_spec("ViT-B-32", "no_such_tag")
+
+
+def test_identity_load_args_invert_what_the_backends_record(tmp_path):
+    from vidclip.models.clip import identity_load_args
+
+    def ident(family, name, pretrained, random_weights=False):
+        return {"family": family, "name": name, "pretrained": pretrained, "embed_dim": 8, "image_size": 32,
+                "random_weights": random_weights, "weights_digest": "0" * 16}
+
+    assert identity_load_args(ident("open_clip", "ViT-B-32", "openai")) == ("ViT-B-32", "openai")
+    assert identity_load_args(ident("open_clip", "tiny-vit", None, True)) == ("tiny-vit", "none")
+    assert identity_load_args(ident("hf", "hf-tiny", None, True)) == ("hf-tiny", "none")
+    assert identity_load_args(ident("hf", "org/name", "org/name")) == ("hf:org/name", None)
+    assert identity_load_args(ident("hf", "/abs/dir", "/abs/other")) == ("hf:/abs/dir", "/abs/other")
+    assert identity_load_args(ident("open_clip", "hf-hub:org/repo", "hf-hub:org/repo")) == ("hf-hub:org/repo", None)
+    assert identity_load_args(ModelIdentity.from_dict(ident("open_clip", "local-dir:/d", "/d"))) == ("local-dir:/d", "/d")
+    with pytest.raises(ConfigError, match="missing field"):
+        identity_load_args({"family": "hf", "name": "x"})
+
+
 def test_vidclip_synth_defaults_to_shipped_weights_and_none_is_random():
     from safetensors.torch import load_file
 
     shipped = load_clip("vidclip-synth")
     assert not shipped.identity.random_weights
-    sd = load_file(str(clipmod.SHIPPED_WEIGHTS["vidclip-synth"]))
+    sd = load_file(str(SHIPPED_WEIGHTS["vidclip-synth"]))
     k = next(k for k in sd if k.endswith("proj") or "weight" in k)
     assert torch.equal(shipped.model.state_dict()[k].float(), sd[k].float())
     for word in ("none", "random"):
@@ -630,7 +694,7 @@ def test_config_pretrained_none_means_random_and_null_means_implied(tmp_path):
 
 
 def test_train_weights_hint_uses_config_keys():
-    from vidclip.models.clip.backend import HOW_TO_LOCAL
+    from vidclip.models.clip.spec import HOW_TO_LOCAL
     from vidclip.train.commands import _in_config_words
 
     msg = _in_config_words("ViT-B-32 pretrained='openai': weights could not be downloaded. " + HOW_TO_LOCAL)

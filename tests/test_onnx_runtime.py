@@ -347,13 +347,17 @@ def test_runtime_module_imports_without_onnxruntime():
 # ----------------------------------------------------------------------------------------------
 def test_identity_key_and_folder_match_model_identity(clips, tmp_path):
     from vidclip.models.clip import onnx_runtime as rt
+    from vidclip.models.clip.identity import identity_key
 
     for name in ("tiny-vit", "hf-tiny"):
         ident = clips(name).identity
-        assert rt.identity_key(ident.to_dict()) == rt.identity_key(ident) == ident.key()
+        assert identity_key(ident.to_dict()) == identity_key(ident) == ident.key()
         assert rt.export_root(tmp_path, ident).name == ident.key().replace(":", "-")
+        assert rt.export_root(tmp_path, ident.to_dict()) == rt.export_root(tmp_path, ident)
+    partial = {"family": "hf", "name": "x", "pretrained": None, "image_size": 32, "embed_dim": 8,
+               "random_weights": True}
     with pytest.raises(ConfigError, match=r"model identity: missing field\(s\) \['weights_digest'\]"):
-        rt.identity_key({"family": "hf", "image_size": 32, "embed_dim": 8})
+        rt.export_root(tmp_path, partial)
 
 
 def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
@@ -364,18 +368,6 @@ def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.delenv("VIDCLIP_ONNX_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert rt.default_cache_dir() == tmp_path / "x" / "vidclip" / "onnx"
-
-
-def test_resize_rules_equal_the_torch_module():
-    from vidclip.models.clip import onnx_runtime as rt
-    from vidclip.models.clip import preprocess as pp
-
-    for h in range(1, 70, 3):
-        for w in range(1, 70, 5):
-            for s in (7, 32, 64):
-                assert rt._resized_shape(h, w, s) == pp.resized_shape(h, w, s)
-                rh, rw = pp.resized_shape(h, w, s)
-                assert rt._crop_offsets(rh, rw, s) == pp._crop_offsets(rh, rw, s)
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])

@@ -13,12 +13,12 @@ from PIL import Image
 
 from vidclip.core.errors import VidclipError
 from vidclip.models.clip import preprocess as pp
+from vidclip.models.clip.geometry import crop_offsets, resized_shape
 from vidclip.models.clip.preprocess import (
     FrameFormatError,
     normalize_pixels,
     preprocess_frames,
     resize_center_crop,
-    resized_shape,
 )
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -71,6 +71,16 @@ def test_resized_shape_matches_torchvision_rule():
         img = Image.new("RGB", (w, h))
         out = Resize(224)(img)
         assert resized_shape(h, w, 224) == (out.size[1], out.size[0])
+
+
+def test_crop_offsets_match_torchvision_centercrop():
+    from torchvision.transforms import CenterCrop
+
+    for h, w, s in [(224, 298, 224), (225, 224, 224), (17, 40, 16), (16, 27, 16), (300, 301, 224)]:
+        img = Image.fromarray(np.arange(h * w, dtype=np.uint32).reshape(h, w).astype(np.int32), mode="I")
+        top, left = crop_offsets(h, w, s)
+        want = np.asarray(img)[top:top + s, left:left + s]
+        np.testing.assert_array_equal(np.asarray(CenterCrop(s)(img)), want)
 
 
 def test_crop_only_when_short_side_already_fits_is_exact():

@@ -130,7 +130,8 @@ def test_modes_and_orientation_survive_the_early_resize(case):
     from PIL import Image
 
     from vidclip.index.search import load_query_image
-    from vidclip.models.clip.preprocess import resize_center_crop, resized_shape
+    from vidclip.models.clip.geometry import resized_shape
+    from vidclip.models.clip.preprocess import resize_center_crop
 
     img = natural_ish(1600, 1000, seed=1)
     data = {

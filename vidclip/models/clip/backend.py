@@ -1,23 +1,19 @@
-"""What the two CLIP backends share (part of :mod:`vidclip.models.clip.load`).
+"""What the two CLIP backends share.
 
-:mod:`vidclip.models.clip.open_clip_backend` and :mod:`vidclip.models.clip.hf_backend` each turn a model spec into
-a :class:`LoadedCLIP`, from which :func:`vidclip.models.clip.load.load_clip` builds the FrozenCLIP. They
-share: the uniform :class:`TextTokenizer`, the offline rule (:func:`is_offline`,
-:func:`hub_offline_mode`), seeded random init, what a model spec looks like (:data:`HUB_ID`,
-:func:`looks_like_path`, :func:`is_hf_dir`) and the "how to pass local weights" error text.
-Neither library is imported here.
+:mod:`vidclip.models.clip.open_clip_backend` and :mod:`vidclip.models.clip.hf_backend` each turn a
+:class:`~vidclip.models.clip.spec.ModelSpec` into a :class:`LoadedCLIP`, from which
+:func:`vidclip.models.clip.load.load_clip` builds the FrozenCLIP. They share: the uniform
+:class:`TextTokenizer`, the offline rule (:func:`is_offline`, :func:`hub_offline_mode`) and seeded
+random init. Neither library is imported here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
-import re
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
@@ -28,19 +24,6 @@ from vidclip.models.clip.identity import ModelIdentity
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _RANDOM_INIT_SEED = 0
-CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
-HOW_TO_LOCAL_FILES = (
-    "Pass a local checkpoint instead: `--pretrained /path/to/checkpoint.pt|.bin|.safetensors` "
-    "(load_clip(model, '/path/to/file')) for an open_clip architecture, or a local transformers "
-    "folder made by CLIPModel.save_pretrained (`--model /path/to/dir`, load_clip('hf:/path/to/dir')), "
-    "or `--pretrained none` for random weights."
-)
-HOW_TO_LOCAL = HOW_TO_LOCAL_FILES + (
-    " To download instead, run once on a machine with network access (files are cached under "
-    "~/.cache/huggingface or ~/.cache/clip)."
-)
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,25 +84,8 @@ class LoadedCLIP(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# Model specs and error text
+# Error text
 # ----------------------------------------------------------------------------------------------
-def looks_like_path(s: str) -> bool:
-    """Whether a model/pretrained string names a file or folder (rather than a name or tag)."""
-    return os.sep in s or s.startswith((".", "~")) or s.lower().endswith(CKPT_SUFFIXES)
-
-
-def is_hf_dir(p: Path) -> bool:
-    """Whether folder ``p`` is a transformers CLIP ``save_pretrained`` folder (its config.json says so)."""
-    cfg = p / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        d = json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return "vision_config" in d or d.get("model_type") in ("clip",)
-
-
 def first_line(msg: str, n: int = 200) -> str:
     """First line of a library's error message, clipped (the full chain stays in __cause__)."""
     first = (msg.strip().splitlines() or [""])[0]

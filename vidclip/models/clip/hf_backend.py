@@ -1,7 +1,8 @@
-"""transformers backend of :func:`vidclip.models.clip.load.load_clip` (part of :mod:`vidclip.models.clip.load`).
+"""transformers backend of :func:`vidclip.models.clip.load.load_clip`.
 
-Hub ids, ``save_pretrained`` folders and the registered tiny hf configs (random init, or weights
-from a folder / state-dict file) -> a :class:`LoadedCLIP` over a transformers ``CLIPModel``.
+A :class:`~vidclip.models.clip.spec.ModelSpec` of a hub id, a ``save_pretrained`` folder or a
+registered tiny hf config (random init, or weights from a folder / state-dict file) -> a
+:class:`LoadedCLIP` over a transformers ``CLIPModel``.
 transformers is imported inside the functions, so importing this module costs nothing.
 
 Tokenizer: the one saved with the model (``vocab.json`` + ``merges.txt`` / ``tokenizer.json``)
@@ -23,41 +24,33 @@ import torch
 
 from vidclip.core.errors import ConfigError, WeightsNotFoundError
 from vidclip.models.clip.backend import (
-    HOW_TO_LOCAL,
-    HUB_ID,
     OPENAI_MEAN,
     OPENAI_STD,
     LoadedCLIP,
     TextTokenizer,
     first_line,
     hub_offline_mode,
-    is_hf_dir,
     is_offline,
     seeded_init,
 )
 from vidclip.models.clip.identity import HF_CONFIGS, ModelIdentity, state_dict_digest
+from vidclip.models.clip.spec import HOW_TO_LOCAL, ModelSpec
 
 log = logging.getLogger(__name__)
 
 _HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
-def load_hf(ref: str, pretrained: str | None, cache_dir: str | None) -> LoadedCLIP:
-    """transformers CLIPModel from a hub id or a save_pretrained folder."""
-    local = Path(os.path.expanduser(ref))
-    if local.is_dir():
-        ref = str(local.resolve())
-        if not is_hf_dir(local):
-            raise WeightsNotFoundError(f"{ref}: no CLIP config.json in this folder. {HOW_TO_LOCAL}")
-        offline = True
-    elif not HUB_ID.fullmatch(ref):
-        raise WeightsNotFoundError(
-            f"{ref}: neither an existing model folder nor a hub id 'org/name'. {HOW_TO_LOCAL}")
-    else:
-        offline = is_offline()
+def load_hf(spec: ModelSpec, cache_dir: str | None) -> LoadedCLIP:
+    """transformers CLIPModel of a hub id or a save_pretrained folder (``spec.ref``), or of a
+    registered tiny config (random init, or weights from a folder / state-dict file)."""
+    if spec.source == "config":
+        return _load_registered(spec.ref, spec.pretrained, cache_dir)
+    ref = spec.ref
+    offline = spec.source == "folder" or is_offline()
     src = ref
-    if pretrained is not None:
-        p = Path(os.path.expanduser(pretrained)).resolve()
+    if spec.pretrained is not None:
+        p = Path(os.path.expanduser(spec.pretrained)).resolve()
         if p.is_dir():
             src, offline = str(p), True
         else:
@@ -68,8 +61,7 @@ def load_hf(ref: str, pretrained: str | None, cache_dir: str | None) -> LoadedCL
     return _hf_finish(net, tok, ref, src, False, pre)
 
 
-def load_hf_registered(name: str, pretrained: str | None, cache_dir: str | None) -> LoadedCLIP:
-    """A registered tiny hf config: random init, or weights from a folder / state-dict file."""
+def _load_registered(name: str, pretrained: str | None, cache_dir: str | None) -> LoadedCLIP:
     from transformers import CLIPConfig, CLIPModel
 
     if pretrained is not None:

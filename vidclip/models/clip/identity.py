@@ -1,10 +1,13 @@
-"""CLIP identity and the model-config registry (part of :mod:`vidclip.models.clip.load`).
+"""CLIP identity and the model-config registry.
 
 :class:`ModelIdentity` is what every output file records about the CLIP that produced it;
 :func:`state_dict_digest` pins its weights. The registry maps names to JSON model configs:
 open_clip configs go to ``open_clip.add_model_config``, transformers ones (``"family": "hf"``)
 to :data:`HF_CONFIGS`. vidclip's own tiny configs live in :data:`CONFIG_DIR`; the models whose
 weights ship with the package are :data:`SHIPPED_WEIGHTS`.
+
+Imports no torch (only :func:`state_dict_digest` does, when called), so the torch-free ONNX
+Runtime path (:mod:`vidclip.models.clip.onnx_runtime`) reads identities through it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from vidclip.core.errors import ConfigError
 
-__all__ = ["ModelIdentity", "state_dict_digest", "register_config_dir", "list_models", "CONFIG_DIR",
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["ModelIdentity", "identity_key", "state_dict_digest", "register_config_dir", "list_models", "CONFIG_DIR",
            "HF_CONFIGS", "SHIPPED_WEIGHTS"]
 
 #: vidclip's bundled model configs (tiny-vit, hf-tiny, vidclip-synth, ...).
@@ -74,11 +79,21 @@ class ModelIdentity:
         return f"{self.family}:{self.image_size}:{self.embed_dim}:{self.weights_digest}"
 
 
+def identity_key(identity: ModelIdentity | dict) -> str:
+    """:meth:`ModelIdentity.key` of an identity given as a ModelIdentity or its dict (an index's).
+
+    Raises ConfigError when the dict is not a whole identity.
+    """
+    return (identity if isinstance(identity, ModelIdentity) else ModelIdentity.from_dict(identity)).key()
+
+
 def state_dict_digest(module: torch.nn.Module) -> str:
     """16-hex-digit blake2b of every tensor (name, dtype, shape, bytes) in ``module.state_dict()``.
 
     Hashes all bytes (~1 GB/s), so two fine-tuned checkpoints of one architecture never collide.
     """
+    import torch
+
     h = hashlib.blake2b(digest_size=8)
     sd = module.state_dict()
     for name in sorted(sd):

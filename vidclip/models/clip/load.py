@@ -40,7 +40,8 @@ bundled BPE file ``bpe_simple_vocab_16e6.txt.gz``, which is the vocabulary of Op
 (49408 tokens; ids identical to open_clip's ``SimpleTokenizer``, tested). Either way the HF model
 sees HF-tokenizer ids, as it would in transformers.
 
-Layout: this module is the public face (FrozenCLIP, :func:`load_clip` and its rules). Identity and
+Layout: this module is the public face (FrozenCLIP, :func:`load_clip`). The model string and
+its ``pretrained`` are read once, by :func:`vidclip.models.clip.spec.parse_model_spec`; identity and
 the config registry are in :mod:`vidclip.models.clip.identity`; what both backends share in
 :mod:`vidclip.models.clip.backend`; the backends in :mod:`vidclip.models.clip.open_clip_backend` and
 :mod:`vidclip.models.clip.hf_backend`, imported by :func:`load_clip` only when a model needs them.
@@ -52,31 +53,22 @@ import contextlib
 import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from vidclip.core.errors import ConfigError, WeightsNotFoundError
+from vidclip.models.clip.backend import TextTokenizer
 
-# ModelIdentity, list_models, register_config_dir, state_dict_digest and SHIPPED_WEIGHTS are public
-# names of this module (users import them from here); they live in clip_config.
-from vidclip.models.clip.backend import (
-    HOW_TO_LOCAL,
-    HUB_ID,
-    TextTokenizer,
-    is_hf_dir,
-    looks_like_path,
-)
+# list_models, register_config_dir, resolve_pretrained and state_dict_digest stay importable from
+# here (in __all__), as before the package was split; vidclip.models.clip exports them all.
 from vidclip.models.clip.identity import (
-    CONFIG_DIR,
-    HF_CONFIGS,
-    SHIPPED_WEIGHTS,
     ModelIdentity,
     list_models,
     register_config_dir,
     state_dict_digest,
 )
 from vidclip.models.clip.preprocess import FrameFormatError, preprocess_frames
+from vidclip.models.clip.spec import identity_load_args, parse_model_spec, resolve_pretrained
 
 __all__ = [
     "ModelIdentity",
@@ -395,59 +387,6 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-#: ``pretrained`` values that always mean random weights.
-RANDOM_WEIGHTS_WORDS = ("none", "random")
-
-
-def _carries_own_weights(model: str) -> bool:
-    """Hub ids and folders bring their own weights (``pretrained`` names none for them)."""
-    if model.startswith(("hf:", "hf-hub:", "local-dir:")) or os.path.isdir(os.path.expanduser(model)):
-        return True
-    import open_clip
-
-    return model not in HF_CONFIGS and model.replace("/", "-") not in open_clip.list_models() \
-        and bool(HUB_ID.fullmatch(model))
-
-
-def resolve_pretrained(model: str, pretrained: str | os.PathLike | None) -> tuple[str | None, bool]:
-    """The one rule for ``pretrained`` (CLI ``--pretrained``, config ``model.pretrained``, Python).
-
-    ``"none"`` / ``"random"``: random weights, always. None (or ""): what the model name implies:
-    the shipped file for a shipped model (``vidclip-synth``); nothing extra for a hub id or a
-    folder (they carry their weights); ``openai`` for an open_clip architecture that has that tag,
-    else its first listed tag; random weights for a config without any tag (``tiny-vit``,
-    ``hf-tiny``). Anything else is passed on (a tag or a checkpoint file/folder).
-
-    Returns ``(pretrained for the backend, random_weights)``; the backend reads None as "no
-    weights to load besides what the model brings".
-    """
-    if pretrained is not None and not isinstance(pretrained, str):
-        pretrained = os.fspath(pretrained)
-    if isinstance(pretrained, str) and pretrained.strip().lower() in RANDOM_WEIGHTS_WORDS:
-        return None, True
-    if pretrained:
-        return pretrained, False
-    if model in SHIPPED_WEIGHTS:
-        if not SHIPPED_WEIGHTS[model].is_file():
-            raise WeightsNotFoundError(
-                f"{model}: the shipped weights {SHIPPED_WEIGHTS[model]} are missing from this installation; "
-                "re-install vidclip, or rebuild them with `python -m vidclip.train.pretrain "
-                "configs/pretrain_synth_clip.yaml --out vidclip/assets`")
-        return str(SHIPPED_WEIGHTS[model]), False
-    if _carries_own_weights(model) or model in HF_CONFIGS:
-        return None, model in HF_CONFIGS
-    import open_clip
-    from open_clip.pretrained import list_pretrained_tags_by_model
-
-    name = model.replace("/", "-")
-    if name not in open_clip.list_models():
-        return None, False  # unknown names get load_clip's own error
-    tags = list_pretrained_tags_by_model(name)
-    if not tags:
-        return None, True
-    return ("openai" if "openai" in tags else tags[0]), False
-
-
 def load_clip(
     model: str,
     pretrained: str | None = None,
@@ -462,7 +401,7 @@ def load_clip(
         model: architecture name, hub id (``hf:``/``hf-hub:`` prefixed or ``org/name``) or folder.
         pretrained: open_clip tag or local checkpoint file/folder; ``"none"`` (or ``"random"``)
             always means random weights; None means what the model name implies (see
-            :func:`resolve_pretrained`).
+            :mod:`vidclip.models.clip.spec`).
         device: "cpu", "cuda", "cuda:1", "auto", or a torch.device.
         precision: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "fp16", "bf16".
         cache_dir: download cache for hub/URL weights (default: the libraries' own caches).
@@ -470,58 +409,17 @@ def load_clip(
         WeightsNotFoundError: weights missing locally and not downloadable (offline / bad tag).
         ConfigError: unknown model name, bad device/precision.
     """
-    register_config_dir(CONFIG_DIR)
-    if not isinstance(model, str) or not model.strip():
-        raise ConfigError(f"model: expected a model name, hub id or folder, got {model!r}")
-    model = model.strip()
-    pretrained, random_weights = resolve_pretrained(model, pretrained)
+    spec = parse_model_spec(model, pretrained)
     dev = _resolve_device(device)
     prec = _resolve_precision(precision, dev)
     cache_dir = str(cache_dir) if cache_dir is not None else None
-
-    import open_clip
-
-    if random_weights and _carries_own_weights(model):
-        raise ConfigError(f"{model}: pretrained='none' (random weights) works for architecture names "
-                          "(ViT-B-32, tiny-vit, hf-tiny, ...); a hub id or a folder always brings its own weights")
-
-    # Which backend, and the spec it gets; its module (and library) is imported only then.
-    if model.startswith("hf:"):
-        backend, ref = "hf", model[3:]
-    elif model in HF_CONFIGS:
-        backend, ref = "hf-registered", model
-    elif model.startswith(("hf-hub:", "local-dir:")):
-        backend, ref = "open_clip", model
-    elif os.path.isdir(os.path.expanduser(model)):
-        p = Path(os.path.expanduser(model)).resolve()
-        if (p / "open_clip_config.json").is_file():
-            backend, ref = "open_clip", f"local-dir:{p}"
-        elif is_hf_dir(p):
-            backend, ref = "hf", str(p)
-        else:
-            raise WeightsNotFoundError(
-                f"{p}: folder has neither open_clip_config.json (open_clip) nor a CLIP config.json "
-                f"(transformers save_pretrained). {HOW_TO_LOCAL}")
-    elif model.replace("/", "-") in open_clip.list_models():
-        backend, ref = "open_clip", model.replace("/", "-")
-    elif HUB_ID.fullmatch(model):  # bare "org/name" that is not an open_clip architecture
-        backend, ref = "hf", model
-    elif looks_like_path(model):
-        raise WeightsNotFoundError(f"{model}: model folder does not exist. {HOW_TO_LOCAL}")
-    else:
-        raise ConfigError(
-            f"model: unknown model {model!r}; known names include {list_models()[:12]}... "
-            "(see vidclip.models.clip.load.list_models()), a hub id 'hf:org/name' / 'hf-hub:org/name', "
-            "or a local folder")
-    # Called from here (no helper in between): the backends' warnings use stacklevel=3 to name
-    # load_clip's caller.
-    if backend == "open_clip":
+    # The backend's module (and library) is imported only now. Called from here (no helper in
+    # between): the backends' warnings use stacklevel=3 to name load_clip's caller.
+    if spec.backend == "open_clip":
         from vidclip.models.clip.open_clip_backend import load_open_clip as load_backend
-    elif backend == "hf":
-        from vidclip.models.clip.hf_backend import load_hf as load_backend
     else:
-        from vidclip.models.clip.hf_backend import load_hf_registered as load_backend
-    clip = load_backend(ref, pretrained, cache_dir)
+        from vidclip.models.clip.hf_backend import load_hf as load_backend
+    clip = load_backend(spec, cache_dir)
     net, family, identity, mean, std, ctx, tok, interp = clip
     net.to(dev)
     return FrozenCLIP(net, family=family, identity=identity, mean=mean, std=std, context_length=ctx,
@@ -535,15 +433,7 @@ def load_clip_from_identity(identity: ModelIdentity | dict, *, device="cpu", pre
     Raises WeightsNotFoundError when the weights found now differ from the recorded digest.
     """
     ident = identity if isinstance(identity, ModelIdentity) else ModelIdentity.from_dict(identity)
-    name, pre = ident.name, ident.pretrained
-    if ident.family == "hf" and name not in HF_CONFIGS and not name.startswith("hf:"):
-        name = "hf:" + name
-        if pre == ident.name:  # hub id / folder carried its own weights
-            pre = None
-    if ident.family == "open_clip" and name.startswith("hf-hub:"):
-        pre = None
-    if pre is None and ident.random_weights:
-        pre = "none"
+    name, pre = identity_load_args(ident)
     clip = load_clip(name, pre, device=device, precision=precision, cache_dir=cache_dir)
     if check_digest and clip.identity.weights_digest != ident.weights_digest:
         raise WeightsNotFoundError(

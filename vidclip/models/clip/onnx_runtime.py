@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from vidclip.core.errors import BackendUnavailableError, ConfigError, display_path
+from vidclip.models.clip.geometry import crop_offsets, resized_shape
+from vidclip.models.clip.identity import ModelIdentity, identity_key
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -41,7 +43,6 @@ __all__ = [
     "OnnxTokenizer",
     "onnx_available",
     "default_cache_dir",
-    "identity_key",
     "export_root",
     "tower_dir",
     "read_manifest",
@@ -96,27 +97,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "vidclip" / "onnx"
 
 
-def _identity_dict(identity: Any) -> dict:
-    if hasattr(identity, "to_dict"):
-        identity = identity.to_dict()
-    if not isinstance(identity, dict):
-        raise ConfigError(f"model identity: expected a dict or ModelIdentity, got {type(identity).__name__}")
-    missing = [k for k in ("family", "image_size", "embed_dim", "weights_digest") if k not in identity]
-    if missing:
-        raise ConfigError(f"model identity: missing field(s) {missing}")
-    return identity
-
-
-def identity_key(identity: Any) -> str:
-    """``ModelIdentity.key()`` of an identity given as a dict (an index's) or a ModelIdentity.
-
-    Rebuilt here because ModelIdentity's module imports torch; tests pin the two equal.
-    """
-    d = _identity_dict(identity)
-    return f"{d['family']}:{int(d['image_size'])}:{int(d['embed_dim'])}:{d['weights_digest']}"
-
-
-def export_root(cache_dir: str | os.PathLike | None, identity: Any) -> Path:
+def export_root(cache_dir: str | os.PathLike | None, identity: ModelIdentity | dict) -> Path:
     """The folder of one model identity's exports (``None``: :func:`default_cache_dir`)."""
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return base / identity_key(identity).replace(":", "-")
@@ -159,7 +140,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     return m
 
 
-def find_export(identity: Any, tower: str = "text", precision: str = "fp32",
+def find_export(identity: ModelIdentity | dict, tower: str = "text", precision: str = "fp32",
                 cache_dir: str | os.PathLike | None = None) -> Path | None:
     """The complete export folder of ``identity``'s tower, or None (absent, unfinished, damaged,
     another format, another identity)."""
@@ -267,19 +248,6 @@ class OnnxTokenizer:
 # ----------------------------------------------------------------------------------------------
 # Image preprocessing (numpy / PIL)
 # ----------------------------------------------------------------------------------------------
-def _resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    # vidclip.models.clip.preprocess.resized_shape (torchvision Resize(int) rule); that module imports
-    # torch, hence this copy, pinned equal by tests.
-    if height <= width:
-        return size, int(size * width / height)
-    return int(size * height / width), size
-
-
-def _crop_offsets(h: int, w: int, s: int) -> tuple[int, int]:
-    # vidclip.models.clip.preprocess._crop_offsets (torchvision CenterCrop rounding); copy as above.
-    return int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-
-
 def preprocess_images(frames: Sequence[np.ndarray] | np.ndarray, image_size: int, mean: Sequence[float],
                       std: Sequence[float], interpolation: str = "bicubic") -> np.ndarray:
     """CLIP eval preprocessing with PIL + numpy, as :func:`vidclip.models.clip.preprocess.preprocess_frames`.
@@ -309,11 +277,11 @@ def preprocess_images(frames: Sequence[np.ndarray] | np.ndarray, image_size: int
         if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 or 0 in f.shape:
             raise ConfigError(f"frames[{i}]: expected uint8 [H,W,3] RGB, got {f.dtype} {list(f.shape)}")
         h, w = f.shape[:2]
-        rh, rw = _resized_shape(h, w, s)
+        rh, rw = resized_shape(h, w, s)
         img = Image.fromarray(np.ascontiguousarray(f))
         if (rh, rw) != (h, w):
             img = img.resize((rw, rh), resample=resample)
-        top, left = _crop_offsets(rh, rw, s)
+        top, left = crop_offsets(rh, rw, s)
         crop = np.asarray(img)[top:top + s, left:left + s]
         # (x / 255 - mean) / std in the torch path's order of float32 operations
         out[i] = (crop.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - m) / sd
@@ -334,8 +302,9 @@ class OnnxCLIP:
     def __init__(self, root: str | os.PathLike, *, precision: str = "fp32", threads: int | None = None,
                  key: str | None = None):
         """``root``: an identity's export folder (:func:`export_root`); ``key``: when given, towers
-        exported for another :func:`identity_key` are not used. Raises OnnxRuntimeUnavailable when
-        onnxruntime cannot be imported, ConfigError when neither tower is usable there."""
+        exported for another :func:`~vidclip.models.clip.identity.identity_key` are not used.
+        Raises OnnxRuntimeUnavailable when onnxruntime cannot be imported, ConfigError when
+        neither tower is usable there."""
         _import_onnxruntime()
         if precision not in ("fp32", "int8"):
             raise ConfigError(f"precision: expected 'fp32' or 'int8' for the ONNX runtime, got {precision!r}")
@@ -371,7 +340,7 @@ class OnnxCLIP:
         self.context_length = int(txt["tokenizer"]["context_length"]) if txt else None
 
     @classmethod
-    def for_identity(cls, identity: Any, cache_dir: str | os.PathLike | None = None, **kwargs) -> OnnxCLIP:
+    def for_identity(cls, identity: ModelIdentity | dict, cache_dir: str | os.PathLike | None = None, **kwargs) -> OnnxCLIP:
         """The export of ``identity`` under ``cache_dir`` (default :func:`default_cache_dir`)."""
         return cls(export_root(cache_dir, identity), key=identity_key(identity), **kwargs)
 

@@ -1,9 +1,10 @@
-"""open_clip backend of :func:`vidclip.models.clip.load.load_clip` (part of :mod:`vidclip.models.clip.load`).
+"""open_clip backend of :func:`vidclip.models.clip.load.load_clip`.
 
-Architecture names, pretrained tags, local checkpoints (state dicts, safetensors, OpenAI's
-TorchScript archives), ``hf-hub:`` ids and ``local-dir:`` folders -> a :class:`LoadedCLIP`. Also
-the open_clip ViT input embedding that FrozenCLIP's per-block access needs. Imports open_clip
-(never transformers itself) inside the functions.
+A :class:`~vidclip.models.clip.spec.ModelSpec` of architecture names, pretrained tags, local
+checkpoints (state dicts, safetensors, OpenAI's TorchScript archives), ``hf-hub:`` ids and
+``local-dir:`` folders -> a :class:`LoadedCLIP`. Also the open_clip ViT input embedding that
+FrozenCLIP's per-block access needs. Imports open_clip (never transformers itself) inside the
+functions.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import torch
 
 from vidclip.core.errors import ConfigError, WeightsNotFoundError
 from vidclip.models.clip.backend import (
-    HOW_TO_LOCAL,
-    HOW_TO_LOCAL_FILES,
     OPENAI_MEAN,
     OPENAI_STD,
     LoadedCLIP,
@@ -29,54 +28,47 @@ from vidclip.models.clip.backend import (
     first_line,
     hub_offline_mode,
     is_offline,
-    looks_like_path,
     seeded_init,
 )
 from vidclip.models.clip.identity import ModelIdentity, state_dict_digest
+from vidclip.models.clip.spec import HOW_TO_LOCAL, ModelSpec
 
 
-def load_open_clip(name: str, pretrained: str | None, cache_dir: str | None) -> LoadedCLIP:
-    """An open_clip model: ``name`` an architecture, ``hf-hub:org/repo`` or ``local-dir:/dir``;
-    ``pretrained`` a tag, a checkpoint file/folder, or None (random weights, seeded)."""
+def load_open_clip(spec: ModelSpec, cache_dir: str | None) -> LoadedCLIP:
+    """An open_clip model: ``spec.ref`` an architecture, ``hf-hub:org/repo`` or ``local-dir:/dir``;
+    ``spec.weights`` a tag, a checkpoint file/folder, the source's own, or random (seeded)."""
     import open_clip
-    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+    from open_clip.pretrained import get_pretrained_cfg
 
+    name, pretrained = spec.ref, spec.pretrained
     kwargs: dict[str, Any] = {"cache_dir": cache_dir}
     ckpt: str | None = None
     ident_pre: str | None = pretrained
     offline = False
-    random_weights = pretrained is None
-    if name.startswith("hf-hub:"):
+    random_weights = spec.random_weights
+    if spec.source == "hf-hub":
         offline = is_offline()
         if pretrained:
             warnings.warn(f"pretrained={pretrained!r} ignored: {name} carries its own weights", stacklevel=3)
-        ident_pre, random_weights = name, False
-    elif name.startswith("local-dir:"):
-        ident_pre, random_weights = name[len("local-dir:"):], False
-    elif pretrained is not None:
+        ident_pre, pretrained = name, None
+    elif spec.source == "local-dir":
+        ident_pre, pretrained = name[len("local-dir:"):], None
+    elif spec.weights == "tag":
         tag_cfg = get_pretrained_cfg(name, pretrained)
-        if tag_cfg:
-            offline = is_offline()
-            if tag_cfg.get("quick_gelu", False):
-                # OpenAI-trained weights use QuickGELU; open_clip only *warns* when the plain config is
-                # used with them, and the embeddings are then subtly wrong.
-                kwargs["force_quick_gelu"] = True
-            if offline and not tag_cfg.get("hf_hub") and not _url_cached(tag_cfg.get("url", ""), cache_dir):
-                raise WeightsNotFoundError(
-                    f"{name} pretrained={pretrained!r}: weights are not in the local cache and the "
-                    f"hub cannot be reached (offline). {HOW_TO_LOCAL}")
-        elif looks_like_path(pretrained) or os.path.exists(os.path.expanduser(pretrained)):
-            ckpt, is_ts = _open_clip_checkpoint(name, pretrained)
-            ident_pre = ckpt
-            if is_ts:
-                kwargs["force_quick_gelu"] = True  # every OpenAI TorchScript release uses QuickGELU
-        else:
-            tags = list_pretrained_tags_by_model(name)
-            shown = ", ".join(tags[:8]) + (f", ... ({len(tags)} in all)" if len(tags) > 8 else "")
-            # a config without tags (vidclip-synth, tiny-vit) has nothing to download: no network hint
+        offline = is_offline()
+        if tag_cfg.get("quick_gelu", False):
+            # OpenAI-trained weights use QuickGELU; open_clip only *warns* when the plain config is
+            # used with them, and the embeddings are then subtly wrong.
+            kwargs["force_quick_gelu"] = True
+        if offline and not tag_cfg.get("hf_hub") and not _url_cached(tag_cfg.get("url", ""), cache_dir):
             raise WeightsNotFoundError(
-                f"{name}: pretrained={pretrained!r} is neither a known tag ({shown or 'none registered'}) "
-                f"nor an existing file. {HOW_TO_LOCAL if tags else HOW_TO_LOCAL_FILES}")
+                f"{name} pretrained={pretrained!r}: weights are not in the local cache and the "
+                f"hub cannot be reached (offline). {HOW_TO_LOCAL}")
+    elif spec.weights == "file":
+        ckpt, is_ts = _open_clip_checkpoint(name, pretrained)
+        ident_pre = ckpt
+        if is_ts:
+            kwargs["force_quick_gelu"] = True  # every OpenAI TorchScript release uses QuickGELU
 
     # open_clip logs on the root logger ("No pretrained weights loaded ... initialized randomly",
     # false when a checkpoint is loaded right after; "Failed to download weights", said again by our
@@ -87,8 +79,8 @@ def load_open_clip(name: str, pretrained: str | None, cache_dir: str | None) -> 
                 net = open_clip.create_model(name, pretrained=None, **kwargs)
                 _load_open_clip_state(net, ckpt, name)
             else:
-                net = open_clip.create_model(name, pretrained=pretrained if not random_weights else None,
-                                             **kwargs)
+                # a tag (downloaded or read from the cache), a hub id / folder's own weights, or None
+                net = open_clip.create_model(name, pretrained=pretrained, **kwargs)
     except WeightsNotFoundError:
         raise
     except (RuntimeError, OSError, FileNotFoundError, ValueError) as e:

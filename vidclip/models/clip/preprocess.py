@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from vidclip.core.errors import VidclipError
+from vidclip.models.clip.geometry import crop_offsets, resized_shape
 
 __all__ = [
     "FrameFormatError",
     "preprocess_frames",
     "resize_center_crop",
     "normalize_pixels",
-    "resized_shape",
 ]
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
@@ -68,19 +68,6 @@ def _check_size(image_size: int) -> int:
     return image_size
 
 
-def resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
-    """(h, w) after resizing the shorter side to ``image_size`` (torchvision ``Resize(int)`` rule)."""
-    if height <= width:
-        return image_size, int(image_size * width / height)
-    return int(image_size * height / width), image_size
-
-
-def _crop_offsets(h: int, w: int, s: int) -> tuple[int, int]:
-    # torchvision CenterCrop: top = int(round((h - s) / 2.0)); Python round() = banker's rounding,
-    # identical to what torchvision uses.
-    return int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-
-
 def _uint8_kernel_ok(device: torch.device, interpolation: str) -> bool:
     """torch resamples uint8 directly (antialiased, PIL-exact rounding) only on CPU."""
     return device.type == "cpu" and interpolation != "nearest"
@@ -104,7 +91,7 @@ def _resize_crop_chunk(x: torch.Tensor, s: int, interpolation: str) -> torch.Ten
             out = out.round_().clamp_(0, 255).to(torch.uint8)
     else:
         out = nchw
-    top, left = _crop_offsets(rh, rw, s)
+    top, left = crop_offsets(rh, rw, s)
     if rh < s or rw < s:  # cannot happen after a shorter-side resize, kept as a guard
         raise FrameFormatError(f"frames: resized to {rh}x{rw}, smaller than crop {s}")
     out = out[:, :, top:top + s, left:left + s]
