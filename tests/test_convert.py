@@ -320,7 +320,7 @@ def test_convert_run_dir_loads_with_finetuned_clip(tmp_path, tiny_clip_state):
     except ImportError:  # before the index package split
         from vidclip.features.pooling import Pooler
     pooler = Pooler.create(tmp_path / "run", loaded.clip)
-    assert pooler.spec["module"] == "seq_transformer" and pooler.temporal is not None
+    assert pooler.spec["module"] == "seq_transformer" and pooler.module is not None
     # direct load of the official file, with the run's CLIP
     direct = load_checkpoint(f, clip=loaded.clip)
     with torch.no_grad():

@@ -17,7 +17,8 @@ from train_helpers import make_feature_dataset, run_train, tiny_config
 checkpoint = pytest.importorskip("vidclip.models.checkpoint",
                                  reason="vidclip.models.checkpoint (load_checkpoint) not there yet")
 from vidclip.core.errors import ConfigError  # noqa: E402
-from vidclip.recognition.run import Pooler, zero_shot_classifier  # noqa: E402
+from vidclip.features.pooling import Pooler  # noqa: E402
+from vidclip.recognition.run import check_pooling, classify_pooler, zero_shot_classifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_checkpoint_pools_with_its_trained_module_and_sees_frame_order(tiny_clip
     pooler = Pooler.create(str(run_dir), tiny_clip)
     assert pooler.spec["name"] == "checkpoint" and pooler.spec["module"] == "seq_transformer"
     assert len(pooler.spec["digest"]) == 16 and pooler.max_frames == 8
-    got = pooler.pool(store, ["fwd", "rev"])
+    got = torch.from_numpy(pooler.pool_store(store, ["fwd", "rev"]))
 
     # Reference: the checkpoint's module on the stored frames (padded to max_frames, masked).
     module = checkpoint.load_checkpoint(run_dir, clip=tiny_clip, device="cpu").model.temporal.eval()
@@ -60,7 +61,7 @@ def test_checkpoint_pools_with_its_trained_module_and_sees_frame_order(tiny_clip
     assert torch.allclose(got.norm(dim=1), torch.ones(2))
     # Order-aware: reversing the frames moves the feature; the mean cannot tell them apart.
     assert (got[0] - got[1]).abs().max() > 1e-3
-    mean = Pooler.create("mean", tiny_clip).pool(store, ["fwd", "rev"])
+    mean = torch.from_numpy(Pooler.create("mean", tiny_clip).pool_store(store, ["fwd", "rev"]))
     torch.testing.assert_close(mean[0], mean[1])
 
 
@@ -82,11 +83,11 @@ def test_zero_shot_text_weights_come_from_the_checkpoints_text_tower(tiny_clip, 
 
 def test_classifier_pooled_otherwise_is_refused(tiny_clip, run_dir):
     pooler = Pooler.create(str(run_dir), tiny_clip)
-    pooler.check(dict(pooler.spec), "clf.safetensors")  # the same checkpoint: accepted
+    check_pooling(pooler, dict(pooler.spec, path="/moved/best.safetensors"), "clf.safetensors")  # same checkpoint
     with pytest.raises(ConfigError, match="clf.safetensors: classifier was fitted on video features pooled by"):
-        pooler.check({"name": "mean"}, "clf.safetensors")
+        check_pooling(pooler, {"name": "mean"}, "clf.safetensors")
     with pytest.raises(ConfigError, match="neither 'mean' nor an existing checkpoint"):
-        Pooler.create(str(run_dir / "nope.safetensors"), tiny_clip)
+        classify_pooler(str(run_dir / "nope.safetensors"), tiny_clip)
 
 
 @pytest.mark.slow

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 
 from vidclip.core.fileio import atomic_write_text
+from vidclip.features.pooling import Pooler
 from vidclip.models.clip.load import load_clip
 from vidclip.recognition.datasets import read_class_folders, read_class_names, sample_shots
 from vidclip.recognition.fewshot import METHODS
 from vidclip.recognition.run import (
     Featurizer,
-    Pooler,
     classification_metrics,
     fit_few_shot,
     zero_shot_classifier,

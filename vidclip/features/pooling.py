@@ -1,5 +1,23 @@
-"""Pooling stored frame embeddings into the index's vectors (:class:`Pooler`): the mean, or a
-trained temporal module; and encoding / scoring queries the way that module was trained."""
+"""Stored frame embeddings -> video vectors, by one temporal module: the one pooler of vidclip.
+
+:class:`Pooler` serves the library index (video and window vectors, queries) and classification
+(video features) alike. Pooling is a :class:`~vidclip.models.temporal.base.TemporalModule` like
+any other: ``mean`` (CLIP4Clip "meanP", parameter-free, the default) or the module of a ``vidclip
+train`` checkpoint (``--temporal CKPT``), fed the stored frames as in training: raw embeddings,
+at most the checkpoint's ``max_frames`` of them, uniformly subsampled. A text-conditioned module
+(xpool, query_scoring) has no vector per video: its vectors are the mean's, and it scores
+(query, video) pairs itself (:meth:`Pooler.conditioned_scores`). Queries use the checkpoint's
+fine-tuned text tower when it has one.
+
+What pooled is saved beside its results (an index's catalog, a fitted classifier) as the pooler's
+spec, and checked with :meth:`Pooler.matches` when they are used again::
+
+    {"name": "mean"}
+    {"name": "checkpoint", "path": ".../best.safetensors", "module": "seq_transformer", "digest": "<16 hex>"}
+
+``digest``: blake2b-64 of the checkpoint file; a file that has no spec (older indexes) was pooled
+by the mean. torch is imported only by the methods that pool.
+"""
 
 from __future__ import annotations
 
@@ -12,98 +30,143 @@ import numpy as np
 
 from vidclip.core.errors import ConfigError, IndexMismatchError
 from vidclip.features.store import uniform_positions
-from vidclip.index.exact import l2_normalize
+
+__all__ = ["MEAN_SPEC", "Pooler", "temporal_path"]
+
+MEAN_SPEC = {"name": "mean"}
+
+
+def temporal_path(temporal: str | os.PathLike | None) -> Path | None:
+    """``--temporal``: None for ``mean`` (or nothing given), else the checkpoint file / run dir,
+    which must exist (ConfigError otherwise). Reads no file: usable before a model loads."""
+    if temporal is None or str(temporal) in ("", "mean"):
+        return None
+    path = Path(temporal).expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
+    return path
 
 
 class Pooler:
-    """Frame embeddings -> L2-normalised video / window vectors; query-conditioned scoring.
+    """Frame embeddings -> L2-normalised video vectors through one temporal module; query encoding.
 
-    ``mean`` (the default): the normalised mean of the L2-normalised frame embeddings (CLIP4Clip
-    "meanP"). A training checkpoint (``--temporal CKPT``): its temporal module, fed the stored
-    frames as in training (raw embeddings, at most ``max_frames`` of them, uniformly subsampled);
-    a text-conditioned module scores (query, video) pairs itself and the mean vectors serve as
-    faiss candidates. Queries use the checkpoint's fine-tuned text tower when it has one.
+    Attributes:
+        spec: what pools (see the module docstring).
+        module: the checkpoint's TemporalModule; None for ``mean``, whose parameter-free module is
+            built for the frames' width when first used.
+        conditioned: the module is text-conditioned (vectors are then the mean's).
+        max_frames: most frames the checkpoint's module is given (0: all).
+        text_tower: the checkpoint's fine-tuned text tower, or None (the frozen CLIP's).
     """
 
-    def __init__(self, spec: dict, clip=None, loaded=None):
-        self.spec = spec
+    def __init__(self, spec: dict | None = None, module=None, *, clip=None, max_frames: int = 0, text_tower=None):
+        self.spec = dict(spec or MEAN_SPEC)
+        if (module is None) != (self.spec.get("name", "mean") == "mean"):
+            raise ValueError(f"Pooler: spec {self.spec} and module {type(module).__name__} disagree")
+        self.module = module
         self.clip = clip
-        self._loaded = loaded
-        self.temporal = loaded.model.temporal if loaded is not None else None
-        self.conditioned = bool(getattr(self.temporal, "text_conditioned", False))
-        self.max_frames = int(loaded.model_config.max_frames or 0) if loaded is not None else 0
+        self.max_frames = int(max_frames)
+        self.text_tower = text_tower
+        self.conditioned = bool(getattr(module, "text_conditioned", False))
+        self._mean = None  # the mean module, built for the frames' width on first use
 
     @classmethod
     def create(cls, temporal: str | os.PathLike | None, clip) -> "Pooler":
-        """``temporal``: "mean" / None, or a training checkpoint (.safetensors or run dir)."""
-        if temporal is None or str(temporal) == "mean":
-            return cls({"name": "mean"}, clip)
-        path = Path(temporal).expanduser().resolve()
-        if not path.exists():
-            raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
+        """``temporal``: "mean" / None, or a training checkpoint (.safetensors file or run dir)."""
+        path = temporal_path(temporal)
+        if path is None:
+            return cls(MEAN_SPEC, clip=clip)
         from vidclip.models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path, clip=clip, device=str(getattr(clip, "device", "cpu")))
-        if getattr(loaded.model.temporal, "needs_pixels", False):
-            raise ConfigError(f"--temporal {temporal}: module {loaded.model_config.temporal!r} works on pixels inside "
-                              "the image encoder, but an index stores frame embeddings; use 'mean' or a checkpoint "
-                              "of a frame-embedding module (seq_transformer, tdb, xpool, query_scoring)")
-        digest = hashlib.blake2b(loaded.path.read_bytes(), digest_size=8).hexdigest()
-        spec = {"name": "checkpoint", "path": str(loaded.path), "module": loaded.model_config.temporal,
-                "digest": digest}
-        return cls(spec, clip, loaded)
+        module, name = loaded.model.temporal, loaded.model_config.temporal
+        if getattr(module, "needs_pixels", False):
+            raise ConfigError(f"--temporal {temporal}: module {name!r} works on pixels inside the image encoder, but "
+                              "pooling reads stored frame embeddings; use 'mean' or a checkpoint of a frame-embedding "
+                              "module (seq_transformer, tdb, xpool, query_scoring)")
+        digest = hashlib.blake2b(Path(loaded.path).read_bytes(), digest_size=8).hexdigest()
+        spec = {"name": "checkpoint", "path": str(loaded.path), "module": name, "digest": digest}
+        return cls(spec, module.eval(), clip=clip, max_frames=int(loaded.model_config.max_frames or 0),
+                   text_tower=loaded.model.text_tower)
 
     @classmethod
-    def from_spec(cls, spec: dict, clip) -> "Pooler":
+    def from_spec(cls, spec: dict | None, clip) -> "Pooler":
+        """The pooler a saved ``spec`` names; IndexMismatchError when its checkpoint changed since."""
+        spec = spec or MEAN_SPEC
         if spec.get("name", "mean") == "mean":
-            return cls({"name": "mean"}, clip)
+            return cls(MEAN_SPEC, clip=clip)
         pooler = cls.create(spec["path"], clip)
-        if pooler.spec.get("digest") != spec.get("digest"):
+        if not pooler.matches(spec):
             raise IndexMismatchError(f"{spec['path']}: temporal checkpoint changed since the index was built "
                                      f"(digest {pooler.spec.get('digest')}, index has {spec.get('digest')}); re-index")
         return pooler
 
+    def matches(self, spec: dict | None) -> bool:
+        """Whether a saved ``spec`` pools as this pooler does: the same module and checkpoint digest
+        (the same checkpoint moved elsewhere matches; no spec at all is the mean's)."""
+        spec = spec or MEAN_SPEC
+        return (self.spec.get("name", "mean"), self.spec.get("digest")) == (spec.get("name", "mean"), spec.get("digest"))
+
     # -- pooling
 
-    @staticmethod
-    def mean_windows(frames: np.ndarray, windows: Sequence[tuple[float, float, int, int]]) -> np.ndarray:
-        """Normalised mean of normalised frames per window: [W, D] (prefix sums, no per-window loop)."""
-        unit = l2_normalize(frames)
-        csum = np.concatenate([np.zeros((1, unit.shape[1]), np.float64), np.cumsum(unit, axis=0, dtype=np.float64)])
-        first = np.array([w[2] for w in windows], dtype=np.int64)
-        count = np.array([w[3] for w in windows], dtype=np.int64)
-        return l2_normalize((csum[first + count] - csum[first]).astype(np.float32))
+    def _vector_module(self, dim: int):
+        """(module making the vectors, most frames it is given; 0 = all): the checkpoint's, or
+        the mean for ``mean`` and for a text-conditioned module."""
+        if self.module is not None and not self.conditioned:
+            return self.module, self.max_frames
+        if self._mean is None or self._mean.embed_dim != dim:
+            from vidclip.models.temporal.registry import create_temporal
 
-    def _module_batch(self, frames_list: list[np.ndarray]):
+            self._mean = create_temporal("mean", dim)
+        return self._mean, 0
+
+    @staticmethod
+    def _batch(frames_list: Sequence[np.ndarray], limit: int, device):
+        """Videos float [T_b, D] -> (float32 [B, L, D], bool mask [B, L]) on ``device``, zero-padded
+        to the longest (L), or uniformly subsampled to ``limit`` frames when > 0 (the evaluation rule)."""
         import torch
 
-        limit = self.max_frames or max(f.shape[0] for f in frames_list)
-        dim = frames_list[0].shape[1]
-        x = np.zeros((len(frames_list), limit, dim), np.float32)
-        mask = np.zeros((len(frames_list), limit), bool)
+        length = limit or max(f.shape[0] for f in frames_list)
+        x = np.zeros((len(frames_list), length, frames_list[0].shape[1]), np.float32)
+        mask = np.zeros((len(frames_list), length), bool)
         for b, f in enumerate(frames_list):
-            if f.shape[0] > limit:
-                f = f[uniform_positions(f.shape[0], limit)]
+            if f.shape[0] > length:
+                f = f[uniform_positions(f.shape[0], length)]
             x[b, :f.shape[0]] = f
             mask[b, :f.shape[0]] = True
-        device = getattr(self.clip, "device", "cpu")
         return torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)
+
+    @staticmethod
+    def _device(module):
+        p = next(module.parameters(), None)
+        return p.device if p is not None else "cpu"
+
+    def pool(self, frames_list: Sequence[np.ndarray]) -> np.ndarray:
+        """One L2-normalised vector per video: frames float [T_b, D] each (raw, as stored) -> float32 [B, D]."""
+        import torch
+
+        module, limit = self._vector_module(int(frames_list[0].shape[1]))
+        with torch.no_grad():
+            x, mask = self._batch(frames_list, limit, self._device(module))
+            return module(x, mask).float().cpu().numpy()
 
     def video_and_windows(self, frames: np.ndarray, windows: Sequence[tuple[float, float, int, int]]
                           ) -> tuple[np.ndarray, np.ndarray]:
-        """frames float [T, D] -> (video vector [D], window vectors [W, D]), all L2-normalised."""
-        whole = [(0.0, 0.0, 0, frames.shape[0])]
-        if self.temporal is None or self.conditioned:
-            vecs = self.mean_windows(frames, whole + list(windows))
-            return vecs[0], vecs[1:]
-        import torch
+        """frames float [T, D], windows (start, end, first, count) -> (video vector float32 [D],
+        window vectors float32 [W, D]), all L2-normalised.
 
-        chunks = [frames] + [frames[w[2]:w[2] + w[3]] for w in windows]
-        with torch.no_grad():
-            x, mask = self._module_batch(chunks)
-            out = self.temporal(x, mask).float().cpu().numpy()
-        out = l2_normalize(out)
-        return out[0], out[1:]
+        The whole video is pooled on its own, so an example video pooled at search time gets exactly
+        the vector its indexed copy has; the windows are pooled together.
+        """
+        video = self.pool([frames])[0]
+        chunks = [frames[w[2]:w[2] + w[3]] for w in windows]
+        return video, self.pool(chunks) if chunks else np.zeros((0, frames.shape[1]), np.float32)
+
+    def pool_store(self, store, keys: Sequence[str], batch: int = 256) -> np.ndarray:
+        """The vectors of ``keys`` in a :class:`~vidclip.features.store.FeatureStore`: float32 [N, D],
+        pooled ``batch`` videos at a time."""
+        out = [self.pool([store.get(k).emb for k in keys[i:i + batch]]) for i in range(0, len(keys), batch)]
+        return np.concatenate(out) if out else np.zeros((0, store.embed_dim), np.float32)
 
     # -- queries
 
@@ -115,9 +178,8 @@ class Pooler:
         import torch
 
         with torch.no_grad():
-            if self._loaded is not None and self._loaded.model.text_tower is not None:
-                ids = self.clip.tokenize([text]).to(self.clip.device)
-                q = self._loaded.model.encode_text(ids)
+            if self.text_tower is not None:
+                q = self.text_tower(self.clip.tokenize([text]).to(self.clip.device))
             else:
                 q = self.clip.encode_text([text])
         return q.float()[0]
@@ -128,6 +190,6 @@ class Pooler:
         import torch
 
         with torch.no_grad():
-            x, mask = self._module_batch(frames_list)
-            scores = self.temporal.similarity(text[None, :].to(x.device), x, mask)  # [1, B]
+            x, mask = self._batch(frames_list, self.max_frames, self._device(self.module))
+            scores = self.module.similarity(text[None, :].to(x.device), x, mask)  # [1, B]
         return scores[0].float().cpu().numpy()

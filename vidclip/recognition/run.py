@@ -5,14 +5,14 @@ Frame features go through the project's encode pipeline into a feature store
 another method on the same videos) decodes nothing. Stored features are reused only while they
 are still from the same file, model and sampler (:func:`vidclip.features.cache.check_features`,
 as training and evaluation): a video replaced at the same path is encoded again. Video features are pooled from the stored
-frames by the temporal module: ``mean`` (normalised mean of normalised frames) or a ``vidclip
-train`` checkpoint's module, then L2-normalised. With a checkpoint whose text tower was
-fine-tuned, the zero-shot text weights come from that tower (what its module was trained against).
+frames by the index's pooler (:class:`vidclip.features.pooling.Pooler`): ``mean`` (normalised mean
+of normalised frames) or a ``vidclip train`` checkpoint's module, L2-normalised; a text-conditioned
+module is refused (classification needs one vector per video). With a checkpoint whose text tower
+was fine-tuned, the zero-shot text weights come from that tower (what its module was trained against).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vidclip.core.errors import ConfigError, display_path
+from vidclip.features.pooling import Pooler, temporal_path
 from vidclip.recognition.classifier import VideoClassifier
 from vidclip.recognition.datasets import LabeledVideos, clean_class_name
 from vidclip.recognition.zeroshot import DEFAULT_TEMPLATES, text_classifier
@@ -37,70 +38,21 @@ def default_store_dir(identity, num_frames: int, cache: str | os.PathLike = "cac
     return Path(cache) / f"classify-{name}-{identity.weights_digest[:8]}" / f"features-{num_frames}f"
 
 
-def temporal_path(temporal: str | None) -> Path | None:
-    """``--temporal``: None for ``mean``, else the checkpoint file / run dir (which must exist)."""
-    if temporal in (None, "", "mean"):
-        return None
-    path = Path(temporal).expanduser().resolve()
-    if not path.exists():
-        raise ConfigError(f"--temporal {temporal}: neither 'mean' nor an existing checkpoint file / run dir")
-    return path
+def classify_pooler(temporal: str | None, clip) -> Pooler:
+    """The pooler of ``--temporal`` (:meth:`Pooler.create`), refusing a text-conditioned module:
+    classification needs one vector per video."""
+    pooler = Pooler.create(temporal, clip)
+    if pooler.conditioned:
+        raise ConfigError(f"--temporal {temporal}: module {pooler.spec.get('module')!r} is text-conditioned; "
+                          "classification needs one vector per video (mean, seq_transformer, tdb)")
+    return pooler
 
 
-@dataclass
-class Pooler:
-    """Stored frames -> pooled video features [N, D] (L2-normalised)."""
-
-    spec: dict  # {"name": "mean"} or {"name": "checkpoint", "path", "module", "digest"}
-    module: torch.nn.Module | None = None
-    max_frames: int = 0
-    text_tower: torch.nn.Module | None = None  # the checkpoint's fine-tuned text tower, if it has one
-
-    @classmethod
-    def create(cls, temporal: str | None, clip) -> "Pooler":
-        path = temporal_path(temporal)
-        if path is None:
-            return cls({"name": "mean"})
-        from vidclip.models.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(path, clip=clip, device=str(clip.device))
-        module = loaded.model.temporal
-        name = loaded.model_config.temporal
-        if getattr(module, "text_conditioned", False) or getattr(module, "needs_pixels", False):
-            raise ConfigError(f"--temporal {temporal}: module {name!r} is text-conditioned or works on pixels; "
-                              "classification needs one vector per video (mean, seq_transformer, tdb)")
-        file = loaded.path if Path(loaded.path).is_file() else path
-        digest = hashlib.blake2b(Path(file).read_bytes(), digest_size=8).hexdigest()
-        spec = {"name": "checkpoint", "path": str(file), "module": name, "digest": digest}
-        tower = getattr(loaded.model, "text_tower", None)
-        return cls(spec, module.eval(), int(loaded.model_config.max_frames or 0),
-                   tower.eval() if tower is not None else None)
-
-    def check(self, spec: dict, where: str) -> None:
-        mine = (self.spec.get("name"), self.spec.get("digest"))
-        if mine != (spec.get("name", "mean"), spec.get("digest")):
-            raise ConfigError(f"{where}: classifier was fitted on video features pooled by {spec}, not by "
-                              f"{self.spec}; pass the same --temporal")
-
-    def pool(self, store, keys: list[str], batch: int = 256) -> torch.Tensor:
-        import torch
-
-        from vidclip.models.temporal.base import l2_normalize, masked_mean
-
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(keys), batch):
-                chunk = keys[i:i + batch]
-                frames = self.max_frames or max(store.record(k)["count"] for k in chunk)
-                x, mask = store.batch(chunk, frames)
-                if self.module is None:
-                    v = masked_mean(l2_normalize(x), mask)
-                else:
-                    dev = next(self.module.parameters(), torch.empty(0)).device
-                    v = self.module(x.to(dev), mask.to(dev)).float().cpu()
-                out.append(l2_normalize(v))
-        dim = store.embed_dim
-        return torch.cat(out) if out else torch.zeros(0, dim)
+def check_pooling(pooler: Pooler, spec: dict | None, where: str) -> None:
+    """Refuse a classifier fitted on video features pooled otherwise than by ``pooler``."""
+    if not pooler.matches(spec):
+        raise ConfigError(f"{where}: classifier was fitted on video features pooled by {spec}, not by "
+                          f"{pooler.spec}; pass the same --temporal")
 
 
 @dataclass
@@ -138,10 +90,12 @@ class Featurizer:
                                    backend=self.backend, progress=desc if self.progress else False)
             bad = {f.key for f in report.failed}
             self.failures += [f for f in report.failed if f.key not in {g.key for g in self.failures}]
+        import torch
+
         store = FeatureStore(self.store_dir)
         ok = np.array([k in store and k not in bad for k in keys], dtype=bool)
         good = [k for k, g in zip(keys, ok) if g]
-        return self.pooler.pool(store, good), ok
+        return torch.from_numpy(self.pooler.pool_store(store, good)), ok
 
 
 def zero_shot_classifier(clip, classes: list[str], *, templates=DEFAULT_TEMPLATES, names: dict | None = None,
@@ -285,7 +239,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-__all__ = ["Featurizer", "Pooler", "zero_shot_classifier", "fit_few_shot", "carve_validation",
+__all__ = ["Featurizer", "classify_pooler", "check_pooling", "zero_shot_classifier", "fit_few_shot", "carve_validation",
            "classification_metrics", "write_confusion_png", "top_predictions", "default_store_dir",
            "LabeledVideos"]
 
@@ -448,7 +402,7 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
     from vidclip.recognition.classifier import check_model, load_classifier
 
     plan = plan if plan is not None else plan_classify(req, log)
-    pooler = Pooler.create(req.temporal, clip)
+    pooler = classify_pooler(req.temporal, clip)
     store_dir = Path(req.features) if req.features else default_store_dir(clip.identity, sampler.num_frames)
     feats = Featurizer(clip, store_dir, sampler, pooler, workers=workers, backend=backend, progress=progress,
                        log=log)
@@ -461,7 +415,7 @@ def classify(req: ClassifyRequest, clip, sampler, *, workers: int = 2, backend: 
     if plan.classifier_meta is not None:
         clf = load_classifier(req.classifier_file)
         check_model(clf, clip.identity, req.classifier_file)
-        pooler.check(clf.temporal, req.classifier_file)
+        check_pooling(pooler, clf.temporal, req.classifier_file)
     else:
         clf = zero_shot_classifier(clip, plan.classes, templates=plan.templates, names=plan.names,
                                    temporal=pooler.spec, text_tower=pooler.text_tower)
