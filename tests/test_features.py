@@ -1,4 +1,4 @@
-"""The frame-feature store: round trip, sharding, resume after a killed writer, batching."""
+"""The frame-feature store: round trip, sharding, resume after a killed writer, batching; the pooler."""
 
 import json
 import os
@@ -182,3 +182,72 @@ def test_check_features_reports_changed_files_and_remembers_confirmed_copies(tmp
         check_features(store, other, videos, encode_frames=3)
     with pytest.raises(VidclipError, match="sampled with uniform 3 frames, not uniform 8; use another"):
         check_features(store, ident, videos, encode_frames=8)
+
+
+# ----------------------------------------------------------------------------- the pooler
+
+
+class _Sum(torch.nn.Module):
+    """A stand-in trained module: normalised sum of the real frames; records what it was given."""
+
+    text_conditioned = False
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.seen = []
+
+    def forward(self, x, mask):
+        self.seen.append(tuple(x.shape))
+        return torch.nn.functional.normalize((x * mask[..., None]).sum(1) * self.w, dim=-1)
+
+
+def test_pooler_mean_is_the_mean_module_for_videos_windows_and_stores(tmp_path):
+    from vidclip.features.pooling import MEAN_SPEC, Pooler
+    from vidclip.models.temporal.registry import create_temporal
+
+    rng = np.random.default_rng(1)
+    frames = rng.standard_normal((7, 4)).astype(np.float32)
+    pooler = Pooler()  # mean: the registry's parameter-free TemporalModule, no numpy copy of it
+    assert pooler.spec == MEAN_SPEC and pooler.module is None and not pooler.conditioned
+    video, wins = pooler.video_and_windows(frames, [(0.0, 2.0, 0, 3), (1.0, 3.0, 2, 5)])
+    with torch.no_grad():
+        mean = create_temporal("mean", 4)
+        want = mean(torch.from_numpy(frames)[None])[0].numpy()
+        want_w = [mean(torch.from_numpy(frames[a:a + n])[None])[0].numpy() for a, n in ((0, 3), (2, 5))]
+    np.testing.assert_array_equal(video, want)  # the whole video alone: an example query gets the same vector
+    np.testing.assert_allclose(wins, np.stack(want_w), rtol=1e-6, atol=1e-7)
+    assert pooler.video_and_windows(frames, [])[1].shape == (0, 4)
+    with FeatureWriter(tmp_path, MODEL, SAMPLER) as w:
+        w.add("a", "a.mp4", frames, np.arange(7), np.arange(7.0))
+    np.testing.assert_allclose(pooler.pool_store(FeatureStore(tmp_path), ["a"])[0], want, rtol=1e-3, atol=1e-3)  # fp16
+    assert pooler.pool_store(FeatureStore(tmp_path), []).shape == (0, 4)
+
+
+def test_pooler_checkpoint_module_gets_at_most_max_frames_and_specs_match_by_digest():
+    from vidclip.features.pooling import Pooler
+
+    spec = {"name": "checkpoint", "path": "/runs/a/best.safetensors", "module": "sum", "digest": "0123456789abcdef"}
+    module = _Sum()
+    pooler = Pooler(spec, module, max_frames=4)
+    frames = np.random.default_rng(2).standard_normal((10, 4)).astype(np.float32)
+    video, wins = pooler.video_and_windows(frames, [(0.0, 1.0, 0, 2), (1.0, 2.0, 2, 8)])
+    assert module.seen == [(1, 4, 4), (2, 4, 4)]  # the video alone, then the windows; subsampled to 4
+    sub = frames[uniform_positions(10, 4)].sum(0)
+    np.testing.assert_allclose(video, sub / np.linalg.norm(sub), rtol=1e-5)
+    assert pooler.matches(dict(spec, path="/moved/best.safetensors"))  # the same checkpoint, moved
+    assert not pooler.matches(dict(spec, digest="fedcba9876543210")) and not pooler.matches({"name": "mean"})
+    assert Pooler().matches(None) and Pooler().matches({"name": "mean"})  # older files saved no spec
+    with pytest.raises(ValueError, match="disagree"):
+        Pooler(spec)  # a checkpoint spec needs its module
+
+
+def test_temporal_path_checks_before_any_model_loads(tmp_path):
+    from vidclip.core.errors import ConfigError
+    from vidclip.features.pooling import temporal_path
+
+    assert temporal_path(None) is None and temporal_path("mean") is None and temporal_path("") is None
+    (tmp_path / "best.safetensors").write_bytes(b"x")
+    assert temporal_path(tmp_path / "best.safetensors") == (tmp_path / "best.safetensors").resolve()
+    with pytest.raises(ConfigError, match="neither 'mean' nor an existing checkpoint"):
+        temporal_path(tmp_path / "nope")
