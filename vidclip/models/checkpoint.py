@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from vidclip.core.errors import ConfigError, VidclipError
 from vidclip.core.fileio import atomic_path
+from vidclip.models.clip.spec import RANDOM_WEIGHTS_WORDS
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -62,7 +63,7 @@ class ModelConfig:
     clip: str = "ViT-B-32"  # load_clip model spec
     # load_clip pretrained tag / file / folder; null = what `clip` implies (shipped weights of
     # vidclip-synth, openai for an open_clip architecture, ...); none = random weights
-    pretrained: str | None = field(default=None, metadata={"text_words": ("none", "random")})
+    pretrained: str | None = field(default=None, metadata={"text_words": RANDOM_WEIGHTS_WORDS})
     temporal: str = "mean"  # registered temporal module (vidclip.models.list_temporal())
     temporal_args: dict = field(default_factory=dict)  # extra keyword arguments of create_temporal
     max_frames: int = 32  # longest frame sequence the module accepts (position embeddings)
@@ -295,7 +296,7 @@ def resolve_in_run(pretrained: str | None, run_dir: str | os.PathLike) -> str | 
     inside ``run_dir`` (how ``convert-checkpoint`` stores the CLIP it writes) becomes that path;
     anything else (a tag, ``none``, an absolute path, a path relative to the working directory as
     a training config gives it) is returned unchanged."""
-    if not pretrained or pretrained.strip().lower() in ("none", "random"):
+    if not pretrained or pretrained.strip().lower() in RANDOM_WEIGHTS_WORDS:
         return pretrained
     if os.path.isabs(os.path.expanduser(pretrained)):
         return pretrained

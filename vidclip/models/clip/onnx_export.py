@@ -328,7 +328,8 @@ def _openai_bpe_json(impl) -> str:
 # Verification
 # ----------------------------------------------------------------------------------------------
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Rows of float32 ``[N, D]`` to unit length (torch.nn.functional.normalize; eps 1e-12)."""
+    return torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, np.float32)), dim=1).numpy()
 
 
 def _run(session, x: np.ndarray) -> np.ndarray:
