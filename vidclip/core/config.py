@@ -8,7 +8,7 @@ on any tree of dataclasses whose leaf fields are ``int``, ``float``, ``bool``, `
 - :func:`apply_dataclass_overrides`: ``dotted.key=value`` overrides, parsed by the field type
   (``3e-4`` is a float, ``none``/``null`` clears an optional field, ``dict``/``list`` fields take
   YAML, a key below a ``dict`` field sets one entry of that free-form mapping);
-- :func:`load_dataclass_yaml`: a YAML file, then overrides;
+- :func:`load_dataclass_yaml`: a YAML file, then overrides; :func:`dump_dataclass_yaml` the other way;
 - :func:`check_listed_rules`: the value rules a config states as lists (choices, > 0, >= 0).
 
 Every value is type checked against its field (an int where a float is expected is fine;
@@ -31,7 +31,8 @@ import yaml
 
 from vidclip.core.errors import ConfigError
 
-__all__ = ["ValueCheck", "build_dataclass", "apply_dataclass_overrides", "load_dataclass_yaml", "check_listed_rules"]
+__all__ = ["ValueCheck", "build_dataclass", "split_override", "apply_dataclass_overrides", "load_dataclass_yaml",
+           "dump_dataclass_yaml", "check_listed_rules"]
 
 T = TypeVar("T")
 
@@ -185,6 +186,15 @@ def build_dataclass(cls: type[T], data: Mapping, where: str, check: ValueCheck, 
     return cls(**kwargs)
 
 
+def split_override(item: str, example: str = "section.key=value") -> tuple[str, str]:
+    """``"dotted.key=value"`` -> (key, value text); ConfigError naming the override when ``=`` is
+    missing (``example`` shows one). Needs no config class: verbs check overrides before loading one."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. {example})")
+    key, text = item.split("=", 1)
+    return key.strip(), text
+
+
 def apply_dataclass_overrides(cfg: T, overrides: Sequence[str], check: ValueCheck, *,
                               example: str = "section.key=value") -> T:
     """Apply ``dotted.key=value`` overrides to a dataclass config; returns a new one (``cfg`` is kept).
@@ -199,10 +209,7 @@ def apply_dataclass_overrides(cfg: T, overrides: Sequence[str], check: ValueChec
     root = type(cfg)
     for item in overrides:
         where = f"override {item!r}"
-        if "=" not in item:
-            raise ConfigError(f"{where}: expected KEY=VALUE (e.g. {example})")
-        key, text = item.split("=", 1)
-        key = key.strip()
+        key, text = split_override(item, example)
         parts = key.split(".")
         cls, node = root, data
         for i, part in enumerate(parts):
@@ -278,3 +285,9 @@ def load_dataclass_yaml(cls: type[T], path: str | os.PathLike | None, overrides:
             data = {**defaults, **data}
         cfg = build_dataclass(cls, data, str(path), check)
     return apply_dataclass_overrides(cfg, overrides, check, example=example)
+
+
+def dump_dataclass_yaml(cfg) -> str:
+    """A dataclass config as YAML text, fields in their declared order (what a run saves and
+    ``--print-config`` shows); :func:`load_dataclass_yaml` reads it back."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, default_flow_style=False)

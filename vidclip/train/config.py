@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from vidclip.core.config import (
     apply_dataclass_overrides,
     build_dataclass,
     check_listed_rules,
+    dump_dataclass_yaml,
     load_dataclass_yaml,
 )
 from vidclip.core.errors import ConfigError
@@ -170,4 +169,4 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Train
 
 def dump_config(cfg: TrainConfig) -> str:
     """The resolved config as YAML text (what the run dir's config.yaml holds)."""
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+    return dump_dataclass_yaml(cfg)
