@@ -10,7 +10,8 @@ import torch
 from videogen import make_coded_video, read_code
 
 from vidclip.cli.main import main
-from vidclip.encode.pipeline import Failure, collect_videos, encode_videos, iter_encoded
+from vidclip.encode.pipeline import collect_videos, encode_videos
+from vidclip.encode.worker import Failure, iter_encoded
 from vidclip.features.store import FeatureStore
 from vidclip.models.clip.load import load_clip
 from vidclip.models.clip.preprocess import resize_center_crop

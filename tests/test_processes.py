@@ -13,7 +13,7 @@ import threading
 import pytest
 import torch
 
-import vidclip.encode.pipeline
+import vidclip.encode.worker
 from vidclip.core.processes import worker_context
 
 # Held by a background thread while the pixel-training test runs; a worker that inherited it
@@ -27,7 +27,7 @@ def _locked_decode_job(*args, **kwargs):
     return _REAL_DECODE_JOB(*args, **kwargs)
 
 
-_REAL_DECODE_JOB = vidclip.encode.pipeline.decode_job
+_REAL_DECODE_JOB = vidclip.encode.worker.decode_job
 
 
 @pytest.fixture
@@ -86,19 +86,19 @@ def test_train_dataloader_and_decode_pool_use_the_worker_context(monkeypatch, tm
     assert workers == 2  # worker count as configured (capped by the steps)
     assert ctx is not None and ctx.get_start_method() != "fork"
 
-    real_pool = vidclip.encode.pipeline.ProcessPoolExecutor
+    real_pool = vidclip.encode.worker.ProcessPoolExecutor
 
     class SpyPool(real_pool):
         def __init__(self, *args, **kwargs):
             seen["pool"] = kwargs.get("mp_context")
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(vidclip.encode.pipeline, "ProcessPoolExecutor", SpyPool)
+    monkeypatch.setattr(vidclip.encode.worker, "ProcessPoolExecutor", SpyPool)
     from vidclip.video.sample import SamplerConfig
 
     # no items: the pool is created (workers start lazily, on the first job) and closed at once
-    assert list(vidclip.encode.pipeline._decoded_stream([], SamplerConfig("uniform", num_frames=4), "auto", 32, 2,
-                                                 "cpu")) == []
+    assert list(vidclip.encode.worker._decoded_stream([], SamplerConfig("uniform", num_frames=4), "auto", 32, 2,
+                                               "cpu")) == []
     assert seen["pool"] is not None and seen["pool"].get_start_method() != "fork"
 
 
@@ -116,7 +116,7 @@ def test_pixel_training_finishes_while_other_threads_hold_locks(tiny_clip, tmp_p
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
                            progress=False)
     # What a forked worker would run (PixelSource.batch looks decode_job up when called).
-    monkeypatch.setattr(vidclip.encode.pipeline, "decode_job", _locked_decode_job)
+    monkeypatch.setattr(vidclip.encode.worker, "decode_job", _locked_decode_job)
     cfg = config_from_dict({
         "name": "ted", "run_dir": str(tmp_path / "run"), "device": "cpu",
         "data": {"root": str(tmp_path / "synth"), "cache_dir": str(tmp_path / "cache"), "num_frames": 4,
@@ -131,7 +131,7 @@ def test_pixel_training_finishes_while_other_threads_hold_locks(tiny_clip, tmp_p
     real_validate = trainer._validate
 
     def validate(*args, **kwargs):
-        monkeypatch.setattr(vidclip.encode.pipeline, "decode_job", _REAL_DECODE_JOB)
+        monkeypatch.setattr(vidclip.encode.worker, "decode_job", _REAL_DECODE_JOB)
         return real_validate(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "_validate", validate)

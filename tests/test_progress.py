@@ -70,7 +70,7 @@ def test_progress_iter_starts_the_clock_after_the_first_item(bars):
 def test_encode_bar_starts_when_the_first_video_is_decoded(bars, monkeypatch, tiny_clip, tmp_path):
     from videogen import make_coded_video
 
-    import vidclip.encode.pipeline as pipeline
+    import vidclip.encode.worker as pipeline
     from vidclip.video.sample import SamplerConfig
 
     items = []

@@ -121,8 +121,8 @@ def _assert_same_hits(got: list, want: list) -> None:
 
 
 def test_ray_index_and_store_equal_the_local_engine(tmp_path, ray_address, library, reference, tiny_clip, sampler):
+    from vidclip.encode.options import RayOptions
     from vidclip.encode.pipeline import collect_videos, encode_videos
-    from vidclip.encode.ray_engine import RayOptions
     from vidclip.features.store import FeatureStore
     from vidclip.index import index_library
 

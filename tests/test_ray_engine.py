@@ -1,5 +1,5 @@
 """The pieces of the Ray engine that need no Ray: fixed-size encoder passes, partitions, the
-missing-Ray error, and that nothing but vidclip.encode.ray_engine imports Ray."""
+missing-Ray error, and that nothing but vidclip.encode.engines.ray imports Ray."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from vidclip.core.errors import ConfigError
-from vidclip.encode.pipeline import FixedPassEncoder
-from vidclip.encode.ray_engine import make_partitions
+from vidclip.encode.engines.ray import make_partitions
+from vidclip.encode.options import EncodeOptions
+from vidclip.encode.protocol import EncodeItem
+from vidclip.encode.worker import FixedPassEncoder
 
 
 def _videos(clip, counts, seed=0):
@@ -55,14 +57,14 @@ def test_fixed_passes_match_hand_cut_batches_and_ignore_order(tiny_clip):
 
 
 def _item(key, size=10, mtime=1):
-    return {"key": key, "path": f"/lib/{key}", "size": size, "mtime_ns": mtime, "extra": {}}
+    return EncodeItem(key, f"/lib/{key}", {}, size, mtime)
 
 
 def test_partitions_are_sorted_chunks_with_content_ids():
     settings = {"model": {"name": "m"}, "sampler": {"name": "fps"}, "batch_frames": 8}
     items = [_item(k) for k in ("d", "a", "c", "e", "b")]
     parts = make_partitions(items, 2, settings)
-    assert [[it["key"] for it in p.items] for p in parts] == [["a", "b"], ["c", "d"], ["e"]]
+    assert [[it.key for it in p.items] for p in parts] == [["a", "b"], ["c", "d"], ["e"]]
     assert [p.index for p in parts] == [0, 1, 2]
     again = make_partitions(list(reversed(items)), 2, settings)
     assert [p.id for p in again] == [p.id for p in parts]  # input order does not matter
@@ -72,8 +74,8 @@ def test_partitions_are_sorted_chunks_with_content_ids():
     other = make_partitions(items, 2, {**settings, "sampler": {"name": "uniform"}})
     assert not {p.id for p in parts} & {p.id for p in other}
     # the committed first partition gone from the to-do list: the rest keep their ids' content
-    rest = make_partitions([it for it in items if it["key"] in "cde"], 2, settings)  # a, b committed
-    assert [it["key"] for it in rest[0].items] == ["c", "d"]
+    rest = make_partitions([it for it in items if it.key in "cde"], 2, settings)  # a, b committed
+    assert [it.key for it in rest[0].items] == ["c", "d"]
     assert rest[0].id == parts[1].id and rest[0].index == 0
     assert len(parts[0].id) == 24 and set(parts[0].id) <= set("0123456789abcdef")
     with pytest.raises(ConfigError, match="partition size must be positive"):
@@ -82,12 +84,12 @@ def test_partitions_are_sorted_chunks_with_content_ids():
 
 def test_nothing_to_stage_draws_no_bar_and_starts_no_ray(tmp_path, capsys, monkeypatch):
     """A re-run with every video done (`vidclip encode ... --engine ray` again) prints no empty bar."""
-    import vidclip.encode.ray_engine as ray_engine
-    from vidclip.encode.ray_engine import stage_partitions
+    import vidclip.encode.engines.ray as ray_engine
+    from vidclip.encode.engines.ray import stage_partitions
 
     monkeypatch.setattr(ray_engine, "connect", lambda *a, **k: pytest.fail("Ray started with nothing to do"))
-    assert list(stage_partitions([], tmp_path, identity={}, sampler={}, progress="encode (ray)")) == []
-    assert capsys.readouterr().err == ""
+    assert list(stage_partitions([], tmp_path / "staging", {}, EncodeOptions(progress="encode (ray)"))) == []
+    assert capsys.readouterr().err == "" and not (tmp_path / "staging").exists()
 
 
 def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch, tiny_clip):
@@ -106,7 +108,8 @@ def test_missing_ray_is_a_clear_error(tmp_path, monkeypatch, tiny_clip):
 
 
 def test_only_the_ray_engine_imports_ray():
-    code = ("import vidclip, vidclip.index, vidclip.encode.pipeline, vidclip.cli.main, vidclip.index.build\n"
+    code = ("import vidclip, vidclip.index, vidclip.encode.pipeline, vidclip.encode.engines.local, vidclip.cli.main, "
+            "vidclip.index.build\n"
             "vidclip.cli.main.build_parser()\n"
             "import sys; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
@@ -128,7 +131,7 @@ def test_an_address_nothing_answers_on_fails_at_once(monkeypatch):
     import socket
     import types
 
-    import vidclip.encode.ray_engine as ray_engine
+    import vidclip.encode.engines.ray as ray_engine
 
     fake_ray = types.SimpleNamespace(is_initialized=lambda: False,
                                      init=lambda **kw: pytest.fail(f"ray.init reached with {kw}"))
@@ -159,16 +162,16 @@ def test_an_address_nothing_answers_on_fails_at_once(monkeypatch):
 def test_the_ray_bar_says_what_it_waits_for(tmp_path, capsys, monkeypatch):
     """While the bar stands at 0 (Ray starting, encoders loading the model, the first partition
     decoding, then encoding) its stage= says which; it is drawn before Ray starts."""
-    import vidclip.encode.ray_engine as ray_engine
-    from vidclip.encode.ray_engine import Partition, ray_stage, stage_partitions
+    import vidclip.encode.engines.ray as ray_engine
+    from vidclip.encode.engines.ray import Partition, ray_stage, stage_partitions
 
     def no_cluster(address):
         raise ConfigError("no cluster here")
 
     monkeypatch.setattr(ray_engine, "connect", no_cluster)
-    part = Partition(0, "p0", [{"key": "a.mp4", "path": str(tmp_path / "a.mp4"), "size": 1, "mtime_ns": 1}])
+    part = Partition(0, "p0", [EncodeItem("a.mp4", str(tmp_path / "a.mp4"), size=1, mtime_ns=1)])
     with pytest.raises(ConfigError, match="no cluster"):
-        list(stage_partitions([part], tmp_path, identity={}, sampler={}, progress="index (ray)"))
+        list(stage_partitions([part], tmp_path / "staging", {}, EncodeOptions(progress="index (ray)")))
     assert "stage=starting Ray" in capsys.readouterr().err
     assert ray_stage(0, 2, 0, 5, 0, 64) == "loading the model on 2 of 2 encoder(s)"
     assert ray_stage(2, 2, 0, 5, 10, 64) == "decoding partition 1/5 (10/64 videos)"

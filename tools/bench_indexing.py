@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from vidclip.encode.pipeline import decode_job
+    from vidclip.encode.worker import decode_job
     from vidclip.index import index_library
     from vidclip.models.clip.load import load_clip
     from vidclip.video.sample import SamplerConfig

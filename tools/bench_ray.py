@@ -77,7 +77,7 @@ def main() -> int:
     import ray
     import torch
 
-    from vidclip.encode.ray_engine import RayOptions
+    from vidclip.encode.options import RayOptions
     from vidclip.index import index_library
     from vidclip.models.clip.load import load_clip
     from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset

@@ -79,7 +79,7 @@ def sampler_from_args(ns: argparse.Namespace):
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """--engine local|ray and the Ray engine's options (vidclip/encode/ray_engine.py)."""
+    """--engine local|ray and the Ray engine's options (vidclip/encode/engines/ray.py)."""
     g = parser.add_argument_group("engine (Ray: see README, 'Index a library on a cluster')")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: decode worker processes on this machine, encoding in this process; ray: partitions "
@@ -101,7 +101,7 @@ def ray_options_from_args(ns: argparse.Namespace):
     """The RayOptions of --engine ray (None for the local engine); checks each value."""
     if ns.engine != "ray":
         return None
-    from vidclip.encode.ray_engine import RayOptions
+    from vidclip.encode.options import RayOptions
 
     return RayOptions(address=ns.ray_address, decode_workers=ns.decode_workers, encoders=ns.encoders,
                       num_gpus=ns.num_gpus, precision=getattr(ns, "precision", "auto"))

@@ -1,70 +1,40 @@
-"""Video files -> frame embeddings: parallel decoding feeding batched encoding.
+"""``vidclip encode``: video files -> a :class:`~vidclip.features.store.FeatureStore`, on either engine.
 
-Decoding (and shrinking frames to the model's input size, which keeps inter-process traffic
-small) runs in worker processes; the frozen CLIP encodes in the main process in forward passes
-of exactly ``batch_frames`` frames taken across videos (:class:`FixedPassEncoder`), so a GPU is
-never fed one short video at a time and, on CPU, what a frame encodes to does not depend on
-which videos finished decoding first. One bad video yields a :class:`Failure` and the rest go on.
-
-``encode_videos`` puts this behind ``vidclip encode``: it writes a
-:class:`~vidclip.features.store.FeatureStore` and skips videos already committed there; with
-``engine="ray"`` the same work runs on a Ray cluster (vidclip/encode/ray_engine.py, imported lazily).
+:func:`start_engine` picks the engine the options name (vidclip/encode/engines/: ``local`` or
+``ray``, both behind :class:`~vidclip.encode.protocol.Engine`); :func:`encode_videos` runs it and
+commits each shard it yields into the store, the same way whatever the engine. The index
+(vidclip/index/build.py) runs engines the same way and commits into its own store and catalog.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from vidclip.core.errors import VidclipError, display_path
-from vidclip.core.processes import worker_context
-from vidclip.core.progress import start_clock
+from vidclip.core.errors import ConfigError, VidclipError, display_path
+from vidclip.core.fileio import atomic_write_text
+from vidclip.encode.options import EncodeOptions
+from vidclip.encode.protocol import STAGING_DIR, EncodeItem, Engine, ModelRef
+from vidclip.encode.worker import Failure
 from vidclip.features.store import STORE_FILE, FeatureStore, FeatureWriter
 from vidclip.video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401  (VIDEO_EXTENSIONS: re-exported)
-from vidclip.video.sample import Sample, SamplerConfig, sample_video
-
-if TYPE_CHECKING:
-    import torch
+from vidclip.video.sample import SamplerConfig
 
 
-@dataclass
-class EncodedVideo:
-    key: str
-    path: str
-    emb: torch.Tensor  # float32 [T, D], real frames only
-    sample: Sample
-    info: object  # vidclip.video.decode.VideoInfo
+def start_engine(options: EncodeOptions) -> Engine:
+    """The engine ``options.engine`` names, ready to run; the Ray engine checks here that Ray is
+    installed, so a missing Ray is a clear error before any work."""
+    if options.engine == "ray":
+        from vidclip.encode.engines.ray import RayEngine
 
-    @property
-    def windows(self) -> list[tuple[float, float, int, int]]:
-        return [(w.start, w.end, w.first, w.count) for w in (self.sample.windows or [])]
+        return RayEngine()
+    from vidclip.encode.engines.local import LocalEngine
 
-    @property
-    def valid_indices(self) -> np.ndarray:
-        return self.sample.indices[self.sample.mask]
-
-    @property
-    def valid_times(self) -> np.ndarray:
-        return self.sample.timestamps[self.sample.mask]
-
-
-@dataclass
-class Failure:
-    key: str
-    path: str
-    reason: str
-
-    def to_dict(self) -> dict:
-        return {"key": self.key, "path": self.path, "reason": self.reason}
+    return LocalEngine()
 
 
 @dataclass
@@ -87,244 +57,6 @@ class EncodeReport:
             "videos_per_s": round(self.done / self.seconds, 3) if self.seconds else None,
             "frames_per_s": round(self.frames / self.seconds, 3) if self.seconds else None,
         }
-
-
-# ----------------------------------------------------------------------------- decoding jobs
-
-
-def _watch_parent(parent: int) -> None:
-    import time as _time
-
-    while os.getppid() == parent:
-        _time.sleep(0.5)
-    os._exit(0)  # the parent is gone (killed): do not outlive it
-
-
-def _init_worker(parent: int, pdeathsig: bool) -> None:
-    """Runs first in each decode worker: die with the parent, one intra-op thread."""
-    import threading
-
-    if pdeathsig and sys.platform.startswith("linux"):
-        # Linux: the kernel sends SIGKILL when the parent (the thread that started us) dies.
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # died before we got here
-        os._exit(0)
-    # Everywhere (and when the starting thread is not the main one): poll the parent's pid.
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="vidclip-parent-watch").start()
-    import torch
-
-    # Each worker decodes one video at a time; intra-op threads would only fight each other.
-    torch.set_num_threads(1)
-
-
-def resolve_workers(workers, num_items: int) -> int:
-    """``workers="auto"``: decode in this process for a few videos (no start-up cost), else up
-    to 4 worker processes (one per core). An int is taken as given."""
-    if workers == "auto":
-        return 0 if num_items <= 4 else max(1, min(4, os.cpu_count() or 1))
-    try:
-        n = int(workers)
-    except (TypeError, ValueError):
-        raise VidclipError(f"workers: expected 'auto' or an int >= 0, got {workers!r}") from None
-    if n < 0:
-        raise VidclipError(f"workers: expected 'auto' or an int >= 0, got {workers!r}")
-    return n
-
-
-def decode_job(key: str, path: str, sampler: dict, backend: str, image_size: int, device: str = "cpu"):
-    """Decode and sample one video, shrinking frames to ``image_size`` (uint8 [T, S, S, 3]).
-
-    Runs in a worker process; returns a tuple, or a Failure for a bad video.
-    """
-    from vidclip.models.clip.preprocess import resize_center_crop
-
-    try:
-        sampled = sample_video(path, SamplerConfig.from_dict(sampler), backend=backend, device=device)
-        frames = resize_center_crop(sampled.frames, image_size)
-        if device == "cpu":
-            frames = frames.numpy()
-        return key, path, frames, sampled.sample, sampled.info
-    except VidclipError as e:
-        reason = getattr(e, "reason", None) or str(e)
-        return Failure(key, path, reason)
-    except Exception as e:  # never let one file stop a batch; keep the type for the report
-        return Failure(key, path, f"{type(e).__name__}: {e}")
-
-
-def _decoded_stream(items, sampler: SamplerConfig, backend: str, image_size: int, workers: int, device: str):
-    """Yield decode_job results in completion order, at most ``4 * workers`` jobs in flight."""
-    sampler_dict = sampler.to_dict()
-    if workers <= 0 or device != "cpu" or sys.platform == "win32":
-        # GPU decoding keeps frames on the device, so it stays in this process.
-        for key, path in items:
-            yield decode_job(key, str(path), sampler_dict, backend, image_size, device)
-        return
-    import threading
-
-    pdeathsig = threading.current_thread() is threading.main_thread()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_worker,
-                             initargs=(os.getpid(), pdeathsig)) as pool:
-        todo = deque(items)
-        running: set[Future] = set()
-        while todo or running:
-            while todo and len(running) < 4 * workers:
-                key, path = todo.popleft()
-                running.add(pool.submit(decode_job, key, str(path), sampler_dict, backend, image_size))
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                yield fut.result()
-
-
-class FixedPassEncoder:
-    """Encode the frames of a stream of videos in forward passes of exactly ``pass_frames`` rows.
-
-    Why fixed passes: on CPU (fp32) a frame's embedding depends on the row count of the forward
-    pass it is in, though not on which other frames share that pass or where it sits in it
-    (measured on tiny-vit and vidclip-synth: batches of 1, 7 and 256 rows differ in the last
-    bits, enough to flip a few fp16 values per thousand; permuted or re-padded 256-row passes
-    agree bit for bit). Cutting every pass at exactly ``pass_frames`` rows, across video
-    boundaries, makes each stored embedding independent of decode completion order and of the
-    engine (local or Ray) that encoded it. With ``pad_last`` the final partial pass is padded
-    with zero frames (their outputs dropped): at most ``pass_frames - 1`` wasted rows per
-    :meth:`finish`; without it the last pass is simply shorter (cheap for one short video, as
-    a query, but then not bit-comparable with other runs).
-
-    ``add(tag, frames)`` (uint8 ``[T, S, S, 3]``, numpy or torch) returns ``[(tag, emb)]`` for the
-    videos completed so far, in the order they were added; ``emb`` is float32 ``[T, D]`` on CPU.
-    """
-
-    def __init__(self, clip, pass_frames: int = 256, *, pad_last: bool = True):
-        if int(pass_frames) <= 0:
-            raise VidclipError(f"batch_frames: must be positive, got {pass_frames!r}")
-        self.clip, self.pass_frames, self.pad_last = clip, int(pass_frames), pad_last
-        self._queue: deque[list] = deque()  # [tag, frames tensor, encoded chunks, next row to encode]
-        self._buffered = 0  # rows added but not encoded yet
-        self.frames_done = 0
-        self.passes = 0
-        self.padded_rows = 0
-
-    def add(self, tag, frames) -> list[tuple[object, torch.Tensor]]:
-        import torch
-
-        if isinstance(frames, np.ndarray) and not frames.flags.writeable:
-            frames = frames.copy()  # e.g. from Ray's object store: torch wants a writable array
-        frames = torch.as_tensor(frames)
-        self._queue.append([tag, frames, [], 0])
-        self._buffered += int(frames.shape[0])
-        while self._buffered >= self.pass_frames:
-            self._encode_pass(self.pass_frames)
-        return self._pop_done()
-
-    def finish(self) -> list[tuple[object, torch.Tensor]]:
-        if self._buffered:
-            self._encode_pass(self._buffered)
-        return self._pop_done()
-
-    def _encode_pass(self, rows: int) -> None:
-        import torch
-
-        pieces, need = [], rows
-        for entry in self._queue:
-            take = min(need, int(entry[1].shape[0]) - entry[3])
-            if take > 0:
-                pieces.append((entry, entry[3], entry[3] + take))
-                need -= take
-            if not need:
-                break
-        x = torch.cat([entry[1][a:b] for entry, a, b in pieces])
-        size = self.pass_frames if self.pad_last else rows
-        if size > rows:
-            x = torch.cat([x, torch.zeros((size - rows, *x.shape[1:]), dtype=x.dtype, device=x.device)])
-            self.padded_rows += size - rows
-        emb = self.clip.encode_frames(x.to(self.clip.device), batch_size=size).float().cpu()[:rows]
-        offset = 0
-        for entry, a, b in pieces:
-            entry[2].append(emb[offset:offset + b - a])
-            entry[3] = b
-            offset += b - a
-        self._buffered -= rows
-        self.frames_done += rows
-        self.passes += 1
-
-    def _pop_done(self) -> list[tuple[object, torch.Tensor]]:
-        import torch
-
-        done = []
-        while self._queue and self._queue[0][3] >= int(self._queue[0][1].shape[0]):
-            tag, frames, chunks, _ = self._queue.popleft()
-            emb = torch.cat(chunks) if chunks else torch.zeros((0, self.clip.embed_dim), dtype=torch.float32)
-            done.append((tag, emb))
-        return done
-
-
-def iter_encoded(
-    items: Sequence[tuple[str, str]],
-    clip,
-    sampler: SamplerConfig,
-    *,
-    workers: int | str = "auto",
-    backend: str = "auto",
-    decode_device: str = "cpu",
-    batch_frames: int = 256,
-    pad_last_batch: bool = False,
-    progress: bool | str = True,
-) -> Iterator[EncodedVideo | Failure]:
-    """Decode, sample and encode ``items`` = [(key, path), ...] with a FrozenCLIP.
-
-    ``workers``: decoding processes (0 = in this process; "auto" = :func:`resolve_workers`).
-    Frames are encoded in forward passes of exactly ``batch_frames`` rows across videos
-    (:class:`FixedPassEncoder`); ``pad_last_batch`` pads the last one, which makes every
-    embedding independent of the completion order (what stored features want).
-    Yields an EncodedVideo (emb float32 [T, D] for the T real frames) or a Failure per item, in
-    completion order.
-    """
-    from tqdm.auto import tqdm
-
-    items = list(items)
-    workers = resolve_workers(workers, len(items))
-    bar = tqdm(total=len(items), unit="video", desc=progress if isinstance(progress, str) else "encode",
-               disable=not progress, dynamic_ncols=True)
-    start = None  # set when the first video is decoded: worker start-up is not part of the pace
-    encoder = FixedPassEncoder(clip, batch_frames, pad_last=pad_last_batch)
-
-    def tick(n: int):
-        bar.update(n)
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(videos_s=f"{bar.n / elapsed:.2f}", frames_s=f"{encoder.frames_done / elapsed:.1f}",
-                        refresh=False)
-
-    def encoded(done) -> Iterator[EncodedVideo]:
-        for (key, path, sample, info), emb in done:
-            tick(1)
-            yield EncodedVideo(key, path, emb, sample, info)
-
-    try:
-        for result in _decoded_stream(items, sampler, backend, clip.image_size, workers, decode_device):
-            if start is None:
-                start_clock(bar)
-                start = time.perf_counter()
-            if isinstance(result, Failure):
-                tick(1)
-                yield result
-                continue
-            key, path, frames, sample, info = result
-            yield from encoded(encoder.add((key, path, sample, info), frames))
-        yield from encoded(encoder.finish())
-    finally:
-        bar.close()
-
-
-def whole_video_window(frames: int, duration: float, times: np.ndarray) -> list[tuple[float, float, int, int]]:
-    """One window [(0, end, 0, frames)] covering the whole video: what an index stores for a video
-    whose sampler gave no windows (another sampler, or a video shorter than one window)."""
-    end = float(duration) if duration and duration > 0 else (float(times[-1]) if len(times) else 0.0)
-    return [(0.0, end, 0, int(frames))]
 
 
 # ----------------------------------------------------------------------------- vidclip encode
@@ -358,99 +90,44 @@ def encode_videos(
     items: Sequence[tuple[str, str]],
     out_dir: str | os.PathLike,
     clip,
-    sampler: SamplerConfig,
-    *,
-    workers: int | str = "auto",
-    backend: str = "auto",
-    decode_device: str = "cpu",
-    batch_frames: int = 256,
-    shard_size: int = 256,
-    progress: bool = True,
-    engine: str = "local",
-    ray=None,
+    options: EncodeOptions | SamplerConfig | None = None,
+    **changes,
 ) -> EncodeReport:
-    """Encode videos into a FeatureStore at ``out_dir``; keys already stored there are skipped.
+    """Encode ``items`` = [(key, path)] into a FeatureStore at ``out_dir``; keys already stored there are skipped.
 
-    A killed run loses at most its last uncommitted shard (``shard_size`` videos); re-running
-    resumes. Failures are written to ``out_dir/failures.jsonl`` and returned. Frames are encoded
-    in passes of exactly ``batch_frames`` (the last padded), so what is stored does not depend on
-    decode order or engine. ``engine``: "local" (decode worker processes here, encoding in this
-    process) or "ray" (vidclip.encode.ray_engine: partitions of ``shard_size`` videos decoded and encoded
-    on a Ray cluster, ``ray`` = its RayOptions, staged under ``out_dir/staging`` and committed
-    here in order; ``workers`` and ``decode_device`` are local-engine settings).
+    ``options``: an :class:`~vidclip.encode.options.EncodeOptions` (its sampler is required), or a
+    SamplerConfig for the defaults with that sampler; ``changes``: option fields to override
+    (``workers=2``, ``progress=False``, ``engine="ray"``, ...). A killed run loses at most its
+    last uncommitted shard (``shard_size`` videos); re-running resumes. Failures are written to
+    ``out_dir/failures.jsonl`` and returned. Shards are staged under ``out_dir/staging`` by the
+    engine and committed here in the order it yields them.
     """
-    if engine not in ("local", "ray"):
-        raise VidclipError(f"engine: expected 'local' or 'ray', got {engine!r}")
-    if engine == "ray":
-        from vidclip.encode.ray_engine import require_ray
-
-        require_ray()  # a clear error before any work when Ray is not installed
+    options = EncodeOptions.build(options, **changes)
+    if options.sampler is None:
+        raise ConfigError("encode_videos: no sampler given (pass a SamplerConfig, or EncodeOptions(sampler=...))")
+    engine = start_engine(options)  # before any work: a missing Ray fails here
+    sampler = options.sampler.to_dict()
     out_dir = Path(out_dir)
     done_keys: set[str] = set()
     if (out_dir / STORE_FILE).exists():
         store = FeatureStore(out_dir)
-        if store.sampler and store.sampler != sampler.to_dict():
-            raise VidclipError(
-                f"{out_dir}: store was sampled with {store.sampler}, not {sampler.to_dict()}; use another --out"
-            )
+        if store.sampler and store.sampler != sampler:
+            raise VidclipError(f"{out_dir}: store was sampled with {store.sampler}, not {sampler}; use another --out")
         done_keys = set(store.keys())
     report = EncodeReport()
-    todo = [(k, p) for k, p in items if k not in done_keys]
+    todo = [EncodeItem(k, str(p)) for k, p in items if k not in done_keys]
     report.skipped = len(items) - len(todo)
-    writer = FeatureWriter(out_dir, clip.identity.to_dict(), sampler.to_dict(), shard_size=shard_size)
+    writer = FeatureWriter(out_dir, clip.identity.to_dict(), sampler)
     start = time.perf_counter()
     try:
-        if engine == "ray":
-            _encode_on_ray(todo, out_dir, writer, clip, sampler, report, backend=backend, decode_device=decode_device,
-                           batch_frames=batch_frames, shard_size=shard_size, progress=progress, options=ray)
-        else:
-            for result in iter_encoded(todo, clip, sampler, workers=workers, backend=backend,
-                                       decode_device=decode_device, batch_frames=batch_frames, pad_last_batch=True,
-                                       progress=progress):
-                if isinstance(result, Failure):
-                    report.failed.append(result)
-                    continue
-                info = result.info
-                report.warnings.extend(getattr(info, "warnings", []))
-                writer.add(
-                    result.key, result.path, result.emb, result.valid_indices, result.valid_times,
-                    windows=result.windows, duration=info.duration, fps=info.fps,
-                )
-                report.done += 1
-                report.frames += int(result.emb.shape[0])
+        for shard in engine.run(todo, ModelRef.of(clip), options.labelled("encode"), out_dir / STAGING_DIR):
+            shard.commit(writer)
+            report.failed.extend(shard.failures)
+            report.warnings.extend(shard.warnings)
+            report.done += shard.videos
+            report.frames += shard.frames_total
+            shard.remove()
     finally:
-        writer.close()
         report.seconds = time.perf_counter() - start
-        tmp = out_dir / ".failures.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(f.to_dict()) + "\n" for f in report.failed), encoding="utf-8")
-        os.replace(tmp, out_dir / "failures.jsonl")
+        atomic_write_text(out_dir / "failures.jsonl", "".join(json.dumps(f.to_dict()) + "\n" for f in report.failed))
     return report
-
-
-def _encode_on_ray(todo, out_dir: Path, writer: FeatureWriter, clip, sampler: SamplerConfig, report: EncodeReport, *,
-                   backend: str, decode_device: str, batch_frames: int, shard_size: int, progress, options) -> None:
-    """encode_videos with engine="ray": each partition's staged shard is adopted as the next shard."""
-    from vidclip.encode.ray_engine import (
-        RayOptions,
-        item_identity,
-        make_partitions,
-        stage_partitions,
-    )
-
-    if decode_device != "cpu":
-        raise VidclipError("--engine ray decodes on the cluster's CPUs; --decode-device cuda is a local-engine option")
-    ident = clip.identity.to_dict()
-    options = options or RayOptions()
-    settings = {"model": ident, "sampler": sampler.to_dict(), "batch_frames": int(batch_frames),
-                "precision": options.precision, "gpu": float(options.num_gpus) > 0, "kind": "encode"}
-    parts = make_partitions([item_identity(k, str(p)) for k, p in todo], shard_size, settings)
-    for staged in stage_partitions(parts, out_dir, identity=ident, sampler=sampler.to_dict(), backend=backend,
-                                   batch_frames=batch_frames, options=options, progress="encode (ray)" if progress else False):
-        records = staged.records()
-        if staged.shard_dir is not None:
-            writer.adopt(staged.shard_dir)
-        report.failed.extend(Failure(f["key"], f["path"], f["reason"]) for f in staged.manifest["failures"])
-        report.warnings.extend(staged.manifest.get("warnings", []))
-        report.done += len(records)
-        report.frames += sum(int(r["count"]) for r in records)
-        staged.remove()

@@ -82,7 +82,7 @@ class PixelSource:
         return [k for k in keys if k not in self.paths]
 
     def batch(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        from vidclip.encode.pipeline import Failure, decode_job
+        from vidclip.encode.worker import Failure, decode_job
         from vidclip.video.sample import SamplerConfig
 
         sampler = SamplerConfig("uniform", num_frames=self.num_frames).to_dict()

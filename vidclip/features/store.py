@@ -331,7 +331,7 @@ class FeatureWriter:
 
     def adopt(self, shard_dir: str | os.PathLike) -> str:
         """Commit a complete shard another FeatureWriter wrote elsewhere on the same filesystem (a
-        Ray worker's staged shard, vidclip/encode/ray_engine.py): queued videos are committed first, then
+        shard an encode engine staged, vidclip/encode/protocol.py): queued videos are committed first, then
         the folder is renamed into place as the next shard. Returns its name."""
         self.flush()
         name = f"shard-{self._next_shard:06d}"

@@ -20,14 +20,17 @@ search also drops any id the catalog does not list as indexed. A shard all of wh
 deletes (files gone) or replaces (files changed) is referenced by no row after that run's commits
 and is deleted at the end of the run, so only a killed run ever leaves an orphan.
 
-With ``engine="ray"`` (vidclip/encode/ray_engine.py) step 1 happens on the cluster: an encoder actor
-writes a partition of ``commit_every`` videos as a shard into ``features/staging/<id>/`` (with its
-manifest, renamed into place when complete); this process, the only writer of the catalog and
-faiss, then renames that shard into ``shards/`` and does 2 and 3 exactly as above, partition by
-partition in partition order. A kill before the rename leaves a finished staging folder, which
-the next run commits without encoding; a kill between rename and 2 leaves an orphan shard
-(deleted) and a staging folder without its shard (redone). Either engine goes through
-:class:`_Committer`, as does :func:`merge_index`.
+Step 1 is an encode engine's (vidclip/encode/protocol.py; ``--engine local`` or ``ray``): it
+stages each finished shard of ``commit_every`` videos under ``features/staging/<name>/`` (renamed
+into place when complete); this process, the only writer of the catalog and faiss, applies the
+index's rules to it (:func:`_index_videos`: a whole-video window for a video without sampler
+windows, a video without one decodable frame a failure, the content hash), pools its stored fp16
+frames, renames its shard into ``shards/`` and does 2 and 3 exactly as above, shard by shard in
+the order the engine yields them, the same code for either engine. A kill before the rename
+leaves a staging folder: the Ray engine commits it on the next run without encoding (the local
+engine removes it and encodes those videos again); a kill between rename and 2 leaves an orphan
+shard (deleted) and a staging folder without its shard (redone). :func:`merge_index` commits
+through the same :class:`_Committer`.
 
 Change detection: a file whose (size, mtime) equals its row's is unchanged without reading
 it; otherwise its fast content hash (catalog.fast_hash) decides, and a touched-but-identical
@@ -40,34 +43,31 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError, display_path
+from vidclip.core.errors import ConfigError, IndexMismatchError, display_path
+from vidclip.encode.options import ENCODE_FIELDS, SHARD_FRAMES, EncodeOptions
+from vidclip.encode.pipeline import start_engine
+from vidclip.encode.protocol import STAGING_DIR, EncodedShard, EncodeItem, Engine, ModelRef
 from vidclip.features.identity import fast_hash
 from vidclip.features.pooling import Pooler
-from vidclip.features.store import FeatureStore, FeatureWriter
+from vidclip.features.store import FeatureWriter
 from vidclip.index.catalog import Catalog
+from vidclip.index.designs import choose_design, format_search_params
 from vidclip.index.directory import (
-    CATALOG_FILE,
-    FEATURES_DIR,
-    _crash_point,
-    _DirLock,
-    _is_index_dir,
-    _outgrown,
-    _remove_orphan_shards,
-    _sync_faiss,
-    check_index_path,
-    mark_lost_frames,
-    refuse_damage,
-    remove_stale_temps,
+    IndexDir,
+    crash_point,
+    outgrown,
+    record_search_params,
+    recorded_search_params,
 )
 from vidclip.index.scan import Library, LibraryItem, scan_library
-from vidclip.index.vectors import VectorIndex, choose_design
+from vidclip.index.vectors import VectorIndex
+from vidclip.video.sample import SamplerConfig
 
-COMMIT_FRAMES = 65_536  # also commit once this many frames are pending (bounds memory for long videos)
+COMMIT_FRAMES = SHARD_FRAMES  # merge_index also commits once this many frames are pending (bounds memory)
 
 
 @dataclass
@@ -107,15 +107,15 @@ class _Committer:
     faiss stamped with the catalog's generation.
     """
 
-    def __init__(self, catalog: Catalog, index_dir: Path, model: dict, sampler: dict, dim: int,
+    def __init__(self, catalog: Catalog, index_dir: IndexDir, model: dict, sampler: dict, dim: int,
                  report: IndexReport):
         self.catalog, self.index_dir, self.dim, self.report = catalog, index_dir, dim, report
-        self.features = index_dir / FEATURES_DIR
-        report.lost = mark_lost_frames(catalog, self.features, dim)  # re-encoded (they look changed)
-        report.orphans_removed = _remove_orphan_shards(catalog, self.features)
-        report.temps_removed = len(remove_stale_temps(index_dir))
-        self.video_index = _sync_faiss(catalog, index_dir, "videos", dim, save=False)
-        self.segment_index = _sync_faiss(catalog, index_dir, "segments", dim, save=False)
+        self.features = index_dir.features
+        report.lost = index_dir.mark_lost_frames(catalog, dim)  # re-encoded (they look changed)
+        report.orphans_removed = index_dir.remove_orphan_shards(catalog)
+        report.temps_removed = len(index_dir.remove_stale_temps())
+        self.video_index = index_dir.sync_faiss(catalog, "videos", dim, save=False)
+        self.segment_index = index_dir.sync_faiss(catalog, "segments", dim, save=False)
         self.writer = FeatureWriter(self.features, model, sampler, shard_size=1 << 30)
         self.pending: list[dict] = []  # videos of the next shard, in its row order
         self.failures: list[dict] = []
@@ -146,22 +146,28 @@ class _Committer:
         """A video already written in a staged shard (rec carries its "offset" and "count" there)."""
         self.pending.append(rec)
 
-    def add_failure(self, rec: dict) -> None:
+    def add_failure(self, rec: dict, reason: str) -> None:
+        """A file that could not be indexed: a "failed" row (and a line of the report)."""
+        rec["error"] = reason
         self.failures.append(rec)
+        self.report.failed.append({"path": rec["abs_path"], "reason": reason})
 
     def full(self, commit_every: int) -> bool:
         return len(self.pending) + len(self.failures) >= commit_every or self.offset >= COMMIT_FRAMES
 
-    def commit(self, shard_dir: Path | None = None) -> None:
-        """Commit what is pending: the shard (written by FeatureWriter now, or ``shard_dir`` adopted),
-        then one catalog transaction, then the in-memory faiss indexes."""
+    def commit(self, staged: EncodedShard | None = None) -> None:
+        """Commit what is pending: the shard (``staged``, renamed into place, or written by
+        FeatureWriter now), then one catalog transaction, then the in-memory faiss indexes. A
+        staged shard none of whose videos is pending (all failed) is not taken into the store."""
         if not self.pending and not self.failures:
             return
-        if shard_dir is not None:
-            shard = self.writer.adopt(shard_dir)
+        if not self.pending:
+            shard = None
+        elif staged is not None:
+            shard = staged.commit(self.writer)
         else:
-            shard = self.writer.flush() if self.pending else None
-        _crash_point("shard")
+            shard = self.writer.flush()
+        crash_point("shard")
         new_v, new_vv, new_s, new_sv = [], [], [], []
         gone = [int(rec["replaces"]) for rec in self.pending + self.failures if rec.get("replaces") is not None]
         with self.catalog.transaction() as cur:
@@ -186,7 +192,7 @@ class _Committer:
                     status="failed", error=rec["error"], metadata=rec["metadata"])
             if new_v or gone:
                 self.catalog.bump_generation(cur)
-        _crash_point("commit")
+        crash_point("commit")
         # In-memory faiss follows the committed catalog (saved, stamped, at the end of the run).
         if gone:
             self.video_index.remove(gone)
@@ -204,11 +210,11 @@ class _Committer:
         self.commit()
         # A shard whose videos this run all deleted or replaced is referenced by no row any more:
         # deleted now, not left for the next run to find (and report) as a killed run's orphan.
-        self.report.superseded_removed = _remove_orphan_shards(self.catalog, self.features)
+        self.report.superseded_removed = self.index_dir.remove_orphan_shards(self.catalog)
         for kind, idx in (("videos", self.video_index), ("segments", self.segment_index)):
             idx.metadata["generation"] = self.catalog.generation if idx.is_trained else -1
-            _sync_faiss(self.catalog, self.index_dir, kind, self.dim, current=_fit_or_none(self.catalog, kind, idx),
-                        save=True)
+            self.index_dir.sync_faiss(self.catalog, kind, self.dim, current=_fit_or_none(self.catalog, kind, idx),
+                                      save=True)
         return self.catalog.counts()["indexed"]
 
 
@@ -228,105 +234,121 @@ def _pool_into(rec: dict, pooler: Pooler, emb16: np.ndarray, windows, duration: 
                window_vectors=window_vecs)
 
 
+def _whole_video_window(frames: int, duration: float, times: np.ndarray) -> list[tuple[float, float, int, int]]:
+    """One window [(0, end, 0, frames)] covering the whole video: what an index stores for a video
+    whose sampler gave no windows (another sampler, or a video shorter than one window)."""
+    end = float(duration) if duration and duration > 0 else (float(times[-1]) if len(times) else 0.0)
+    return [(0.0, end, 0, int(frames))]
+
+
+@dataclass
+class IndexOptions:
+    """How :func:`index_library` indexes: ``encode`` (sampler, engine, workers, batch_frames, ...;
+    its ``shard_size`` is ``commit_every``, the videos per shard + catalog transaction, so the most
+    a kill can cost; with Ray, the partition size) and the index's own settings.
+
+    ``encode.sampler``: None = windows of 10 s every 5 s at 1 fps (must match the index's).
+    ``temporal``: "mean" or a training checkpoint. ``design`` / ``segment_design``: faiss designs
+    ("auto" = exact up to 200k vectors, else IVF). ``search_params``: faiss search knobs
+    (``"nprobe=32,efSearch=64"`` or a dict), recorded in the index over the recorded ones (unset:
+    IVF nprobe 16+, faiss' HNSW default); :func:`check_recall` measures what they give.
+    ``retry_failed``: encode again the files that failed before although they did not change.
+    """
+
+    encode: EncodeOptions = field(default_factory=lambda: EncodeOptions(workers=2, shard_size=64))
+    temporal: str | os.PathLike | None = "mean"
+    design: str | None = None
+    segment_design: str | None = None
+    search_params: str | dict | None = None
+    retry_failed: bool = False
+
+    @classmethod
+    def build(cls, options: IndexOptions | SamplerConfig | None = None, **changes) -> IndexOptions:
+        """``options`` (a SamplerConfig: the defaults with that sampler) with ``changes`` applied:
+        IndexOptions fields, EncodeOptions fields, or ``commit_every`` (= ``encode.shard_size``)."""
+        if isinstance(options, SamplerConfig):
+            changes = {"sampler": options, **changes}
+            options = None
+        if options is not None and not isinstance(options, cls):
+            raise ConfigError(f"options: expected IndexOptions or a SamplerConfig, got {type(options).__name__}")
+        options = options if options is not None else cls()
+        if "commit_every" in changes:
+            changes["shard_size"] = changes.pop("commit_every")
+        encode = {k: changes.pop(k) for k in list(changes) if k in ENCODE_FIELDS}
+        if encode:
+            changes["encode"] = replace(changes.get("encode", options.encode), **encode)
+        return replace(options, **changes) if changes else options
+
+
 def index_library(
     library: str | os.PathLike | Library,
     index_dir: str | os.PathLike,
     clip,
-    sampler=None,
-    *,
-    temporal: str | os.PathLike | None = "mean",
-    design: str | None = None,
-    segment_design: str | None = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    workers: int = 2,
-    backend: str = "auto",
-    decode_device: str = "cpu",
-    batch_frames: int = 256,
-    commit_every: int = 64,
-    retry_failed: bool = False,
-    progress: bool = True,
-    engine: str = "local",
-    ray=None,
+    options: IndexOptions | SamplerConfig | None = None,
+    **changes,
 ) -> IndexReport:
     """Index (or bring up to date) the videos of ``library`` (a library spec, or a Library that
     :func:`~vidclip.index.scan.scan_library` returned) into ``index_dir``.
 
     ``clip``: a FrozenCLIP (must match the index's model when the index exists), or a zero-argument
     function returning the index's own model: then it is called only when a video must be encoded
-    (a run with nothing new loads no model; with the Ray engine the driver never loads it). ``sampler``: a
-    SamplerConfig (default: windows of 10 s every 5 s at 1 fps; must match the index's).
-    ``temporal``: "mean" or a training checkpoint. ``design`` / ``segment_design``: faiss designs
-    ("auto" = exact up to 200k vectors, else IVF). ``nprobe`` / ``ef_search``: search-time knobs of
-    IVF / HNSW designs, recorded in the index (None keeps the recorded value, else IVF nprobe 16 and
-    faiss' HNSW default); :func:`check_recall` measures what they give. ``commit_every``: videos per shard + catalog
-    transaction (the most a kill can cost; with Ray, the partition size). ``batch_frames``: rows of
-    every encoder forward pass (the last one padded, so results do not depend on the engine).
-    ``engine``: "local" (decode ``workers`` here, encode in this process) or "ray"
-    (vidclip.encode.ray_engine; ``ray`` = its RayOptions: partitions staged under ``features/staging``
-    on the cluster, committed here in partition order).
+    (a run with nothing new loads no model; with the Ray engine the driver never loads it).
+    ``options``: an :class:`IndexOptions`, or a SamplerConfig for the defaults with that sampler;
+    ``changes``: fields to override, of IndexOptions or of its EncodeOptions (``workers=0``,
+    ``commit_every=16``, ``engine="ray"``, ``ray=RayOptions(...)``, ``temporal=CKPT``, ...).
+    Frames are encoded in passes of exactly ``batch_frames`` rows, the last one padded, so
+    results do not depend on the engine; either engine's shards are committed here in the order
+    it yields them (:func:`_index_videos`).
     """
-    from vidclip.video.sample import SamplerConfig
-
-    if engine not in ("local", "ray"):
-        raise ConfigError(f"--engine: expected 'local' or 'ray', got {engine!r}")
-    if engine == "ray":
-        from vidclip.encode.ray_engine import require_ray
-
-        require_ray()  # a clear error before any work when Ray is not installed
-    index_dir = Path(index_dir).expanduser().resolve()
-    check_index_path(index_dir)
-    if sampler is None:
-        sampler = SamplerConfig(name="windows", fps=1.0, window=10.0, stride=5.0)
+    options = IndexOptions.build(options, **changes)
+    engine = start_engine(options.encode)  # before any work: a missing Ray fails here
+    index_dir = IndexDir(index_dir)
+    index_dir.check_path()
+    sampler = options.encode.sampler or SamplerConfig.index_default()
+    encode = replace(options.encode, sampler=sampler).labelled("index")
+    temporal = options.temporal
     start = time.perf_counter()
     lib = library if isinstance(library, Library) else scan_library(library)
-    report = IndexReport(engine=engine)
+    report = IndexReport(engine=engine.name)
     report.failed.extend(lib.problems)  # unreadable folder entries: one line each, never silently skipped
-    with _DirLock(index_dir):
-        refuse_damage(index_dir)  # before opening the catalog for writing (a 0-byte one would become a new one)
-        catalog = Catalog(index_dir / CATALOG_FILE)
+    with index_dir.lock():
+        index_dir.refuse_damage()  # before opening the catalog for writing (a 0-byte one would become a new one)
+        catalog = index_dir.open_catalog()
         try:
-            refuse_damage(index_dir, catalog)
+            index_dir.refuse_damage(catalog)
             stored = catalog.get_meta("model")
             lazy = not hasattr(clip, "identity") and stored is not None and (temporal is None or str(temporal) == "mean")
-            if lazy:  # the index's own model, loaded below only if a video must be encoded
-                ident_dict, pooler = stored, Pooler({"name": "mean"})
+            if lazy:  # the index's own model, loaded by the engine only if a video must be encoded
+                pooler = Pooler({"name": "mean"})
                 catalog.check_or_set_identity(stored, catalog.get_meta("model_key"), sampler.to_dict(),
                                               {"name": "mean"})
                 dim = int(stored["embed_dim"])
+
+                def load():
+                    loaded = clip()
+                    if loaded.identity.key() != catalog.get_meta("model_key"):
+                        raise IndexMismatchError(f"{display_path(index_dir.path)}: the model loaded for this index "
+                                                 f"({loaded.identity.name!r}) is not the one it was built with")
+                    return loaded
+                model = ModelRef(stored, load)
             else:
                 clip = clip if hasattr(clip, "identity") else clip()
                 pooler = Pooler.create(temporal, clip)
-                ident = clip.identity
-                ident_dict = ident.to_dict()
-                catalog.check_or_set_identity(ident_dict, ident.key(), sampler.to_dict(), pooler.spec)
+                model = ModelRef.of(clip)
+                catalog.check_or_set_identity(model.identity, clip.identity.key(), sampler.to_dict(), pooler.spec)
                 dim = int(clip.embed_dim)
-            _record_settings(catalog, lib, design, segment_design, nprobe, ef_search)
-            committer = _Committer(catalog, index_dir, ident_dict, sampler.to_dict(), dim, report)
-            todo, report.unchanged, deleted = _plan(catalog, lib, retry_failed)
+            _record_settings(catalog, lib, options.design, options.segment_design, options.search_params)
+            committer = _Committer(catalog, index_dir, model.identity, sampler.to_dict(), dim, report)
+            todo, report.unchanged, deleted = _plan(catalog, lib, options.retry_failed)
             committer.delete(deleted)
             report.deleted = sum(1 for r in deleted if r["status"] == "indexed")
             for rec in [rec for rec, _ in todo if rec["size"] is None]:
-                rec["error"] = "file not found"
-                committer.add_failure(rec)
-                report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
+                committer.add_failure(rec, "file not found")
+            committer.commit()
             todo = [(rec, item) for rec, item in todo if rec["size"] is not None]
-            if engine == "ray":
-                _index_on_ray(todo, committer, pooler, ident_dict, sampler, report, backend=backend,
-                              batch_frames=batch_frames, commit_every=commit_every, options=ray, progress=progress)
-            else:
-                if (committer.features / "staging").is_dir():  # a killed Ray run's: redone here
-                    from vidclip.encode.ray_engine import remove_staging
-
-                    report.staging_removed = remove_staging(committer.features)
-                if todo and lazy:
-                    clip = clip()
-                    if clip.identity.key() != catalog.get_meta("model_key"):
-                        raise IndexMismatchError(f"{display_path(index_dir)}: the model loaded for this index "
-                                                 f"({clip.identity.name!r}) is not the one it was built with")
-                _index_locally(todo, committer, clip, pooler, sampler, report, workers=workers, backend=backend,
-                               decode_device=decode_device, batch_frames=batch_frames, commit_every=commit_every,
-                               progress=progress)
+            _index_videos(todo, engine, model, encode, committer, pooler, report)
+            report.partitions_reused, report.staging_removed = engine.stats.reused, engine.stats.stale_removed
+            report.nodes = sorted(engine.stats.nodes)
             report.total_indexed = committer.finish()
         finally:
             catalog.close()
@@ -334,94 +356,35 @@ def index_library(
     return report
 
 
-def _index_locally(todo, committer: _Committer, clip, pooler: Pooler, sampler, report: IndexReport, *, workers,
-                   backend, decode_device, batch_frames, commit_every, progress) -> None:
-    """Encode ``todo`` = [(record, item)] here: decode workers, fixed-size encoder passes, a commit
-    every ``commit_every`` videos (or COMMIT_FRAMES frames), in completion order."""
-    if not todo:
-        return
-    from vidclip.encode.pipeline import Failure, iter_encoded
-
-    by_key = {rec["abs_path"]: (rec, item) for rec, item in todo}
-    items = [(rec["abs_path"], rec["abs_path"]) for rec, _ in todo]
-    for result in iter_encoded(items, clip, sampler, workers=workers, backend=backend, decode_device=decode_device,
-                               batch_frames=batch_frames, pad_last_batch=True,
-                               progress="index" if progress else False):
-        rec, item = by_key[result.key]
-        emb = None if isinstance(result, Failure) else result.emb.detach().float().cpu().numpy()
-        if emb is None or emb.shape[0] == 0:
-            rec["error"] = result.reason if emb is None else "no frames could be decoded"
-            committer.add_failure(rec)
-            report.failed.append({"path": rec["abs_path"], "reason": rec["error"]})
-        else:
-            from vidclip.encode.pipeline import whole_video_window
-
-            info = result.info
-            times = np.asarray(result.valid_times, dtype=np.float64)
-            windows = result.windows or whole_video_window(emb.shape[0], info.duration, times)
-            emb16 = emb.astype(np.float16).astype(np.float32)  # what is stored
-            _pool_into(rec, pooler, emb16, windows, info.duration, info.fps)
-            if rec["hash"] is None:
-                rec["hash"] = fast_hash(item.path, rec["size"])
-            committer.add_video(rec, emb16, result.valid_indices, times)
-            report.indexed += 1
-            report.frames += int(emb.shape[0])
-        if committer.full(commit_every):
-            committer.commit()
-
-
-def _index_on_ray(todo, committer: _Committer, pooler: Pooler, ident_dict: dict, sampler, report: IndexReport, *,
-                  backend, batch_frames, commit_every, options, progress) -> None:
-    """Encode ``todo`` on Ray (vidclip.encode.ray_engine): one partition per ``commit_every`` videos, each
-    staged as a shard by an encoder actor; here each is pooled from its stored frames and committed
-    (shard adopted, one catalog transaction) in partition order."""
-    from vidclip.encode.ray_engine import (
-        RayOptions,
-        StageStats,
-        item_identity,
-        make_partitions,
-        remove_staging,
-        stage_partitions,
-    )
-
-    options = options or RayOptions()
+def _index_videos(todo: list[tuple[dict, LibraryItem]], engine: Engine, model: ModelRef, options: EncodeOptions,
+                  committer: _Committer, pooler: Pooler, report: IndexReport) -> None:
+    """Encode ``todo`` = [(record, item)] with ``engine``; commit each shard it yields, applying
+    the index's rules: a video without one decodable frame is a failure, one without sampler
+    windows gets a window covering it, and every indexed file gets its content hash. Vectors are
+    pooled from the stored (fp16) frames, read back from the shard whichever engine wrote it."""
     by_path = {rec["abs_path"]: (rec, item) for rec, item in todo}
-    items = []
-    for rec, _item in todo:
-        # the shard record as the local engine writes it: the library key, the absolute path
-        it = item_identity(rec["key"], rec["abs_path"], {"source": rec["source"], "hash": None})
-        it["size"], it["mtime_ns"] = rec["size"], rec["mtime_ns"]  # the plan's view of the file
-        items.append(it)
-    settings = {"model": ident_dict, "sampler": sampler.to_dict(), "batch_frames": int(batch_frames),
-                "precision": options.precision, "gpu": float(options.num_gpus) > 0, "kind": "index"}
-    parts = make_partitions(items, commit_every, settings)
-    if not parts:
-        report.staging_removed = remove_staging(committer.features)
-        return
-    stats = StageStats()
-    for staged in stage_partitions(parts, committer.features, identity=ident_dict, sampler=sampler.to_dict(),
-                                   backend=backend, batch_frames=batch_frames, whole_window=True,
-                                   require_frames=True, options=options, progress="index (ray)" if progress else False,
-                                   stats=stats):
-        store = staged.store()
-        for r in staged.records():
+    # the shard record as an index stores it: the library key, the absolute path, the library source;
+    # size and mtime as the plan saw them (what a Ray partition's id is made of)
+    items = [EncodeItem(rec["key"], rec["abs_path"], {"source": rec["source"]}, rec["size"], rec["mtime_ns"])
+             for rec, _ in todo]
+    for shard in engine.run(items, model, options, committer.features / STAGING_DIR):
+        for r in shard.records():
             rec, item = by_path[r["path"]]
-            emb16 = np.asarray(store.get(r["key"]).emb, dtype=np.float32)
-            _pool_into(rec, pooler, emb16, r["windows"], r["duration"], r["fps"])
-            rec["hash"] = rec["hash"] or (r.get("extra") or {}).get("hash") or fast_hash(item.path, rec["size"])
+            if not r["count"]:
+                committer.add_failure(rec, "no frames could be decoded")
+                continue
+            emb16, _, times = shard.frames(r)
+            windows = r["windows"] or _whole_video_window(r["count"], r["duration"], times)
+            _pool_into(rec, pooler, np.asarray(emb16, dtype=np.float32), windows, r["duration"], r["fps"])
+            rec["hash"] = rec["hash"] or fast_hash(item.path, rec["size"])
             rec["offset"], rec["count"] = int(r["offset"]), int(r["count"])
             committer.add_staged(rec)
             report.indexed += 1
-            report.frames += int(r["count"])
-        for f in staged.manifest["failures"]:
-            rec, _ = by_path[f["path"]]
-            rec["error"] = f["reason"]
-            committer.add_failure(rec)
-            report.failed.append({"path": rec["abs_path"], "reason": f["reason"]})
-        committer.commit(staged.shard_dir)
-        staged.remove()
-    report.partitions_reused, report.staging_removed = stats.reused, stats.stale_removed
-    report.nodes = sorted(stats.nodes)
+            report.frames += rec["count"]
+        for f in shard.failures:
+            committer.add_failure(by_path[f.path][0], f.reason)
+        committer.commit(shard)
+        shard.remove()
 
 
 def _fit_or_none(catalog: Catalog, kind: str, idx: VectorIndex) -> VectorIndex | None:
@@ -431,23 +394,16 @@ def _fit_or_none(catalog: Catalog, kind: str, idx: VectorIndex) -> VectorIndex |
     if idx.metadata.get("untrainable_at") == n and idx.metadata.get("requested") == requested:
         return idx  # the exact stand-in for a design that could not train at this size: not retried (or re-warned)
     design = choose_design(n) if requested.lower() == "auto" else requested
-    if idx.design != design or not idx.is_trained or _outgrown(idx, n):
+    if idx.design != design or not idx.is_trained or outgrown(idx, n):
         return None
     idx.metadata["requested"] = requested
     return idx
 
 
 def _record_settings(catalog: Catalog, lib: Library | None, design: str | None, segment_design: str | None,
-                     nprobe: int | None = None, ef_search: int | None = None) -> None:
-    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+                     search_params: str | dict | None = None) -> None:
     with catalog.transaction() as cur:
-        for kind in ("videos", "segments"):  # one setting for both indexes: each uses it if its design has the knob
-            if nprobe is not None:
-                catalog.set_meta(cur, f"nprobe_{kind}", int(nprobe))
-            if ef_search is not None:
-                catalog.set_meta(cur, f"ef_search_{kind}", int(ef_search))
+        record_search_params(catalog, cur, search_params)  # one setting for both indexes
         if design:
             catalog.set_meta(cur, "design_videos", design)
         elif catalog.get_meta("design_videos") is None:
@@ -514,22 +470,20 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
     content hash matches, else the newer file version (by mtime) wins. Frame embeddings are
     copied into new shards of ``index_dir``, so the two indexes stay independent.
     """
-    other_dir = Path(other_dir).expanduser().resolve()
-    index_dir = Path(index_dir).expanduser().resolve()
+    other_dir, index_dir = IndexDir(other_dir), IndexDir(index_dir)
     if other_dir == index_dir:
-        raise ConfigError(f"--merge {other_dir}: cannot merge an index into itself")
-    if not _is_index_dir(other_dir):
-        raise VidclipError(f"{other_dir}: not a vidclip index (no {CATALOG_FILE})")
+        raise ConfigError(f"--merge {other_dir.path}: cannot merge an index into itself")
+    other_dir.require_catalog(str(other_dir.path))
     start = time.perf_counter()
     report = IndexReport()
-    refuse_damage(other_dir)
-    src = Catalog(other_dir / CATALOG_FILE, readonly=True)
+    other_dir.refuse_damage()
+    src = other_dir.open_catalog(readonly=True)
     try:
-        with _DirLock(index_dir):
-            refuse_damage(index_dir)
-            dst = Catalog(index_dir / CATALOG_FILE)
+        with index_dir.lock():
+            index_dir.refuse_damage()
+            dst = index_dir.open_catalog()
             try:
-                refuse_damage(index_dir, dst)
+                index_dir.refuse_damage(dst)
                 model = src.get_meta("model")
                 dst.check_or_set_identity(model, src.get_meta("model_key"), src.get_meta("sampler"),
                                           src.get_meta("temporal"))
@@ -558,14 +512,11 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
                                                "metadata", "duration", "fps")}
                     rec["replaces"] = old["id"] if old is not None else None
                     if row["status"] == "failed":
-                        rec["error"] = row["error"]
-                        committer.add_failure(rec)
-                        report.failed.append({"path": row["abs_path"], "reason": row["error"]})
+                        committer.add_failure(rec, row["error"])
                     else:
                         sl = slice(row["offset"], row["offset"] + row["count"])
                         if row["shard"] not in shards or shards[row["shard"]][0].shape[0] < sl.stop:
-                            shards[row["shard"]] = FeatureStore.open_shard(other_dir / FEATURES_DIR, row["shard"],
-                                                                           rows=sl.stop)
+                            shards[row["shard"]] = other_dir.open_shard(row["shard"], rows=sl.stop)
                         emb, fidx, times = shards[row["shard"]]
                         segs, seg_vecs = src.segments_of([row["id"]], dim)[row["id"]]
                         vec = src.conn.execute("SELECT vector FROM videos WHERE id = ?", (row["id"],)).fetchone()[0]
@@ -588,18 +539,17 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
 
 def index_report(index_dir: str | os.PathLike) -> dict:
     """Counts, settings and the failed videos (path, reason) of an index."""
-    index_dir = Path(index_dir).expanduser().resolve()
-    catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
+    index_dir = IndexDir(index_dir)
+    catalog = index_dir.open_catalog(readonly=True)
     try:
         return {
-            "index": str(index_dir),
+            "index": str(index_dir.path),
             "counts": catalog.counts(),
             "model": catalog.get_meta("model"),
             "sampler": catalog.get_meta("sampler"),
             "temporal": catalog.get_meta("temporal"),
             "designs": {"videos": catalog.get_meta("design_videos"), "segments": catalog.get_meta("design_segments")},
-            "search_settings": {k: catalog.get_meta(k) for k in ("nprobe_videos", "ef_search_videos",
-                                                                  "nprobe_segments", "ef_search_segments")},
+            "search_params": format_search_params(recorded_search_params(catalog)),
             "libraries": catalog.get_meta("libraries", []),
             "generation": catalog.generation,
             "failed": [{"id": r["id"], "path": r["abs_path"], "reason": r["error"]}

@@ -309,7 +309,7 @@ class VideoIndex:
         The video's frames are pooled as the index pools its own; an indexed video finds itself
         first (score ~1). A file that cannot be decoded is a VideoDecodeError naming it.
         """
-        from vidclip.encode.pipeline import Failure, iter_encoded
+        from vidclip.encode.worker import Failure, iter_encoded
         from vidclip.video.sample import SamplerConfig
 
         opts = self._rerank_options(k, rerank, pool, alpha, norm)

@@ -1,19 +1,20 @@
-"""The Ray engine (``--engine ray``): decode, encode and stage a library's partitions on a Ray
-cluster, committed by the one driver exactly as the local engine commits its own.
+"""``--engine ray``: decode and encode a library's partitions on a Ray cluster, each staged as one
+:class:`~vidclip.encode.protocol.EncodedShard` that the one driver commits exactly as it commits
+the local engine's.
 
 The only module that imports Ray, and only inside functions: ``import vidclip``, ``vidclip.index``
-and ``vidclip.encode.pipeline`` never load it; without Ray installed ``--engine ray`` is a ConfigError
-naming ``pip install -e ".[ray]"``.
+and the rest of ``vidclip.encode`` never load it; without Ray installed ``--engine ray`` is a
+ConfigError naming ``pip install -e ".[ray]"``. It knows no caller's rules: what it stages is
+what the local engine stages (vidclip/encode/protocol.py).
 
 Work flow::
 
-    driver: sorted todo --chunks of `partition_size`--> partitions (content-derived ids)
+    driver: sorted items --chunks of `shard_size`--> partitions (content-derived ids)
       per partition, per video: decode task (num_cpus=1)  -> (meta, frames)   [object store]
       per partition: encoder actor (model loaded once; num_gpus when asked)
-                     -> STORE/staging/.tmp-<id>-<rand>/  (store.json, shards/shard-000000/, manifest.json)
-                     -> renamed to STORE/staging/<id>/   (finished: appears atomically)
-    driver: yields finished partitions in partition order; the caller commits each one through
-            its own commit code (index: catalog transaction; encode: FeatureWriter.adopt), then
+                     -> STAGING/.tmp-<id>-<rand>/  (store.json, shards/shard-000000/, manifest.json)
+                     -> renamed to STAGING/<id>/   (finished: appears atomically)
+    driver: yields finished partitions in partition order; the caller commits each one, then
             removes its staging folder.
 
 Why Ray core and not Ray Data: a partition must end as one shard written by one process, its
@@ -27,19 +28,19 @@ into a fresh ``.tmp-*`` folder; a retry finding the partition already finished r
 Partition ids: a hash of the model identity, sampler, encode settings and each video's (key,
 path, size, mtime_ns, extra). A re-run after a driver kill builds the same partitions from what
 is still to do (the committed ones form a prefix of the sorted list, and are no longer to do),
-finds the finished staging folders by id, commits them without encoding anything, and redoes
+finds the finished staging folders by id, yields them without encoding anything, and redoes
 only the rest; a folder whose id no current partition has (another model or sampler, a file
-changed since, an unfinished ``.tmp-*``) is removed. The caller holds the store's / index's
-writer lock while this runs.
+changed since, an unfinished ``.tmp-*``, the local engine's) is removed. The caller holds the
+store's / index's writer lock while this runs.
 
 Same result as the local engine: both encode in forward passes of exactly ``batch_frames`` rows,
-padding the last (:class:`vidclip.encode.pipeline.FixedPassEncoder`), so on CPU fp32 a frame's stored
+padding the last (:class:`vidclip.encode.worker.FixedPassEncoder`), so on CPU fp32 a frame's stored
 embedding does not depend on which videos shared its pass (the local engine's passes cross video
 boundaries in completion order, a partition's in partition order). Bit-identity holds between
 machines with the same CPU kernels; nodes with other instruction sets (AVX2 vs AVX-512) or GPUs
 may differ in the last bits, as any two such runs do.
 
-Shared filesystem: encoder actors write into the driver's store folder, so on a multi-node
+Shared filesystem: encoder actors write into the driver's staging folder, so on a multi-node
 cluster that folder must be mounted at the same path on every node (NFS, a cluster filesystem);
 an actor that cannot see it fails the run with a message saying so.
 """
@@ -49,20 +50,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from vidclip.core.errors import ConfigError, VidclipError, display_path
-from vidclip.core.fileio import atomic_write_text
-from vidclip.features.store import SHARDS_DIR, FeatureStore, FeatureWriter
+from vidclip.encode.options import EncodeOptions, RayOptions
+from vidclip.encode.protocol import (
+    EncodedShard,
+    EncodeItem,
+    EngineStats,
+    ModelRef,
+    ShardStager,
+    close_staging,
+    finished,
+    sweep_staging,
+)
 
-STAGING_DIR = "staging"  # STORE/staging/<partition id>/
-MANIFEST = "manifest.json"
 # Test hook, comma-separated: "decode:MARKER" / "encode:MARKER" SIGKILL a decode task / encoder actor
 # once (while MARKER does not exist); "driver:K" holds commits until every partition is staged, then
 # SIGKILLs the driver after its K-th commit.
@@ -70,85 +76,37 @@ CRASH_ENV = "VIDCLIP_RAY_CRASH"
 INSTALL_HINT = 'pip install -e ".[ray]"'
 
 
-@dataclass
-class RayOptions:
-    """How the Ray engine uses the cluster.
+class RayEngine:
+    """The Ray engine behind :class:`~vidclip.encode.protocol.Engine`; creating it checks that Ray is
+    installed (a clear error before any work)."""
 
-    ``address``: a running cluster (``ray start --head`` prints it; "auto" = the one on this
-    machine); None: RAY_ADDRESS, else the cluster ``ray start`` left on this machine, else a new
-    local one for this run. ``decode_workers``: decode tasks kept in flight, queued or running
-    (Ray runs as many at once as there are free CPUs; each takes one); None: twice the cluster's
-    CPUs. ``encoders``: encoder actors, each loading the model once. ``num_gpus``: GPUs per actor
-    (0: the actor encodes on CPU). ``encoder_cpus``: CPUs reserved per actor (None: 1 without
-    GPUs, else 0, leaving every CPU to decoding). ``precision``: the actors' encoder precision
-    (auto: fp16 autocast on GPU, fp32 on CPU).
-    """
+    name = "ray"
 
-    address: str | None = None
-    decode_workers: int | None = None
-    encoders: int = 1
-    num_gpus: float = 0.0
-    encoder_cpus: float | None = None
-    precision: str = "auto"
+    def __init__(self):
+        require_ray()
+        self.stats = EngineStats()
 
-    def __post_init__(self):
-        if self.decode_workers is not None and int(self.decode_workers) <= 0:
-            raise ConfigError(f"--decode-workers must be positive, got {self.decode_workers}")
-        if int(self.encoders) <= 0:
-            raise ConfigError(f"--encoders must be positive, got {self.encoders}")
-        if float(self.num_gpus) < 0:
-            raise ConfigError(f"--num-gpus must be >= 0, got {self.num_gpus}")
-        if self.encoder_cpus is not None and float(self.encoder_cpus) < 0:
-            raise ConfigError(f"encoder_cpus must be >= 0, got {self.encoder_cpus}")
+    def run(self, items: Sequence[EncodeItem], model: ModelRef, options: EncodeOptions,
+            staging: Path) -> Iterator[EncodedShard]:
+        """Partitions of ``options.shard_size`` items (sorted by key), staged on the cluster, yielded
+        in partition order. The driver never loads the model: the actors load ``model.identity``."""
+        ray_options = options.ray or RayOptions()
+        settings = {"model": model.identity, "sampler": options.sampler.to_dict(),
+                    "batch_frames": int(options.batch_frames), "precision": ray_options.precision,
+                    "gpu": float(ray_options.num_gpus) > 0}
+        parts = make_partitions(items, options.shard_size, settings)
+        if isinstance(options.progress, str):  # the caller's label, e.g. "index (ray)"
+            options = replace(options, progress=f"{options.progress} (ray)")
+        yield from stage_partitions(parts, staging, model.identity, options, self.stats)
 
 
 @dataclass
 class Partition:
-    """A chunk of the sorted to-do list. ``items``: [{"key", "path", "size", "mtime_ns", "extra"}]."""
+    """A chunk of the sorted to-do list, named by its content."""
 
     index: int
     id: str
-    items: list[dict]
-
-
-@dataclass
-class StagedPartition:
-    """A finished partition in ``dir`` = STORE/staging/<id>/: a small feature store (its videos'
-    frames as one shard, in item order) plus ``manifest`` (failures, warnings, frames, nodes)."""
-
-    partition: Partition
-    dir: Path
-    manifest: dict
-    reused: bool = False  # finished by an earlier (killed) run, committed now without encoding
-
-    @property
-    def shard_dir(self) -> Path | None:
-        shard = self.dir / SHARDS_DIR / "shard-000000"
-        return shard if shard.is_dir() else None
-
-    def store(self) -> FeatureStore | None:
-        return FeatureStore(self.dir) if self.shard_dir is not None else None
-
-    def records(self) -> list[dict]:
-        """The staged videos' records (videos.jsonl of the shard: key, path, offset, count, windows, ...)."""
-        shard = self.shard_dir
-        if shard is None:
-            return []
-        with open(shard / "videos.jsonl", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@dataclass
-class StageStats:
-    """What a :func:`stage_partitions` run did, for the caller's report."""
-
-    partitions: int = 0
-    reused: int = 0  # finished staging of an earlier run, committed without encoding
-    stale_removed: int = 0  # staging folders of another model / sampler / file version, or unfinished
-    nodes: set = field(default_factory=set)  # Ray node ids that decoded or encoded
+    items: list[EncodeItem]
 
 
 # ----------------------------------------------------------------------------- partitions
@@ -164,12 +122,12 @@ def require_ray():
     return ray
 
 
-def make_partitions(items: Sequence[dict], size: int, settings: dict) -> list[Partition]:
+def make_partitions(items: Sequence[EncodeItem], size: int, settings: dict) -> list[Partition]:
     """Sort ``items`` by key and cut them into chunks of ``size``; each chunk's id is a hash of
     ``settings`` (model identity, sampler, encode settings) and its items' identities."""
     if int(size) <= 0:
         raise ConfigError(f"partition size must be positive, got {size}")
-    ordered = sorted(items, key=lambda it: it["key"])
+    ordered = sorted(items, key=lambda it: it.key)
     head = json.dumps(settings, sort_keys=True, default=str)
     parts = []
     for n, start in enumerate(range(0, len(ordered), int(size))):
@@ -177,57 +135,9 @@ def make_partitions(items: Sequence[dict], size: int, settings: dict) -> list[Pa
         h = hashlib.blake2b(digest_size=12)
         h.update(head.encode())
         for it in chunk:
-            h.update(json.dumps([it["key"], it["path"], it.get("size"), it.get("mtime_ns"), it.get("extra")],
-                                sort_keys=True, default=str).encode())
+            h.update(json.dumps(it.identity(), sort_keys=True, default=str).encode())
         parts.append(Partition(n, h.hexdigest(), chunk))  # content only: a re-run finds it whatever precedes it
     return parts
-
-
-def item_identity(key: str, path: str, extra: dict | None = None) -> dict:
-    """An item for :func:`make_partitions`: key, path and the file's size / mtime now (None if unreadable)."""
-    try:
-        st = os.stat(path)
-        size, mtime = st.st_size, st.st_mtime_ns
-    except OSError:
-        size = mtime = None
-    return {"key": key, "path": str(path), "size": size, "mtime_ns": mtime, "extra": extra or {}}
-
-
-def remove_staging(store_root: str | os.PathLike) -> int:
-    """Delete every staged partition under ``store_root`` (what the local engine does with a killed
-    Ray run's leftovers: it encodes those videos itself). Returns how many went."""
-    root = Path(store_root) / STAGING_DIR
-    if not root.is_dir():
-        return 0
-    removed = sum(1 for _ in root.iterdir())
-    shutil.rmtree(root, ignore_errors=True)
-    return removed
-
-
-def _finished(folder: Path) -> dict | None:
-    """A staging folder's manifest when the partition is complete (manifest, and its shard when it has videos)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if manifest.get("videos") and not (folder / SHARDS_DIR / "shard-000000").is_dir():
-        return None  # its shard was committed (adopted) already, or lost: not reusable
-    return manifest
-
-
-def _sweep_staging(root: Path, wanted: dict[str, Partition], stats: StageStats) -> dict[str, dict]:
-    """Finished staging folders of current partitions: id -> manifest; everything else is removed."""
-    found: dict[str, dict] = {}
-    if not root.is_dir():
-        return found
-    for folder in sorted(root.iterdir()):
-        manifest = _finished(folder) if folder.name in wanted else None
-        if manifest is not None:
-            found[folder.name] = manifest
-        else:
-            shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
-            stats.stale_removed += 1
-    return found
 
 
 # ----------------------------------------------------------------------------- remote side
@@ -269,7 +179,7 @@ def _decode_remote(key: str, path: str, sampler: dict, backend: str, image_size:
     meta (progress, nodes); the encoder actor fetches the payload."""
     import torch
 
-    from vidclip.encode.pipeline import Failure, decode_job
+    from vidclip.encode.worker import Failure, decode_job
 
     torch.set_num_threads(1)  # one video per task; the CPU is the task's
     _maybe_crash(crash, "decode")
@@ -292,77 +202,44 @@ class _Encoder:
         """Encode one partition's decoded videos and stage them; returns the manifest."""
         import ray
 
-        from vidclip.encode.pipeline import Failure, FixedPassEncoder, whole_video_window
+        from vidclip.encode.worker import Failure, FixedPassEncoder
 
         root = Path(job["staging"])
-        final = root / job["id"]
         if not root.is_dir():
             raise VidclipError(f"{display_path(root)}: not visible on Ray node {_node_id()}; the store / index "
                                "folder must be on a filesystem every node mounts at the same path")
-        done = _finished(final)
+        done = finished(root / job["id"])
         if done is not None:  # a retry of a call whose first attempt finished it
             return done
+        items: list[EncodeItem] = job["items"]
         encoder = FixedPassEncoder(self.clip, job["batch_frames"], pad_last=True)
         encoded: dict[int, tuple] = {}
-        failures: list[dict] = []
-        warnings: list[str] = []
-        nodes = {_node_id()}
+        failed: dict[int, str] = {}
         pending = {ref: n for n, ref in enumerate(payload_refs)}
         while pending:  # encode in completion order: fixed passes make the result order-free
             ready, _ = ray.wait(list(pending), num_returns=1)
             n = pending.pop(ready[0])
-            item = job["items"][n]
             try:
                 payload = ray.get(ready[0])
             except Exception as e:  # the decode task died past its retries (segfault, OOM kill)
-                payload = Failure(item["key"], item["path"], f"decode worker died: {type(e).__name__}: {e}")
+                payload = Failure(items[n].key, items[n].path, f"decode worker died: {type(e).__name__}: {e}")
             if isinstance(payload, Failure):
-                failures.append({"n": n, **payload.to_dict()})
+                failed[n] = payload.reason
                 continue
-            key, path, frames, sample, info = payload
-            if job["require_frames"] and frames.shape[0] == 0:
-                failures.append({"n": n, "key": key, "path": path, "reason": "no frames could be decoded"})
-                continue
+            _key, _path, frames, sample, info = payload
             for (m, smp, inf), emb in encoder.add((n, sample, info), frames):
                 encoded[m] = (emb, smp, inf)
             del payload, frames
         for (m, smp, inf), emb in encoder.finish():
             encoded[m] = (emb, smp, inf)
         _maybe_crash(self.crash, "encode")
-        tmp = root / f".tmp-{job['id']}-{uuid.uuid4().hex[:8]}"
-        writer = FeatureWriter(tmp, self.identity, job["sampler"], shard_size=1 << 30)
-        frames_total = 0
-        for n in sorted(encoded):  # item order: the shard is the same whatever finished first
-            emb, smp, inf = encoded[n]
-            item = job["items"][n]
-            times = smp.timestamps[smp.mask]
-            windows = [(w.start, w.end, w.first, w.count) for w in (smp.windows or [])]
-            if job["whole_window"] and not windows:
-                windows = whole_video_window(emb.shape[0], inf.duration, times)
-            extra = dict(item.get("extra") or {})
-            source = None
-            if "hash" in extra and extra["hash"] is None:  # the index records the content hash read here
-                from vidclip.features.identity import file_identity
-
-                source = file_identity(item["path"])
-                extra["hash"] = source["hash"] if source else None
-            emb16 = emb.numpy().astype("float16")
-            writer.add(item["key"], item["path"], emb16, smp.indices[smp.mask], times, windows=windows,
-                       duration=inf.duration, fps=inf.fps, extra=extra, source=source)
-            warnings.extend(getattr(inf, "warnings", []))
-            frames_total += int(emb.shape[0])
-        writer.close()
-        manifest = {"id": job["id"], "videos": len(encoded), "frames": frames_total,
-                    "failures": [{k: f[k] for k in ("key", "path", "reason")} for f in sorted(failures, key=lambda f: f["n"])],
-                    "warnings": warnings, "nodes": sorted(nodes),
-                    "padded_rows": encoder.padded_rows}
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another attempt finished it first
-            shutil.rmtree(tmp, ignore_errors=True)
-            return _finished(final) or manifest
-        return manifest
+        stager = ShardStager(root, job["id"], self.identity, job["sampler"])
+        for n, item in enumerate(items):  # item order: the shard is the same whatever finished first
+            if n in encoded:
+                stager.add(item, *encoded[n])
+            else:
+                stager.fail(item, failed[n])
+        return stager.finish(nodes=[_node_id()], padded_rows=encoder.padded_rows).manifest
 
     def node(self) -> str:
         return _node_id()
@@ -405,45 +282,34 @@ def _check_reachable(address: str, name: str, timeout: float = 10.0) -> None:
                           "start one with `ray start --head` or check the address") from None
 
 
-def stage_partitions(
-    partitions: Sequence[Partition],
-    store_root: str | os.PathLike,
-    *,
-    identity: dict,
-    sampler: dict,
-    backend: str = "auto",
-    batch_frames: int = 256,
-    whole_window: bool = False,
-    require_frames: bool = False,
-    options: RayOptions | None = None,
-    progress: bool | str = True,
-    stats: StageStats | None = None,
-) -> Iterator[StagedPartition]:
-    """Run ``partitions`` on Ray; yield each finished :class:`StagedPartition` in partition order.
+def stage_partitions(partitions: Sequence[Partition], staging: str | os.PathLike, identity: dict,
+                     options: EncodeOptions, stats: EngineStats | None = None) -> Iterator[EncodedShard]:
+    """Run ``partitions`` on Ray; yield each finished shard (named by its partition's id) in
+    partition order.
 
-    ``identity``: the model's identity dict (each actor loads it with load_clip_from_identity).
-    ``whole_window``: a video without sampler windows gets one covering it (the index's rule);
-    ``require_frames``: a video with no decodable frame is a failure (the index's rule). The
-    caller commits each yielded partition, then calls its ``remove()``; one it does not commit
-    (a killed driver) stays staged for the next run.
+    ``staging``: the folder the shards are staged in. ``identity``: the model's identity dict (each
+    actor loads it with load_clip_from_identity). ``options``: sampler, backend, batch_frames,
+    progress and ``ray`` (RayOptions). The caller commits each yielded shard, then calls its
+    ``remove()``; one it does not commit (a killed driver) stays staged for the next run.
     """
     from tqdm.auto import tqdm
 
-    options = options or RayOptions()
-    stats = stats if stats is not None else StageStats()
-    root = Path(store_root) / STAGING_DIR
+    ray_options = options.ray or RayOptions()
+    sampler = options.sampler.to_dict() if options.sampler is not None else {}
+    progress = options.progress
+    stats = stats if stats is not None else EngineStats()
+    root = Path(staging)
     root.mkdir(parents=True, exist_ok=True)
-    wanted = {p.id: p for p in partitions}
-    staged = _sweep_staging(root, wanted, stats)
-    stats.partitions = len(partitions)
-    ready: dict[int, StagedPartition] = {}
+    staged, stats.stale_removed = sweep_staging(root, keep={p.id for p in partitions}.__contains__)
+    ready: dict[int, EncodedShard] = {}
     for p in partitions:
         if p.id in staged:
-            ready[p.index] = StagedPartition(p, root / p.id, staged[p.id], reused=True)
+            ready[p.index] = EncodedShard(root / p.id, staged[p.id], reused=True)
             stats.reused += 1
     todo = [p for p in partitions if p.index not in ready]
     order = [p.index for p in partitions]
-    total_videos = sum(len(p.items) for p in partitions)
+    sizes = {p.index: len(p.items) for p in partitions}
+    total_videos = sum(sizes.values())
     bar = None
     start = time.perf_counter()
     frames_done = decoded = 0
@@ -470,12 +336,13 @@ def stage_partitions(
         bar.set_postfix(({"stage": stage} if stage else {}) | postfix, refresh=refresh)
         shown = time.perf_counter()
 
-    def advance(sp: StagedPartition) -> None:
+    def advance(index: int, shard: EncodedShard) -> None:
         nonlocal frames_done
-        frames_done += int(sp.manifest.get("frames", 0))
-        stats.nodes.update(sp.manifest.get("nodes", []))
-        show(refresh=False, coming=len(sp.partition.items))  # before update(), which draws the bar
-        bar.update(len(sp.partition.items))
+        frames_done += shard.frames_total
+        stats.nodes.update(shard.manifest.get("nodes", []))
+        stats.shards += 1
+        show(refresh=False, coming=sizes[index])  # before update(), which draws the bar
+        bar.update(sizes[index])
 
     next_pos = 0
     # one bar for the whole cluster, shown from the start: its stage= says what it waits for (Ray's
@@ -483,9 +350,9 @@ def stage_partitions(
     bar = tqdm(total=total_videos, unit="video", desc=progress if isinstance(progress, str) else "encode (ray)",
                disable=not progress or not total_videos, dynamic_ncols=True)  # nothing to do: no bar
     if todo:
-        bar.set_postfix(stage=phase + (f" (connecting to {options.address})" if options.address else ""))
+        bar.set_postfix(stage=phase + (f" (connecting to {ray_options.address})" if ray_options.address else ""))
     try:
-        ray, started = connect(options.address) if todo else (None, False)
+        ray, started = connect(ray_options.address) if todo else (None, False)
     except BaseException:
         bar.close()
         raise
@@ -494,10 +361,10 @@ def stage_partitions(
         start = time.perf_counter()
         try:
             if todo:
-                phase = f"starting {options.encoders} encoder(s)"
+                phase = f"starting {ray_options.encoders} encoder(s)"
                 show()
-                actors, decode = _start_workers(ray, identity, options, crash)
-                limit = options.decode_workers or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+                actors, decode = _start_workers(ray, identity, ray_options, crash)
+                limit = ray_options.decode_workers or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
                 waiting_actors.update({a.node.remote(): n for n, a in enumerate(actors)})  # queued before any work
             phase = None
             queue = list(todo)
@@ -509,10 +376,11 @@ def stage_partitions(
                        and (kill_after is None or len(ready) == len(order) - next_pos)):
                     if kill_after is not None and next_pos >= kill_after:
                         os.kill(os.getpid(), signal.SIGKILL)  # test hook: the driver dies, staging stays
-                    sp = ready.pop(order[next_pos])
+                    index = order[next_pos]
+                    shard = ready.pop(index)
                     next_pos += 1
-                    advance(sp)  # after next_pos moved: the bar's stage is about the next partition
-                    yield sp
+                    advance(index, shard)  # after next_pos moved: the bar's stage is about the next partition
+                    yield shard
                 if next_pos >= len(order):
                     break
                 # dispatch: an actor with under 2 partitions queued, and decode work under the limit
@@ -521,13 +389,12 @@ def stage_partitions(
                     a = load.index(min(load))
                     meta_refs, payload_refs = [], []
                     for it in p.items:
-                        m, pl = decode.remote(it["key"], it["path"], sampler, backend,
+                        m, pl = decode.remote(it.key, it.path, sampler, options.backend,
                                               int(identity["image_size"]), crash)
                         meta_refs.append(m)
                         payload_refs.append(pl)
                     job = {"id": p.id, "staging": str(root), "items": p.items, "sampler": sampler,
-                           "batch_frames": int(batch_frames), "whole_window": whole_window,
-                           "require_frames": require_frames}
+                           "batch_frames": int(options.batch_frames)}
                     call = actors[a].encode_partition.remote(job, payload_refs)
                     calls[call] = (p, a, payload_refs)
                     metas.update({m: p.index for m in meta_refs})
@@ -555,15 +422,10 @@ def stage_partitions(
                     p, a, _refs = calls.pop(ref)
                     load[a] -= 1
                     manifest = ray.get(ref)  # a VidclipError / RayError here fails the run
-                    ready[p.index] = StagedPartition(p, root / p.id, manifest)
+                    ready[p.index] = EncodedShard(root / p.id, manifest)
                 if time.perf_counter() - shown >= 0.5:
                     show()
-            for tmp in root.glob(".tmp-*"):  # attempts of killed actors (every call has returned)
-                shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                root.rmdir()  # every partition committed and removed: leave no empty staging folder
-            except OSError:
-                pass
+            close_staging(root)  # attempts of killed actors (every call has returned); the folder once empty
         finally:
             bar.close()
     finally:
