@@ -45,9 +45,9 @@ def check_index_invariants(index_dir: Path, expected_paths: set[str], failed_pat
     indexed row's frames exist in a committed shard whose manifest lists the video at that
     offset/count; no tmp dirs are left.
     """
-    from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import IndexDir
 
-    cat = Catalog(index_dir / "catalog.sqlite")
+    cat = IndexDir(index_dir).open_catalog()
     try:
         rows = cat.videos()
         live = [r for r in rows if r["status"] != "deleted"]

@@ -78,15 +78,15 @@ def test_faiss_temp_files_of_a_killed_save_are_removed(tmp_path, tiny_clip, wind
 def _rewrite_faiss_header(path, drop: str) -> None:
     import struct
 
-    from vidclip.index.vectors import _MAGIC
+    from vidclip.index.vectors import FILE_MAGIC
 
     data = path.read_bytes()
-    (hlen,) = struct.unpack("<Q", data[len(_MAGIC):len(_MAGIC) + 8])
-    start = len(_MAGIC) + 8
+    (hlen,) = struct.unpack("<Q", data[len(FILE_MAGIC):len(FILE_MAGIC) + 8])
+    start = len(FILE_MAGIC) + 8
     header = json.loads(data[start:start + hlen])
     header.pop(drop)
     new = json.dumps(header).encode()
-    path.write_bytes(_MAGIC + struct.pack("<Q", len(new)) + new + data[start + hlen:])
+    path.write_bytes(FILE_MAGIC + struct.pack("<Q", len(new)) + new + data[start + hlen:])
 
 
 def test_faiss_header_without_dim_is_a_clear_error_and_rebuilt(tmp_path, tiny_clip, windows_sampler):
@@ -136,9 +136,9 @@ def test_directories_where_files_belong_and_index_given_a_file(tmp_path, tiny_cl
 
 
 def _shard_of(idx):
-    from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import IndexDir
 
-    cat = Catalog(idx / "catalog.sqlite", readonly=True)
+    cat = IndexDir(idx).open_catalog(readonly=True)
     try:
         return sorted({r["shard"] for r in cat.videos(status="indexed")})
     finally:
@@ -202,13 +202,14 @@ def test_verify_counts_vectors_without_loading_them(tmp_path, tiny_clip, windows
     in the messages, and verify never asks the catalog for all vectors at once (a million-video
     index would need them all in RAM): only the count and, for the rebuild, the chunked iterator."""
     from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import IndexDir
     from vidclip.index.vectors import VectorIndex
     from vidclip.index.verify import verify_index
 
     lib = _lib(tmp_path, n=3)
     idx = tmp_path / "idx"
     _index(lib, idx, tiny_clip, windows_sampler)
-    cat = Catalog(idx / "catalog.sqlite")
+    cat = IndexDir(idx).open_catalog()
     try:
         n_segments = cat.count_vectors("segments")
         dim = int(cat.get_meta("model")["embed_dim"])

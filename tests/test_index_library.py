@@ -276,7 +276,7 @@ def test_second_writer_is_refused(tmp_path, tiny_clip, windows_sampler, monkeypa
 
     lib = _lib(tmp_path, n=1)
     idx = tmp_path / "idx"
-    holder = L._DirLock(idx)
+    holder = L.IndexDir(idx).lock()
     assert holder.acquire()  # as another process would hold it
     monkeypatch.setattr(L, "LOCK_WAIT_S", 0.3)
     try:

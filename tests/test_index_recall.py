@@ -1,5 +1,5 @@
 """vidclip.index: the built-in recall check (check_recall, `vidclip index --check-recall`) and the
-search knobs it measures (--design, --nprobe recorded in the index)."""
+search knobs it measures (--design, --search-params / --nprobe recorded in the index)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from index_testutil import make_clip
 
 from vidclip.core.errors import ConfigError, VidclipError
 from vidclip.index import check_recall, index_library
-from vidclip.index.catalog import Catalog
+from vidclip.index.directory import IndexDir, record_search_params, recorded_search_params
 from vidclip.index.exact import recall_at_k
 from vidclip.index.vectors import VectorIndex
 
@@ -29,7 +29,7 @@ def library(tmp_path_factory):
 
 def _stored(idx):
     """(all stored frames float32 [F, D], video ids [N], video vectors [N, D], segment ids, segment vectors)."""
-    cat = Catalog(idx / "catalog.sqlite", readonly=True)
+    cat = IndexDir(idx).open_catalog(readonly=True)
     try:
         dim = int(cat.get_meta("model")["embed_dim"])
         frames = np.concatenate([
@@ -54,7 +54,7 @@ def _recall_by_hand(faiss_file, ids, vectors, queries, k, nprobe=None):
 
 def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, tiny_clip, windows_sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
+    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat", search_params="nprobe=1",
                   workers=0, progress=False)
     frames, vid_ids, vid_vecs, seg_ids, seg_vecs = _stored(idx)
 
@@ -71,7 +71,7 @@ def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, t
     assert v["verdict"] == f"video index IVF4,Flat nprobe=1: recall@3 = {v['recall']:.3f} over {len(frames)} frame queries (8 vectors)"
 
     # Every cell probed = exhaustive: exact. The override is measured, not recorded.
-    res4 = check_recall(idx, k=3, num_queries=10_000, nprobe=4)
+    res4 = check_recall(idx, k=3, num_queries=10_000, search_params="nprobe=4")
     assert res4["videos"]["recall"] == 1.0 and res4["segments"]["recall"] == 1.0 and res4["videos"]["nprobe"] == 4
     assert check_recall(idx, k=3, num_queries=10_000)["videos"]["nprobe"] == 1
 
@@ -90,7 +90,7 @@ def test_check_recall_matches_hand_computation_ivf_and_flat(tmp_path, library, t
 
 def test_check_recall_reads_but_never_writes(tmp_path, library, tiny_clip, windows_sampler):
     idx = tmp_path / "idx"
-    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat", nprobe=1,
+    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat", search_params="nprobe=1",
                   workers=0, progress=False)
     (idx / "videos.faiss").unlink()  # stale / missing faiss: measured as a reader rebuilds it, in memory
     res = check_recall(idx, k=3, num_queries=10_000)
@@ -102,7 +102,7 @@ def test_check_recall_reads_but_never_writes(tmp_path, library, tiny_clip, windo
     with pytest.raises(ConfigError, match="number of queries"):
         check_recall(idx, num_queries=0)
     with pytest.raises(ConfigError, match="nprobe must be a positive integer"):
-        check_recall(idx, nprobe=-1)
+        check_recall(idx, search_params={"nprobe": -1})
     with pytest.raises(VidclipError, match="not a vidclip index"):
         check_recall(tmp_path / "nowhere")
 
@@ -142,7 +142,7 @@ def test_cli_check_recall(tmp_path, library, capsys):
     assert main(["index", str(library), "--index", str(idx), *INDEX_OPTS, "--design", "IVF4,Flat", "--nprobe", "1"]) == 0
     capsys.readouterr()
     assert main(["index", "--report", str(idx), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["search_settings"]["nprobe_videos"] == 1
+    assert json.loads(capsys.readouterr().out)["search_params"] == "nprobe=1"
     assert main(["index", "--report", str(idx)]) == 0
     assert "faiss designs: videos IVF4,Flat, segments IVF4,Flat, nprobe=1" in capsys.readouterr().out
 
@@ -167,6 +167,18 @@ def test_cli_check_recall(tmp_path, library, capsys):
     assert json.loads(capsys.readouterr().out)["indexed"] == 0
     assert main(["index", "--check-recall", str(idx), "-k", "3", "--min-recall", "1.0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["videos"]["nprobe"] == 4
+    # --search-params is the one form (--nprobe / --ef-search its short forms): a knob the IVF lacks is
+    # recorded for the designs that have it, and what was recorded before stays unless given again.
+    assert main(["index", str(library), "--index", str(idx), "--search-params", "efSearch=48", "--quiet",
+                 "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert IndexDir(idx).read_meta("search_params") == {"search_params": "nprobe=4,efSearch=48"}
+    assert main(["index", "--check-recall", str(idx), "-k", "3", "--search-params", "nprobe=2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["videos"]["search_params"] == "nprobe=2"
+    assert main(["index", str(library), "--index", str(idx), "--search-params", "nprobe=0"]) == 2
+    assert "nprobe must be a positive integer" in capsys.readouterr().err
+    assert main(["index", str(library), "--index", str(idx), "--search-params", "probes=3"]) == 2
+    assert "search parameter 'probes': unknown" in capsys.readouterr().err
 
     texts = tmp_path / "queries.txt"
     texts.write_text("a red bar\na green clip\n")
@@ -198,3 +210,27 @@ def test_a_design_too_big_for_the_library_warns_once_per_index_and_stays_exact(t
     with caplog.at_level("WARNING", logger="vidclip.index.directory"):
         index_library(library, idx, tiny_clip, windows_sampler, workers=0, progress=False)
     assert not [r for r in caplog.records if "cannot train" in r.getMessage()]
+
+
+def test_search_knobs_of_an_older_index_still_apply_and_fold_into_one_key(tmp_path, library, tiny_clip, windows_sampler):
+    """An index written before ``search_params`` recorded one meta key per knob and kind."""
+    idx = tmp_path / "idx"
+    index_library(library, idx, tiny_clip, windows_sampler, design="IVF4,Flat", segment_design="IVF4,Flat",
+                  workers=0, progress=False)
+    folder = IndexDir(idx)
+    with folder.open_catalog() as cat, cat.transaction() as cur:
+        cat.delete_meta(cur, "search_params")
+        for kind in ("videos", "segments"):
+            cat.set_meta(cur, f"nprobe_{kind}", 3)
+            cat.set_meta(cur, f"ef_search_{kind}", 40)
+        cat.bump_generation(cur)  # the saved faiss files are stale: rebuilt with the recorded knobs
+    res = check_recall(idx, k=3, num_queries=50)
+    assert res["videos"]["nprobe"] == 3 and res["segments"]["search_params"] == "nprobe=3"
+    with folder.open_catalog() as cat:
+        assert recorded_search_params(cat, "segments") == {"nprobe": 3, "efSearch": 40}
+        with cat.transaction() as cur:
+            assert record_search_params(cat, cur, {"nprobe": 5}) == "nprobe=5,efSearch=40"
+        assert cat.get_meta("nprobe_videos") is None and cat.get_meta("ef_search_segments") is None
+        assert recorded_search_params(cat) == {"nprobe": 5, "efSearch": 40}
+    index_library(library, idx, tiny_clip, windows_sampler, workers=0, progress=False)  # the writer saves faiss
+    assert VectorIndex.load(idx / "videos.faiss").nprobe == 5

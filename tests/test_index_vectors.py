@@ -49,7 +49,7 @@ def test_flat_is_exact_and_ids_are_kept():
 def test_recall_at_k_counts_overlap_by_hand():
     x = clustered_vectors(2000, clusters=32)
     q = clustered_vectors(20, clusters=32, seed=5)
-    index = VectorIndex.build(x, None, "IVF32,Flat", nprobe=1)
+    index = VectorIndex.build(x, None, "IVF32,Flat", search_params="nprobe=1")
     _, got = index.search(q, 10)
     truth = brute_topk(x, q, 10)
     by_hand = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got.tolist(), truth.tolist())])
@@ -80,7 +80,7 @@ def test_remove_excludes_ids_and_keeps_k_results(design):
 
 def test_hnsw_tombstones_survive_save_and_block_reuse(tmp_path):
     x = clustered_vectors(300)
-    index = VectorIndex.build(x, np.arange(300), "HNSW8", ef_search=40)
+    index = VectorIndex.build(x, np.arange(300), "HNSW8", search_params="efSearch=40")
     index.remove([0, 1, 2])
     path = tmp_path / "v.idx"
     index.save(path)
@@ -98,7 +98,7 @@ def test_hnsw_tombstones_survive_save_and_block_reuse(tmp_path):
 def test_save_load_roundtrip_is_atomic_and_identical(tmp_path):
     x = clustered_vectors(800)
     q = clustered_vectors(4, seed=3)
-    index = VectorIndex.build(x, np.arange(800) * 3, "IVF16,Flat", nprobe=4, metadata={"generation": 7})
+    index = VectorIndex.build(x, np.arange(800) * 3, "IVF16,Flat", search_params="nprobe=4", metadata={"generation": 7})
     path = tmp_path / "sub" / "videos.faiss"
     index.save(path)
     assert [p.name for p in path.parent.iterdir()] == ["videos.faiss"]  # no tmp left behind
@@ -123,7 +123,7 @@ def test_reset_keeps_training():
 
 def test_pq_design_trains_on_sample_and_searches():
     x = clustered_vectors(3000, d=16)
-    index = VectorIndex(16, "IVF8,PQ8x6", train_size=1000, nprobe=8)
+    index = VectorIndex(16, "IVF8,PQ8x6", train_size=1000, search_params="nprobe=8")
     index.add(x, np.arange(3000))
     assert index.is_trained and index.ntotal == 3000
     # 8 sub-quantisers of 6 bits: lossy (measured 0.63), far above chance (10 / 3000).
@@ -186,3 +186,29 @@ def test_few_training_points_is_one_vidclip_warning_not_faiss_stderr(caplog, cap
     assert warned == ["vector index 'IVF2,SQfp16': 12 training vectors for 2 cells (faiss wants 78); "
                       "its cells may be poor: check with --check-recall"]
     assert "clustering" not in capfd.readouterr().err  # faiss' own C++ line is not printed
+
+
+def test_search_params_one_string_parsed_and_checked_in_one_place():
+    from vidclip.index.designs import format_search_params, parse_search_params
+
+    assert parse_search_params(" nprobe=16, efSearch=64 ") == {"nprobe": 16, "efSearch": 64}
+    assert parse_search_params("") == parse_search_params(None) == {}
+    assert parse_search_params({"nprobe": None, "k_factor": 8}) == {"k_factor": 8}  # None: not given
+    assert format_search_params({"k_factor": 8, "nprobe": 4, "efSearch": None}) == "nprobe=4,k_factor=8"
+    for bad, message in (("nprobe", "not NAME=VALUE"), ("probes=3", "unknown"), ("nprobe=0", "positive integer"),
+                         ("efSearch=1.5", "positive integer"), ({"nprobe": True}, "positive integer")):
+        with pytest.raises(ConfigError, match=message):
+            parse_search_params(bad)
+
+    x = clustered_vectors(600, 16)
+    ivf = VectorIndex.build(x, None, "IVF16,Flat")
+    assert ivf.search_params == {"nprobe": 16}  # default_nprobe
+    ivf.set_search_params("nprobe=4,efSearch=32", only_applicable=True)  # a recorded setting: each takes its own
+    assert ivf.search_params == {"nprobe": 4} and ivf.nprobe == 4
+    with pytest.raises(ConfigError, match="efSearch applies to HNSW designs only"):
+        ivf.set_search_params("efSearch=32")
+    hnsw = VectorIndex(16, "HNSW8")
+    assert hnsw.search_params == {"efSearch": 16}  # faiss' default, reported
+    hnsw.ef_search = 24
+    assert hnsw.search_params == {"efSearch": 24}
+    assert VectorIndex(16, "Flat").search_params == {}

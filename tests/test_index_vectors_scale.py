@@ -12,7 +12,7 @@ from index_testutil import brute_topk, clustered_vectors
 
 from vidclip.core.errors import ConfigError
 from vidclip.index.catalog import Catalog
-from vidclip.index.directory import _sync_faiss
+from vidclip.index.directory import IndexDir
 from vidclip.index.exact import array_chunks, exact_search, recall_at_k, sample_chunks
 from vidclip.index.vectors import FEW_QUERIES, VectorIndex, choose_design, default_nprobe
 from vidclip.retrieval.vectors import l2_normalize
@@ -95,8 +95,8 @@ def test_chunked_ivf_trained_on_everything_equals_one_go():
     # 3000 vectors < the 20,000 floor: the "sample" is every vector in order, as in one go.
     x = clustered_vectors(3000)
     q = clustered_vectors(20, seed=3)
-    chunked = VectorIndex.build_chunked(array_chunks(x, None, 256), 3000, 24, "IVF16,Flat", nprobe=4)
-    one_go = VectorIndex.build(x, None, "IVF16,Flat", nprobe=4)
+    chunked = VectorIndex.build_chunked(array_chunks(x, None, 256), 3000, 24, "IVF16,Flat", search_params="nprobe=4")
+    one_go = VectorIndex.build(x, None, "IVF16,Flat", search_params="nprobe=4")
     s1, i1 = chunked.search(q, 10)
     s2, i2 = one_go.search(q, 10)
     np.testing.assert_array_equal(i1, i2)
@@ -108,9 +108,9 @@ def test_chunked_ivf_trained_on_a_sample_reaches_the_one_go_recall(design):
     x = clustered_vectors(6000, clusters=40)
     q = clustered_vectors(60, clusters=40, seed=4)
     source = _CountingChunks(x, np.arange(6000), 500)
-    chunked = VectorIndex.build_chunked(source, 6000, 24, design, nprobe=8, train_size=1200)
+    chunked = VectorIndex.build_chunked(source, 6000, 24, design, search_params="nprobe=8", train_size=1200)
     assert source.passes == 2 and source.largest == 500  # one pass to sample, one to add
-    one_go = VectorIndex.build(x, None, design, nprobe=8)  # trained on all 6000
+    one_go = VectorIndex.build(x, None, design, search_params="nprobe=8")  # trained on all 6000
     r_chunked = recall_at_k(chunked, x, q, 10)
     r_one_go = recall_at_k(one_go, x, q, 10)
     assert r_one_go > 0.85 and r_chunked > r_one_go - 0.05
@@ -122,7 +122,7 @@ def test_refined_designs_keep_ids_and_reach_exact_with_enough_candidates(tmp_pat
     x = clustered_vectors(2000)
     q = clustered_vectors(12, seed=6)
     ids = np.arange(2000, dtype=np.int64) * 5 + 7
-    index = VectorIndex.build_chunked(array_chunks(x, ids, 300), 2000, 24, design, nprobe=16)
+    index = VectorIndex.build_chunked(array_chunks(x, ids, 300), 2000, 24, design, search_params="nprobe=16")
     assert index.k_factor == 32
     # every cell probed and k * k_factor >= N candidates re-ranked: the refine stage sees all vectors
     index.k_factor = 200
@@ -155,7 +155,7 @@ def test_recall_from_chunks_equals_recall_from_the_array():
     x = clustered_vectors(2500, clusters=32)
     q = clustered_vectors(30, clusters=32, seed=7)
     ids = np.arange(2500, dtype=np.int64)[::-1] * 2  # not in row order
-    index = VectorIndex.build(x, ids, "IVF32,Flat", nprobe=2)
+    index = VectorIndex.build(x, ids, "IVF32,Flat", search_params="nprobe=2")
     by_array = recall_at_k(index, x, q, 10, ids)
     by_chunks = recall_at_k(index, array_chunks(x, ids, 333), q, 10)
     _, got = index.search(q, 10)
@@ -180,7 +180,7 @@ def test_single_queries_run_on_one_thread_and_match_the_batch(monkeypatch):
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(2)
     try:
-        index = VectorIndex.build(x, None, "IVF16,SQfp16", nprobe=4)
+        index = VectorIndex.build(x, None, "IVF16,SQfp16", search_params="nprobe=4")
         seen: list[tuple[int, int]] = []
         hold: list[threading.Event] = []  # [entered, release]: a search from another thread waits
         inner = index._index
@@ -290,7 +290,7 @@ def test_sync_faiss_streams_the_catalog_in_chunks(tmp_path, monkeypatch):
                 yield ids, vecs
 
         monkeypatch.setattr(Catalog, "iter_vectors", small_chunks)
-        index = _sync_faiss(cat, tmp_path, "videos", 4, save=True)
+        index = IndexDir(tmp_path).sync_faiss(cat, "videos", 4, save=True)
         assert index.design == "IVF2,Flat" and index.ntotal == len(videos)
         assert max(seen) == 7 and sum(seen) == 2 * len(videos)  # a sampling pass and an adding pass
         assert index.metadata["trained_on"] == len(videos) and index.metadata["generation"] == cat.generation
@@ -320,7 +320,7 @@ def test_sync_faiss_of_an_empty_catalog_falls_back_to_flat(tmp_path, caplog):
     try:
         with cat.transaction() as cur:
             cat.set_meta(cur, "design_videos", "IVF2,Flat")
-        index = _sync_faiss(cat, tmp_path, "videos", 4, save=False)
+        index = IndexDir(tmp_path).sync_faiss(cat, "videos", 4, save=False)
         assert videos == {} and index.design == "Flat" and index.ntotal == 0
         assert caplog.text == ""  # an empty new index is not a problem: nothing to say until it has vectors
     finally:

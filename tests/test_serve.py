@@ -868,8 +868,8 @@ def test_serve_passes_its_limits_to_the_app(monkeypatch):
 
     monkeypatch.setattr(vidclip.index.search.VideoIndex, "open",
                         classmethod(lambda cls, d, **kw: ClosableIndex(Path(d), {})))
-    monkeypatch.setattr(vidclip.index.directory, "require_index", lambda d, **kw: Path(d),  # no index on disk
-                        raising=False)
+    monkeypatch.setattr(vidclip.index.directory.IndexDir, "require",  # no index on disk
+                        classmethod(lambda cls, d, **kw: cls(d)))
     monkeypatch.setattr(vidclip.serve.app, "create_app", fake_create_app)
     parser = argparse.ArgumentParser()
     add_serve_parser(parser.add_subparsers())
@@ -1139,8 +1139,8 @@ def test_cli_serve_busy_port_is_one_line_error(tmp_path, monkeypatch):
     from vidclip.serve.commands import add_serve_parser
 
     opened = []
-    monkeypatch.setattr(vidclip.index.directory, "require_index", lambda d, **kw: Path(d),  # DIR passes its check
-                        raising=False)
+    monkeypatch.setattr(vidclip.index.directory.IndexDir, "require",  # DIR passes its check
+                        classmethod(lambda cls, d, **kw: cls(d)))
     monkeypatch.setattr(vidclip.index.search.VideoIndex, "open", classmethod(lambda cls, d, **kw: opened.append(d)))
     parser = argparse.ArgumentParser()
     add_serve_parser(parser.add_subparsers())

@@ -26,6 +26,7 @@ from vidclip.cli.options import (
     model_from_args,
     print_json,
     ray_options_from_args,
+    run_verb,
     sampler_from_args,
 )
 from vidclip.core.errors import ConfigError, VidclipError, display_path
@@ -323,22 +324,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = parse(parser, argv)
-    try:
-        rc = int(ns.func(ns) or 0)
-        sys.stdout.flush()  # inside the try: a closed pipe is reported as such, below
-        return rc
-    except VidclipError as e:
-        print(f"vidclip {ns.verb}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"vidclip {ns.verb}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`vidclip search ... | head`): stop quietly, as Unix tools do.
-        # stdout is pointed at /dev/null so the interpreter's final flush cannot raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    return run_verb(parse(parser, argv))
 
 
 if __name__ == "__main__":

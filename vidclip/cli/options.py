@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+from vidclip.core.errors import VidclipError
 
 
 def add_verb_parser(subparsers, name: str, *, help: str, description: str,
@@ -79,7 +82,7 @@ def sampler_from_args(ns: argparse.Namespace):
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """--engine local|ray and the Ray engine's options (vidclip/encode/engines/ray.py)."""
+    """--engine local|ray and the Ray engine's options (vidclip/encode/ray_engine.py)."""
     g = parser.add_argument_group("engine (Ray: see README, 'Index a library on a cluster')")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: decode worker processes on this machine, encoding in this process; ray: partitions "
@@ -101,7 +104,7 @@ def ray_options_from_args(ns: argparse.Namespace):
     """The RayOptions of --engine ray (None for the local engine); checks each value."""
     if ns.engine != "ray":
         return None
-    from vidclip.encode.options import RayOptions
+    from vidclip.encode.ray_engine import RayOptions
 
     return RayOptions(address=ns.ray_address, decode_workers=ns.decode_workers, encoders=ns.encoders,
                       num_gpus=ns.num_gpus, precision=getattr(ns, "precision", "auto"))
@@ -110,3 +113,23 @@ def ray_options_from_args(ns: argparse.Namespace):
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def run_verb(ns: argparse.Namespace) -> int:
+    """Run the parsed verb ``ns.func(ns)`` (``ns.verb`` names it) and return the exit code: errors
+    vidclip raises on purpose are one line on stderr and code 2, Ctrl-C 130, a closed pipe 141."""
+    try:
+        rc = int(ns.func(ns) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported as such, below
+        return rc
+    except VidclipError as e:
+        print(f"vidclip {ns.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vidclip {ns.verb}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`vidclip search ... | head`): stop quietly, as Unix tools do.
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

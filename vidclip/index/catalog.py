@@ -163,6 +163,12 @@ class Catalog:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ----------------------------------------------------------------------- transactions, meta
 
     @contextmanager
@@ -188,6 +194,9 @@ class Catalog:
 
     def set_meta(self, cur: sqlite3.Cursor, key: str, value) -> None:
         self._set(cur, key, value)
+
+    def delete_meta(self, cur: sqlite3.Cursor, key: str) -> None:
+        cur.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     @property
     def generation(self) -> int:

@@ -18,6 +18,7 @@ examples:
   vidclip index /mnt/videos --index /mnt/vidx --engine ray --ray-address HEAD:6379 --num-gpus 1   # a Ray cluster
   vidclip index --report ~/vidx                   # what is indexed, what failed and why
   vidclip index big/ --index ~/vidx --design "IVF4096,SQ8" --nprobe 32   # approximate search
+  vidclip index big/ --index ~/vidx --design HNSW32 --search-params efSearch=64
   vidclip index --check-recall ~/vidx             # recall@10 of faiss vs exact search
   vidclip index --verify ~/vidx                   # check shards, faiss files, catalog rows; repair
   vidclip index --check-recall ~/vidx --nprobe 64 -k 10 --queries 500 --json
@@ -87,12 +88,14 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="faiss design of the video vectors: 'auto' (exact up to 200k, else IVF,SQfp16; SQ8 beyond 10M), 'Flat', "
                         "'HNSW32', 'IVF4096,Flat', ... (default: the index's, else auto)")
     v.add_argument("--segment-design", default=None, help="faiss design of the window vectors (default: as --design)")
+    v.add_argument("--search-params", default=None, metavar="KNOBS",
+                   help="faiss search knobs, e.g. 'nprobe=32,efSearch=64,k_factor=64', recorded in the index; each "
+                        "faiss index takes those its design has (default: the index's, else IVF nprobe 16+, faiss' "
+                        "HNSW efSearch 16, refine k_factor 32); with --check-recall: measure at these instead")
     v.add_argument("--nprobe", type=int, default=None,
-                   help="IVF cells visited per search, recorded in the index (default: the index's, else 16); "
-                        "with --check-recall: measure at this value instead")
+                   help="IVF cells visited per search: short for --search-params nprobe=N")
     v.add_argument("--ef-search", type=int, default=None,
-                   help="HNSW search beam width, recorded in the index (default: the index's, else faiss' 16); "
-                        "with --check-recall: measure at this value instead")
+                   help="HNSW search beam width: short for --search-params efSearch=N")
     c = p.add_argument_group("recall check (--check-recall)")
     c.add_argument("-k", type=int, default=10, help="neighbours compared per query (default: %(default)s)")
     c.add_argument("--queries", type=int, default=200,
@@ -152,7 +155,7 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 
 def _load_model(ns, stored: dict | None):
     from vidclip.cli.options import resolve_device
-    from vidclip.models.clip.load import load_clip, load_clip_from_identity
+    from vidclip.models.clip import identity_load_args, load_clip, load_clip_from_identity
 
     device = resolve_device(ns.device)
     if ns.model is None and ns.pretrained is None and stored is not None:
@@ -161,7 +164,7 @@ def _load_model(ns, stored: dict | None):
     if ns.pretrained is not None:
         pretrained = ns.pretrained
     elif stored is not None and stored.get("name") == model:
-        pretrained = stored.get("pretrained") or ("none" if stored.get("random_weights") else None)
+        model, pretrained = identity_load_args(stored)  # the stored model, by the one spec rule
     else:
         pretrained = None  # load_clip: what the model name implies
     return load_clip(model, pretrained or None, device=device, precision=ns.precision)
@@ -186,21 +189,15 @@ def _sampler(ns, stored: dict | None):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if stored is not None:
         return SamplerConfig.from_dict({**stored, **given})
-    defaults = {"name": "windows", "fps": 1.0, "window": 10.0, "stride": 5.0}
-    return SamplerConfig(**{**defaults, **given})
+    return SamplerConfig.index_default(**given)
 
 
-def _stored_meta(index_dir: Path) -> dict:
-    from vidclip.index.catalog import Catalog
-    from vidclip.index.directory import CATALOG_FILE
+def _search_params(ns) -> dict[str, int]:
+    """--search-params, with --nprobe / --ef-search (its short forms) over it; checked."""
+    from vidclip.index.designs import parse_search_params
 
-    if not (index_dir / CATALOG_FILE).is_file():
-        return {}
-    cat = Catalog(index_dir / CATALOG_FILE, readonly=True)
-    try:
-        return {k: cat.get_meta(k) for k in ("model", "sampler", "temporal")}
-    finally:
-        cat.close()
+    return {**parse_search_params(ns.search_params),
+            **parse_search_params({"nprobe": ns.nprobe, "efSearch": ns.ef_search})}
 
 
 def _rate(per_s: float) -> str:
@@ -243,7 +240,8 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
 
 def cmd_index(ns: argparse.Namespace) -> int:
     from vidclip.cli.options import print_json
-    from vidclip.index.build import index_library, index_report, merge_index
+    from vidclip.features.pooling import temporal_path
+    from vidclip.index.build import IndexOptions, index_library, index_report, merge_index
 
     modes = [m for m in (ns.library, ns.merge, ns.report, ns.check_recall, ns.verify) if m is not None]
     if len(modes) != 1:
@@ -262,9 +260,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
             print(f"{rep['index']}: {c['indexed']} indexed, {c['failed']} failed, {c['deleted']} deleted "
                   f"({c['segments']} windows); model {rep['model'] and rep['model'].get('name')}, "
                   f"temporal {rep['temporal'] and rep['temporal'].get('name')}")
-            knobs = "".join(f", {name}={rep['search_settings'][key]}" for name, key in
-                            (("nprobe", "nprobe_videos"), ("efSearch", "ef_search_videos"))
-                            if rep["search_settings"][key] is not None)
+            knobs = f", {rep['search_params']}" if rep["search_params"] else ""
             print(f"faiss designs: videos {rep['designs']['videos']}, segments {rep['designs']['segments']}{knobs} "
                   f"(measure them with --check-recall)")
             for f in rep["failed"]:
@@ -279,22 +275,25 @@ def cmd_index(ns: argparse.Namespace) -> int:
     # Everything that can be wrong with the input is checked before a model loads (seconds to minutes).
     if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
         raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
-    for name, value in (("--nprobe", ns.nprobe), ("--ef-search", ns.ef_search)):
-        if value is not None and value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
-    if ns.temporal not in (None, "mean") and not Path(ns.temporal).expanduser().exists():
-        raise ConfigError(f"--temporal {ns.temporal}: neither 'mean' nor an existing checkpoint file / run dir")
+    search_params = _search_params(ns)
+    temporal_path(ns.temporal)  # an existing checkpoint, or mean
     from vidclip.cli.options import ray_options_from_args
-    from vidclip.index.directory import check_index_path, refuse_damage
+    from vidclip.index.directory import IndexDir
     from vidclip.index.scan import scan_library
 
     ray = ray_options_from_args(ns)
-    check_index_path(index_dir)
-    if index_dir.is_dir():
-        refuse_damage(index_dir.resolve())  # a lost or unreadable catalog, before reading it below
+    folder = IndexDir(index_dir)
+    folder.check_path()
+    if folder.path.is_dir():
+        folder.refuse_damage()  # a lost or unreadable catalog, before reading it below
     library = scan_library(ns.library)  # a missing library or a bad CSV row, before the model loads
-    stored = _stored_meta(index_dir)
+    stored = folder.read_meta("model", "sampler", "temporal")
     sampler = _sampler(ns, stored.get("sampler"))
+    from vidclip.encode.options import EncodeOptions
+
+    encode = EncodeOptions(sampler=sampler, workers=ns.workers, backend=ns.backend, decode_device=ns.decode_device,
+                           batch_frames=ns.batch_frames, shard_size=ns.commit_every,
+                           progress=not (ns.json or ns.quiet), engine=ns.engine, ray=ray)
     if _names_stored_model(ns, stored.get("model")):
         # the index's own model: index_library loads it only if some video must be encoded (and
         # checks then that its identity is the stored one), so a no-op re-index loads no model
@@ -307,7 +306,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if random_weights:
         print("vidclip index: note: the model has RANDOM weights; the index is for testing only, search results "
               "are not meaningful.", file=sys.stderr)
-    from vidclip.synthetic.world import synthetic_model_warning
+    from vidclip.video.provenance import synthetic_model_warning
 
     warning = synthetic_model_warning(str(name), ns.library)
     if warning:
@@ -316,12 +315,10 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if temporal is None:
         spec = stored.get("temporal") or {"name": "mean"}
         temporal = spec.get("path") if spec.get("name") == "checkpoint" else "mean"
-    report = index_library(library, index_dir, clip, sampler, temporal=temporal, design=ns.design,
-                           segment_design=ns.segment_design or ns.design, nprobe=ns.nprobe,
-                           ef_search=ns.ef_search, workers=ns.workers, backend=ns.backend,
-                           decode_device=ns.decode_device, batch_frames=ns.batch_frames,
-                           commit_every=ns.commit_every, retry_failed=ns.retry_failed,
-                           progress=not (ns.json or ns.quiet), engine=ns.engine, ray=ray)
+    options = IndexOptions(encode=encode, temporal=temporal, design=ns.design,
+                           segment_design=ns.segment_design or ns.design, search_params=search_params,
+                           retry_failed=ns.retry_failed)
+    report = index_library(library, index_dir, clip, options)
     return _print_report(report, index_dir, "index", ns.json)
 
 
@@ -349,6 +346,7 @@ def _check_recall(ns: argparse.Namespace) -> int:
 
     if ns.min_recall is not None and not 0.0 <= ns.min_recall <= 1.0:
         raise ConfigError(f"--min-recall must be within [0, 1], got {ns.min_recall}")
+    search_params = _search_params(ns)
     texts, clip = None, None
     if ns.query_texts is not None:
         path = Path(ns.query_texts)
@@ -358,14 +356,16 @@ def _check_recall(ns: argparse.Namespace) -> int:
             raise ConfigError(f"--query-texts {path}: cannot read it as UTF-8 text ({e})") from None
         if not any(t.strip() for t in texts):
             raise ConfigError(f"--query-texts {path}: no non-empty lines")
-        meta = _stored_meta(Path(ns.check_recall))
+        from vidclip.index.directory import IndexDir
+
+        meta = IndexDir(ns.check_recall).read_meta("model")
         if meta.get("model"):
             from vidclip.cli.options import resolve_device
             from vidclip.models.clip.load import load_clip_from_identity
 
             clip = load_clip_from_identity(meta["model"], device=resolve_device(ns.device))
     result = check_recall(ns.check_recall, k=ns.k, num_queries=ns.queries, seed=ns.seed, texts=texts, clip=clip,
-                          nprobe=ns.nprobe, ef_search=ns.ef_search)
+                          search_params=search_params)
     low = [kind for kind in ("videos", "segments")
            if ns.min_recall is not None and result[kind]["recall"] < ns.min_recall]
     if ns.json:
@@ -433,9 +433,9 @@ def cmd_search(ns: argparse.Namespace) -> int:
         if value is not None and not Path(value).is_file():
             what = "a folder, not a file" if Path(value).is_dir() else "no such file"
             raise ConfigError(f"{name} {display_path(value)}: {what}")
-    from vidclip.index.directory import require_index
+    from vidclip.index.directory import IndexDir
 
-    index_dir = require_index(ns.index)  # before resolve_device imports torch and the model loads
+    index_dir = IndexDir.require(ns.index)  # before resolve_device imports torch and the model loads
     index = VideoIndex.open(index_dir, device=resolve_device(ns.device))
     opts = {"segments": ns.segments, "rerank": ns.rerank}
     try:
@@ -444,7 +444,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
             if random_weights:
                 print("vidclip search: note: the index's model has RANDOM weights; rankings are not meaningful.",
                       file=sys.stderr)
-            from vidclip.synthetic.world import synthetic_model_warning
+            from vidclip.video.provenance import synthetic_model_warning
 
             warning = synthetic_model_warning(str(index.identity.get("name")), index.library_root)
             if warning:

@@ -223,7 +223,8 @@ def read_metadata_csv(path) -> dict[Path, dict[str, str]]:
             name, an empty or repeated path, a row with more cells than the header, not UTF-8,
             a malformed CSV line.
     """
-    from vidclip.index.scan import _item  # the library CSV's path resolution, shared so both agree
+    # the library CSV's path resolution, shared so both agree
+    from vidclip.index.scan import library_item
 
     csv_path = Path(path).expanduser().resolve()
     where = display_path(csv_path)
@@ -273,7 +274,7 @@ def read_metadata_csv(path) -> dict[Path, dict[str, str]]:
                 raw = row[path_col].strip() if path_col < len(row) else ""
                 if not raw:
                     raise DatasetError(f"{where}: line {line}: key 'path': empty")
-                video = _item(root, raw).path
+                video = library_item(root, raw).path
                 if video in seen:
                     raise DatasetError(f"{where}: line {line}: key 'path': {raw!r} already given on "
                                        f"line {seen[video]}")

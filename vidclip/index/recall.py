@@ -2,23 +2,22 @@
 
 Recall: :func:`check_recall` (``vidclip index --check-recall DIR``) measures recall@k of both faiss
 indexes against exact search over the same stored vectors, so an approximate design (IVF, HNSW,
-PQ, chosen by ``--design``) and its search knobs (``--nprobe``, ``--ef-search``, recorded in the
-catalog) can be checked on the library itself.
+PQ, chosen by ``--design``) and its search knobs (``--search-params nprobe=16,efSearch=64``,
+recorded in the catalog) can be checked on the library itself.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError
 from vidclip.features.pooling import Pooler
-from vidclip.features.store import FeatureStore
 from vidclip.index.catalog import Catalog
-from vidclip.index.directory import CATALOG_FILE, FEATURES_DIR, _is_index_dir, _sync_faiss
+from vidclip.index.designs import format_search_params, parse_search_params
+from vidclip.index.directory import IndexDir
 from vidclip.index.exact import recall_at_k
 from vidclip.index.vectors import VectorIndex
 
@@ -26,7 +25,7 @@ RECALL_QUERIES = 200  # default number of queries of check_recall
 RECALL_TIE_TOL = 1e-6  # cosine gap below which a result ties with the exact k-th one (float rounding)
 
 
-def _frame_queries(catalog: Catalog, index_dir: Path, num_queries: int, seed: int) -> np.ndarray:
+def _frame_queries(catalog: Catalog, index_dir: IndexDir, num_queries: int, seed: int) -> np.ndarray:
     """Stored frame embeddings drawn uniformly (without replacement) from all frames of the indexed
     videos: float32 [min(num_queries, frames), D], raw (recall_at_k normalises them)."""
     rows = catalog.videos(status="indexed")
@@ -40,7 +39,7 @@ def _frame_queries(catalog: Catalog, index_dir: Path, num_queries: int, seed: in
     out = None
     need = np.array([r["offset"] + r["count"] for r in rows], dtype=np.int64)[which]
     for shard in sorted(set(shards.tolist())):  # one memory-mapped read per shard, not per frame
-        emb = FeatureStore.open_shard(index_dir / FEATURES_DIR, shard, rows=int(need[shards == shard].max()))[0]
+        emb = index_dir.open_shard(shard, rows=int(need[shards == shard].max()))[0]
         sel = shards == shard
         if out is None:
             out = np.empty((len(pick), emb.shape[1]), np.float32)
@@ -48,17 +47,14 @@ def _frame_queries(catalog: Catalog, index_dir: Path, num_queries: int, seed: in
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def _faiss_recall(catalog: Catalog, index_dir: Path, kind: str, dim: int, queries: np.ndarray, k: int,
-                  tie_tol: float, nprobe: int | None, ef_search: int | None) -> tuple[VectorIndex, int, float]:
+def _faiss_recall(catalog: Catalog, index_dir: IndexDir, kind: str, dim: int, queries: np.ndarray, k: int,
+                  tie_tol: float, search_params: dict[str, int]) -> tuple[VectorIndex, int, float]:
     """(faiss index as a reader would serve it, its number of vectors, its recall@k) at one catalog
     generation. The exact side streams the stored vectors chunk by chunk (``Catalog.iter_vectors``)
     inside one read transaction, so checking millions of vectors never holds them all."""
     for _ in range(5):  # a concurrent indexer may commit between the two reads: retry until they agree
-        index = _sync_faiss(catalog, index_dir, kind, dim, save=False)
-        if nprobe is not None and index.nprobe is not None:
-            index.nprobe = int(nprobe)
-        if ef_search is not None and "HNSW" in index.design.upper():
-            index.ef_search = int(ef_search)
+        index = index_dir.sync_faiss(catalog, kind, dim, save=False)
+        index.set_search_params(search_params, only_applicable=True)
         with catalog.conn:
             catalog.conn.execute("BEGIN")
             if index.metadata.get("generation") != catalog.generation:
@@ -66,7 +62,7 @@ def _faiss_recall(catalog: Catalog, index_dir: Path, kind: str, dim: int, querie
             n = catalog.count_vectors(kind)
             recall = recall_at_k(index, lambda: catalog.iter_vectors(kind, dim), queries, k, tie_tol=tie_tol)
             return index, n, recall
-    raise VidclipError(f"{index_dir}: the index kept changing while its recall was being checked; try again")
+    raise VidclipError(f"{index_dir.path}: the index kept changing while its recall was being checked; try again")
 
 
 def check_recall(
@@ -77,8 +73,7 @@ def check_recall(
     *,
     texts: Sequence[str] | None = None,
     clip=None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
+    search_params: str | Mapping[str, int] | None = None,
     tie_tol: float = RECALL_TIE_TOL,
 ) -> dict:
     """Recall@k of an index's faiss indexes (videos and segments) against exact search.
@@ -95,28 +90,25 @@ def check_recall(
     same distribution, like a held-out video. Text queries are further from every video than a frame
     is (CLIP's image-text modality gap), which can make approximate search harder; pass ``texts``
     (encoded with the index's model and query tower; ``clip`` to reuse a loaded model) to measure on
-    real queries. ``nprobe`` / ``ef_search`` measure at another setting than the index's own.
+    real queries. ``search_params`` (``"nprobe=64"``, ``{"efSearch": 128}``): measure at other knobs
+    than the index's own (each index takes those its design has).
 
     Returns {"index", "k", "queries", "query_source", "seed", "random_weights", "videos": {...},
     "segments": {...}}
-    where each of "videos" / "segments" holds design, requested, nprobe, ef_search, vectors,
-    exact (bool), recall and a one-line verdict.
+    where each of "videos" / "segments" holds design, requested, search_params (the knobs measured,
+    as a string), nprobe, ef_search, vectors, exact (bool), recall and a one-line verdict.
     """
-    index_dir = Path(index_dir).expanduser().resolve()
+    index_dir = IndexDir(index_dir)
     if isinstance(k, bool) or int(k) != k or k <= 0:
         raise ConfigError(f"check_recall: k must be a positive integer, got {k!r}")
     if texts is None and (isinstance(num_queries, bool) or int(num_queries) != num_queries or num_queries <= 0):
         raise ConfigError(f"check_recall: the number of queries must be a positive integer, got {num_queries!r}")
-    for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
-        if value is not None and (isinstance(value, bool) or int(value) != value or value <= 0):
-            raise ConfigError(f"check_recall: {name} must be a positive integer, got {value!r}")
-    if not _is_index_dir(index_dir):
-        raise VidclipError(f"{index_dir}: not a vidclip index (no {CATALOG_FILE})")
-    catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
-    try:
+    search_params = parse_search_params(search_params)
+    index_dir.require_catalog()
+    with index_dir.open_catalog(readonly=True) as catalog:
         model = catalog.get_meta("model")
         if model is None or catalog.counts()["indexed"] == 0:
-            raise VidclipError(f"{index_dir}: the index holds no videos; nothing to check")
+            raise VidclipError(f"{index_dir.path}: the index holds no videos; nothing to check")
         dim = int(model["embed_dim"])
         if texts is not None:
             texts = [t.strip() for t in texts if t and t.strip()]
@@ -127,16 +119,14 @@ def check_recall(
         else:
             queries = _frame_queries(catalog, index_dir, int(num_queries), seed)
             source = "frames"
-        result = {"index": str(index_dir), "k": int(k), "queries": int(len(queries)), "query_source": source,
+        result = {"index": str(index_dir.path), "k": int(k), "queries": int(len(queries)), "query_source": source,
                   "seed": int(seed) if source == "frames" else None,
                   "random_weights": bool(model.get("random_weights"))}
         for kind, label in (("videos", "video"), ("segments", "segment")):
-            index, n, recall = _faiss_recall(catalog, index_dir, kind, dim, queries, int(k), tie_tol, nprobe, ef_search)
+            index, n, recall = _faiss_recall(catalog, index_dir, kind, dim, queries, int(k), tie_tol, search_params)
             result[kind] = _recall_entry(label, index, catalog.get_meta(f"design_{kind}", "auto"), n,
                                          recall, int(k), len(queries), source)
         return result
-    finally:
-        catalog.close()
 
 
 def _text_queries(catalog: Catalog, model: dict, texts: list[str], clip) -> np.ndarray:
@@ -155,8 +145,8 @@ def _text_queries(catalog: Catalog, model: dict, texts: list[str], clip) -> np.n
 def _recall_entry(label: str, index: VectorIndex, requested: str, n: int, recall: float, k: int, q: int,
                   source: str) -> dict:
     exact = index.design.strip() == "Flat"
-    ef = index.ef_search if index.ef_search is not None else (index._hnsw_ef() if "HNSW" in index.design.upper() else None)
-    knobs = "".join(f" {name}={value}" for name, value in (("nprobe", index.nprobe), ("efSearch", ef)) if value is not None)
+    params = index.search_params
+    knobs = f" {format_search_params(params)}" if params else ""
     notes = []
     if requested.strip().lower() != index.design.strip().lower():
         notes.append(f"requested {requested}")
@@ -164,5 +154,6 @@ def _recall_entry(label: str, index: VectorIndex, requested: str, n: int, recall
         notes.append("exact search")
     verdict = (f"{label} index {index.design}{knobs}: recall@{k} = {recall:.3f} over {q} {source[:-1]} queries "
                f"({n} vectors{'; ' + ', '.join(notes) if notes else ''})")
-    return {"design": index.design, "requested": requested, "nprobe": index.nprobe, "ef_search": ef,
+    return {"design": index.design, "requested": requested, "search_params": format_search_params(params),
+            "nprobe": params.get("nprobe"), "ef_search": params.get("efSearch"),
             "vectors": int(n), "exact": exact, "recall": round(float(recall), 6), "verdict": verdict}

@@ -29,7 +29,9 @@ class Library:
     problems: list[dict] = field(default_factory=list)
 
 
-def _item(root: Path, raw: str, metadata: dict | None = None) -> LibraryItem:
+def library_item(root: Path, raw: str, metadata: dict | None = None) -> LibraryItem:
+    """The item of a path ``raw`` as a library lists it (``~`` expanded, relative to ``root``,
+    normalised); its key is the path relative to ``root`` (absolute when outside it)."""
     p = Path(os.path.expanduser(raw))
     p = p if p.is_absolute() else root / p
     p = Path(os.path.normpath(p))
@@ -55,7 +57,7 @@ def scan_library(spec: str | os.PathLike) -> Library:
         from vidclip.video.files import find_videos
 
         found, problems = find_videos([spec_path])
-        items = [_item(spec_path, key) for key, _ in found]
+        items = [library_item(spec_path, key) for key, _ in found]
         return Library(str(spec_path), spec_path, items, [{"path": path, "reason": reason} for path, reason in problems])
     if not spec_path.is_file():
         raise DatasetError(f"{display_path(spec)}: no such folder or file (a library is a folder, a CSV with a "
@@ -63,7 +65,7 @@ def scan_library(spec: str | os.PathLike) -> Library:
     root = spec_path.parent
     suffix = spec_path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:  # a video, even one that holds text: it fails as a video would
-        return Library(str(spec_path), root, [_item(root, spec_path.name)])
+        return Library(str(spec_path), root, [library_item(root, spec_path.name)])
     if suffix != ".csv" and suffix not in LIST_SUFFIXES:
         raise DatasetError(f"{display_path(spec_path)}: not a library: a folder, a .csv with a 'path' column, a "
                            f"text file of paths ({', '.join(s for s in LIST_SUFFIXES if s)} or no suffix) or a video "
@@ -81,7 +83,7 @@ def scan_library(spec: str | os.PathLike) -> Library:
             if not raw:
                 raise DatasetError(f"{spec_path}: row {row_no}: field 'path' is empty")
             meta = {k: v for k, v in row.items() if k != "path" and k is not None}
-            item = _item(root, raw, meta)
+            item = library_item(root, raw, meta)
             if item.path in seen:
                 raise DatasetError(f"{spec_path}: row {row_no}: path {raw!r} already listed ({seen[item.path]})")
             seen[item.path] = f"row {row_no}"
@@ -97,7 +99,7 @@ def scan_library(spec: str | os.PathLike) -> Library:
             raw = line.strip()
             if not raw or raw.startswith("#"):
                 continue
-            item = _item(root, raw)
+            item = library_item(root, raw)
             if item.path in seen:
                 raise DatasetError(f"{spec_path}: line {line_no}: path {raw!r} already listed ({seen[item.path]})")
             seen[item.path] = f"line {line_no}"

@@ -48,19 +48,11 @@ from vidclip.core.errors import (
     display_path,
 )
 from vidclip.features.pooling import Pooler
-from vidclip.features.store import FeatureStore
 from vidclip.index.catalog import Catalog
-from vidclip.index.directory import (
-    CATALOG_FILE,
-    FEATURES_DIR,
-    _DirLock,
-    _is_index_dir,
-    _sync_faiss,
-    remove_stale_temps,
-)
-from vidclip.index.exact import l2_normalize
+from vidclip.index.directory import IndexDir
 from vidclip.index.vectors import VectorIndex
-from vidclip.retrieval.fusion import NORMS, parse_pool, pool_scores, rerank_topic
+from vidclip.retrieval.fusion import NORMS, fuse_ranking, parse_pool, pool_scores
+from vidclip.retrieval.vectors import l2_normalize
 
 # Most candidates a two-stage search re-scores on their frames: 1000 x ~300 frames (5-minute
 # videos at 1 fps) is 300k frames, ~0.3 GB of fp16 rows read at D = 512 (scored in chunks, so not
@@ -99,13 +91,14 @@ class VideoIndex:
     rerank_depth = 100  # faiss candidates re-scored by a text-conditioned temporal module
     MAX_RERANK = MAX_RERANK
 
-    def __init__(self, index_dir: Path, catalog: Catalog, clip, pooler: Pooler):
-        self.index_dir = index_dir
+    def __init__(self, index_dir: str | os.PathLike | IndexDir, catalog: Catalog, clip, pooler: Pooler):
+        self.dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
+        self.index_dir = self.dir.path
         self.catalog = catalog
         self.clip = clip
         self.pooler = pooler
         self.identity: dict = catalog.get_meta("model")
-        self.library_root = Path(catalog.get_meta("library_root") or index_dir)
+        self.library_root = Path(catalog.get_meta("library_root") or self.dir.path)
         self.dim = int(self.identity["embed_dim"])
         self._lock = threading.RLock()
         self._shards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (emb, time) memory maps
@@ -115,17 +108,16 @@ class VideoIndex:
         self._refresh()
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, *, clip=None, device: str | None = None) -> "VideoIndex":
-        """Open an index; loads the model named in it (on ``device``, default cpu) unless ``clip`` is
-        given (then it must match)."""
-        index_dir = Path(index_dir).expanduser().resolve()
-        if not _is_index_dir(index_dir):
-            raise VidclipError(f"{index_dir}: not a vidclip index (no {CATALOG_FILE}); build one with `vidclip index`")
-        catalog = Catalog(index_dir / CATALOG_FILE)
+    def open(cls, index_dir: str | os.PathLike | IndexDir, *, clip=None, device: str | None = None) -> "VideoIndex":
+        """Open an index (a path or an :class:`~vidclip.index.directory.IndexDir`); loads the model
+        named in it (on ``device``, default cpu) unless ``clip`` is given (then it must match)."""
+        index_dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
+        index_dir.require_catalog()
+        catalog = index_dir.open_catalog()
         model = catalog.get_meta("model")
         if model is None:
             catalog.close()
-            raise VidclipError(f"{index_dir}: the index holds no videos yet (no model recorded)")
+            raise VidclipError(f"{index_dir.path}: the index holds no videos yet (no model recorded)")
         if clip is None:
             from vidclip.models.clip.load import load_clip_from_identity
 
@@ -134,7 +126,7 @@ class VideoIndex:
             stored_key = catalog.get_meta("model_key")
             catalog.close()
             raise IndexMismatchError(
-                f"{index_dir}: index built with model {model.get('name')!r} (key {stored_key}), "
+                f"{index_dir.path}: index built with model {model.get('name')!r} (key {stored_key}), "
                 f"but the given model is {clip.identity.name!r} (key {clip.identity.key()})")
         pooler = Pooler.from_spec(catalog.get_meta("temporal") or {"name": "mean"}, clip)
         return cls(index_dir, catalog, clip, pooler)
@@ -150,16 +142,16 @@ class VideoIndex:
         if gen == self._generation:
             return
         # Save a rebuilt faiss file only when no writer holds the index (it will save its own).
-        lock = _DirLock(self.index_dir)
+        lock = self.dir.lock()
         try:
-            can_save = os.access(self.index_dir, os.W_OK) and lock.acquire()
+            can_save = os.access(self.dir.path, os.W_OK) and lock.acquire()
         except VidclipError:  # e.g. .lock is a directory: search still works, it just saves nothing
             can_save = False
         try:
             if can_save:
-                remove_stale_temps(self.index_dir)
-            self._video_index = _sync_faiss(self.catalog, self.index_dir, "videos", self.dim, save=can_save)
-            self._segment_index = _sync_faiss(self.catalog, self.index_dir, "segments", self.dim, save=can_save)
+                self.dir.remove_stale_temps()
+            self._video_index = self.dir.sync_faiss(self.catalog, "videos", self.dim, save=can_save)
+            self._segment_index = self.dir.sync_faiss(self.catalog, "segments", self.dim, save=can_save)
         finally:
             lock.release()
         self._generation = int(self._video_index.metadata.get("generation", gen))
@@ -167,7 +159,7 @@ class VideoIndex:
     def _shard(self, shard: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """Memory-mapped (emb float16 [N, D], time float64 [N]) of a committed shard, cached."""
         if shard not in self._shards or self._shards[shard][0].shape[0] < rows:
-            emb, _, times = FeatureStore.open_shard(self.index_dir / FEATURES_DIR, shard, rows=rows)
+            emb, _, times = self.dir.open_shard(shard, rows=rows)
             self._shards[shard] = (emb, times)
         return self._shards[shard]
 
@@ -241,8 +233,7 @@ class VideoIndex:
         best_pos = np.where(has, best_row - run_start + np.asarray(first, dtype=np.int64), -1)
         best_time = np.where(has, times[best_row] if times.size else 0.0, np.nan)
         docids = [str(i) for i in range(n)]
-        res = rerank_topic(qf, docids, init, None, alpha=opts["alpha"], depth=n, pool=opts["pool"],
-                           norm=opts["norm"], clip_scores=m)
+        res = fuse_ranking(docids, init, m, alpha=opts["alpha"], depth=n, norm=opts["norm"])
         fused = np.array([res.fused.get(d, np.nan) for d in docids], dtype=np.float64)
         return [int(d) for d in res.order], fused, m, best_pos, best_time
 
@@ -339,7 +330,7 @@ class VideoIndex:
         """Search with the frames of an example, emb float32 [T, D] (raw)."""
         emb = emb.astype(np.float16).astype(np.float32)  # as stored: an indexed frame matches itself exactly
         q = self.pooler.video_and_windows(emb, [])[0]
-        qf = Pooler.mean_windows(emb, [(0.0, 0.0, 0, emb.shape[0])])[0] if opts["rerank"] else None
+        qf = Pooler().pool([emb])[0] if opts["rerank"] else None  # the mean: frames are frozen-CLIP embeddings
         if segments:
             return self._search_segments(q, k, qf, opts)
         return self._search_videos(q, k, None, qf, opts)
@@ -514,7 +505,7 @@ def _shrunk(img, min_side: int, may_draft: bool):
     load_query_image); else ``img`` itself. The copy keeps ``img.info``, so its EXIF orientation."""
     from PIL import Image
 
-    from vidclip.models.clip.preprocess import resized_shape
+    from vidclip.models.clip.geometry import resized_shape
 
     w, h = img.size
     want = int(np.ceil(REDUCING_GAP * min_side))

@@ -2,11 +2,11 @@
 
 ``VectorIndex(dim, design)`` wraps any faiss ``index_factory`` string with
 ``METRIC_INNER_PRODUCT``; vectors are L2-normalised on the way in, so scores are cosine
-similarities. Designs:
+similarities. Designs (:mod:`vidclip.index.designs`: what ``"auto"`` picks, what each needs):
 
 * ``"Flat"`` — exact search (brute-force inner product). ``"auto"`` picks it up to
   ``flat_max`` vectors (default 200,000) and ``IVF{~4 sqrt n},SQfp16`` above, ``SQ8`` beyond 10M
-  (see :func:`choose_design`, :func:`default_nprobe`).
+  (see :func:`~vidclip.index.designs.choose_design`, :func:`~vidclip.index.designs.default_nprobe`).
 * anything faiss understands: ``"IVF4096,SQ8"``, ``"IVF65536,PQ64x4fs,RFlat"`` (fast-scan PQ
   re-ranked exactly: ``k_factor`` candidates per result), ``"IVF4096,PQ64x4fs,Refine(SQ8)"``,
   ``"HNSW32"``, ``"OPQ64,IVF1024,PQ64"``, ... Designs that need training (IVF, PQ, SQ, OPQ) are
@@ -29,8 +29,10 @@ cannot be added again until the index is rebuilt.
 Single queries (up to ``FEW_QUERIES``) run on one OpenMP thread, batches on all (see
 :meth:`VectorIndex.search`).
 
-Search-time knobs: ``nprobe`` (IVF cells visited), ``ef_search`` (HNSW beam width), ``k_factor`` (refine).
-Saved files are one self-describing container written atomically (tmp file + ``os.replace``):
+Search-time knobs: one ParameterSpace-style string, ``"nprobe=16,efSearch=64,k_factor=32"``
+(:meth:`VectorIndex.set_search_params`, :attr:`VectorIndex.search_params`; parsed and checked by
+:func:`~vidclip.index.designs.parse_search_params`). Saved files are one self-describing
+container written atomically (tmp file + ``os.replace``):
 
     b"VIDCLIPVEC\\x01\\n" | uint64 LE header length | header JSON | int64 tombstones | faiss bytes
 
@@ -43,124 +45,42 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import struct
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import faiss
 import numpy as np
 
 from vidclip.core.errors import ConfigError, IndexMismatchError, VidclipError
-from vidclip.index.exact import exact_search, l2_normalize, sample_chunks
+from vidclip.core.fileio import atomic_path
+from vidclip.index.designs import (
+    DEFAULT_FLAT_MAX,
+    REFINE_K_FACTOR,
+    SEARCH_KNOBS,
+    choose_design,
+    default_nprobe,
+    parse_search_params,
+    prepare_training,
+    refine_stage,
+    search_knobs,
+    stores_ids,
+    train_sample_size,
+)
+from vidclip.index.exact import exact_search, sample_chunks
+from vidclip.retrieval.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLAT_MAX = 200_000
-_MAGIC = b"VIDCLIPVEC\x01\n"
+FILE_MAGIC = b"VIDCLIPVEC\x01\n"
 _ADD_CHUNK = 65_536  # rows normalised + added at a time: bounds the temporary copy
-TRAIN_MAX_BYTES = 2 << 30  # cap of a training sample (float32): 1M 512-d vectors
 FEW_QUERIES = 4  # searches of at most this many queries run on one OpenMP thread (see VectorIndex.search)
-KMEANS_ITERATIONS = 10  # k-means iterations of an IVF coarse quantiser with >= 4096 cells
-SQ8_ABOVE = 10_000_000  # "auto" stores fp16 up to this many vectors (1 KB each at 512-d), 8-bit above
-REFINE_K_FACTOR = 32  # candidates per result a refined design (",RFlat", ",Refine(...)") re-ranks exactly
 
 
-# ----------------------------------------------------------------------------- designs, helpers
-
-
-def choose_design(n: int, flat_max: int = DEFAULT_FLAT_MAX) -> str:
-    """The design ``"auto"`` resolves to for ``n`` vectors.
-
-    Exact ``Flat`` up to ``flat_max``: below that size brute force is fast enough and has no
-    training or recall loss. Above it an IVF with ``nlist`` the power of two nearest 4 * sqrt(n)
-    (clamped to [1024, 65536]; faiss' guideline is 4..16 * sqrt(n)) storing vectors as fp16
-    (``SQfp16``: half of Flat's memory, the same recall); beyond ``SQ8_ABOVE`` vectors 8-bit
-    (``SQ8``: a quarter, recall@10 ~0.02 lower). Measured on CLIP-shaped data (BENCHMARKS.md,
-    *Vectors at scale*): at 1M, IVF4096,SQfp16 at the default nprobe (:func:`default_nprobe`)
-    reaches recall@10 ~0.97 in about 1 ms per query on 2 cores, against ~100 ms for exact search.
-    Many cells matter because CLIP-like data is clumped: with ~sqrt(n) cells the cells of the dense
-    regions, where queries land, hold 10x the average and a query scans 5x more than nprobe/nlist.
-    """
-    if n <= flat_max:
-        return "Flat"
-    nlist = min(max(2 ** round(math.log2(4 * math.sqrt(n))), 1024), 65536)
-    return f"IVF{nlist},{'SQ8' if n > SQ8_ABOVE else 'SQfp16'}"
-
-
-def default_nprobe(nlist: int, design: str = "") -> int:
-    """IVF cells a query visits unless told: max(16, nlist / 256), twice that for lossy codes (SQ8,
-    SQ4, PQ; ``design`` names them). Measured at 1M CLIP-shaped vectors with 4096 cells (BENCHMARKS.md,
-    *Vectors at scale*): SQfp16 at 16 probes recall@10 0.968 (0.997 at 32); SQ8 0.951 at 16, 0.978
-    at 32. The visits grow with nlist, so the scanned fraction stays put as ``auto`` adds cells."""
-    codes = design.upper().split(",")[1:]
-    lossy = any(part.startswith(("SQ8", "SQ6", "SQ4", "PQ")) for part in codes)
-    return max(16, (int(nlist) // 256) * (2 if lossy else 1))
-
-
-def _normalize_in_place(x: np.ndarray) -> np.ndarray:
-    """l2_normalize for a float32 [N, D] array this module owns, chunk by chunk, without a copy."""
-    for lo in range(0, len(x), _ADD_CHUNK):
-        block = x[lo:lo + _ADD_CHUNK]
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-    return x
-
-
-def _stores_ids(index) -> bool:
-    """Whether ``index`` keeps caller ids itself: an IVF (also behind a transform such as OPQ), an IDMap.
-
-    A refined IVF (``IVF...,RFlat`` / ``Refine(...)``) does not: the refine stage looks its vectors
-    up by the labels the IVF returns, which must be insertion numbers, so it needs an IDMap on top.
-    """
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexIDMap):
-        return True
-    while isinstance(index, faiss.IndexPreTransform):
-        index = faiss.downcast_index(index.index)
-    return isinstance(index, faiss.IndexIVF)
-
-
-def _codes_need_training(index) -> bool:
-    """Whether the stored codes (not just IVF cells) are trained: PQ, SQ, OPQ, ... (not Flat)."""
-    design_parts = []  # the code-holding parts: an IVF / flat base and any refine stage
-    index = faiss.downcast_index(index)
-    while True:
-        if isinstance(index, faiss.IndexIDMap):
-            index = faiss.downcast_index(index.index)
-        elif isinstance(index, faiss.IndexPreTransform):
-            return True  # OPQ / PCA: a trained transform
-        elif isinstance(index, faiss.IndexRefine):
-            design_parts.append(faiss.downcast_index(index.refine_index))
-            index = faiss.downcast_index(index.base_index)
-        else:
-            break
-    design_parts.append(index)
-    return any(not isinstance(part, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexHNSWFlat)) for part in design_parts)
-
-
-def _set_kmeans_iterations(index) -> None:
-    """Fewer k-means iterations for a large coarse quantiser (``KMEANS_ITERATIONS``): at nlist 4096+
-    faiss' default 25 costs many minutes on a few cores, and 10 loses little recall (BENCHMARKS.md)."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None and ivf.nlist >= 4096:
-        ivf.cp.niter = min(int(ivf.cp.niter), KMEANS_ITERATIONS)
-
-
-def _warn_few_training_points(index, design: str, n: int) -> None:
-    """One vidclip warning, instead of faiss' own C++ stderr line, when an IVF coarse quantiser gets
-    fewer than faiss' 39 training points per cell (training still works; the cells may be poor)."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None or n < ivf.nlist:  # fewer points than cells: faiss refuses, and the caller reports it
-        return
-    wanted = int(ivf.cp.min_points_per_centroid) * ivf.nlist
-    if n < wanted:
-        log.warning("vector index %r: %d training vectors for %d cells (faiss wants %d); its cells may be "
-                    "poor: check with --check-recall", design, n, ivf.nlist, wanted)
-        ivf.cp.min_points_per_centroid = 1  # said once here; keeps faiss from printing its own line
+# ----------------------------------------------------------------------------- helpers
 
 
 @contextmanager
@@ -195,10 +115,11 @@ class VectorIndex:
     """A faiss index over L2-normalised float32 [N, dim] vectors with int64 ids.
 
     ``design``: ``"Flat"``, ``"auto"`` (resolved by :meth:`build` from the number of vectors;
-    a bare constructor treats it as Flat) or any faiss index_factory string. ``nprobe`` /
-    ``ef_search``: search-time settings (None keeps faiss' default, or for IVF :func:`default_nprobe`).
-    ``k_factor``: candidates per result that a refined design (``...,RFlat``, ``...,Refine(SQ8)``)
-    re-ranks with its exact / finer codes (default ``REFINE_K_FACTOR``).
+    a bare constructor treats it as Flat) or any faiss index_factory string. ``search_params``:
+    search-time knobs, ``"nprobe=16,efSearch=64"`` or a dict (:meth:`set_search_params`; each must
+    be one the design has). Unset knobs keep faiss' default, except an IVF's ``nprobe``
+    (:func:`~vidclip.index.designs.default_nprobe`) and a refined design's ``k_factor``, the
+    candidates per result it re-ranks with its exact / finer codes (``REFINE_K_FACTOR``).
     ``train_size``: vectors sampled for training (default :meth:`train_sample_size`).
     ``metadata``: free-form JSON saved with the index (e.g. a catalog generation).
     """
@@ -208,9 +129,7 @@ class VectorIndex:
         dim: int,
         design: str = "Flat",
         *,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        k_factor: int | None = None,
+        search_params: str | Mapping[str, int] | None = None,
         train_size: int | None = None,
         use_gpu: bool | str = "auto",
         seed: int = 0,
@@ -232,17 +151,13 @@ class VectorIndex:
         self._index = self._create(design)
         self._nprobe: int | None = None
         self._ef_search: int | None = None
+        defaults = {}
         ivf = faiss.try_extract_index_ivf(self._index)
-        if nprobe is None and ivf is not None:
-            nprobe = default_nprobe(ivf.nlist, design)
-        if nprobe is not None:
-            self.nprobe = nprobe
-        if ef_search is not None:
-            self.ef_search = ef_search
-        if self._refine() is not None:
-            self.k_factor = REFINE_K_FACTOR if k_factor is None else k_factor
-        elif k_factor is not None:
-            self.k_factor = k_factor  # raises: not a refined design
+        if ivf is not None:
+            defaults["nprobe"] = default_nprobe(ivf.nlist, design)
+        if refine_stage(self._index) is not None:
+            defaults["k_factor"] = REFINE_K_FACTOR
+        self.set_search_params({**defaults, **parse_search_params(search_params)})
 
     # -- construction
 
@@ -256,7 +171,7 @@ class VectorIndex:
             # A refined IVF addresses its refine stage by insertion number: map ids on top. A plain
             # IDMap (8 bytes per vector), not IDMap2, whose reverse hash map costs ~6x that.
             index = faiss.IndexIDMap(index)
-        elif not _stores_ids(index):
+        elif not stores_ids(index):
             # Flat, HNSW, PQ, LSH, ... store no ids of their own: map them.
             index = faiss.IndexIDMap2(index)
         return index
@@ -322,82 +237,69 @@ class VectorIndex:
 
     @property
     def nprobe(self) -> int | None:
+        """IVF cells a query visits (None: not an IVF design)."""
         return self._nprobe
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        if faiss.try_extract_index_ivf(self._index) is None:
-            raise ConfigError(f"vector index {self.design!r}: nprobe applies to IVF designs only")
-        value = int(value)
-        if value <= 0:
-            raise ConfigError(f"vector index: nprobe must be positive, got {value}")
-        faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", value)
-        self._nprobe = value
-        self._gpu_index = None
+        self.set_search_params({"nprobe": value})
 
     @property
     def ef_search(self) -> int | None:
+        """The HNSW beam width set here (None: faiss' default, or not an HNSW design)."""
         return self._ef_search
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
-        if "HNSW" not in self.design.upper():
-            raise ConfigError(f"vector index {self.design!r}: ef_search applies to HNSW designs only")
-        value = int(value)
-        if value <= 0:
-            raise ConfigError(f"vector index: ef_search must be positive, got {value}")
-        # For IVF*_HNSW the graph is the coarse quantizer: faiss names that knob quantizer_efSearch.
-        name = "efSearch" if faiss.try_extract_index_ivf(self._index) is None else "quantizer_efSearch"
-        faiss.ParameterSpace().set_index_parameter(self._index, name, value)
-        self._ef_search = value
+        self.set_search_params({"efSearch": value})
 
     @property
     def k_factor(self) -> int | None:
         """Candidates per result a refined design re-ranks exactly (faiss' IndexRefine.k_factor), else None."""
-        refine = self._refine()
+        refine = refine_stage(self._index)
         return None if refine is None else int(refine.k_factor)
 
     @k_factor.setter
     def k_factor(self, value: int) -> None:
-        refine = self._refine()
-        if refine is None:
-            raise ConfigError(f"vector index {self.design!r}: k_factor applies to refined designs (',RFlat', ',Refine(...)') only")
-        value = int(value)
-        if value <= 0:
-            raise ConfigError(f"vector index: k_factor must be positive, got {value}")
-        refine.k_factor = float(value)
+        self.set_search_params({"k_factor": value})
+
+    @property
+    def search_params(self) -> dict[str, int]:
+        """The knobs this design has, at the values its searches use (faiss' default where none was
+        set): e.g. {"nprobe": 16} for an IVF, {"efSearch": 16} for an HNSW; {} for Flat."""
+        knobs = search_knobs(self._index, self.design)
+        values = {"nprobe": self._nprobe, "efSearch": self._ef_search or self._hnsw_ef(), "k_factor": self.k_factor}
+        return {name: int(values[name]) for name in SEARCH_KNOBS if name in knobs and values[name] is not None}
+
+    def set_search_params(self, params: str | Mapping[str, int] | None, *, only_applicable: bool = False) -> None:
+        """Set search-time knobs: ``"nprobe=16,efSearch=64"`` or {name: value}
+        (:func:`~vidclip.index.designs.parse_search_params` checks them). A knob the design lacks is a
+        ConfigError, or skipped with ``only_applicable`` (one recorded setting serves indexes of
+        several designs: each takes the knobs it has)."""
+        knobs = search_knobs(self._index, self.design)
+        for name, value in parse_search_params(params).items():
+            if name not in knobs:
+                if only_applicable:
+                    continue
+                raise ConfigError(f"vector index {self.design!r}: {name} applies to {SEARCH_KNOBS[name]} only")
+            if name == "k_factor":
+                refine_stage(self._index).k_factor = float(value)
+            elif name == "nprobe":
+                faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", value)
+                self._nprobe = value
+            else:
+                # For IVF*_HNSW the graph is the coarse quantizer: faiss names that knob quantizer_efSearch.
+                faiss_name = "efSearch" if faiss.try_extract_index_ivf(self._index) is None else "quantizer_efSearch"
+                faiss.ParameterSpace().set_index_parameter(self._index, faiss_name, value)
+                self._ef_search = value
         self._gpu_index = None
-
-    def _refine(self):
-        inner = faiss.downcast_index(self._index.index if isinstance(self._index, faiss.IndexIDMap) else self._index)
-        return inner if isinstance(inner, faiss.IndexRefine) else None
-
-    def settings(self) -> dict:
-        return {"design": self.design, "dim": self.dim, "nprobe": self._nprobe, "ef_search": self._ef_search,
-                "k_factor": self.k_factor, "ntotal": self.ntotal, "trained": self.is_trained}
 
     # -- mutation
 
     def train_sample_size(self, n: int) -> int:
-        """How many of ``n`` vectors training uses: ``train_size`` when given, else the rule
-
-            min(n, max(20,000, 64 * nlist, 65,536 if the codes need training (PQ, SQ, OPQ)), cap)
-            cap = max(39 * nlist, TRAIN_MAX_BYTES / (4 * dim))   (1M vectors at 512-d)
-
-        64 points per IVF cell sit between faiss' minimum (it warns below 39 per centroid) and the 256
-        at which its k-means subsamples; 65,536 = 256 * 256 is what faiss' PQ k-means uses per
-        sub-quantiser. The cap bounds the sample's memory (2 GiB of float32) but never goes below 39
-        per cell, so IVF65536 still gets its 2.6M points.
-        """
-        if self.train_size is not None:
-            return min(int(n), int(self.train_size))
-        ivf = faiss.try_extract_index_ivf(self._index)
-        nlist = int(ivf.nlist) if ivf is not None else 0
-        size = max(20_000, 64 * nlist)
-        if _codes_need_training(self._index):
-            size = max(size, 65_536)
-        cap = max(39 * nlist, TRAIN_MAX_BYTES // (4 * self.dim))
-        return int(min(int(n), size, cap))
+        """How many of ``n`` vectors training uses: ``train_size`` when given, else the rule of
+        :func:`~vidclip.index.designs.train_sample_size` (at most 1M at 512-d; 64 per IVF cell)."""
+        return train_sample_size(self._index, self.dim, n, self.train_size)
 
     def train(self, vectors, *, in_place: bool = False) -> None:
         """Train on (a random sample of :meth:`train_sample_size` of) ``vectors`` [N, D]; no-op if trained.
@@ -418,12 +320,11 @@ class VectorIndex:
             vectors, owned = vectors[rows], True
         if (owned and vectors.ndim == 2 and vectors.dtype == np.float32 and vectors.flags.c_contiguous
                 and vectors.flags.writeable):
-            sample = _normalize_in_place(vectors)
+            sample = l2_normalize(vectors, in_place=True)  # a copy this method owns
         else:
             sample = l2_normalize(vectors)
         self._check_dim(sample)
-        _set_kmeans_iterations(self._index)
-        _warn_few_training_points(self._index, self.design, len(sample))
+        prepare_training(self._index, self.design, len(sample))
         try:
             self._index.train(sample)
         except RuntimeError as e:
@@ -599,7 +500,7 @@ class VectorIndex:
     # -- persistence
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index atomically (tmp file in the same folder, fsync, ``os.replace``)."""
+        """Write the index atomically and durably (:func:`vidclip.core.fileio.atomic_path`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps({
@@ -607,30 +508,14 @@ class VectorIndex:
             "train_size": self.train_size, "seed": self.seed, "metadata": self.metadata,
             "removed": len(self._removed),
         }).encode("utf-8")
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(_MAGIC)
-                f.write(struct.pack("<Q", len(header)))
-                f.write(header)
-                f.write(np.array(sorted(self._removed), dtype="<i8").tobytes())
-                writer = faiss.PyCallbackIOWriter(f.write)
-                faiss.write_index(self._index, writer)
-                del writer  # flushes its buffer into f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        try:
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+            f.write(FILE_MAGIC)
+            f.write(struct.pack("<Q", len(header)))
+            f.write(header)
+            f.write(np.array(sorted(self._removed), dtype="<i8").tobytes())
+            writer = faiss.PyCallbackIOWriter(f.write)
+            faiss.write_index(self._index, writer)
+            del writer  # flushes its buffer into f
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, use_gpu: bool | str = "auto") -> "VectorIndex":
@@ -644,7 +529,7 @@ class VectorIndex:
         except OSError as e:
             raise IndexMismatchError(f"{path}: cannot read the vector index ({e.strerror})") from None
         with f:
-            if f.read(len(_MAGIC)) != _MAGIC:
+            if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
                 raise IndexMismatchError(f"{path}: not a vidclip vector index (bad magic bytes)")
             try:
                 (hlen,) = struct.unpack("<Q", f.read(8))
@@ -674,10 +559,8 @@ class VectorIndex:
         self._ef_search = None
         if index.d != self.dim:
             raise IndexMismatchError(f"{path}: header says {self.dim}-d, faiss index is {index.d}-d")
-        if header.get("nprobe"):
-            self.nprobe = header["nprobe"]
-        if header.get("ef_search"):
-            self.ef_search = header["ef_search"]
+        # the header's knob fields predate the one-string form; k_factor lives in faiss' own bytes
+        self.set_search_params({"nprobe": header.get("nprobe") or None, "efSearch": header.get("ef_search") or None})
         return self
 
     def nbytes(self) -> int:

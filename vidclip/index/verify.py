@@ -17,22 +17,9 @@ deleted. Not repairable here (reported with what to do): a catalog that is lost 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from vidclip.core.errors import VidclipError, display_path
-from vidclip.index.catalog import Catalog
-from vidclip.index.directory import (
-    CATALOG_FILE,
-    FEATURES_DIR,
-    _DirLock,
-    _is_index_dir,
-    _remove_orphan_shards,
-    _sync_faiss,
-    faiss_path,
-    find_damage,
-    mark_lost_frames,
-    remove_stale_temps,
-)
+from vidclip.index.directory import CATALOG_FILE, KINDS, IndexDir
 from vidclip.index.vectors import VectorIndex
 
 
@@ -43,37 +30,36 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
     "repair"}], "counts"}; "repair" is what was done, or None when nothing could be (then the
     finding has an "advice": what to do); "counts" is None when the catalog cannot be used.
     """
-    index_dir = Path(index_dir).expanduser().resolve()
-    if not index_dir.is_dir() or not (_is_index_dir(index_dir) or find_damage(index_dir)):
-        raise VidclipError(f"{display_path(index_dir)}: not a vidclip index (no {CATALOG_FILE})")
+    index_dir = IndexDir(index_dir)
+    shown = display_path(index_dir.path)
+    if not index_dir.path.is_dir() or not (index_dir.is_index() or index_dir.find_damage()):
+        raise VidclipError(f"{shown}: not a vidclip index (no {CATALOG_FILE})")
     findings: list[dict] = []
 
     def found(path, problem: str, repair: str | None, advice: str | None = None) -> None:
         findings.append({"file": display_path(path), "problem": problem, "repair": repair}
                         | ({"advice": advice} if repair is None and advice else {}))
 
-    with _DirLock(index_dir):
-        for tmp in remove_stale_temps(index_dir):
+    with index_dir.lock():
+        for tmp in index_dir.remove_stale_temps():
             found(tmp, "temp file of an interrupted faiss save", "deleted")
-        damage = find_damage(index_dir)  # the catalog itself: checked before opening it for writing
+        damage = index_dir.find_damage()  # the catalog itself: checked before opening it for writing
         if damage:
             for d in damage:
                 found(d.path, d.problem, None, d.advice)
-            return {"index": display_path(index_dir), "ok": False, "findings": findings, "counts": None}
-        catalog = Catalog(index_dir / CATALOG_FILE)
-        try:
+            return {"index": shown, "ok": False, "findings": findings, "counts": None}
+        with index_dir.open_catalog() as catalog:
             model = catalog.get_meta("model")
             if model is None:
-                return {"index": display_path(index_dir), "ok": True, "findings": findings,
+                return {"index": shown, "ok": True, "findings": findings,
                         "counts": catalog.counts(), "note": "the index holds no videos yet"}
-            for d in find_damage(index_dir, catalog):  # what `vidclip index` refuses: repaired where it can be
+            for d in index_dir.find_damage(catalog):  # what `vidclip index` refuses: repaired where it can be
                 if d.repair is not None:
                     found(d.path, d.problem, d.repair())
                 else:
                     found(d.path, d.problem, None, d.advice)
             dim = int(model["embed_dim"])
-            features = index_dir / FEATURES_DIR
-            for lost in mark_lost_frames(catalog, features, dim):
+            for lost in index_dir.mark_lost_frames(catalog, dim):
                 found(lost["path"], lost["reason"], "marked lost: the next `vidclip index` of its library re-encodes it")
             bad_vectors = [(r[0], os.fsdecode(r[1])) for r in catalog.conn.execute(
                 "SELECT id, abs_path FROM videos WHERE status = 'indexed' AND (vector IS NULL OR length(vector) != ?)",
@@ -86,11 +72,11 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
                 for _, path in bad_vectors:
                     found(path, f"stored video vector missing or not {dim}-d",
                           "marked lost: the next `vidclip index` of its library re-encodes it")
-            orphans = _remove_orphan_shards(catalog, features)
+            orphans = index_dir.remove_orphan_shards(catalog)
             if orphans:
-                found(features, f"{orphans} shard(s) no catalog row references", "deleted")
-            for kind in ("videos", "segments"):
-                path = faiss_path(index_dir, kind)
+                found(index_dir.features, f"{orphans} shard(s) no catalog row references", "deleted")
+            for kind in KINDS:
+                path = index_dir.faiss_path(kind)
                 stored = catalog.count_vectors(kind)  # a COUNT(*): the vectors themselves stay on disk
                 if path.is_dir():
                     continue  # reported by find_damage
@@ -107,10 +93,8 @@ def verify_index(index_dir: str | os.PathLike) -> dict:
                 if problem is not None:
                     if path.exists():
                         path.unlink()  # derived data: rebuilt below from the catalog's vectors
-                    _sync_faiss(catalog, index_dir, kind, dim, save=True)
+                    index_dir.sync_faiss(catalog, kind, dim, save=True)
                     found(path, problem, f"rebuilt from the {stored} vectors stored in the catalog")
             counts = catalog.counts()
-        finally:
-            catalog.close()
     ok = all(f["repair"] is not None for f in findings)
-    return {"index": display_path(index_dir), "ok": ok, "findings": findings, "counts": counts}
+    return {"index": shown, "ok": ok, "findings": findings, "counts": counts}

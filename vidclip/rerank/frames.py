@@ -20,12 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vidclip.core.errors import DatasetError, VidclipError, display_path
-from vidclip.features.store import SHARDS_DIR, FeatureStore
+from vidclip.features.store import FeatureStore
 from vidclip.rerank.bank import FrameBank
 from vidclip.rerank.inputs import Shot
-
-CATALOG_FILE = "catalog.sqlite"  # layout of a library index directory (vidclip/index)
-FEATURES_DIR = "features"
 
 
 @dataclass
@@ -71,13 +68,13 @@ def _catalog_lookup(rows: list[dict], match: str) -> dict[str, dict]:
     return table
 
 
-def check_index_dir(index_dir: str | os.PathLike, match: str = "auto") -> Path:
-    """The resolved ``index_dir`` when it is a library index and ``match`` is valid; else a VidclipError.
-    Cheap (no catalog opened): called before any model is loaded."""
-    index_dir = Path(index_dir).expanduser().resolve()
-    if not (index_dir / CATALOG_FILE).is_file():
-        raise VidclipError(f"--index {display_path(index_dir)}: not a vidclip index (no {CATALOG_FILE}); build one "
-                           "with `vidclip index`")
+def check_index_dir(index_dir: str | os.PathLike, match: str = "auto"):
+    """The :class:`~vidclip.index.directory.IndexDir` of ``index_dir`` when it is a library index and
+    ``match`` is valid; else a VidclipError. Cheap (no catalog opened): called before any model is loaded."""
+    from vidclip.index.directory import IndexDir
+
+    index_dir = IndexDir(index_dir)
+    index_dir.require_catalog(f"--index {display_path(index_dir.path)}")
     if match not in ("auto", "key", "path") and not (match.startswith("meta:") and len(match) > 5):
         raise VidclipError(f"--match must be auto, key, path or meta:COLUMN, got {match!r}")
     return index_dir
@@ -91,17 +88,12 @@ def bank_from_index(index_dir: str | os.PathLike, docids: list[str], shots: dict
     ``key``, ``path`` (relative or absolute), ``meta:COLUMN`` (a metadata column of a CSV library)
     or ``auto`` (path, key, then file stem).
     """
-    from vidclip.index.catalog import Catalog
-
     index_dir = check_index_dir(index_dir, match)
-    catalog = Catalog(index_dir / CATALOG_FILE, readonly=True)
-    try:
+    with index_dir.open_catalog(readonly=True) as catalog:
         model = catalog.get_meta("model")
         if model is None:
-            raise VidclipError(f"{display_path(index_dir)}: the index holds no videos yet")
+            raise VidclipError(f"{display_path(index_dir.path)}: the index holds no videos yet")
         table = _catalog_lookup(catalog.videos(status="indexed"), match)
-    finally:
-        catalog.close()
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     found_ids, frames, unresolved, videos = [], [], {}, set()
     for docid in docids:
@@ -118,8 +110,8 @@ def bank_from_index(index_dir: str | os.PathLike, docids: list[str], shots: dict
             continue
         shard = row["shard"]
         if shard not in arrays:
-            d = index_dir / FEATURES_DIR / SHARDS_DIR / shard
-            arrays[shard] = (np.load(d / "emb.npy", mmap_mode="r"), np.load(d / "time.npy", mmap_mode="r"))
+            emb, _, times = index_dir.open_shard(shard)
+            arrays[shard] = (emb, times)
         emb, times = arrays[shard]
         sl = slice(row["offset"], row["offset"] + row["count"])
         f, why = _span_frames(emb[sl], np.asarray(times[sl]), shot)

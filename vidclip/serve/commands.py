@@ -49,9 +49,9 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     if not 0 <= ns.max_rerank <= DEFAULT_MAX_RERANK:
         raise ConfigError(f"--max-rerank must be in 0..{DEFAULT_MAX_RERANK}, got {ns.max_rerank}")
 
-    from vidclip.index.directory import require_index
+    from vidclip.index.directory import IndexDir
 
-    index_dir = require_index(ns.dir, option="")  # a wrong DIR is one line, before the port, uvicorn and the model
+    index_dir = IndexDir.require(ns.dir, option="")  # a wrong DIR is one line, before the port, uvicorn and the model
 
     import uvicorn
 
