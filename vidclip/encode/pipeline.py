@@ -21,7 +21,7 @@ from vidclip.encode.options import EncodeOptions
 from vidclip.encode.protocol import STAGING_DIR, EncodeItem, Engine, ModelRef
 from vidclip.encode.worker import Failure
 from vidclip.features.store import STORE_FILE, FeatureStore, FeatureWriter
-from vidclip.video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401  (VIDEO_EXTENSIONS: re-exported)
+from vidclip.video.files import find_videos
 from vidclip.video.sample import SamplerConfig
 
 
@@ -39,6 +39,8 @@ def start_engine(options: EncodeOptions) -> Engine:
 
 @dataclass
 class EncodeReport:
+    """What :func:`encode_videos` did: videos stored, skipped (stored before), failed; frames and seconds."""
+
     done: int = 0
     skipped: int = 0
     frames: int = 0

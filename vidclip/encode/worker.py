@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class EncodedVideo:
+    """One video through decode and encode: ``emb`` float32 [T, D] of the sample's T valid frames."""
+
     key: str
     path: str
     emb: torch.Tensor  # float32 [T, D], real frames only
@@ -54,6 +56,8 @@ class EncodedVideo:
 
 @dataclass
 class Failure:
+    """A video that could not be decoded (``reason``: one line); the run goes on without it."""
+
     key: str
     path: str
     reason: str
