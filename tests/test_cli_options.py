@@ -34,11 +34,11 @@ def test_a_closed_stdout_pipe_ends_quietly():
     import subprocess
     import sys
 
-    script = ("import sys, vidclip.cli.main as cli\n"
+    script = ("import sys, vidclip.cli.main as cli, vidclip.synthetic.commands as synth\n"
               "def many_lines(ns):\n"
               "    for i in range(200000):\n"
               "        print('line', i)\n"
-              "cli.cmd_synth = many_lines\n"
+              "synth.cmd_synth = many_lines\n"
               "sys.exit(cli.main(['synth', 'unused']))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline() == b"line 0\n"
@@ -46,3 +46,21 @@ def test_a_closed_stdout_pipe_ends_quietly():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, stderr
     assert stderr == ""
+
+
+def test_the_entry_point_of_older_installs_still_runs():
+    """Console scripts written before cli/ became a package run `from vidclip.cli import main; main()`;
+    the module vidclip.cli.main is callable as its main(), and its attributes stay reachable."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from vidclip.cli import main\n"
+              "import vidclip.cli.main as module\n"
+              "assert main is module and callable(main) and module.build_parser\n"
+              "sys.exit(main(['--version']))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("vidclip "), proc.stderr
+    script = "import sys\nfrom vidclip.cli import main\nsys.argv = ['vidclip', 'probe', 'missing.mp4']\nsys.exit(main())\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "vidclip probe: " in proc.stderr and "missing.mp4" in proc.stderr

@@ -16,7 +16,7 @@ from vidclip.data.datasets import (
     load_dataset,
     split_validation,
 )
-from vidclip.synthetic.world import SynthConfig, load_synth_meta, make_synthetic_dataset
+from vidclip.synthetic.datasets import SynthConfig, load_synth_meta, make_synthetic_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

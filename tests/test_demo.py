@@ -6,7 +6,8 @@ import subprocess
 import sys
 import time
 
-from vidclip.cli.demo import make_scene_library, run_demo
+from vidclip.cli.demo import run_demo
+from vidclip.synthetic.scenes import make_scene_library
 from vidclip.video.decode import open_video
 
 

@@ -151,7 +151,7 @@ def test_cli_zero_shot_json_and_argument_errors(data, tmp_path, capsys):
 
 def test_pixel_source_decodes_padded_uint8_frames(tmp_path):
     from vidclip.eval.evaluate import PixelSource
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "s", SynthConfig(num_videos=2, seed=1, size=32, num_frames=5, test_fraction=0.0),
                            progress=False)
@@ -191,7 +191,7 @@ def test_zero_shot_encodes_real_msrvtt_videos(tmp_path, clip, capsys):
 
 
 def _synth(root, seed):
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(root, SynthConfig(num_videos=6, seed=seed, size=32, num_frames=5, test_fraction=0.5),
                            progress=False, overwrite=True)

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from vidclip.core.errors import ConfigError
+from vidclip.synthetic import captions as C
 from vidclip.synthetic import world as synth
+from vidclip.synthetic.datasets import load_synth_meta
 from vidclip.synthetic.world import (
     BACKGROUNDS,
     COLORS,
@@ -32,36 +34,6 @@ TINY = [f"data.{k}={v}" for k, v in TINY_DATA.items()] + [
     "hard_groups=0"]
 
 # ----------------------------------------------------------------------------- pure pieces
-
-
-def test_position_index_thirds():
-    centres = np.array([[0.1, 0.1], [0.5, 0.1], [0.9, 0.1], [0.1, 0.5], [0.5, 0.5], [0.9, 0.5],
-                        [0.1, 0.9], [0.5, 0.9], [0.9, 0.9], [0.34, 0.66], [0.0, 1.0]])
-    got = P.position_index(centres)
-    assert got.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 4, 6]
-    assert [P.POSITIONS[i] for i in got[:3]] == ["top left", "top", "top right"]
-
-
-def test_captions_name_attributes_and_never_motion():
-    attrs = [SHAPES.index("circle"), list(COLORS).index("red"), list(SIZES).index("small"),
-             list(BACKGROUNDS).index("gray"), P.POSITIONS.index("top left")]
-    assert P.canonical_caption(attrs) == "a small red circle in the top left on a gray background"
-    assert P.canonical_caption([SHAPES.index("square"), list(COLORS).index("orange"), 1,
-                                list(BACKGROUNDS).index("dark blue"), 4]) == \
-        "a large orange square in the center on a dark blue background"
-    rng = np.random.default_rng(0)
-    motion = set(synth._VERBS) | set(synth._GERUNDS) | {"towards", "from the", "across", "moving"}
-    full = 0
-    for _ in range(400):
-        cap = P.frame_caption(attrs, rng, full_prob=0.5)
-        words = set(cap.split())
-        assert not any(m in cap for m in motion if " " in m) and not words & motion, cap
-        full += all(w in cap for w in ("red", "gray")) and any(s in cap for s in ("small", "little", "tiny"))
-    assert 150 < full < 300  # about half name everything (a few partial ones do too)
-    # full_prob=1: every caption names every attribute (with a paraphrase)
-    for _ in range(50):
-        cap = P.frame_caption(attrs, rng, full_prob=1.0)
-        assert "red" in cap and "gray background" in cap and ("top left" in cap)
 
 
 def test_recipe_file_equals_defaults_and_errors_name_the_key(tmp_path):
@@ -148,9 +120,9 @@ class _OracleClip:
     one-hot of the cell written into its first two pixels (so we choose what it 'sees')."""
 
     def __init__(self, centre_dims: bool = False):
-        self.sizes = [len(v) for v in P._vocab().values()]
+        self.sizes = [len(v) for v in C.ATTRIBUTE_VALUES.values()]
         grid = np.stack(np.meshgrid(*[np.arange(n) for n in self.sizes], indexing="ij"), -1).reshape(-1, 5)
-        self.index = {P.canonical_caption(a): i for i, a in enumerate(grid)}
+        self.index = {C.canonical_caption(a): i for i, a in enumerate(grid)}
         self.n = len(grid)
 
     def encode_text(self, texts):
@@ -190,7 +162,7 @@ def test_attribute_accuracy_matches_hand_counts():
             ok.append((s[k] if others else 0) == t[k])
         return np.mean(ok)
 
-    for k, name in enumerate(P.ATTRIBUTES):
+    for k, name in enumerate(C.ATTRIBUTES):
         assert m[name] == pytest.approx(reference(k)), name
     assert m["color"] < 1 and m["position"] < 1 and m["shape"] < 1
     assert m["all"] == pytest.approx(23 / 40)
@@ -226,7 +198,7 @@ def tiny_root(tmp_path_factory):
 def test_prepare_frames_labels_follow_the_object(tiny_root):
     cfg = P.load_pretrain_config(None, TINY + [f"data.root={tiny_root}"])
     train, test = P.prepare_frames(cfg.data, progress=False)
-    meta = synth.load_synth_meta(tiny_root)
+    meta = load_synth_meta(tiny_root)
     assert len(test.video_ids) == 4 and len(train.video_ids) == 12
     assert train.frames.shape == (12 * 3, 32, 32, 3) and train.attrs.shape == (36, 5)
     bg_index = {name: i for i, name in enumerate(BACKGROUNDS)}
@@ -241,7 +213,7 @@ def test_prepare_frames_labels_follow_the_object(tiny_root):
             centroid = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / 32
             assert np.abs(centroid - fs.centre[r]).max() < 0.06, (fs.video_ids[fs.video[r]], r)
             assert fs.attrs[r, 3] == bg_index[spec.background]
-            assert fs.attrs[r, 4] == P.position_index(fs.centre[r])
+            assert fs.attrs[r, 4] == C.position_index(fs.centre[r])
     # reversed twins: the twin's frame t shows the original's rendered frame T-1-t
     twins = [v for v in meta["videos"] if v["split"] == "test"]
     first, other = twins[0], next(v for v in twins if v["video_id"] == twins[0]["twin"])
@@ -344,7 +316,7 @@ def test_shipped_model_ranks_matching_caption_first(shipped):
             w = list(attrs)
             w[col] = (w[col] + 1) % n
             wrong.append(w)
-        texts = [P.canonical_caption(attrs)] + [P.canonical_caption(w) for w in wrong]
+        texts = [C.canonical_caption(attrs)] + [C.canonical_caption(w) for w in wrong]
         sims = img[k] @ torch.nn.functional.normalize(shipped.encode_text(texts), dim=-1).t()
         for name, beaten in zip(names, (sims[0] > sims[1:]).tolist()):
             wins[name] += int(beaten)

@@ -110,7 +110,7 @@ def test_pixel_training_finishes_while_other_threads_hold_locks(tiny_clip, tmp_p
     the test); spawned workers start clean and import the real decode_job."""
     from train_helpers import run_train
 
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
     from vidclip.train.config import config_from_dict
 
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),

@@ -119,7 +119,7 @@ def test_train_bar_starts_after_the_first_step(bars, monkeypatch, tiny_clip, tmp
 
 
 def test_synth_bar_starts_after_the_first_video(bars, monkeypatch, tmp_path):
-    from vidclip.synthetic import world as synth
+    from vidclip.synthetic import datasets as synth
 
     real, marks = synth.write_mp4, []
 

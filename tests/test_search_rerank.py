@@ -25,7 +25,7 @@ def world(tmp_path_factory):
     from vidclip.cli.demo import DEMO_SAMPLER
     from vidclip.index import VideoIndex, index_library
     from vidclip.models.clip.load import load_clip
-    from vidclip.synthetic.world import write_scene_library
+    from vidclip.synthetic.scenes import write_scene_library
     from vidclip.video.sample import SamplerConfig
 
     base = tmp_path_factory.mktemp("rerank-world")

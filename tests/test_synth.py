@@ -1,4 +1,5 @@
-"""Synthetic moving-shapes world: rendering, twins, captions, layout, determinism, atomicity."""
+"""Synthetic moving-shapes world (vidclip/synthetic): rendering, twins, captions, dataset layout,
+determinism, atomicity, scene libraries, and telling synthetic footage apart (vidclip/video/provenance.py)."""
 
 import csv
 import dataclasses
@@ -11,15 +12,11 @@ import numpy as np
 import pytest
 
 from vidclip.core.errors import ConfigError, DatasetError
+from vidclip.synthetic import captions, datasets, scenes
 from vidclip.synthetic import world as synth
-from vidclip.synthetic.world import (
-    OPPOSITE,
-    ClipSpec,
-    SynthConfig,
-    load_synth_meta,
-    make_synthetic_dataset,
-    render_clip,
-)
+from vidclip.synthetic.datasets import load_synth_meta, make_synthetic_dataset
+from vidclip.synthetic.world import OPPOSITE, ClipSpec, SynthConfig, render_clip
+from vidclip.video import provenance
 
 SMALL = dict(num_videos=10, size=32, num_frames=8, test_fraction=0.4, captions_per_video=4)
 
@@ -165,7 +162,7 @@ def test_layout_files_parse(lossless):
 
 def test_train_twins_pair_every_training_clip_with_its_reverse():
     cfg = SynthConfig(num_videos=23, size=32, num_frames=4, diagonal=False, train_twins=True)
-    plan = synth._plan(cfg)
+    plan = datasets._plan(cfg)
     train = [p for p in plan if p["split"] == "train"]
     by_id = {p["video_id"]: p for p in plan}
     assert len(train) == 19 and train[-1]["twin"] is None  # odd count: one single clip at the end
@@ -174,18 +171,18 @@ def test_train_twins_pair_every_training_clip_with_its_reverse():
         assert t["split"] == "train" and t["twin"] == p["video_id"] and t["spec"] == p["spec"].twin()
         # every caption names the motion its own clip shows (so twins' captions are opposite)
         for item in (p, t):
-            src, dst = synth._FROM_TO[item["spec"].motion]
-            phrases = (*synth._DIR_WORDS[item["spec"].motion], f"from the {src} to the {dst}")
+            src, dst = captions.FROM_TO[item["spec"].motion]
+            phrases = (*captions.DIRECTION_WORDS[item["spec"].motion], f"from the {src} to the {dst}")
             assert all(any(ph in c for ph in phrases) for c in item["captions"]), item["captions"]
     motions = [p["spec"].motion for p in train[:-1]]
     assert motions.count("left") == motions.count("right") and motions.count("up") == motions.count("down")
-    assert all(p["twin"] is None for p in synth._plan(dataclasses.replace(cfg, train_twins=False))
+    assert all(p["twin"] is None for p in datasets._plan(dataclasses.replace(cfg, train_twins=False))
                if p["split"] == "train")
 
 
 def test_train_directions_are_balanced():
     cfg = SynthConfig(num_videos=40, size=32, num_frames=4, diagonal=False)
-    plan = synth._plan(cfg)
+    plan = datasets._plan(cfg)
     train = [p["spec"].motion for p in plan if p["split"] == "train"]
     counts = {d: train.count(d) for d in synth.STRAIGHT}
     assert sum(counts.values()) == 32 and set(counts.values()) == {8}
@@ -213,7 +210,7 @@ def test_decoded_twins_are_exact_reverses_and_move_as_captioned(lossless):
         for c in v["captions"]:
             assert motion_of_caption(c) == v["motion"], c
             assert v["spec"].color in c
-            assert any(w in c for w in synth.SHAPE_WORDS[v["spec"].shape]), c
+            assert any(w in c for w in captions.SHAPE_WORDS[v["spec"].shape]), c
     assert pairs == 4
 
 
@@ -273,8 +270,8 @@ def test_atomic_write_and_overwrite(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*a, **k)
 
-    real = synth.write_mp4
-    monkeypatch.setattr(synth, "write_mp4", failing)
+    real = datasets.write_mp4
+    monkeypatch.setattr(datasets, "write_mp4", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         make_synthetic_dataset(tmp_path / "e", cfg, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
@@ -283,18 +280,29 @@ def test_atomic_write_and_overwrite(tmp_path, monkeypatch):
 def test_test_pairs_are_told_apart_only_by_direction():
     """Full test captions single out one twin pair; within a pair only the motion differs."""
     cfg = SynthConfig(num_videos=250, seed=3)  # 200 train, 50 test videos = 25 twin pairs
-    plan = synth._plan(cfg)
+    plan = datasets._plan(cfg)
     tests = [p for p in plan if p["split"] == "test"]
     keys = set()
     for item in tests[::2]:
         spec = item["spec"]
         keys.add((spec.shape, spec.color, spec.size, frozenset((spec.motion, spec.twin().motion))))
     assert len(keys) == len(tests) // 2
-    size_words = {w for words in synth.SIZE_WORDS.values() for w in words}
+    size_words = {w for words in captions.SIZE_WORDS.values() for w in words}
     for item in tests:
         first = item["captions"][0].replace(",", " ").split()
         assert size_words & set(first), item["captions"][0]
         assert item["spec"].color in first
+
+
+def test_video_captions_gives_exactly_n():
+    """n = 1 once gave ~100 captions (the loop appended before it checked the count)."""
+    spec = ClipSpec("circle", "red", "small", "left", (0.5, 0.5), "gray", 0)
+    for n in (1, 2, 5):
+        got = captions.video_captions(spec, n, np.random.default_rng(0))
+        assert len(got) == n == len(set(got))
+        assert got[0] == captions.caption_for(spec, np.random.default_rng(0), full=True)
+    cfg = SynthConfig(num_videos=4, size=32, num_frames=4, captions_per_video=1)
+    assert all(len(p["captions"]) == 1 for p in datasets._plan(cfg))
 
 
 def write_untagged(frames, path):
@@ -311,29 +319,29 @@ def test_is_synthetic_footage_tells_synthetic_from_other_footage(lossless, tmp_p
     root = lossless[0]
     first = sorted((root / "videos").glob("*.mp4"))[0]
     # dataset root, its videos folder and one of its files are synthetic
-    assert synth.is_synthetic_footage(root)
-    assert synth.is_synthetic_footage(root / "videos")
-    assert synth.is_synthetic_footage(first)
+    assert provenance.is_synthetic_footage(root)
+    assert provenance.is_synthetic_footage(root / "videos")
+    assert provenance.is_synthetic_footage(first)
     # a copy elsewhere keeps the container tag
     copy = tmp_path / "lib" / "clip.mp4"
     copy.parent.mkdir()
     shutil.copy(first, copy)
-    assert synth.is_synthetic_footage(copy)
-    assert synth.is_synthetic_footage(copy.parent)
+    assert provenance.is_synthetic_footage(copy)
+    assert provenance.is_synthetic_footage(copy.parent)
     # the same frames written by another tool (no tag, no synth_meta.json) are not synthetic
     other = tmp_path / "other" / "clip.mp4"
     other.parent.mkdir()
     write_untagged(decode(first), other)
-    assert not synth.is_synthetic_footage(other)
-    assert not synth.is_synthetic_footage(other.parent)
+    assert not provenance.is_synthetic_footage(other)
+    assert not provenance.is_synthetic_footage(other.parent)
     # a mixed folder is not synthetic; missing paths, empty folders and non-videos are not
     shutil.copy(first, other.parent / "a_synth.mp4")
-    assert not synth.is_synthetic_footage(other.parent)
+    assert not provenance.is_synthetic_footage(other.parent)
     (tmp_path / "empty").mkdir()
     (tmp_path / "text.mp4").write_text("not a video")
-    assert not synth.is_synthetic_footage(tmp_path / "empty")
-    assert not synth.is_synthetic_footage(tmp_path / "text.mp4")
-    assert not synth.is_synthetic_footage(tmp_path / "missing.mp4")
+    assert not provenance.is_synthetic_footage(tmp_path / "empty")
+    assert not provenance.is_synthetic_footage(tmp_path / "text.mp4")
+    assert not provenance.is_synthetic_footage(tmp_path / "missing.mp4")
 
 
 def test_is_synthetic_footage_reads_untagged_datasets_from_synth_meta(lossless, tmp_path):
@@ -345,10 +353,18 @@ def test_is_synthetic_footage_reads_untagged_datasets_from_synth_meta(lossless, 
     listed = json.loads((root / "synth_meta.json").read_text())["videos"][0]["video_id"]
     src = root / "videos" / f"{listed}.mp4"
     write_untagged(decode(src), ds / "videos" / f"{listed}.mp4")
-    assert not synth._has_synth_tag(ds / "videos" / f"{listed}.mp4")
-    assert synth.is_synthetic_footage(ds / "videos" / f"{listed}.mp4")
+    assert not provenance.has_synth_tag(ds / "videos" / f"{listed}.mp4")
+    assert provenance.is_synthetic_footage(ds / "videos" / f"{listed}.mp4")
     (ds / "videos" / "stranger.mp4").write_bytes((ds / "videos" / f"{listed}.mp4").read_bytes())
-    assert not synth.is_synthetic_footage(ds / "videos" / "stranger.mp4")
+    assert not provenance.is_synthetic_footage(ds / "videos" / "stranger.mp4")
+
+
+def test_synthetic_model_warning_only_for_the_synthetic_model_on_other_footage(lossless, tmp_path):
+    root = lossless[0]
+    assert provenance.synthetic_model_warning("ViT-B-32", tmp_path) is None
+    assert provenance.synthetic_model_warning(provenance.SYNTH_MODEL, root) is None
+    warning = provenance.synthetic_model_warning(provenance.SYNTH_MODEL, tmp_path)
+    assert warning.startswith("warning: vidclip-synth knows only the synthetic shapes world")
 
 
 def test_cli_synth_prints_a_summary_line_not_a_dict(tmp_path, capsys):
@@ -372,25 +388,58 @@ def test_synthetic_datasets_are_named_after_their_folder(lossless, tmp_path):
     assert load_dataset("msrvtt", tmp_path / "synth", "train").name == "synth-train"
 
 
+# ----------------------------------------------------------------------------- frame captions (pretraining)
+
+
+def test_position_index_thirds():
+    centres = np.array([[0.1, 0.1], [0.5, 0.1], [0.9, 0.1], [0.1, 0.5], [0.5, 0.5], [0.9, 0.5],
+                        [0.1, 0.9], [0.5, 0.9], [0.9, 0.9], [0.34, 0.66], [0.0, 1.0]])
+    got = captions.position_index(centres)
+    assert got.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 4, 6]
+    assert [captions.POSITIONS[i] for i in got[:3]] == ["top left", "top", "top right"]
+
+
+def test_frame_captions_name_attributes_and_never_motion():
+    attrs = [synth.SHAPES.index("circle"), list(synth.COLORS).index("red"), list(synth.SIZES).index("small"),
+             list(synth.BACKGROUNDS).index("gray"), captions.POSITIONS.index("top left")]
+    assert captions.canonical_caption(attrs) == "a small red circle in the top left on a gray background"
+    assert captions.canonical_caption([synth.SHAPES.index("square"), list(synth.COLORS).index("orange"), 1,
+                                       list(synth.BACKGROUNDS).index("dark blue"), 4]) == \
+        "a large orange square in the center on a dark blue background"
+    rng = np.random.default_rng(0)
+    motion = set(captions.VERBS) | set(captions.GERUNDS) | {"towards", "from the", "across", "moving"}
+    full = 0
+    for _ in range(400):
+        cap = captions.frame_caption(attrs, rng, full_prob=0.5)
+        words = set(cap.split())
+        assert not any(m in cap for m in motion if " " in m) and not words & motion, cap
+        full += all(w in cap for w in ("red", "gray")) and any(s in cap for s in ("small", "little", "tiny"))
+    assert 150 < full < 300  # about half name everything (a few partial ones do too)
+    # full_prob=1: every caption names every attribute (with a paraphrase)
+    for _ in range(50):
+        cap = captions.frame_caption(attrs, rng, full_prob=1.0)
+        assert "red" in cap and "gray background" in cap and ("top left" in cap)
+
+
 # ----------------------------------------------------------------------------- scene libraries
 
 
 def test_scene_description_names_object_and_background():
     spec = ClipSpec("square", "green", "large", "left", (0.5, 0.5), "dark blue", 0)
-    assert synth.scene_description(spec) == "a large green square on a dark blue background"
-    assert synth.SCENE_SECONDS == 3.0  # 24 frames at 8 fps
+    assert captions.scene_description(spec) == "a large green square on a dark blue background"
+    assert scenes.SCENE_SECONDS == 3.0  # 24 frames at 8 fps
 
 
 def test_scene_library_follows_its_seed_rule_and_keeps_files(tmp_path):
-    plain = synth.write_scene_library(tmp_path / "plain", 2, 2, seed=3)
-    captioned = synth.write_scene_library(tmp_path / "cap", 2, 2, seed=3, captions=True)
+    plain = scenes.write_scene_library(tmp_path / "plain", 2, 2, seed=3)
+    captioned = scenes.write_scene_library(tmp_path / "cap", 2, 2, seed=3, captions=True)
     # the rule by hand: per video, its scenes' specs, then (with captions) their full captions
     rng = np.random.default_rng(3)
-    cfg = synth.SCENE_CONFIG
+    cfg = scenes.SCENE_CONFIG
     want = []
     for _ in range(2):
         specs = tuple(synth.random_spec(rng, cfg) for _ in range(2))
-        want.append((specs, tuple(synth.caption_for(s, rng, full=True) for s in specs)))
+        want.append((specs, tuple(captions.caption_for(s, rng, full=True) for s in specs)))
     assert [(v.name, v.specs, v.captions) for v in captioned] == [
         ("scene000.mp4", *want[0]), ("scene001.mp4", *want[1])]
     assert plain[0].specs == captioned[0].specs and plain[0].captions == ()
@@ -399,6 +448,6 @@ def test_scene_library_follows_its_seed_rule_and_keeps_files(tmp_path):
     assert frames.shape == (2 * cfg.num_frames, cfg.size, cfg.size, 3)
     np.testing.assert_allclose(frames[cfg.num_frames:].mean(), render_clip(want[1][0][1], cfg).mean(), atol=3)
     before = (tmp_path / "cap" / "scene000.mp4").stat().st_mtime_ns
-    assert synth.write_scene_library(tmp_path / "cap", 2, 2, seed=3, captions=True) == captioned
+    assert scenes.write_scene_library(tmp_path / "cap", 2, 2, seed=3, captions=True) == captioned
     assert (tmp_path / "cap" / "scene000.mp4").stat().st_mtime_ns == before  # kept, not rewritten
-    assert not list((tmp_path / "cap").glob(".*.tmp.mp4"))
+    assert sorted(p.name for p in (tmp_path / "cap").iterdir()) == ["scene000.mp4", "scene001.mp4"]  # no temporaries

@@ -456,7 +456,7 @@ def test_ted_trains_through_the_backbone_from_decoded_frames(clip, tmp_path):
     learn, and the frozen backbone does not change."""
     from vidclip.models.checkpoint import load_weights
     from vidclip.models.clip.load import state_dict_digest
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
                            progress=False)
@@ -485,7 +485,7 @@ def test_prepare_only_builds_the_caches_that_training_then_reuses(clip, tmp_path
     training afterwards encodes nothing."""
     import vidclip.encode.pipeline
     from vidclip.cli.main import main
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "synth", SynthConfig(num_videos=14, seed=0, size=32, num_frames=6),
                            progress=False)

@@ -80,7 +80,7 @@ def main() -> int:
     from vidclip.encode.options import RayOptions
     from vidclip.index import index_library
     from vidclip.models.clip.load import load_clip
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
     from vidclip.video.sample import SamplerConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway clusters on this machine

@@ -64,7 +64,7 @@ def make_data(root: Path, videos: int, seed: int, test_fraction: float, train_tw
     --train-twins``). Without them, two clips of one training batch almost never differ in the
     direction of motion alone, so the contrastive loss never asks a module for direction.
     """
-    from vidclip.synthetic.world import SynthConfig, load_synth_meta, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, load_synth_meta, make_synthetic_dataset
 
     want = SynthConfig(num_videos=videos, seed=seed, test_fraction=test_fraction, train_twins=train_twins)
     if not (root / "synth_meta.json").is_file():

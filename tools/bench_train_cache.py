@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from vidclip.models.checkpoint import LogitScale, cached_text_embeddings
     from vidclip.models.clip.load import load_clip
     from vidclip.models.temporal.registry import create_temporal
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
+    from vidclip.synthetic.datasets import SynthConfig, make_synthetic_dataset
     from vidclip.train.model import TrainingModel
     from vidclip.train.trainer import video_batches
     from vidclip.video.sample import SamplerConfig

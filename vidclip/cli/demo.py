@@ -1,8 +1,9 @@
 """``vidclip demo``: the whole search loop on a fresh machine with no network.
 
-It builds a small library of videos from the ``vidclip synth`` world (each video strings a few
-scenes together, so a query has a right *moment* as well as a right video), indexes it with the
-shipped synthetic-domain CLIP, runs text queries and prints ranked videos with time spans.
+It builds a small library of videos from the ``vidclip synth`` world
+(:func:`vidclip.synthetic.scenes.make_scene_library`: each video strings a few scenes together,
+so a query has a right *moment* as well as a right video), indexes it with the shipped
+synthetic-domain CLIP, runs text queries and prints ranked videos with time spans.
 
 The shipped model was trained only on that synthetic world (coloured shapes on plain
 backgrounds): it knows nothing about real footage. For real videos use a real CLIP checkpoint
@@ -20,31 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclip.synthetic.world import SCENE_SECONDS
+# The synthetic world is imported where used: `vidclip --help` builds this module's parser.
 
 DEMO_SAMPLER = dict(name="windows", fps=4.0, window=3.0, stride=1.5)
-
-
-def make_scene_library(out_dir: Path, num_videos: int, scenes_per_video: int, seed: int) -> list[dict]:
-    """Write ``num_videos`` mp4 files of ``scenes_per_video`` synthetic scenes each
-    (:func:`vidclip.synthetic.world.write_scene_library`, with captions).
-
-    Returns, per video, its file name and its scenes (full caption, search query, start and end
-    seconds). A scene's query is its object and background
-    (:func:`~vidclip.synthetic.world.scene_description`): the demo indexes with the frozen synthetic
-    CLIP and mean pooling, which learnt frame captions only; motion ("drifts to the left") needs a
-    trained temporal module.
-    Existing files are kept, so a second run reuses the library (and its index is not redone).
-    """
-    from vidclip.synthetic.world import scene_description, write_scene_library
-
-    return [
-        {"path": video.name,
-         "scenes": [{"caption": caption, "query": scene_description(spec),
-                     "start": i * SCENE_SECONDS, "end": (i + 1) * SCENE_SECONDS}
-                    for i, (spec, caption) in enumerate(zip(video.specs, video.captions))]}
-        for video in write_scene_library(out_dir, num_videos, scenes_per_video, seed, captions=True)
-    ]
 
 
 def pick_queries(videos: list[dict], num_queries: int, seed: int) -> list[tuple[int, dict]]:
@@ -71,6 +50,8 @@ def run_query(index, query: str, path: str, scene: dict, num_videos: int, scenes
     first, and a video's rank is the position of its first window among the videos. Whole-video
     vectors average every scene of a video, so a one-scene query would be diluted by the others.
     """
+    from vidclip.synthetic.scenes import SCENE_SECONDS
+
     windows_per_video = 4 * scenes_per_video * int(np.ceil(SCENE_SECONDS / DEMO_SAMPLER["stride"]))
     moments = index.search(query, k=num_videos * windows_per_video, segments=True)
     best: dict[str, object] = {}
@@ -115,6 +96,7 @@ def run_demo(workdir: str | Path = "vidclip-demo", *, num_videos: int = 24, scen
     imports) as ``startup_seconds``, else None."""
     from vidclip.index import VideoIndex, index_library
     from vidclip.models.clip.load import load_clip
+    from vidclip.synthetic.scenes import SCENE_SECONDS, make_scene_library
     from vidclip.video.sample import SamplerConfig
 
     startup = process_age() if count_startup else None

@@ -1,12 +1,14 @@
-"""The ``vidclip`` command line: a thin layer over the Python API.
+"""The ``vidclip`` command line: a thin layer over the Python API. This module registers the verbs
+and runs one.
 
 Each verb parses its options, calls one API function and prints the result (``--json`` where
 scripts consume it). Errors vidclip raises on purpose become one line on stderr and exit code 2;
 per-file problems in batch verbs are one line per file and exit code 1.
 
-Verbs beyond the foundation live beside their code (``vidclip/<area>/commands.py`` with an
-``add_*_parser(subparsers)`` function) and are imported by ``build_parser``; the options several
-verbs share are in ``cli_options.py``.
+Verbs live beside their code (``vidclip/<area>/commands.py`` with an ``add_*_parser(subparsers)``
+function; ``vidclip demo`` in ``cli/demo.py``) and are imported by :func:`build_parser`; the
+options several verbs share are in ``cli/options.py``. ``vidclip encode`` is still here: its
+package (``vidclip/encode``) is being reshaped around one engine protocol.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import difflib
 import os
 import re
 import sys
-from pathlib import Path
+import types
 
 from vidclip import __version__
 from vidclip.cli.options import (
     add_engine_args,
     add_model_args,
     add_sampler_args,
+    check_out_folder,
     model_from_args,
     print_json,
     ray_options_from_args,
@@ -31,105 +34,7 @@ from vidclip.cli.options import (
 )
 from vidclip.core.errors import ConfigError, VidclipError, display_path
 
-# ----------------------------------------------------------------------------- foundation verbs
-
-
-def cmd_probe(ns: argparse.Namespace) -> int:
-    from vidclip.video.header import probe  # header only: no torch, no decoding
-
-    results, failed = [], 0
-    for path in ns.videos:
-        try:
-            info = probe(path, backend=ns.backend).to_dict()
-        except VidclipError as e:
-            failed += 1
-            print(f"vidclip probe: {e}", file=sys.stderr)
-            results.append({"path": str(path), "error": str(e)})
-            continue
-        results.append(info)
-        for w in info["warnings"]:
-            print(f"vidclip probe: warning: {w}", file=sys.stderr)
-    if ns.json:
-        print_json(results if len(ns.videos) > 1 else results[0])
-    else:
-        for r in results:
-            if "error" in r:
-                continue
-            print(f"{display_path(r['path'])}: {r['duration']:.2f} s, {r['fps']:.3f} fps, {r['num_frames']} frames, "
-                  f"{r['width']}x{r['height']}, {r['codec']}, rotation {r['rotation']}, "
-                  f"audio {'yes' if r['has_audio'] else 'no'}")
-    return 1 if failed else 0
-
-
-def frames_folders(videos: list[str]) -> dict[str, Path]:
-    """Output subfolder (relative) of each video of ``vidclip frames`` with several videos.
-
-    Rule: the file's stem (``clip`` for ``a/clip.mp4``); when stems collide, as many parent
-    folders of the absolute path as tell the videos apart (``a/clip``, ``b/clip``); when even the
-    whole folder path does not (``clip.mp4`` and ``clip.mkv`` side by side), the file name with
-    its extension. The same file given twice is written once.
-    """
-    import os
-
-    parts = {v: Path(os.path.abspath(v)).parts[1:] for v in videos}
-    out: dict[str, Path] = {}
-    for v, p in parts.items():
-        stem = Path(p[-1]).stem
-        rivals = [q for w, q in parts.items() if q != p and Path(q[-1]).stem == stem]
-        if not rivals:
-            out[v] = Path(stem)
-            continue
-        for k in range(2, len(p) + 1):
-            mine = (*p[-k:-1], stem)
-            if all((*q[-k:-1], Path(q[-1]).stem) != mine for q in rivals):
-                out[v] = Path(*mine)
-                break
-        else:
-            out[v] = Path(*p[-2:-1], p[-1]) if len(p) > 1 else Path(p[-1])
-    return out
-
-
-def _check_out_folder(out: str) -> None:
-    """``--out`` of a verb that writes a folder: it must not be a file (checked before any work)."""
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {display_path(out)}: exists and is not a directory (the output is a folder)")
-
-
-def cmd_frames(ns: argparse.Namespace) -> int:
-    from vidclip.video.frames import write_frames
-    from vidclip.video.header import probe
-
-    sampler = sampler_from_args(ns)
-    _check_out_folder(ns.out)
-    failed = 0
-    videos = []
-    for video in dict.fromkeys(ns.videos):
-        try:
-            probe(video, backend=ns.backend)  # the container header: a bad file fails here, before torch loads
-        except VidclipError as e:
-            failed += 1
-            print(f"vidclip frames: {e}", file=sys.stderr)
-            continue
-        videos.append(video)
-    folders = frames_folders(videos) if len(videos) > 1 else {v: Path() for v in videos}
-    summaries = []
-    for video in videos:
-        out = Path(ns.out) / folders[video]
-        try:
-            summary = write_frames(video, out, sampler, backend=ns.backend)
-        except VidclipError as e:
-            failed += 1
-            print(f"vidclip frames: {e}", file=sys.stderr)
-            continue
-        summaries.append(summary)
-        for w in summary["info"]["warnings"]:
-            print(f"vidclip frames: warning: {w}", file=sys.stderr)
-        if not ns.json:
-            print(f"{display_path(video)}: wrote {int(sum(summary['mask']))} frames to {display_path(out)} "
-                  "(frames.json has indices and timestamps)")
-    if ns.json:
-        print_json(summaries)
-    return 1 if failed else 0
+# ----------------------------------------------------------------------------- vidclip encode
 
 
 def _workers_arg(value: str):
@@ -145,14 +50,18 @@ def _workers_arg(value: str):
 
 
 def cmd_encode(ns: argparse.Namespace) -> int:
+    from vidclip.encode.options import EncodeOptions
     from vidclip.encode.pipeline import collect_videos, encode_videos
     from vidclip.features.store import STORE_FILE, read_store_header
 
     sampler = sampler_from_args(ns)
-    ray_options_from_args(ns)  # a bad --encoders / --num-gpus fails before any model loads
-    _check_out_folder(ns.out)
+    ray = ray_options_from_args(ns)  # a bad --encoders / --num-gpus fails before any model loads
+    check_out_folder(ns.out)
     if ns.batch_frames <= 0 or ns.shard_size <= 0:
         raise ConfigError(f"--batch-frames and --shard-size must be positive, got {ns.batch_frames} and {ns.shard_size}")
+    options = EncodeOptions(sampler=sampler, workers=ns.workers, backend=ns.backend, decode_device=ns.decode_device,
+                            batch_frames=ns.batch_frames, shard_size=ns.shard_size,
+                            progress=not ns.json and not ns.quiet, engine=ns.engine, ray=ray)
     if os.path.isfile(os.path.join(ns.out, STORE_FILE)):
         read_store_header(ns.out)  # a corrupt or foreign store, before the model loads
     problems: list[tuple[str, str]] = []
@@ -165,10 +74,7 @@ def cmd_encode(ns: argparse.Namespace) -> int:
     if clip.identity.random_weights:
         print("vidclip encode: note: the model has RANDOM weights; features are for testing only, not meaningful.",
               file=sys.stderr)
-    report = encode_videos(items, ns.out, clip, sampler, workers=ns.workers, backend=ns.backend,
-                           decode_device=ns.decode_device, batch_frames=ns.batch_frames,
-                           shard_size=ns.shard_size, progress=not ns.json and not ns.quiet,
-                           engine=ns.engine, ray=ray_options_from_args(ns))
+    report = encode_videos(items, ns.out, clip, options)
     for f in report.failed:
         print(f"vidclip encode: {display_path(f.path)}: {f.reason}", file=sys.stderr)
     for w in report.warnings:
@@ -182,21 +88,26 @@ def cmd_encode(ns: argparse.Namespace) -> int:
     return 1 if report.failed or problems else 0
 
 
-def cmd_synth(ns: argparse.Namespace) -> int:
-    from vidclip.core.errors import display_path
-    from vidclip.synthetic.world import SynthConfig, make_synthetic_dataset
-
-    cfg = SynthConfig(num_videos=ns.videos, seed=ns.seed, size=ns.size, num_frames=ns.frames,
-                      train_twins=ns.train_twins)
-    summary = make_synthetic_dataset(ns.out, cfg, progress=not ns.json)
-    if ns.json:
-        print_json(summary)
-    else:
-        seconds = summary["seconds"]
-        rate = f", {summary['num_videos'] / seconds:.0f} videos/s" if seconds > 0 else ""
-        print(f"wrote {summary['num_videos']} synthetic videos ({summary['num_train']} train, {summary['num_test']} "
-              f"test, {summary['num_captions']} captions) to {display_path(summary['root'])} in {seconds:.1f} s{rate}")
-    return 0
+def add_encode_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("encode", help="encode videos' frames with a frozen CLIP into a feature store",
+                              description="Decode, sample and encode videos into a sharded fp16 feature store (see "
+                                          "docs/architecture.md). Re-running skips videos already stored; bad "
+                                          "files are reported and skipped.")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="feature store folder")
+    p.add_argument("--workers", type=_workers_arg, default="auto",
+                   help="decoding worker processes; 0 decodes in this process; auto: in this process for up to 4 "
+                        "videos, else one worker per core up to 4 (default: %(default)s)")
+    p.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=256,
+                   help="videos per committed shard; with --engine ray also per partition (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    add_sampler_args(p)
+    add_engine_args(p)
+    p.set_defaults(func=cmd_encode)
+    return p
 
 
 # ----------------------------------------------------------------------------- parser
@@ -240,68 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
-    p = sub.add_parser("probe", help="print a video's duration, fps, frame count, size, codec, rotation",
-                       description="Inspect videos without decoding them.")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--backend", default="auto", help="auto, decord, pyav, torchcodec")
-    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list for several videos)")
-    p.set_defaults(func=cmd_probe)
-
-    p = sub.add_parser("frames", help="write the frames a sampler picks as PNG files plus frames.json",
-                       description="See what the model sees: sample frames and save them with their indices and timestamps.")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--out", required=True,
-                   help="output folder; with several videos one subfolder each, named by the file's stem (clip for "
-                        "a/clip.mp4), with as many parent folders as tell same-named videos apart (a/clip, b/clip), "
-                        "or the full file name when only the extension differs (clip.mp4, clip.mkv)")
-    p.add_argument("--json", action="store_true", help="print the frames.json content")
-    add_sampler_args(p)
-    p.set_defaults(func=cmd_frames)
-
-    p = sub.add_parser("encode", help="encode videos' frames with a frozen CLIP into a feature store",
-                       description="Decode, sample and encode videos into a sharded fp16 feature store (see "
-                                   "docs/architecture.md). Re-running skips videos already stored; bad files are "
-                                   "reported and skipped.")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or folders (searched recursively)")
-    p.add_argument("--out", required=True, help="feature store folder")
-    p.add_argument("--workers", type=_workers_arg, default="auto",
-                   help="decoding worker processes; 0 decodes in this process; auto: in this process for up to 4 "
-                        "videos, else one worker per core up to 4 (default: %(default)s)")
-    p.add_argument("--batch-frames", type=int, default=256, help="frames per encoder batch (default: %(default)s)")
-    p.add_argument("--shard-size", type=int, default=256,
-                   help="videos per committed shard; with --engine ray also per partition (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_args(p)
-    add_sampler_args(p)
-    add_engine_args(p)
-    p.set_defaults(func=cmd_encode)
-
-    p = sub.add_parser("synth", help="write a synthetic MSR-VTT-style dataset (offline test data)",
-                       description="Generate videos of simple moving objects with paraphrased captions, in the "
-                                   "MSR-VTT layout. Every test video has a time-reversed twin with the opposite motion.")
-    p.add_argument("out", help="output folder")
-    p.add_argument("--videos", type=int, default=100, help="number of videos (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default: %(default)s)")
-    p.add_argument("--size", type=int, default=64, help="frame width and height in pixels (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=24, help="frames per video (default: %(default)s)")
-    p.add_argument("--train-twins", action="store_true",
-                   help="make the training videos time-reversed twin pairs too; order-aware modules need "
-                        "them to learn the direction of motion (see BENCHMARKS.md, Temporal modelling)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.set_defaults(func=cmd_synth)
-
-    # Verbs implemented beside their code. Imported directly: their modules import nothing heavy
-    # at import time (torch loads when a verb runs), and a renamed module fails loudly here.
+    # Imported directly: the verb modules import nothing heavy at import time (torch loads when a
+    # verb runs), and a renamed module fails loudly here.
     from vidclip.cli.demo import add_demo_parser
     from vidclip.eval.commands import add_eval_parser
     from vidclip.index.commands import add_index_parser, add_search_parser
     from vidclip.recognition.commands import add_classify_parser
     from vidclip.rerank.commands import add_rerank_parser, add_trec_eval_parser
     from vidclip.serve.commands import add_serve_parser
+    from vidclip.synthetic.commands import add_synth_parser
     from vidclip.train.commands import add_convert_parser, add_pretrain_parser, add_train_parser
+    from vidclip.video.commands import add_frames_parser, add_probe_parser
 
-    for add_parser in (add_train_parser, add_pretrain_parser, add_eval_parser, add_index_parser,
+    # In the order of `vidclip --help`.
+    add_probe_parser(sub)
+    add_frames_parser(sub)
+    add_encode_parser(sub)
+    for add_parser in (add_synth_parser, add_train_parser, add_pretrain_parser, add_eval_parser, add_index_parser,
                        add_search_parser, add_serve_parser, add_demo_parser, add_rerank_parser,
                        add_trec_eval_parser, add_classify_parser, add_convert_parser):
         add_parser(sub)
@@ -326,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     return run_verb(parse(parser, argv))
 
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`main`. ``vidclip.cli:main`` (the console script of installs
+    made before ``cli`` became a package) does ``from vidclip.cli import main; main()``, and
+    ``vidclip.cli.main`` is this module: Python binds a package's submodule to its name."""
+
+    def __call__(self, argv: list[str] | None = None) -> int:
+        return main(argv)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Options shared by several verbs, and how they become API objects.
 
-A leaf of the CLI: the verb modules (``cli.py``, ``*/commands.py``) import it; it imports
+A leaf of the CLI: the verb modules (``cli/main.py``, ``*/commands.py``) import it; it imports
 nothing of theirs, and nothing heavy at import time (torch and the models load in the
 functions that need them).
 """
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from vidclip.core.errors import VidclipError
+from vidclip.core.errors import ConfigError, VidclipError, display_path
 
 
 def add_verb_parser(subparsers, name: str, *, help: str, description: str,
@@ -82,7 +82,7 @@ def sampler_from_args(ns: argparse.Namespace):
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """--engine local|ray and the Ray engine's options (vidclip/encode/ray_engine.py)."""
+    """--engine local|ray and the Ray engine's options (vidclip/encode/engines/ray.py)."""
     g = parser.add_argument_group("engine (Ray: see README, 'Index a library on a cluster')")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: decode worker processes on this machine, encoding in this process; ray: partitions "
@@ -104,10 +104,16 @@ def ray_options_from_args(ns: argparse.Namespace):
     """The RayOptions of --engine ray (None for the local engine); checks each value."""
     if ns.engine != "ray":
         return None
-    from vidclip.encode.ray_engine import RayOptions
+    from vidclip.encode.options import RayOptions
 
     return RayOptions(address=ns.ray_address, decode_workers=ns.decode_workers, encoders=ns.encoders,
                       num_gpus=ns.num_gpus, precision=getattr(ns, "precision", "auto"))
+
+
+def check_out_folder(out: str) -> None:
+    """``--out`` of a verb that writes a folder: it must not be a file (checked before any work)."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {display_path(out)}: exists and is not a directory (the output is a folder)")
 
 
 def print_json(obj) -> None:

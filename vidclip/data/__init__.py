@@ -1,7 +1,13 @@
-"""vidclip.data: datasets (datasets.py), the frame-feature store (features.py), which cached
-features are current (feature_cache.py, identity.py) and the synthetic world (synth.py).
+"""vidclip.data: the text-video retrieval dataset readers (datasets.py: msrvtt, msvd, didemo,
+jsonl -> videos and captions).
 
-Names are imported lazily so ``import vidclip.data`` stays cheap (features.py imports torch).
+The other names below lived here before issue 17 moved them to their own packages; they are
+still exported, for code written against ``vidclip.data``, from their new homes:
+the frame-feature store and its cache checks (:mod:`vidclip.features`), the synthetic world
+(:mod:`vidclip.synthetic`) and the synthetic-footage check (:mod:`vidclip.video.provenance`).
+New code imports them from there.
+
+Names are imported lazily so ``import vidclip.data`` stays cheap (the feature store imports torch).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from vidclip.core.lazy import lazy_getattr
 _EXPORTS = {
     "load_dataset": "vidclip.data.datasets",
     "split_validation": "vidclip.data.datasets",
+    # moved (issue 17): kept for compatibility
     "FeatureStore": "vidclip.features.store",
     "FeatureWriter": "vidclip.features.store",
     "check_features": "vidclip.features.cache",
@@ -19,9 +26,9 @@ _EXPORTS = {
     "file_identity": "vidclip.features.identity",
     "same_file": "vidclip.features.identity",
     "SynthConfig": "vidclip.synthetic.world",
-    "make_synthetic_dataset": "vidclip.synthetic.world",
-    "is_synthetic_footage": "vidclip.synthetic.world",
-    "synthetic_model_warning": "vidclip.synthetic.world",
+    "make_synthetic_dataset": "vidclip.synthetic.datasets",
+    "is_synthetic_footage": "vidclip.video.provenance",
+    "synthetic_model_warning": "vidclip.video.provenance",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -110,7 +110,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from vidclip.core.fileio import atomic_write_text
     from vidclip.data.datasets import load_dataset
     from vidclip.features.cache import check_whole_videos, default_features_dir
-    from vidclip.synthetic.world import synthetic_model_warning
+    from vidclip.video.provenance import synthetic_model_warning
 
     def log(line: str) -> None:
         print(f"vidclip eval: {line}", file=sys.stderr)

@@ -21,15 +21,18 @@ import numpy as np
 
 from vidclip.core.errors import ConfigError
 from vidclip.core.fileio import atomic_write_text
-from vidclip.synthetic.world import SynthConfig, random_spec, render_clip, write_mp4
+from vidclip.synthetic.captions import DIRECTION_WORDS
+from vidclip.synthetic.world import DIRECTIONS, SynthConfig, random_spec, render_clip, write_mp4
 
 DEFAULT_COLORS = ("red", "blue")
 DEFAULT_DIRECTIONS = ("left", "right", "up", "down")
-_DIRECTION_WORDS = {"left": "to the left", "right": "to the right", "up": "up", "down": "down",
-                    "up-left": "up and to the left", "up-right": "up and to the right",
-                    "down-left": "down and to the left", "down-right": "down and to the right"}
 #: Templates in the synthetic captions' own phrasing (the shipped model knows no other).
 SYNTH_TEMPLATES = ("a {}", "{}", "a video of a {}")
+
+
+def class_name(color: str, direction: str) -> str:
+    """``red_moving_up_left`` for ("red", "up-left"): a class's folder and name."""
+    return f"{color}_moving_{direction.replace('-', '_')}"
 
 
 def make_synthetic_actions(out: str | os.PathLike, *, train_per_class: int = 16, test_per_class: int = 8,
@@ -42,19 +45,20 @@ def make_synthetic_actions(out: str | os.PathLike, *, train_per_class: int = 16,
     cfg = SynthConfig(num_videos=1, seed=seed, size=size, num_frames=num_frames, crf=20)
     rng = np.random.default_rng(seed)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    classes = [f"{c}_moving_{d.replace('-', '_')}" for c in colors for d in directions]
+    classes = [class_name(c, d) for c in colors for d in directions]
     try:
         for split, n in (("train", train_per_class), ("test", test_per_class)):
             for color in colors:
                 for d in directions:
-                    folder = tmp / split / f"{color}_moving_{d.replace('-', '_')}"
+                    folder = tmp / split / class_name(color, d)
                     folder.mkdir(parents=True)
                     for i in range(n):
                         spec = None
                         while spec is None or spec.color != color:  # random_spec draws every attribute
                             spec = random_spec(rng, cfg, direction=d)
                         write_mp4(render_clip(spec, cfg), folder / f"{split}_{i:03d}.mp4", cfg.fps, cfg.crf)
-        names = "".join(f"{c}_moving_{d.replace('-', '_')}\t{c} object moves {_DIRECTION_WORDS[d]}\n"
+        # The prompt says the motion with the captions' first phrase ("to the left", "up").
+        names = "".join(f"{class_name(c, d)}\t{c} object moves {DIRECTION_WORDS[d][0]}\n"
                         for c in colors for d in directions)
         atomic_write_text(tmp / "class_names.txt", names)
         atomic_write_text(tmp / "templates.txt", "".join(t + "\n" for t in SYNTH_TEMPLATES))
@@ -76,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--diagonal", action="store_true", help="8 directions instead of 4")
     ns = p.parse_args(argv)
-    dirs = tuple(_DIRECTION_WORDS) if ns.diagonal else DEFAULT_DIRECTIONS
+    dirs = tuple(DIRECTIONS) if ns.diagonal else DEFAULT_DIRECTIONS
     s = make_synthetic_actions(ns.out, train_per_class=ns.train, test_per_class=ns.test, seed=ns.seed,
                                directions=dirs)
     print(f"wrote {len(s['classes'])} classes ({ns.train} train, {ns.test} test videos each) to {s['root']}")

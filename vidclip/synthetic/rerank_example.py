@@ -1,7 +1,7 @@
 """A small, offline rerank-and-evaluate world: ``python -m vidclip.synthetic.rerank_example DIR``.
 
 Writes, from the synthetic world of ``vidclip demo`` (videos of several 3-second scenes, written by
-:func:`vidclip.synthetic.world.write_scene_library` without captions, so other scenes than the demo's
+:func:`vidclip.synthetic.scenes.write_scene_library` without captions, so other scenes than the demo's
 after the first video):
 
     DIR/library/scene000.mp4 ...   the videos
@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclip.synthetic.world import SCENE_SECONDS, scene_description, write_scene_library
+from vidclip.synthetic.captions import scene_description
+from vidclip.synthetic.scenes import SCENE_SECONDS, write_scene_library
 
 
 def make_example(out_dir: str | Path, *, num_videos: int = 12, scenes_per_video: int = 3, num_topics: int = 8,
                  noise: float = 1.5, seed: int = 0, sample_rate: float = 0.5) -> dict:
     """Write the files above; returns their paths and counts."""
-    from vidclip.core.fileio import atomic_write_text
+    from vidclip.core.fileio import atomic_path, atomic_write_text
 
     out = Path(out_dir)
     videos = write_scene_library(out / "library", num_videos, scenes_per_video, seed)
@@ -68,12 +69,11 @@ def make_example(out_dir: str | Path, *, num_videos: int = 12, scenes_per_video:
     atomic_write_text(out / "run.txt", "\n".join(run_lines) + "\n")
     atomic_write_text(out / "qrels.txt", "\n".join(qrel_lines) + "\n")
     atomic_write_text(out / "topics.txt", "".join(f"{t} {topic['query']}\n" for t, topic in enumerate(topics, 1)))
-    with open(out / ".shots.csv.tmp", "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out / "shots.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["docid", "path", "start", "end"])
         for s in shots:
             w.writerow([s["docid"], s["path"], s["start"], s["end"]])
-    (out / ".shots.csv.tmp").replace(out / "shots.csv")
     return {"dir": str(out), "videos": len(videos), "shots": len(shots), "topics": len(topics),
             "files": ["shots.csv", "topics.txt", "run.txt", "qrels.txt"]}
 

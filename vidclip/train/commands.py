@@ -173,7 +173,8 @@ def cmd_pretrain(ns: argparse.Namespace) -> int:
                        "optim.steps=100")
     if ns.out is not None and Path(ns.out).exists() and not Path(ns.out).is_dir():
         raise ConfigError(f"--out {ns.out}: exists and is not a folder")
-    from vidclip.train.pretrain import ATTRIBUTES, load_pretrain_config, pretrain
+    from vidclip.synthetic.captions import ATTRIBUTES
+    from vidclip.train.pretrain import load_pretrain_config, pretrain
 
     cfg = load_pretrain_config(config, overrides)
     if ns.print_config:

@@ -14,7 +14,8 @@ frame from the clip's spec (shape, colour, size, background) and the object's *p
 that frame* (``object_path`` gives the centre; a 3x3 grid names it: "top left", "center",
 "bottom" ...), e.g. "a small red circle in the top left on a gray background". Captions
 sometimes name only some attributes ("a red dot at the bottom"). Motion words are never
-used: motion is not visible in one frame. Position matters downstream: order-aware temporal
+used: motion is not visible in one frame. (The caption grammar is the synthetic world's:
+:mod:`vidclip.synthetic.captions`.) Position matters downstream: order-aware temporal
 modules trained on this frozen model's frame embeddings must see *where* the object is in
 each frame to tell a clip from its time-reversed twin.
 
@@ -65,6 +66,15 @@ import numpy as np
 
 from vidclip.core.errors import ConfigError, DatasetError
 from vidclip.core.fileio import atomic_path, atomic_write_text
+from vidclip.synthetic.captions import (
+    ATTRIBUTE_VALUES,
+    ATTRIBUTES,
+    canonical_caption,
+    frame_caption,
+    position_index,
+)
+from vidclip.synthetic.datasets import load_synth_meta, make_synthetic_dataset
+from vidclip.synthetic.world import SynthConfig, object_path
 
 if typing.TYPE_CHECKING:
     import torch  # imported where used: `vidclip --help` builds this module's parser without torch
@@ -75,11 +85,6 @@ __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "FrameSet",
-    "ATTRIBUTES",
-    "POSITIONS",
-    "position_index",
-    "frame_caption",
-    "canonical_caption",
     "load_pretrain_config",
     "prepare_frames",
     "attribute_accuracy",
@@ -181,103 +186,6 @@ def load_pretrain_config(path: str | os.PathLike | None, overrides: Sequence[str
                                missing_hint="pretraining recipe not found (see configs/pretrain_synth_clip.yaml)")
 
 
-# ----------------------------------------------------------------------------- captions
-
-#: Frame-level attributes, in the column order of :attr:`FrameSet.attrs`.
-ATTRIBUTES = ("shape", "color", "size", "background", "position")
-
-#: 3x3 position grid, row-major from the top left; index = 3 * row + column.
-POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom",
-             "bottom right")
-
-
-def _vocab() -> dict[str, tuple[str, ...]]:
-    from vidclip.synthetic import world as synth
-
-    return {"shape": synth.SHAPES, "color": tuple(synth.COLORS), "size": tuple(synth.SIZES),
-            "background": tuple(synth.BACKGROUNDS), "position": POSITIONS}
-
-
-def _paraphrases() -> tuple[dict, dict]:
-    # The video captions of vidclip.synthetic.world use these paraphrases ("dot", "box", "big" ...);
-    # the frame captions use the same ones so the text tower knows every word they contain.
-    from vidclip.synthetic.world import SHAPE_WORDS, SIZE_WORDS
-
-    return SHAPE_WORDS, SIZE_WORDS
-
-
-#: How each cell is said; the first phrase is the canonical (evaluation) one.
-_WHERE = {
-    "top left": ("in the top left", "at the top left"),
-    "top right": ("in the top right", "at the top right"),
-    "bottom left": ("in the bottom left", "at the bottom left"),
-    "bottom right": ("in the bottom right", "at the bottom right"),
-    "top": ("at the top", "near the top"),
-    "bottom": ("at the bottom", "near the bottom"),
-    "left": ("on the left", "at the left"),
-    "right": ("on the right", "at the right"),
-    "center": ("in the center", "in the middle"),
-}
-_PREFIXES = ("", "", "", "", "a picture of ", "a frame showing ", "there is ", "an image of ")
-_FULL = "{pre}{a_size} {size} {color} {shape} {where} on {a_bg} {bg} background"
-_PARTIAL = (
-    "{pre}{a_size} {size} {color} {shape} {where}",
-    "{pre}{a_color} {color} {shape} {where}",
-    "{pre}{a_size} {size} {color} {shape} on {a_bg} {bg} background",
-    "{pre}{a_color} {color} {shape}",
-    "{pre}a {shape} {where}",
-    "{pre}{a_color} {color} shape {where} on {a_bg} {bg} background",
-    "the {shape} is {color} and {size}, {where}",
-    "{pre}{a_size} {size} {shape} on {a_bg} {bg} background",
-)
-
-
-def _a(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def position_index(centre: np.ndarray) -> np.ndarray:
-    """Cell of the 3x3 grid (index into :data:`POSITIONS`) of object centres.
-
-    Args:
-        centre: float ``[..., 2]`` (x, y) as fractions of the frame side (x right, y down).
-    Returns:
-        int64 ``[...]``: ``3 * row + column``, thirds of the frame.
-    """
-    cell = np.clip(np.floor(np.asarray(centre, dtype=np.float64) * 3.0), 0, 2).astype(np.int64)
-    return 3 * cell[..., 1] + cell[..., 0]
-
-
-def _words(attrs: Sequence[int], rng: np.random.Generator | None) -> dict[str, str]:
-    """Caption slot values for one frame; ``rng=None`` takes the first (canonical) paraphrase."""
-    vocab = _vocab()
-    shape_words, size_words = _paraphrases()
-    shape, color, size, bg, pos = (vocab[a][int(i)] for a, i in zip(ATTRIBUTES, attrs))
-
-    def pick(options):
-        return options[0] if rng is None else options[int(rng.integers(len(options)))]
-
-    size_w, bg_w = pick(size_words[size]), bg
-    where = pick(_WHERE[pos])
-    return {"pre": "" if rng is None else pick(_PREFIXES), "shape": pick(shape_words[shape]), "color": color,
-            "a_color": _a(color), "size": size_w, "a_size": _a(size_w), "bg": bg_w, "a_bg": _a(bg_w),
-            "where": where}
-
-
-def frame_caption(attrs: Sequence[int], rng: np.random.Generator, full_prob: float = 0.5) -> str:
-    """A random caption of one frame: all five attributes with probability ``full_prob``,
-    else a template naming some of them. ``attrs``: indices in :data:`ATTRIBUTES` order."""
-    w = _words(attrs, rng)
-    template = _FULL if rng.random() < full_prob else _PARTIAL[int(rng.integers(len(_PARTIAL)))]
-    return template.format(**w)
-
-
-def canonical_caption(attrs: Sequence[int]) -> str:
-    """The evaluation caption: every attribute, first paraphrase, e.g.
-    ``"a small red circle in the top left on a gray background"``."""
-    return _FULL.format(**_words(attrs, None))
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -304,16 +212,12 @@ class FrameSet:
 
 
 def _synth_config(d: PretrainData):
-    from vidclip.synthetic.world import SynthConfig
-
     return SynthConfig(num_videos=d.videos, seed=d.seed, size=d.size, num_frames=d.num_frames,
                        test_fraction=d.test_fraction, diagonal=d.diagonal)
 
 
 def _ensure_dataset(d: PretrainData, progress: bool) -> dict:
     """Make the synth dataset of ``d`` (or check the one at ``d.root``) -> its synth_meta."""
-    from vidclip.synthetic.world import load_synth_meta, make_synthetic_dataset
-
     want = _synth_config(d)
     root = Path(d.root)
     if not (root / "synth_meta.json").is_file():
@@ -334,14 +238,12 @@ def prepare_frames(d: PretrainData, progress: bool = True) -> tuple[FrameSet, Fr
     vidclip decodes them, so the pretraining sees the same h264 artefacts as the benchmark) and
     labelled from the clip's spec and the object's centre in that frame.
     """
-    from vidclip.synthetic.world import BACKGROUNDS, COLORS, SHAPES, SIZES, object_path
     from vidclip.video.decode import open_video
 
     meta = _ensure_dataset(d, progress)
     cfg = meta["config"]
     sel = np.unique(np.linspace(0, cfg.num_frames - 1, d.frames_per_video).round().astype(np.int64))
-    index = {name: {v: i for i, v in enumerate(vocab)} for name, vocab in
-             (("shape", SHAPES), ("color", COLORS), ("size", SIZES), ("background", BACKGROUNDS))}
+    index = {name: {v: i for i, v in enumerate(ATTRIBUTE_VALUES[name])} for name in ATTRIBUTES[:4]}
     out = {}
     for split in ("train", "test"):
         items = [v for v in meta["videos"] if v["split"] == split]
@@ -404,7 +306,7 @@ def attribute_accuracy(clip, frames: FrameSet, probe: FrameSet | None = None, ba
 def _attribute_accuracy(clip, frames: FrameSet, probe: FrameSet | None, batch: int) -> dict:
     import torch
 
-    sizes = [len(v) for v in _vocab().values()]
+    sizes = [len(ATTRIBUTE_VALUES[a]) for a in ATTRIBUTES]
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in sizes], indexing="ij"), -1).reshape(-1, 5)
     text = torch.nn.functional.normalize(clip.encode_text([canonical_caption(a) for a in grid]), dim=-1)
     img = _encode(clip, frames.frames, batch)
