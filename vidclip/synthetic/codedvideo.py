@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidclip.core.fileio import atomic_path
+
 ROWS, COLS = 4, 5
 _MARKERS = {(0, 0): 1, (0, COLS - 1): 0, (ROWS - 1, 0): 0, (ROWS - 1, COLS - 1): 0}
 _DATA_CELLS = [(r, c) for r in range(ROWS) for c in range(COLS) if (r, c) not in _MARKERS]
@@ -213,19 +215,18 @@ def make_coded_video(
         last_gap = float(time_base)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    args = dict(tmp=str(tmp), fmt=FORMATS[ext][1], codec=codec, num_frames=num_frames, fps=fps, vfr=vfr,
+    args = dict( fmt=FORMATS[ext][1], codec=codec, num_frames=num_frames, fps=fps, vfr=vfr,
                 time_base=[time_base.numerator, time_base.denominator], ticks=ticks.tolist(), size=[width, height],
                 coded=[coded_w, coded_h], k_store=k_store, rotate=rotate if flag_rotation else 0, gop=gop,
                 bframes=bframes, noise=noise, quality=quality, preset=preset)
-    if codec == "libvpx-vp9" and "decord" in sys.modules:
-        # decord's bundled FFmpeg brings its own libvpx; once it is loaded, PyAV's libvpx
-        # encoder fails with "ABI version mismatch". Encode in a fresh interpreter instead.
-        code = "import json, sys; from vidclip.video import codedvideo; codedvideo._encode(**json.loads(sys.argv[1]))"
-        subprocess.run([sys.executable, "-c", code, json.dumps(args)], check=True)
-    else:
-        _encode(**args)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        args["tmp"] = str(tmp)
+        if codec == "libvpx-vp9" and "decord" in sys.modules:
+            # decord's bundled FFmpeg brings its own libvpx; once it is loaded, PyAV's libvpx
+            # encoder fails with "ABI version mismatch". Encode in a fresh interpreter instead.
+            subprocess.run([sys.executable, "-m", "vidclip.synthetic.codedvideo", json.dumps(args)], check=True)
+        else:
+            _encode(**args)
     return CodedVideo(path=path, num_frames=num_frames, pts=pts_s.astype(np.float64), width=width,
                       height=height, rotate=rotate, codec=codec, gop=gop,
                       duration=float(pts_s[-1] + last_gap))
@@ -317,3 +318,7 @@ def make_audio_only(path, seconds: float = 0.5, rate: int = 16000) -> Path:
     finally:
         out.close()
     return path
+
+
+if __name__ == "__main__":  # make_coded_video's fresh-interpreter encode (see the VP9 note there)
+    _encode(**json.loads(sys.argv[1]))
