@@ -355,7 +355,7 @@ def test_converted_run_names_its_clip_relative_to_itself_and_can_be_moved(tmp_pa
     from vidclip.features.pooling import Pooler
     from vidclip.models.checkpoint import load_weights
     from vidclip.models.convert import CLIP_FILE
-    from vidclip.train.trainer import load_run_config
+    from vidclip.train.run_state import load_run_config
 
     sd = clip4clip_state(D=64, layers=2, clip=tiny_clip_state)
     f = tmp_path / "pytorch_model.bin.3"

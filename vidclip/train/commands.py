@@ -55,15 +55,15 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _check_config_args(config: str | None, overrides: list[str], missing_hint: str, example: str) -> None:
-    """The checks of a YAML-configured verb that need no torch (the config module imports it):
+    """The checks of a YAML-configured verb that need no torch (the training config module imports it):
     the file exists, each override is KEY=VALUE."""
+    from vidclip.core.config import split_override
     from vidclip.core.errors import ConfigError
 
     if config is not None and not Path(config).exists():
         raise ConfigError(f"{config}: {missing_hint}")
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. {example})")  # as train/config.py says
+        split_override(item, example)
 
 
 def _resolve_config(ns: argparse.Namespace):
@@ -76,7 +76,7 @@ def _resolve_config(ns: argparse.Namespace):
     if ns.stop_after is not None and ns.stop_after <= 0:
         raise ConfigError(f"--stop-after must be positive, got {ns.stop_after}")
     from vidclip.train.config import apply_overrides, load_config
-    from vidclip.train.trainer import load_run_config
+    from vidclip.train.run_state import load_run_config
 
     if path.is_dir():
         return apply_overrides(load_run_config(path), ns.overrides)
@@ -178,11 +178,9 @@ def cmd_pretrain(ns: argparse.Namespace) -> int:
 
     cfg = load_pretrain_config(config, overrides)
     if ns.print_config:
-        import dataclasses
+        from vidclip.core.config import dump_dataclass_yaml
 
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        sys.stdout.write(dump_dataclass_yaml(cfg))
         return 0
     from tqdm.auto import tqdm
 

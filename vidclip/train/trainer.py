@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import random
 import time
 import warnings
 from dataclasses import dataclass
@@ -53,16 +51,22 @@ from vidclip.models.checkpoint import (
     TextTower,
     build_temporal,
     cached_text_embeddings,
-    resolve_in_run,
 )
-from vidclip.train.config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from vidclip.train.config import TrainConfig, config_to_dict, dump_config
 from vidclip.train.model import TrainingModel, atomic_torch_save, save_weights
+from vidclip.train.run_state import (
+    STATE_FILE,
+    append_log_line,
+    config_diff,
+    load_checkpoint_file,
+    load_run_config,
+    rng_state,
+    set_rng_state,
+    truncate_log,
+)
 
 __all__ = ["TrainResult", "train", "prepare", "prepare_features", "epoch_order", "lr_multiplier", "select_score",
            "video_batches"]
-
-STATE_FILE = "state.pt"
-
 
 @dataclass
 class TrainResult:
@@ -208,88 +212,6 @@ def prepare(cfg: TrainConfig, *, clip=None, progress: bool = True) -> dict:
         cached_text_embeddings(clip, val_ds.captions, cache)
         summary["text_cache"] = str(cache)
     return summary
-
-
-def _log_line(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint we resume from)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
-def _rng_state() -> dict:
-    """This process's RNG states in plain form (tensors, ints, floats, tuples): what
-    ``torch.load(weights_only=True)`` reads back. numpy's MT19937 key (uint32 [624]) is stored
-    as an int64 tensor, not an ndarray (which a safe load refuses)."""
-    name, key, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (str(name), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, key, *rest = state["numpy"]  # key: int64 tensor, or an ndarray in files written before
-    key = key.numpy() if isinstance(key, torch.Tensor) else key
-    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _numpy_array_globals() -> list:
-    """What an RNG file written before plain form needs besides tensors: numpy's array
-    reconstruction (under numpy 2's and numpy 1's module names). It rebuilds plain arrays from
-    bytes and runs no code, so a safe load may allow it."""
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy 1
-        from numpy.core.multiarray import _reconstruct
-
-    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), (_reconstruct, "numpy._core.multiarray._reconstruct"),
-            (_reconstruct, "numpy.core.multiarray._reconstruct")]
-
-
-def _load_checkpoint_file(path: Path, *, what_to_do: str, numpy_arrays: bool = False):
-    """``torch.load(path, weights_only=True)``: a run folder may come from someone else, and a
-    full unpickle would run whatever code it names. A file that needs more than tensors and
-    plain Python values (plus numpy arrays with ``numpy_arrays``) is refused with one line that
-    names what it asked for and ``what_to_do``."""
-    import pickle
-
-    try:
-        allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-        if not numpy_arrays or allow is None:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with allow(_numpy_array_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - only for the message
-            names = []
-        if numpy_arrays:
-            allowed = {"numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct",
-                       "numpy.core.multiarray._reconstruct"}
-            names = [n for n in names if n not in allowed]
-        asked = f"it asks for {', '.join(names[:3])}" if names else "it is not a plain checkpoint"
-        raise ConfigError(f"{path}: refused to load: {asked}, which a safe load (weights_only) does not "
-                          f"allow and vidclip never writes; {what_to_do}") from None
 
 
 # ----------------------------------------------------------------------------- train
@@ -445,14 +367,14 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         if not state_path.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no {STATE_FILE}); start it without --resume")
         saved = load_run_config(run_dir)
-        diff = _config_diff(config_to_dict(saved), config_to_dict(cfg))
+        diff = config_diff(config_to_dict(saved), config_to_dict(cfg))
         if diff:
             raise ConfigError(f"{run_dir}: cannot resume with a different config: {'; '.join(diff[:5])}")
         # Read (safely) before the model loads, so a refused file is reported at once.
-        state = _load_checkpoint_file(state_path, what_to_do="start a new run (without --resume) if you do not "
+        state = load_checkpoint_file(state_path, what_to_do="start a new run (without --resume) if you do not "
                                       "trust where this run folder came from")
         rng_path = run_dir / f"rng-{acc.process_index}.pt"
-        rng = _load_checkpoint_file(
+        rng = load_checkpoint_file(
             rng_path, numpy_arrays=True,  # numpy arrays: files written before the RNG state was plain
             what_to_do="delete it to resume without it (dropout noise will then differ)",
         ) if rng_path.is_file() else None
@@ -524,12 +446,12 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best_score, best_step, last_val = state["best_score"], state["best_step"], state.get("last_val")
         if rng is not None and rng.get("global_step") == global_step:
-            _set_rng_state(rng["state"])
+            set_rng_state(rng["state"])
         else:
             warnings.warn(f"{rng_path}: no RNG state for step {global_step}; dropout noise will differ",
                           stacklevel=2)
         if run.is_main:
-            _truncate_log(run.log_path, global_step)
+            truncate_log(run.log_path, global_step)
     elif run.is_main:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     acc.wait_for_everyone()
@@ -543,7 +465,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
         saved_at = global_step
         # Every process saves its RNG; the main process then commits state.pt (the file resume
         # reads), so a kill between the two leaves the previous consistent checkpoint.
-        atomic_torch_save({"global_step": global_step, "state": _rng_state()}, run_dir / f"rng-{run.rank}.pt")
+        atomic_torch_save({"global_step": global_step, "state": rng_state()}, run_dir / f"rng-{run.rank}.pt")
         acc.wait_for_everyone()
         if run.is_main:
             ident = clip.identity.to_dict()
@@ -573,7 +495,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
                     save_weights(run_dir / "best.safetensors", core, cfg, clip.identity.to_dict(),
                                  step=global_step, epoch=finished, val=metrics)
                 last_val = metrics
-                _log_line(run.log_path, {"type": "val", "step": global_step, "epoch": finished, "score": score,
+                append_log_line(run.log_path, {"type": "val", "step": global_step, "epoch": finished, "score": score,
                                          "best": improved, **metrics})
             acc.wait_for_everyone()
 
@@ -617,7 +539,7 @@ def _train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = N
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", samples_s=f"{window_samples / elapsed:.0f}",
                                 refresh=False)
                 if run.is_main and (global_step % cfg.log_every == 0 or global_step == total):
-                    _log_line(run.log_path, {
+                    append_log_line(run.log_path, {
                         "type": "train", "step": global_step, "epoch": epoch + step_in_epoch / steps_per_epoch,
                         "loss": loss_value, "lr": lr, "logit_scale": float(core.logit_scale().item()),
                         "samples_per_s": window_samples / elapsed})
@@ -660,31 +582,3 @@ def _reset_accelerator_state() -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
     except (ImportError, AttributeError, TypeError):  # pragma: no cover - other accelerate versions
         pass
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing (the run dir has no resolved config)")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k != "temporal_args":
-            out += _config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} in the run, {vb!r} now")
-    return out
-
-
-def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The resolved config a run dir was started with (a ``model.pretrained`` stored relative to
-    the run, as convert-checkpoint writes it, resolved against ``run_dir``)."""
-    path = Path(run_dir) / "config.yaml"
-    cfg = config_from_dict(_read_yaml(path), where=str(path))
-    cfg.model.pretrained = resolve_in_run(cfg.model.pretrained, run_dir)
-    return cfg
