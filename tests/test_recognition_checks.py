@@ -251,3 +251,20 @@ def test_a_bad_classifier_file_is_refused_before_torch_loads(tmp_path, kind):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stderr
     assert expect in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--save", "--confusion"])
+def test_output_paths_are_refused_before_torch_loads(tmp_path, option):
+    """--save / --confusion naming a folder, or a file in a missing folder, are answered before
+    the model load and the encoding (they used to fail after all the work)."""
+    touch(tmp_path / "v.mp4")
+    CLASSES = tmp_path / "classes.txt"
+    CLASSES.write_text("a\nb\n", encoding="utf-8")
+    for bad, why in ((tmp_path, "is a directory"), (tmp_path / "missing" / "out.x", "does not exist")):
+        code = ("import sys\nfrom vidclip.cli.main import main\n"
+                f"rc = main(['classify', '--model', 'vidclip-synth', '--classes', {str(CLASSES)!r}, {option!r}, {str(bad)!r}, "
+                f"{str(tmp_path / 'v.mp4')!r}])\n"
+                "print(rc, 'torch' in sys.modules)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.split() == ["2", "False"], out.stderr
+        assert option in out.stderr and why in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vidclip.core.errors import ConfigError, display_path
+from vidclip.core.fileio import check_output_file
 from vidclip.features.pooling import Pooler, temporal_path
 from vidclip.recognition.classifier import VideoClassifier
 from vidclip.recognition.datasets import LabeledVideos, clean_class_name
@@ -324,6 +325,11 @@ def plan_classify(req: ClassifyRequest, log=print) -> ClassifyPlan:
                           "tuned on the test videos; pass a separate validation split, or leave out --val to carve "
                           "one from the shots")
     temporal_path(req.temporal)
+    # output files are checked now, not after the model load and the encoding
+    if req.save:
+        check_output_file(req.save, "--save")
+    if req.confusion:
+        check_output_file(req.confusion, "--confusion")
 
     meta = check_classifier_file(req.classifier_file) if req.classifier_file else None
     if meta is not None:
