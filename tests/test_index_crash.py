@@ -92,11 +92,11 @@ def _run(library, idx, crash: str | None = None, kill_after: float | None = None
 
 def _committed(idx: Path) -> dict[str, int]:
     """abs_path -> video id of every indexed row (read straight from SQLite)."""
-    from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import IndexDir
 
-    if not (idx / "catalog.sqlite").exists():
+    if not IndexDir(idx).is_index():
         return {}
-    cat = Catalog(idx / "catalog.sqlite")
+    cat = IndexDir(idx).open_catalog()
     try:
         return {r["abs_path"]: r["id"] for r in cat.videos(status="indexed")}
     finally:

@@ -75,9 +75,9 @@ def reference(tmp_path_factory, library, tiny_clip, sampler):
 def _content(idx: Path) -> dict:
     """abs_path -> everything the catalog and the stored frames say about the video, minus where it is kept."""
     from vidclip.features.store import FeatureStore
-    from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import IndexDir
 
-    cat = Catalog(idx / "catalog.sqlite", readonly=True)
+    cat = IndexDir(idx).open_catalog(readonly=True)
     try:
         dim = int(cat.get_meta("model")["embed_dim"])
         out = {}

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _vectors(idx: Path) -> dict:
-    from vidclip.index.catalog import Catalog
+    from vidclip.index.directory import IndexDir
 
-    cat = Catalog(idx / "catalog.sqlite", readonly=True)
+    cat = IndexDir(idx).open_catalog(readonly=True)
     try:
         return {r[0]: r[1] for r in cat.conn.execute("SELECT abs_path, vector FROM videos WHERE status = 'indexed'")}
     finally:
