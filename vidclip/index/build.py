@@ -64,6 +64,7 @@ from vidclip.index.directory import (
     recorded_search_params,
 )
 from vidclip.index.scan import Library, LibraryItem, scan_library
+from vidclip.index.texts import TextSources
 from vidclip.index.vectors import VectorIndex
 from vidclip.video.sample import SamplerConfig
 
@@ -87,6 +88,8 @@ class IndexReport:
     partitions_reused: int = 0  # ray: partitions a killed run had staged, committed now without encoding
     staging_removed: int = 0  # ray: staged partitions no longer wanted (other model / sampler / file version)
     nodes: list[str] = field(default_factory=list)  # ray: ids of the nodes that decoded or encoded
+    text_updated: int = 0  # unchanged videos whose words were read again (a sidecar added, changed or removed)
+    warnings: list[str] = field(default_factory=list)  # malformed subtitles, refused clip.json (file: line / key)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,6 +121,7 @@ class _Committer:
         self.segment_index = index_dir.sync_faiss(catalog, "segments", dim, save=False)
         self.writer = FeatureWriter(self.features, model, sampler, shard_size=1 << 30)
         self.pending: list[dict] = []  # videos of the next shard, in its row order
+        self.texts: TextSources | None = None  # set by index_library: read each video's words
         self.failures: list[dict] = []
         self.offset = 0
 
@@ -180,6 +184,8 @@ class _Committer:
                     status="indexed", duration=rec["duration"], fps=rec["fps"], metadata=rec["metadata"],
                     shard=shard, offset=rec["offset"], count=rec["count"], vector=rec["vector"])
                 self.catalog.insert_segments(cur, vid, rec["windows"], rec["window_vectors"])
+                if rec.get("text") is not None:  # its words, in the transaction of its row
+                    self.catalog.set_text(cur, vid, rec["text"], rec["text_fp"])
                 seg_ids = [r[0] for r in cur.execute("SELECT id FROM segments WHERE video_id = ? ORDER BY id", (vid,))]
                 new_v.append(vid)
                 new_vv.append(rec["vector"])
@@ -261,6 +267,12 @@ class IndexOptions:
     segment_design: str | None = None
     search_params: str | dict | None = None
     retry_failed: bool = False
+    #: the ``--metadata`` CSV (a path, or what :func:`vidclip.index.metadata.read_metadata_csv` read
+    #: from one): per-video keys added to the catalog's metadata and text channel for this run
+    metadata: str | os.PathLike | dict | None = None
+    #: export the text tower to ONNX into the index (``<index>/onnx/``) for torch-free text search
+    #: (:func:`export_query_tower`); skipped with a warning when it cannot be made
+    onnx_text: bool = True
 
     @classmethod
     def build(cls, options: IndexOptions | SamplerConfig | None = None, **changes) -> IndexOptions:
@@ -309,6 +321,12 @@ def index_library(
     temporal = options.temporal
     start = time.perf_counter()
     lib = library if isinstance(library, Library) else scan_library(library)
+    extra = options.metadata
+    if extra is not None and not isinstance(extra, dict):
+        from vidclip.index.metadata import read_metadata_csv
+
+        extra = read_metadata_csv(extra)
+    texts = TextSources(extra)
     report = IndexReport(engine=engine.name)
     report.failed.extend(lib.problems)  # unreadable folder entries: one line each, never silently skipped
     with index_dir.lock():
@@ -324,11 +342,16 @@ def index_library(
                                               {"name": "mean"})
                 dim = int(stored["embed_dim"])
 
+                once: list = []  # the model, loaded at most once (by the engine, or for the ONNX export)
+
                 def load():
+                    if once:
+                        return once[0]
                     loaded = clip()
                     if loaded.identity.key() != catalog.get_meta("model_key"):
                         raise IndexMismatchError(f"{display_path(index_dir.path)}: the model loaded for this index "
                                                  f"({loaded.identity.name!r}) is not the one it was built with")
+                    once.append(loaded)
                     return loaded
                 model = ModelRef(stored, load)
             else:
@@ -339,7 +362,8 @@ def index_library(
                 dim = int(clip.embed_dim)
             _record_settings(catalog, lib, options.design, options.segment_design, options.search_params)
             committer = _Committer(catalog, index_dir, model.identity, sampler.to_dict(), dim, report)
-            todo, report.unchanged, deleted = _plan(catalog, lib, options.retry_failed)
+            committer.texts = texts
+            todo, report.unchanged, deleted, retext = _plan(catalog, lib, options.retry_failed, texts)
             committer.delete(deleted)
             report.deleted = sum(1 for r in deleted if r["status"] == "indexed")
             for rec in [rec for rec, _ in todo if rec["size"] is None]:
@@ -347,13 +371,97 @@ def index_library(
             committer.commit()
             todo = [(rec, item) for rec, item in todo if rec["size"] is not None]
             _index_videos(todo, engine, model, encode, committer, pooler, report)
+            _update_text(catalog, retext, texts, report)
+            report.warnings = texts.warnings
             report.partitions_reused, report.staging_removed = engine.stats.reused, engine.stats.stale_removed
             report.nodes = sorted(engine.stats.nodes)
             report.total_indexed = committer.finish()
+            if options.onnx_text and pooler.spec.get("name", "mean") == "mean" and report.total_indexed:
+                export_query_tower(index_dir, catalog, model.load)
         finally:
             catalog.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+_export_warned: set = set()
+
+
+def export_query_tower(index_dir: IndexDir, catalog: Catalog, load) -> bool:
+    """Give the index the ONNX text tower of its model, for torch-free text search
+    (:func:`vidclip.index.search.onnx_text_encoder`), and record it in the catalog meta.
+
+    The tower is exported once per model identity into the user cache
+    (:func:`vidclip.models.clip.onnx_runtime.default_cache_dir`, verified there to 1e-5) and copied
+    (hard-linked when it can) into ``<index>/onnx/<identity>/text`` whole, through a temporary
+    sibling renamed into place, so the index carries it when it moves. ``load()`` returns the
+    index's FrozenCLIP; it is called only when the user cache has no export yet. Nothing to do
+    when the index already has a complete export of its model. When it cannot be made (no
+    onnxruntime, a tokenizer without a torch-free equivalent, a failed verification, a read-only
+    cache) it warns once and returns False: the index is searched through torch, as before.
+    """
+    import shutil
+    import uuid
+    import warnings
+
+    from vidclip.index.search import ONNX_DIR, ONNX_TEXT_META
+    from vidclip.models.clip import onnx_runtime as rt
+
+    model, key = catalog.get_meta("model"), catalog.get_meta("model_key")
+    if model is None or key is None:
+        return False
+    base = index_dir.path / ONNX_DIR
+    have = rt.find_export(model, "text", cache_dir=base)
+    try:
+        if have is None:
+            src = rt.find_export(model, "text")  # the user cache
+            if src is None:
+                from vidclip.models.clip.onnx_export import export_text_tower
+
+                src = export_text_tower(load())
+            target = rt.tower_dir(rt.export_root(base, model), "text")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a killed copy (we hold the index lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+            try:
+                shutil.copytree(src, tmp, copy_function=_link_or_copy)
+                rt.read_manifest(tmp)
+                if target.exists():  # damaged or another identity's: replaced whole
+                    shutil.rmtree(target)
+                os.rename(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            have = rt.find_export(model, "text", cache_dir=base)
+            if have is None:
+                raise ConfigError(f"{display_path(target)}: the copied export does not read back")
+    except Exception as e:  # OnnxExportError, OnnxRuntimeUnavailable, OSError, ...: torch search still works
+        msg = f"{type(e).__name__}: {e}"
+        if msg not in _export_warned:
+            _export_warned.add(msg)
+            warnings.warn(f"{display_path(index_dir.path)}: no ONNX text tower for torch-free search ({msg}); "
+                          "text queries load torch", stacklevel=2)
+        return False
+    manifest = rt.read_manifest(have)
+    record = {"dir": have.relative_to(index_dir.path).as_posix(), "key": key,
+              "max_abs_diff": (manifest.get("verification") or {}).get("max_abs_diff")}
+    if catalog.get_meta(ONNX_TEXT_META) != record:
+        with catalog.transaction() as cur:
+            catalog.set_meta(cur, ONNX_TEXT_META, record)
+    return True
+
+
+def _link_or_copy(src, dst):
+    """A hard link when the cache and the index share a file system (the export is never modified
+    in place: a re-export is a new folder), else a copy."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
 
 
 def _index_videos(todo: list[tuple[dict, LibraryItem]], engine: Engine, model: ModelRef, options: EncodeOptions,
@@ -377,6 +485,9 @@ def _index_videos(todo: list[tuple[dict, LibraryItem]], engine: Engine, model: M
             windows = r["windows"] or _whole_video_window(r["count"], r["duration"], times)
             _pool_into(rec, pooler, np.asarray(emb16, dtype=np.float32), windows, r["duration"], r["fps"])
             rec["hash"] = rec["hash"] or fast_hash(item.path, rec["size"])
+            if committer.texts is not None:  # fingerprint first: a sidecar changed while read is seen next run
+                rec["text_fp"] = committer.texts.fingerprint(item.key, item.path, item.metadata)
+                rec["text"], rec["metadata"] = committer.texts.read(item.key, item.path, item.metadata)
             rec["offset"], rec["count"] = int(r["offset"]), int(r["count"])
             committer.add_staged(rec)
             report.indexed += 1
@@ -421,9 +532,31 @@ def _record_settings(catalog: Catalog, lib: Library | None, design: str | None, 
                 catalog.set_meta(cur, "library_root", str(lib.root))
 
 
-def _plan(catalog: Catalog, lib: Library, retry_failed: bool) -> tuple[list[tuple[dict, LibraryItem]], int, list[dict]]:
-    """(to encode: [(record, item)], unchanged count, rows to mark deleted)."""
+def _update_text(catalog: Catalog, retext: list[tuple[int, LibraryItem]], texts: TextSources, report: IndexReport,
+                 batch: int = 256) -> None:
+    """Read again the words of unchanged videos whose text sources changed; one transaction per
+    ``batch`` videos replaces their words, metadata and fingerprint together (a kill loses at most
+    a batch, which the next run finds still changed)."""
+    for lo in range(0, len(retext), batch):
+        done = []
+        for vid, item in retext[lo:lo + batch]:
+            fp = texts.fingerprint(item.key, item.path, item.metadata)
+            entries, metadata = texts.read(item.key, item.path, item.metadata)
+            done.append((vid, entries, fp, metadata))
+        with catalog.transaction() as cur:
+            for vid, entries, fp, metadata in done:
+                catalog.set_text(cur, vid, entries, fp, metadata)
+        crash_point("text")
+        report.text_updated += len(done)
+
+
+def _plan(catalog: Catalog, lib: Library, retry_failed: bool, texts: TextSources | None = None
+          ) -> tuple[list[tuple[dict, LibraryItem]], int, list[dict], list[tuple[int, LibraryItem]]]:
+    """(to encode: [(record, item)], unchanged count, rows to mark deleted, unchanged indexed videos
+    whose words must be read again: [(id, item)])."""
     live = catalog.live()
+    fingerprints = catalog.text_fingerprints() if texts is not None else {}
+    retext: list[tuple[int, LibraryItem]] = []
     todo, unchanged = [], 0
     seen: set[str] = set()
     touched: list[tuple[int, int]] = []
@@ -443,11 +576,13 @@ def _plan(catalog: Catalog, lib: Library, retry_failed: bool) -> tuple[list[tupl
             elif row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
                 if row["status"] == "indexed" or not retry_failed:
                     unchanged += 1
+                    _check_text(row, item, texts, fingerprints, retext)
                     continue
             elif row["hash"] is not None and row["size"] == st.st_size and fast_hash(item.path, st.st_size) == row["hash"]:
                 touched.append((row["id"], st.st_mtime_ns))  # touched, same content
                 if row["status"] == "indexed" or not retry_failed:
                     unchanged += 1
+                    _check_text(row, item, texts, fingerprints, retext)
                     continue
         h = None
         todo.append((_video_record(item, lib, st, h, row["id"] if row is not None else None), item))
@@ -456,7 +591,16 @@ def _plan(catalog: Catalog, lib: Library, retry_failed: bool) -> tuple[list[tupl
             for vid, mtime in touched:
                 catalog.touch(cur, vid, mtime)
     deleted = [r for p, r in live.items() if r["source"] == lib.source and p not in seen]
-    return todo, unchanged, deleted
+    return todo, unchanged, deleted, retext
+
+
+def _check_text(row: dict, item: LibraryItem, texts: TextSources | None, fingerprints: dict[int, str],
+                retext: list) -> None:
+    """Queue an unchanged indexed video whose text sources changed (or were never read: an index
+    made before the text channel) for :func:`_update_text`."""
+    if texts is not None and row["status"] == "indexed" and \
+            fingerprints.get(row["id"]) != texts.fingerprint(item.key, item.path, item.metadata):
+        retext.append((row["id"], item))
 
 
 # ----------------------------------------------------------------------------- merge, report

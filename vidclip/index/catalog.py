@@ -19,6 +19,14 @@ why) | ``deleted``. At most one non-deleted row per absolute path (a partial uni
 ``vector`` columns hold the L2-normalised float32 [D] video / window vectors the faiss indexes
 are (re)built from.
 
+The text channel (:mod:`vidclip.index.textsearch`: ``text_spans`` + the FTS5 index ``text_fts``)
+lives in the same database, plus ``text_state(video_id, fingerprint)``: what the stored words of
+a video were read from (its sidecar subtitles' and ``clip.json``'s names, sizes and mtimes, its
+metadata), so ``vidclip index`` re-reads the words of a video whose sidecars changed without
+re-encoding its frames. A video's words are written and deleted in the transaction that writes
+or deletes its row. A catalog made before the text channel existed gets the tables the next
+time it is opened for writing (``vidclip index``); read-only, it searches by picture only.
+
 ``generation`` (meta) is incremented by every transaction that changes the set of indexed
 vectors; a faiss file records the generation it was built at, so a mismatch on open means
 "stale, rebuild from the stored vectors".
@@ -45,6 +53,7 @@ import numpy as np
 
 from vidclip.core.errors import IndexMismatchError, VidclipError
 from vidclip.features.identity import fast_hash  # noqa: F401  (the content hash the catalog stores; re-exported)
+from vidclip.index.textsearch import TextEntry, add_text, create_text_schema, delete_text
 
 SCHEMA_VERSION = 1
 STATUSES = ("indexed", "failed", "deleted")
@@ -89,6 +98,11 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_video ON segments(video_id);
 """
+
+_TEXT_STATE = """CREATE TABLE IF NOT EXISTS text_state (
+    video_id    INTEGER PRIMARY KEY,           -- videos.id
+    fingerprint TEXT NOT NULL                  -- what its words were read from (build._text_fingerprint)
+)"""
 
 # Columns returned for a video row (the vector is fetched separately).
 VIDEO_COLUMNS = ("id", "key", "source", "root", "path", "abs_path", "size", "mtime_ns", "hash", "duration", "fps",
@@ -148,6 +162,10 @@ class Catalog:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.executescript(_SCHEMA)
+                if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'text_state'").fetchone() is None:
+                    with self.transaction():  # the text channel; an older catalog gets it here
+                        create_text_schema(self.conn)
+                        self.conn.execute(_TEXT_STATE)
             self.conn.row_factory = sqlite3.Row
             version = self.get_meta("schema")
         except sqlite3.DatabaseError as e:
@@ -380,6 +398,38 @@ class Catalog:
                 out[r["id"]] = dict(r)
         return out
 
+    def vectors_by_ids(self, kind: str, ids, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 [N], vectors float32 [N, dim]) of the indexed ``kind`` ("videos" / "segments")
+        vectors among ``ids``, in id order."""
+        table = {"videos": "videos v", "segments": "segments s JOIN videos v ON v.id = s.video_id"}[kind]
+        col = "v" if kind == "videos" else "s"
+        rows = self.conn.execute(
+            f"SELECT {col}.id, {col}.vector FROM {table} WHERE v.status = 'indexed' AND {col}.id IN "
+            f"(SELECT value FROM json_each(?)) ORDER BY {col}.id", (json.dumps([int(i) for i in ids]),)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), blob_vectors([r[1] for r in rows], dim)
+
+    def has_text_tables(self) -> bool:
+        """Whether the text channel's tables exist (a catalog made before it, opened read-only, lacks them)."""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'text_state'").fetchone() is not None
+
+    def text_fingerprints(self) -> dict[int, str]:
+        """video id -> fingerprint of the sources its stored words were read from."""
+        if not self.has_text_tables():
+            return {}
+        return {int(r[0]): r[1] for r in self.conn.execute("SELECT video_id, fingerprint FROM text_state")}
+
+    def set_text(self, cur: sqlite3.Cursor, video_id: int, entries: Iterable[TextEntry], fingerprint: str,
+                 metadata: dict | None = None) -> None:
+        """Replace the words of ``video_id`` by ``entries`` read from sources ``fingerprint`` (and
+        its ``metadata`` column, when given), inside the caller's transaction."""
+        delete_text(cur.connection, [video_id])
+        add_text(cur.connection, video_id, entries)
+        cur.execute("INSERT INTO text_state(video_id, fingerprint) VALUES (?, ?) ON CONFLICT(video_id) "
+                    "DO UPDATE SET fingerprint = excluded.fingerprint", (int(video_id), fingerprint))
+        if metadata is not None:
+            cur.execute("UPDATE videos SET metadata = ? WHERE id = ?",
+                        (json.dumps(metadata, sort_keys=True, default=str), int(video_id)))
+
     def referenced_shards(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT shard FROM videos WHERE status = 'indexed' AND shard IS NOT NULL")}
 
@@ -413,6 +463,11 @@ class Catalog:
         cur.executemany("UPDATE videos SET status = 'deleted', vector = NULL, shard = NULL, offset = NULL, "
                         "count = NULL, indexed_at = ? WHERE id = ?", [(time.time(), i) for (i,) in ids])
         cur.executemany("DELETE FROM segments WHERE video_id = ?", ids)
+        self._drop_text(cur, [i for (i,) in ids])
+
+    def _drop_text(self, cur: sqlite3.Cursor, ids: list[int]) -> None:
+        delete_text(cur.connection, ids)
+        cur.executemany("DELETE FROM text_state WHERE video_id = ?", [(i,) for i in ids])
 
     def mark_lost(self, cur: sqlite3.Cursor, video_ids: Iterable[int], reason: str) -> None:
         """An indexed video whose stored frames are gone: status ``failed`` with ``reason``, and its
@@ -423,6 +478,7 @@ class Catalog:
                         "shard = NULL, offset = NULL, count = NULL, indexed_at = ? WHERE id = ?",
                         [(_to_db(reason), time.time(), i) for i in ids])
         cur.executemany("DELETE FROM segments WHERE video_id = ?", [(i,) for i in ids])
+        self._drop_text(cur, ids)
 
     @staticmethod
     def segment_ids_of(cur: sqlite3.Cursor, video_ids: Sequence[int]) -> list[int]:

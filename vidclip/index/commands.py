@@ -36,11 +36,18 @@ examples:
   vidclip search "a dog jumps" --index ~/vidx --rerank 100      # two stages: top 100 re-scored on their frames
   vidclip search --image photo.jpg --index ~/vidx               # search by an example picture
   vidclip search --video clip.mp4 --index ~/vidx --json         # by an example video (an indexed one finds itself first)
+  vidclip search "budget" --index ~/vidx --mode text            # words only: names, subtitles, metadata
+  vidclip search "budget meeting" --index ~/vidx --path "news/*" --modified-after 2024-05-01 --meta lang=en
 
 Give exactly one of QUERY, --image, --video, --queries.
 --rerank N: the first stage's top max(N, k) hits are re-scored CLIPRerank-style on their stored
 frames (the best frame's cosine weighing 0.6 and the first-stage score 0.4, as in CLIPRerank,
 after min-max normalisation); each hit then also reports its best frame's time (frame_time, seconds).
+--mode: visual (CLIP), text (BM25 over file and folder names, subtitle cues and metadata values)
+or hybrid (both, reciprocal-rank fused: 1/(60 + visual rank) + 1/(60 + text rank); a video found
+both ways ranks above one found one way); the default is hybrid when the index holds subtitles or
+metadata, else visual. A subtitle match's moment is its cue's span; each hit says why it matched.
+Filters (AND) restrict the vector search itself, so -k hits come back when k videos match.
 """
 
 
@@ -113,6 +120,9 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="videos per committed shard + catalog transaction; with --engine ray also per partition "
                         "(default: %(default)s)")
     r.add_argument("--retry-failed", action="store_true", help="try unchanged files that failed before again")
+    r.add_argument("--metadata", metavar="CSV",
+                   help="metadata of the videos: a CSV with a 'path' column and one column per key (with each "
+                        "video's clip.json, searchable words and --meta filters); give it on every run that should keep it")
     r.add_argument("--json", action="store_true", help="print a JSON report")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     from vidclip.cli.options import add_engine_args
@@ -146,6 +156,22 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                         "(0..1000; 0 = off, the default; 100 is a good start) and report each hit's best frame")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... for the text or image encoder (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    h = p.add_argument_group("words (text queries)")
+    h.add_argument("--mode", choices=["visual", "text", "hybrid"], default=None,
+                   help="rank by the picture, by the words (names, subtitles, metadata) or both fused "
+                        "(default: hybrid when the index holds subtitles or metadata, else visual)")
+    h.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
+                   help="hybrid fusion: reciprocal ranks (default) or min-max normalised scores weighted by --text-weight")
+    h.add_argument("--text-weight", type=float, default=0.5, metavar="W",
+                   help="--fusion weighted: weight of the words' score, 1 - W the picture's (default: %(default)s)")
+    f = p.add_argument_group("filters (all must hold)")
+    f.add_argument("--path", metavar="GLOB", help="library-relative or absolute path pattern, e.g. 'news/*' (* also matches /)")
+    f.add_argument("--min-duration", metavar="S", help="videos at least S seconds long")
+    f.add_argument("--max-duration", metavar="S", help="videos at most S seconds long")
+    f.add_argument("--modified-after", metavar="DATE", help="file modified at or after DATE (2024-05-01 or 2024-05-01T14:30; local time)")
+    f.add_argument("--modified-before", metavar="DATE", help="file modified before DATE")
+    f.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="metadata KEY equals VALUE (a list value: holds it); repeatable")
     p.set_defaults(func=cmd_search)
     return p
 
@@ -211,6 +237,8 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
 
     for f in report.failed:
         print(f"vidclip {verb}: {display_path(f['path'])}: {display_path(f['reason'])}", file=sys.stderr)
+    for w in report.warnings:  # malformed subtitles, refused clip.json: the videos are indexed anyway
+        print(f"vidclip {verb}: warning: {w}", file=sys.stderr)
     d = report.to_dict()
     if as_json:
         print_json(d)
@@ -223,6 +251,8 @@ def _print_report(report, index_dir, verb: str, as_json: bool) -> int:
               f"{d['seconds']:.1f} s in all{rate}), "
               f"{d['unchanged']} unchanged, {d['deleted']} deleted, {len(d['failed'])} failed "
               f"-> {index_dir} ({d['total_indexed']} videos searchable)")
+        if d["text_updated"]:
+            print(f"read the words of {d['text_updated']} unchanged video(s) again (subtitles or metadata changed)")
         if d["orphans_removed"]:
             print(f"removed {d['orphans_removed']} uncommitted shard(s) left by an interrupted run")
         if d["temps_removed"]:
@@ -287,6 +317,11 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if folder.path.is_dir():
         folder.refuse_damage()  # a lost or unreadable catalog, before reading it below
     library = scan_library(ns.library)  # a missing library or a bad CSV row, before the model loads
+    metadata = None
+    if ns.metadata is not None:
+        from vidclip.index.metadata import read_metadata_csv
+
+        metadata = read_metadata_csv(ns.metadata)  # a bad row is one line, before the model loads
     stored = folder.read_meta("model", "sampler", "temporal")
     sampler = _sampler(ns, stored.get("sampler"))
     from vidclip.encode.options import EncodeOptions
@@ -317,7 +352,7 @@ def cmd_index(ns: argparse.Namespace) -> int:
         temporal = spec.get("path") if spec.get("name") == "checkpoint" else "mean"
     options = IndexOptions(encode=encode, temporal=temporal, design=ns.design,
                            segment_design=ns.segment_design or ns.design, search_params=search_params,
-                           retry_failed=ns.retry_failed)
+                           retry_failed=ns.retry_failed, metadata=metadata)
     report = index_library(library, index_dir, clip, options)
     return _print_report(report, index_dir, "index", ns.json)
 
@@ -415,7 +450,7 @@ def _read_queries(path: Path) -> list[tuple[str | None, str]]:
 def cmd_search(ns: argparse.Namespace) -> int:
     import json
 
-    from vidclip.cli.options import print_json, resolve_device
+    from vidclip.cli.options import print_json
     from vidclip.index.search import MAX_RERANK, VideoIndex
 
     query = " ".join(ns.query or []).strip()
@@ -429,15 +464,29 @@ def cmd_search(ns: argparse.Namespace) -> int:
     if ns.k <= 0:
         raise ConfigError(f"-k must be positive, got {ns.k}")
     batch = _read_queries(Path(ns.queries)) if ns.queries else None
+    from vidclip.index.filters import parse_filters
+
+    filters = {"path": ns.path, "min_duration": ns.min_duration, "max_duration": ns.max_duration,
+               "modified_after": ns.modified_after, "modified_before": ns.modified_before, "meta": ns.meta}
+    parse_filters(**filters, cli=True)  # a bad value is one line naming the option, before the model loads
+    if not 0.0 <= ns.text_weight <= 1.0:
+        raise ConfigError(f"--text-weight must be within 0..1, got {ns.text_weight}")
+    if ns.mode not in (None, "visual") and (ns.image or ns.video):
+        raise ConfigError(f"--mode {ns.mode}: words are searched for a text query; --image and --video are visual")
+    if ns.mode not in (None, "visual") and ns.segments:
+        raise ConfigError(f"--mode {ns.mode}: --segments ranks windows by the picture only (use --mode visual)")
     for name, value in (("--image", ns.image), ("--video", ns.video)):
         if value is not None and not Path(value).is_file():
             what = "a folder, not a file" if Path(value).is_dir() else "no such file"
             raise ConfigError(f"{name} {display_path(value)}: {what}")
     from vidclip.index.directory import IndexDir
 
-    index_dir = IndexDir.require(ns.index)  # before resolve_device imports torch and the model loads
-    index = VideoIndex.open(index_dir, device=resolve_device(ns.device))
-    opts = {"segments": ns.segments, "rerank": ns.rerank}
+    index_dir = IndexDir.require(ns.index)  # before torch or the model loads
+    # a text query on an index with its ONNX text tower imports no torch (VideoIndex.open); the
+    # model loads (on --device, "auto" resolved then) only for what needs it
+    index = VideoIndex.open(index_dir, device=ns.device)
+    opts = {"segments": ns.segments, "rerank": ns.rerank, **filters}
+    words = {"mode": ns.mode, "fusion": ns.fusion, "text_weight": ns.text_weight}
     try:
         random_weights = bool(index.identity.get("random_weights"))
         if not ns.json or batch is not None:
@@ -451,7 +500,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
                 print(f"vidclip search: {warning}", file=sys.stderr)
         if batch is not None:  # one model load, one JSON line per query
             for qid, text in batch:
-                hits = index.search(text, ns.k, **opts)
+                hits = index.search(text, ns.k, **opts, **words)
                 rec = {"id": qid, "query": text, "hits": [h.to_dict() for h in hits]} if qid is not None else \
                     {"query": text, "hits": [h.to_dict() for h in hits]}
                 print(json.dumps(rec, ensure_ascii=False), flush=True)
@@ -461,12 +510,15 @@ def cmd_search(ns: argparse.Namespace) -> int:
         elif ns.video is not None:
             hits, source = index.search_video(ns.video, ns.k, **opts), {"video": str(Path(ns.video).resolve())}
         else:
-            hits, source = index.search(query, ns.k, **opts), {"query": query}
+            hits, source = index.search(query, ns.k, **opts, **words), {"query": query}
     finally:
         index.close()
     if ns.json:
         print_json({**source, "index": str(Path(ns.index).resolve()), "segments": ns.segments,
-                    "rerank": ns.rerank, "random_weights": random_weights, "hits": [h.to_dict() for h in hits]})
+                    "rerank": ns.rerank, "random_weights": random_weights,
+                    **({"filters": parse_filters(**filters).to_dict()} if any(v is not None for v in filters.values())
+                       else {}),
+                    "hits": [h.to_dict() for h in hits]})
         return 0
     if not hits:
         print("no results (is the index empty?)")
@@ -474,6 +526,14 @@ def cmd_search(ns: argparse.Namespace) -> int:
         frame = f"  best frame {_ts(h.frame_time)}" if h.frame_time is not None else ""
         print(f"{rank:3d}. {h.score:+.4f}  {display_path(h.path)}  [{_ts(h.start)} - {_ts(h.end)}] of {_ts(h.duration)}"
               f"{frame}  (id {h.video_id})")
+        text = (h.match or {}).get("text")
+        if text:
+            where = text["kind"] if text["kind"] == "name" else f"{text['kind']} {text['source']}"
+            if text["start"] is not None:
+                where += f" [{_ts(text['start'])} - {_ts(text['end'])}]"
+            snippet = text["text"] if len(text["text"]) <= 80 else text["text"][:77] + "..."
+            seen = "; also by the picture" if "visual" in h.match else ""
+            print(f"       words {', '.join(text['words'])}: {where}: {snippet!r}{seen}")
     return 0
 
 

@@ -29,10 +29,20 @@ the result is searched like a text query's embedding. A video that is itself in 
 comes back first with score ~1: that is the expected answer, not a bug. Text-conditioned
 modules are not applied to example queries (they were trained to condition on text); the first
 stage is then the faiss cosine with the mean-pooled vectors.
+
+Light runtime: ``vidclip index`` exports the model's text tower to ONNX inside the index
+(``<index>/onnx/<identity>/text``, recorded in the catalog meta ``onnx_text``; it moves with the
+index). :meth:`VideoIndex.open` then encodes text queries with ONNX Runtime
+(:class:`~vidclip.models.clip.onnx_runtime.OnnxCLIP`): neither torch nor open_clip is imported
+for a text search, with or without ``rerank`` (frames are scored in numpy). Example queries, a
+temporal checkpoint, an index without a (matching, complete) export, ``runtime="torch"``, or no
+onnxruntime: the torch model is loaded on first need, as before. Both give the same ranking (the
+export is verified to 1e-5 on unit vectors).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -50,14 +60,26 @@ from vidclip.core.errors import (
 from vidclip.features.pooling import Pooler
 from vidclip.index.catalog import Catalog
 from vidclip.index.directory import IndexDir
+from vidclip.index.filters import SearchFilters, parse_filters
+from vidclip.index.textsearch import TextHit, has_text, search_text
 from vidclip.index.vectors import VectorIndex
 from vidclip.retrieval.fusion import NORMS, fuse_ranking, parse_pool, pool_scores
+from vidclip.retrieval.hybrid import rrf_depth, rrf_fuse, weighted_fuse
 from vidclip.retrieval.vectors import l2_normalize
 
 # Most candidates a two-stage search re-scores on their frames: 1000 x ~300 frames (5-minute
 # videos at 1 fps) is 300k frames, ~0.3 GB of fp16 rows read at D = 512 (scored in chunks, so not
 # held at once); the bound keeps one request's work and disk reads small.
 MAX_RERANK = 1000
+
+#: Search modes: the picture (CLIP), the words (names, subtitles, metadata: FTS5 BM25), or both fused.
+MODES = ("visual", "text", "hybrid")
+FUSIONS = ("rrf", "weighted")
+
+#: Sub-folder of an index that holds its ONNX exports (the onnx_runtime layout under it).
+ONNX_DIR = "onnx"
+#: Catalog meta key recording the text tower's export (dir relative to the index, identity key, check).
+ONNX_TEXT_META = "onnx_text"
 
 
 @dataclass
@@ -70,12 +92,16 @@ class SearchHit:
     duration: float  # of the whole video
     frame_time: float | None = None  # reranked: timestamp (s) of the best-scoring stored frame; else None
     frame_score: float | None = None  # reranked: pooled frame cosine M (before fusion); else None
+    # text / hybrid modes: why it matched: {"visual": {"score", "rank"}, "text": {"score", "rank",
+    # "kind" (name / subtitle / metadata), "source" (file, stream, key), "start", "end", "text",
+    # "words"}}, each channel present when it found the video; None in visual mode
+    match: dict | None = None
 
     def to_dict(self) -> dict:
-        """The fields as a dict; ``frame_time`` / ``frame_score`` only when set (a reranked hit), so
-        a plain search prints exactly what it always did."""
+        """The fields as a dict; ``frame_time`` / ``frame_score`` (a reranked hit) and ``match``
+        (text and hybrid modes) only when set, so a plain search prints exactly what it always did."""
         d = asdict(self)
-        for key in ("frame_time", "frame_score"):
+        for key in ("frame_time", "frame_score", "match"):
             if d[key] is None:
                 del d[key]
         return d
@@ -91,12 +117,17 @@ class VideoIndex:
     rerank_depth = 100  # faiss candidates re-scored by a text-conditioned temporal module
     MAX_RERANK = MAX_RERANK
 
-    def __init__(self, index_dir: str | os.PathLike | IndexDir, catalog: Catalog, clip, pooler: Pooler):
+    def __init__(self, index_dir: str | os.PathLike | IndexDir, catalog: Catalog, clip, pooler: Pooler | None,
+                 *, text_encoder=None, device: str | None = None):
+        """``clip``/``pooler`` None: loaded from the index's model on first need (``device``);
+        ``text_encoder``: an OnnxCLIP with the index's text tower, used for text queries."""
         self.dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
         self.index_dir = self.dir.path
         self.catalog = catalog
-        self.clip = clip
-        self.pooler = pooler
+        self._clip = clip
+        self._pooler = pooler
+        self._device = device
+        self.text_encoder = text_encoder
         self.identity: dict = catalog.get_meta("model")
         self.library_root = Path(catalog.get_meta("library_root") or self.dir.path)
         self.dim = int(self.identity["embed_dim"])
@@ -108,9 +139,15 @@ class VideoIndex:
         self._refresh()
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike | IndexDir, *, clip=None, device: str | None = None) -> "VideoIndex":
+    def open(cls, index_dir: str | os.PathLike | IndexDir, *, clip=None, device: str | None = None,
+             runtime: str = "auto") -> "VideoIndex":
         """Open an index (a path or an :class:`~vidclip.index.directory.IndexDir`); loads the model
-        named in it (on ``device``, default cpu) unless ``clip`` is given (then it must match)."""
+        named in it (on ``device``, default cpu; "auto": cuda when available) unless ``clip`` is
+        given (then it must match). ``runtime``: "auto" encodes text queries with the index's ONNX
+        export when it has a usable one and loads the torch model only when something needs it
+        (see the module docstring); "torch" always loads it."""
+        if runtime not in ("auto", "torch"):
+            raise ConfigError(f"runtime: expected 'auto' or 'torch', got {runtime!r}")
         index_dir = index_dir if isinstance(index_dir, IndexDir) else IndexDir(index_dir)
         index_dir.require_catalog()
         catalog = index_dir.open_catalog()
@@ -118,6 +155,10 @@ class VideoIndex:
         if model is None:
             catalog.close()
             raise VidclipError(f"{index_dir.path}: the index holds no videos yet (no model recorded)")
+        if clip is None and runtime == "auto":
+            onnx = onnx_text_encoder(index_dir, catalog)
+            if onnx is not None:
+                return cls(index_dir, catalog, None, None, text_encoder=onnx, device=device)
         if clip is None:
             from vidclip.models.clip.load import load_clip_from_identity
 
@@ -130,6 +171,33 @@ class VideoIndex:
                 f"but the given model is {clip.identity.name!r} (key {clip.identity.key()})")
         pooler = Pooler.from_spec(catalog.get_meta("temporal") or {"name": "mean"}, clip)
         return cls(index_dir, catalog, clip, pooler)
+
+    @property
+    def clip(self):
+        """The index's FrozenCLIP (loaded on first use when the index was opened for the light runtime)."""
+        if self._clip is None:
+            self._load_torch()
+        return self._clip
+
+    @property
+    def pooler(self) -> Pooler:
+        if self._pooler is None:
+            self._load_torch()
+        return self._pooler
+
+    def _load_torch(self) -> None:
+        """Load the index's model and pooler (the torch path), checked against the index."""
+        with self._lock:
+            if self._clip is not None and self._pooler is not None:
+                return
+            from vidclip.models.clip.load import load_clip_from_identity
+
+            clip = load_clip_from_identity(self.identity, **({"device": self._device} if self._device else {}))
+            if clip.identity.key() != self.catalog.get_meta("model_key"):
+                raise IndexMismatchError(f"{self.index_dir}: the model loaded for this index ({clip.identity.name!r}) "
+                                         "is not the one it was built with")
+            self._pooler = Pooler.from_spec(self.catalog.get_meta("temporal") or {"name": "mean"}, clip)
+            self._clip = clip
 
     def close(self) -> None:
         self.catalog.close()
@@ -256,46 +324,183 @@ class VideoIndex:
         return {"rerank": int(rerank), "pool": pool, "alpha": float(alpha), "norm": norm}
 
     def search(self, query: str, k: int = 10, *, segments: bool = False, rerank: int = 0, pool: str = "max",
-               alpha: float = 0.4, norm: str = "minmax") -> list[SearchHit]:
+               alpha: float = 0.4, norm: str = "minmax", mode: str | None = None, fusion: str = "rrf",
+               text_weight: float = 0.5, path: str | None = None, min_duration: float | str | None = None,
+               max_duration: float | str | None = None, modified_after=None, modified_before=None,
+               meta=None) -> list[SearchHit]:
         """Top-k videos (or windows, ``segments=True``) for a text query, best first.
 
         ``rerank=N`` (0..MAX_RERANK): re-score the first stage's top max(N, k) on their stored
         frames and fuse (``pool``, ``alpha``, ``norm`` as :func:`vidclip.retrieval.fusion.fuse`: ``alpha``
         weighs the first-stage score, ``1 - alpha`` the frame score).
+
+        ``mode``: "visual" (CLIP), "text" (the words of names, subtitles and metadata, BM25) or
+        "hybrid" (both fused); None = "hybrid" when the index holds subtitles or metadata
+        (:meth:`has_text`), else "visual" (and always "visual" for ``segments=True``, which ranks
+        windows by the picture only). ``fusion``: "rrf" (reciprocal-rank fusion, k = 60) or
+        "weighted" (min-max normalised scores, ``text_weight`` for the words and
+        ``1 - text_weight`` for the picture); see :meth:`_fuse`.
+
+        Filters (:mod:`vidclip.index.filters`; all AND): ``path`` (GLOB over the library-relative
+        or absolute path), ``min_duration`` / ``max_duration`` (seconds), ``modified_after`` /
+        ``modified_before`` (ISO date or datetime), ``meta`` ({key: value} or ["KEY=VALUE", ...]).
+        They restrict the vector search itself, so ``k`` hits come back when ``k`` videos match.
+        A bad value is a ConfigError naming the keyword.
         """
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("search: the query text is empty")
         opts = self._rerank_options(k, rerank, pool, alpha, norm)
+        filters = parse_filters(path, min_duration, max_duration, modified_after, modified_before, meta)
+        fuse = self._fusion_options(fusion, text_weight)
         with self._lock:
             self._refresh()
-            raw = self.pooler.encode_query(query)
-            q = l2_normalize(raw.cpu().numpy())[0]
+            mode = self._mode(mode, segments)
+            allowed = self._allowed(filters, segments)
+            if mode == "text":  # no query embedding needed
+                return self._hybrid(query, k, [], allowed, "text", fuse)
+            if self.text_encoder is not None:  # the light runtime: the mean pooler, no torch
+                raw, conditioned, mean = None, False, True
+                q = l2_normalize(self.text_encoder.encode_text([query]))[0]
+            else:
+                raw, conditioned = self.pooler.encode_query(query), self.pooler.conditioned
+                mean = self.pooler.spec.get("name", "mean") == "mean"
+                q = l2_normalize(raw.cpu().numpy())[0]
             qf = None
             if opts["rerank"]:
                 # frames are frozen-CLIP embeddings: score them with the frozen CLIP text tower
-                qf = q if self.pooler.spec.get("name", "mean") == "mean" else \
-                    l2_normalize(self.clip.encode_text([query]).float().cpu().numpy())[0]
+                qf = q if mean else l2_normalize(self.clip.encode_text([query]).float().cpu().numpy())[0]
             if segments:
-                return self._search_segments(q, k, qf, opts)
-            return self._search_videos(q, k, raw if self.pooler.conditioned else None, qf, opts)
+                return self._search_segments(q, k, qf, opts, allowed)
+            depth = k if mode == "visual" else max(k, rrf_depth())
+            visual = self._search_videos(q, depth, raw if conditioned else None, qf, opts, allowed)
+            return visual if mode == "visual" else self._hybrid(query, k, visual, allowed, "hybrid", fuse)
+
+    # ------------------------------------------------------------------ words, filters, fusion
+
+    def has_text(self) -> bool:
+        """Whether the index holds subtitles or metadata words (names alone do not count)."""
+        return self.catalog.has_text_tables() and has_text(self.catalog.conn)
+
+    def _mode(self, mode: str | None, segments: bool) -> str:
+        if mode is None:
+            return "visual" if segments or not self.has_text() else "hybrid"
+        if mode not in MODES:
+            raise ConfigError(f"search: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if segments and mode != "visual":
+            raise ConfigError(f"search: mode {mode!r} ranks whole videos; windows (segments) are ranked by the "
+                              "picture only (mode 'visual')")
+        if mode != "visual" and not self.catalog.has_text_tables():
+            raise ConfigError(f"{display_path(self.index_dir)}: this index has no text channel yet (made by an "
+                              "older vidclip); run `vidclip index` on its library once to add it, or use mode 'visual'")
+        return mode
+
+    @staticmethod
+    def _fusion_options(fusion: str, text_weight: float) -> dict:
+        if fusion not in FUSIONS:
+            raise ConfigError(f"search: fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        if isinstance(text_weight, bool) or not isinstance(text_weight, (int, float, np.floating)) \
+                or not 0.0 <= text_weight <= 1.0:
+            raise ConfigError(f"search: text_weight must be a number in [0, 1], got {text_weight!r}")
+        return {"fusion": fusion, "text_weight": float(text_weight)}
+
+    def _allowed(self, filters: SearchFilters, segments: bool = False) -> np.ndarray | None:
+        """The faiss ids (videos, or windows with ``segments``) that ``filters`` let through; None: all."""
+        if not filters:
+            return None
+        return filters.segment_ids(self.catalog.conn) if segments else filters.video_ids(self.catalog.conn)
+
+    def _faiss(self, index: VectorIndex, q: np.ndarray, k: int, allowed: np.ndarray | None):
+        """faiss top-k, restricted to ``allowed`` ids when given (inside the search: k hits when k match)."""
+        if allowed is None:
+            return index.search(q, k)
+        if allowed.size == 0:
+            return np.full((1, k), -np.inf, np.float32), np.full((1, k), -1, np.int64)
+        if "allowed_ids" in inspect.signature(index.search).parameters:
+            return index.search(q, k, allowed_ids=allowed)
+        # (until VectorIndex.search takes allowed_ids) exact search over the allowed stored vectors
+        kind = "segments" if index is self._segment_index else "videos"
+        ids, vecs = self.catalog.vectors_by_ids(kind, allowed, self.dim)
+        scores = vecs @ np.asarray(q, np.float32).reshape(-1)
+        order = np.argsort(-scores, kind="stable")[:k]
+        out_s, out_i = np.full((1, k), -np.inf, np.float32), np.full((1, k), -1, np.int64)
+        out_s[0, :order.size], out_i[0, :order.size] = scores[order], ids[order]
+        return out_s, out_i
+
+    def _hybrid(self, query: str, k: int, visual: list[SearchHit], allowed: np.ndarray | None, mode: str,
+                fuse: dict) -> list[SearchHit]:
+        """Fuse ``visual`` (hits best first, cut at max(k, 61)) with the text channel's BM25 ranking of
+        as many videos, and describe why each hit matched.
+
+        RRF: score = 1 / (60 + visual rank) + 1 / (60 + text rank), over the channels that found
+        the video. Weighted: ``(1 - text_weight) * minmax(cosine) + text_weight * minmax(bm25)``.
+        Either way a video both channels found ranks above every video one channel found (with
+        lists cut at 61, RRF guarantees it; past that, and for weighted fusion, it is imposed:
+        :func:`vidclip.retrieval.hybrid.rrf_fuse` ``agreement_first``). The moment of a hit is the
+        subtitle cue that matched when the words matched a cue, else the visual best window
+        (text only: the whole video).
+        """
+        depth = k if mode == "text" else max(k, rrf_depth())
+        texts: dict[int, TextHit] = {h.video_id: h for h in search_text(self.catalog.conn, query, depth, allowed)}
+        if not texts and mode == "hybrid":
+            ranked = [(h.video_id, h.score) for h in visual[:k]]
+        elif mode == "text":
+            ranked = [(vid, h.score) for vid, h in texts.items()]
+        elif fuse["fusion"] == "rrf":
+            fused = rrf_fuse({"visual": [h.video_id for h in visual], "text": list(texts)}, agreement_first=True)
+            ranked = [(f.id, f.score) for f in fused[:k]]
+        else:
+            w = fuse["text_weight"]
+            fused = weighted_fuse({"visual": {h.video_id: h.score for h in visual},
+                                   "text": {vid: h.score for vid, h in texts.items()}},
+                                  {"visual": 1.0 - w, "text": w}, agreement_first=True)
+            ranked = [(f.id, f.score) for f in fused[:k]]
+        by_visual = {h.video_id: (rank, h) for rank, h in enumerate(visual, 1)}
+        text_rank = {vid: rank for rank, vid in enumerate(texts, 1)}
+        rows = self.catalog.videos_by_ids([vid for vid, _ in ranked if vid not in by_visual])
+        hits = []
+        for vid, score in ranked:
+            match: dict = {}
+            if vid in by_visual:
+                rank, v = by_visual[vid]
+                match["visual"] = {"score": v.score, "rank": rank}
+                hit = SearchHit(vid, v.path, float(score), v.start, v.end, v.duration, v.frame_time, v.frame_score)
+            else:
+                row = rows.get(vid)
+                if row is None or row["status"] != "indexed":
+                    continue
+                duration = float(row["duration"] or 0.0)
+                hit = SearchHit(vid, self._display_path(row), float(score), 0.0, duration, duration)
+            t = texts.get(vid)
+            if t is not None:
+                match["text"] = {"score": t.score, "rank": text_rank[vid], "kind": t.kind, "source": t.source,
+                                 "start": t.start, "end": t.end, "text": t.text, "words": list(t.words)}
+                if t.kind == "subtitle" and t.start is not None:
+                    hit.start, hit.end = float(t.start), float(t.end)
+            hit.match = match
+            hits.append(hit)
+        return hits
 
     def search_image(self, image, k: int = 10, *, segments: bool = False, rerank: int = 0, pool: str = "max",
-                     alpha: float = 0.4, norm: str = "minmax") -> list[SearchHit]:
+                     alpha: float = 0.4, norm: str = "minmax", **filters) -> list[SearchHit]:
         """Top-k videos (or windows) for an example image: a PIL image, a file path or the file's bytes.
+        ``filters``: the filter keywords of :meth:`search` (``path`` there is the filter's GLOB).
 
         The image is pooled as a one-frame video (see the module docstring); a picture over the
         decoding pixel limit, or bytes that are not an image, is a ConfigError naming the file.
         """
         opts = self._rerank_options(k, rerank, pool, alpha, norm)
+        checked = _filters(filters)
         frames = load_query_image(image, min_side=self.clip.image_size)  # decoded near the model's size
         with self._lock:
             self._refresh()
-            return self._search_example(self._encode_frames(frames), k, segments, opts)
+            return self._search_example(self._encode_frames(frames), k, segments, opts,
+                                        self._allowed(checked, segments))
 
-    def search_video(self, path: str | os.PathLike, k: int = 10, *, segments: bool = False, rerank: int = 0,
-                     pool: str = "max", alpha: float = 0.4, norm: str = "minmax", backend: str = "auto"
-                     ) -> list[SearchHit]:
+    def search_video(self, path: str | os.PathLike, /, k: int = 10, *, segments: bool = False, rerank: int = 0,
+                     pool: str = "max", alpha: float = 0.4, norm: str = "minmax", backend: str = "auto",
+                     **filters) -> list[SearchHit]:
         """Top-k videos (or windows) for an example video, decoded with the index's sampler.
+        ``filters``: the filter keywords of :meth:`search` (``path`` there is the filter's GLOB).
 
         The video's frames are pooled as the index pools its own; an indexed video finds itself
         first (score ~1). A file that cannot be decoded is a VideoDecodeError naming it.
@@ -304,6 +509,7 @@ class VideoIndex:
         from vidclip.video.sample import SamplerConfig
 
         opts = self._rerank_options(k, rerank, pool, alpha, norm)
+        checked = _filters(filters)
         p = Path(path).expanduser()
         if not p.is_file():
             raise VideoDecodeError(p, "no such file")
@@ -317,7 +523,7 @@ class VideoIndex:
             emb = result.emb.detach().float().cpu().numpy()
             if emb.shape[0] == 0:
                 raise VideoDecodeError(p, "no frames could be decoded")
-            return self._search_example(emb, k, segments, opts)
+            return self._search_example(emb, k, segments, opts, self._allowed(checked, segments))
 
     def _encode_frames(self, frames) -> np.ndarray:
         """uint8 [N, H, W, 3] torch frames -> raw CLIP embeddings float32 [N, D], resized as indexing does."""
@@ -326,19 +532,20 @@ class VideoIndex:
         small = resize_center_crop(frames, self.clip.image_size)  # what the decode workers hand the encoder
         return self.clip.encode_frames(small.to(self.clip.device)).float().cpu().numpy()
 
-    def _search_example(self, emb: np.ndarray, k: int, segments: bool, opts: dict) -> list[SearchHit]:
+    def _search_example(self, emb: np.ndarray, k: int, segments: bool, opts: dict,
+                        allowed: np.ndarray | None = None) -> list[SearchHit]:
         """Search with the frames of an example, emb float32 [T, D] (raw)."""
         emb = emb.astype(np.float16).astype(np.float32)  # as stored: an indexed frame matches itself exactly
         q = self.pooler.video_and_windows(emb, [])[0]
         qf = Pooler().pool([emb])[0] if opts["rerank"] else None  # the mean: frames are frozen-CLIP embeddings
         if segments:
-            return self._search_segments(q, k, qf, opts)
-        return self._search_videos(q, k, None, qf, opts)
+            return self._search_segments(q, k, qf, opts, allowed)
+        return self._search_videos(q, k, None, qf, opts, allowed)
 
-    def _search_segments(self, q: np.ndarray, k: int, qf: np.ndarray | None = None, opts: dict | None = None
-                         ) -> list[SearchHit]:
+    def _search_segments(self, q: np.ndarray, k: int, qf: np.ndarray | None = None, opts: dict | None = None,
+                         allowed: np.ndarray | None = None) -> list[SearchHit]:
         rerank = opts["rerank"] if opts else 0
-        scores, ids = self._segment_index.search(q, max(k, rerank))
+        scores, ids = self._faiss(self._segment_index, q, max(k, rerank), allowed)
         keep = ids[0] >= 0
         seg_rows = self.catalog.segments_by_ids(ids[0][keep])
         videos = self.catalog.videos_by_ids({r["video_id"] for r in seg_rows.values()})
@@ -361,12 +568,13 @@ class VideoIndex:
                 for (seg, row, score), (ft, fs) in list(zip(cand, extra))[:k]]
 
     def _search_videos(self, q: np.ndarray, k: int, raw=None, qf: np.ndarray | None = None,
-                       opts: dict | None = None) -> list[SearchHit]:
+                       opts: dict | None = None, allowed: np.ndarray | None = None) -> list[SearchHit]:
         """``raw``: the raw text embedding for a text-conditioned module's re-scoring (None: faiss only)."""
         rerank = opts["rerank"] if opts else 0
         depth = max(k, rerank)
-        conditioned = raw is not None and self.pooler.conditioned
-        scores, ids = self._video_index.search(q, max(depth, self.rerank_depth) if conditioned else depth)
+        conditioned = raw is not None and self.pooler.conditioned  # raw is None on the light runtime
+        scores, ids = self._faiss(self._video_index, q, max(depth, self.rerank_depth) if conditioned else depth,
+                                  allowed)
         keep = ids[0] >= 0
         cand, cand_scores = ids[0][keep].tolist(), scores[0][keep]
         rows = self.catalog.videos_by_ids(cand)
@@ -438,6 +646,36 @@ class VideoIndex:
         if row is None or row["status"] != "indexed":
             return None
         return Path(row["abs_path"])
+
+
+def _filters(given: dict) -> SearchFilters:
+    """The filter keywords of :meth:`VideoIndex.search` given to an example search, checked."""
+    unknown = sorted(set(given) - {"path", "min_duration", "max_duration", "modified_after", "modified_before", "meta"})
+    if unknown:
+        raise ConfigError(f"search: unknown keyword {unknown[0]!r}")
+    return parse_filters(**given)
+
+
+def onnx_text_encoder(index_dir: IndexDir, catalog: Catalog):
+    """The index's exported text tower on ONNX Runtime (an OnnxCLIP), or None: no onnxruntime,
+    a temporal checkpoint (queries go through its own text tower), no export in the index, or
+    one that is incomplete, damaged or of another model identity. Imports no torch."""
+    model, key = catalog.get_meta("model"), catalog.get_meta("model_key")
+    temporal = catalog.get_meta("temporal") or {"name": "mean"}
+    if model is None or key is None or temporal.get("name", "mean") != "mean":
+        return None
+    from vidclip.models.clip import onnx_runtime as rt
+    from vidclip.models.clip.identity import identity_key
+
+    if not rt.onnx_available():
+        return None
+    try:
+        if identity_key(model) != key:
+            return None
+        folder = rt.find_export(model, "text", cache_dir=index_dir.path / ONNX_DIR)
+        return None if folder is None else rt.OnnxCLIP(folder.parent, key=key)
+    except (VidclipError, KeyError, TypeError, ValueError):  # an odd record: the torch path decides
+        return None
 
 
 def load_query_image(image, *, max_pixels: int | None = None, min_side: int | None = None):
