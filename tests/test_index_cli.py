@@ -74,7 +74,8 @@ def test_search_queries_file_one_model_load_jsonl(tmp_path, tiny_clip, windows_s
 
     lib = _lib(tmp_path, n=3)
     idx = tmp_path / "idx"
-    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
+    # no ONNX text tower: the torch path, whose model loads once (the light runtime loads none)
+    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False, onnx_text=False)
     qf = tmp_path / "q.jsonl"
     qf.write_text('{"id": "q1", "query": "a red circle"}\n\n{"query": "a blue square"}\n')
     loads = []

@@ -1,0 +1,282 @@
+"""The light runtime wired into vidclip (issue 18): text search on the index's ONNX text tower
+without torch, the same ranking as the torch path, and every fallback to torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from index_testutil import make_clip
+
+HAVE_EXPORT = all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx", "onnxscript", "tokenizers"))
+pytestmark = pytest.mark.skipif(not HAVE_EXPORT, reason="needs onnxruntime, onnx, onnxscript and tokenizers")
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = ["a red circle moving to the left", "green square", "Two people dance; one falls!", "森の中の犬"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """A user cache of this module's own (the exports are made once here, then copied)."""
+    cache = tmp_path_factory.mktemp("onnx_user_cache")
+    old = os.environ.get("VIDCLIP_ONNX_CACHE")
+    os.environ["VIDCLIP_ONNX_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("VIDCLIP_ONNX_CACHE", None)
+    else:
+        os.environ["VIDCLIP_ONNX_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("light_lib")
+    for i in range(12):
+        make_clip(lib / f"clip{i:02d}.mp4", seed=i, seconds=2.0 + 0.5 * (i % 3))
+    return lib
+
+
+@pytest.fixture(scope="module")
+def indexes(library, tmp_path_factory, windows_sampler):
+    """model name -> index folder built with index_library (which exports the text tower)."""
+    from vidclip.index import index_library
+    from vidclip.models.clip.load import load_clip
+
+    built: dict = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            idx = tmp_path_factory.mktemp(f"idx_{name}") / "idx"
+            index_library(library, idx, load_clip(name), windows_sampler, workers=0, progress=False)
+            built[name] = idx
+        return built[name]
+
+    return get
+
+
+def _same_hits(a, b, tol=1e-5):
+    assert [h.path for h in a] == [h.path for h in b]
+    assert [(h.start, h.end) for h in a] == [(h.start, h.end) for h in b]
+    np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["vidclip-synth", "tiny-vit", "hf-tiny"])
+def test_onnx_text_search_equals_torch_top10(name, indexes):
+    from vidclip.index.search import ONNX_TEXT_META, VideoIndex
+
+    idx = indexes(name)
+    light, heavy = VideoIndex.open(idx), VideoIndex.open(idx, runtime="torch")
+    try:
+        assert light.text_encoder is not None and light._clip is None  # no torch model loaded
+        assert heavy.text_encoder is None
+        rec = light.catalog.get_meta(ONNX_TEXT_META)
+        assert rec["key"] == light.catalog.get_meta("model_key") and (idx / rec["dir"] / "model.onnx").is_file()
+        assert rec["max_abs_diff"] <= 1e-5
+        for q in QUERIES:
+            _same_hits(light.search(q, 10), heavy.search(q, 10))
+            _same_hits(light.search(q, 10, segments=True), heavy.search(q, 10, segments=True))
+            r1, r2 = light.search(q, 5, rerank=8), heavy.search(q, 5, rerank=8)
+            _same_hits(r1, r2)
+            assert [h.frame_time for h in r1] == [h.frame_time for h in r2]
+        assert light._clip is None  # text queries, reranked or not, never needed torch
+    finally:
+        light.close()
+        heavy.close()
+
+
+def test_image_query_falls_back_to_torch_lazily(indexes, library):
+    from PIL import Image
+
+    from vidclip.index.search import VideoIndex
+
+    idx = indexes("tiny-vit")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    light, heavy = VideoIndex.open(idx), VideoIndex.open(idx, runtime="torch")
+    try:
+        assert light._clip is None
+        _same_hits(light.search_image(img, 10), heavy.search_image(img, 10), tol=1e-6)
+        assert light._clip is not None  # loaded on first need
+        _same_hits(light.search("a red circle", 10), heavy.search("a red circle", 10))  # still the ONNX text path
+        _same_hits(light.search_video(library / "clip03.mp4", 5), heavy.search_video(library / "clip03.mp4", 5),
+                   tol=1e-6)
+    finally:
+        light.close()
+        heavy.close()
+
+
+def test_cli_text_search_imports_no_torch(indexes):
+    """Through the CLI entry point: the hits of the torch path, and neither torch nor open_clip imported."""
+    from vidclip.index.search import VideoIndex
+
+    idx = indexes("vidclip-synth")
+    code = ("import json, sys\nfrom vidclip.cli.main import main\n"
+            "rc = main(['search', 'a red circle moving to the left', '--index', sys.argv[1], '--json'])\n"
+            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'open_clip': 'open_clip' in sys.modules,"
+            " 'onnxruntime': 'onnxruntime' in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(idx)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    flags = json.loads(text.strip().splitlines()[-1])
+    assert flags == {"rc": 0, "torch": False, "open_clip": False, "onnxruntime": True}
+    hits = json.loads(text[:text.rstrip().rfind("\n")])["hits"]
+    heavy = VideoIndex.open(idx, runtime="torch")
+    try:
+        ref = heavy.search("a red circle moving to the left", 10)
+    finally:
+        heavy.close()
+    assert [h["path"] for h in hits] == [h.path for h in ref]
+    np.testing.assert_allclose([h["score"] for h in hits], [h.score for h in ref], atol=1e-5, rtol=0)
+
+
+def test_damaged_or_foreign_export_falls_back_to_torch(indexes, tmp_path):
+    import shutil
+
+    from vidclip.index.search import ONNX_TEXT_META, VideoIndex
+
+    src = indexes("tiny-vit")
+    idx = tmp_path / "idx"
+    shutil.copytree(src, idx)
+    heavy = VideoIndex.open(idx, runtime="torch")
+    ref = heavy.search("a red circle", 10)
+    heavy.close()
+    rec = VideoIndex.open(idx)
+    folder = idx / rec.catalog.get_meta(ONNX_TEXT_META)["dir"]
+    rec.close()
+    model = folder / "model.onnx"
+    model.unlink()
+    model.write_bytes(b"truncated")  # size no longer what export.json says
+    index = VideoIndex.open(idx)
+    try:
+        assert index.text_encoder is None
+        _same_hits(index.search("a red circle", 10), ref)
+    finally:
+        index.close()
+    # another identity's export under this identity's folder name: not used either
+    shutil.rmtree(folder.parent)
+    shutil.copytree(indexes("hf-tiny") / "onnx", idx / "onnx", dirs_exist_ok=True)
+    (idx / "onnx" / next(p.name for p in (indexes("hf-tiny") / "onnx").iterdir())).rename(folder.parent)
+    index = VideoIndex.open(idx)
+    try:
+        assert index.text_encoder is None
+        _same_hits(index.search("a red circle", 10), ref)
+    finally:
+        index.close()
+
+
+def test_index_moves_with_its_export(indexes, tmp_path):
+    import shutil
+
+    from vidclip.index.search import VideoIndex
+
+    idx = tmp_path / "moved"
+    shutil.copytree(indexes("hf-tiny"), idx)
+    index = VideoIndex.open(idx)
+    try:
+        assert index.text_encoder is not None and str(index.text_encoder.root).startswith(str(idx))
+    finally:
+        index.close()
+
+
+def test_checkpoint_index_uses_torch_text_tower():
+    """A temporal checkpoint's queries go through its own (fine-tuned) text tower: no ONNX."""
+    from vidclip.index.search import onnx_text_encoder
+
+    class Meta:
+        def __init__(self, temporal):
+            self.meta = {"model": {"name": "x"}, "model_key": "k", "temporal": temporal}
+
+        def get_meta(self, key, default=None):
+            return self.meta.get(key, default)
+
+    class Dir:
+        path = Path("/nonexistent")
+
+    assert onnx_text_encoder(Dir(), Meta({"name": "checkpoint", "path": "/x", "digest": "d"})) is None
+    assert onnx_text_encoder(Dir(), Meta({"name": "mean"})) is None  # no export there
+
+
+def test_without_onnxruntime_everything_works_as_before(library, windows_sampler, tmp_path, monkeypatch, indexes):
+    """onnxruntime hidden: the index builds without an export (one warning), search loads torch,
+    an index that has an export is searched through torch with the same hits."""
+    from vidclip.index import index_library
+    from vidclip.index.search import ONNX_DIR, ONNX_TEXT_META, VideoIndex
+    from vidclip.models.clip.load import load_clip
+
+    built = indexes("tiny-vit")
+    with_export = VideoIndex.open(built)
+    ref = with_export.search("a red circle", 10)
+    with_export.close()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setenv("VIDCLIP_ONNX_CACHE", str(tmp_path / "empty_cache"))
+    idx = tmp_path / "idx"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index_library(library, idx, load_clip("tiny-vit"), windows_sampler, workers=0, progress=False)
+    assert any("no ONNX text tower" in str(w.message) and "onnxruntime" in str(w.message) for w in caught)
+    assert not (idx / ONNX_DIR).exists()
+    index = VideoIndex.open(idx)
+    try:
+        assert index.text_encoder is None and index.catalog.get_meta(ONNX_TEXT_META) is None
+        _same_hits(index.search("a red circle", 10), ref)
+    finally:
+        index.close()
+    index = VideoIndex.open(built)
+    try:
+        assert index.text_encoder is None
+        _same_hits(index.search("a red circle", 10), ref)
+    finally:
+        index.close()
+
+
+def test_resync_gives_an_old_index_its_export(indexes, library, windows_sampler, tmp_path):
+    """An index built before the light runtime (no export) gets one on its next `vidclip index`,
+    from the user cache, without loading the model when nothing changed."""
+    import shutil
+
+    from vidclip.index import index_library
+    from vidclip.index.directory import IndexDir
+    from vidclip.index.search import ONNX_DIR, ONNX_TEXT_META, VideoIndex
+
+    idx = tmp_path / "old"
+    shutil.copytree(indexes("tiny-vit"), idx)
+    shutil.rmtree(idx / ONNX_DIR)
+    catalog = IndexDir(idx).open_catalog()
+    with catalog.transaction() as cur:
+        catalog.delete_meta(cur, ONNX_TEXT_META)
+    catalog.close()
+
+    def no_model():
+        raise AssertionError("the model was loaded")
+
+    rep = index_library(library, idx, no_model, windows_sampler, workers=0, progress=False)
+    assert rep.indexed == 0
+    index = VideoIndex.open(idx)
+    try:
+        assert index.text_encoder is not None and index.catalog.get_meta(ONNX_TEXT_META) is not None
+    finally:
+        index.close()
+
+
+@pytest.mark.slow
+def test_random_vit_b_32_text_search_equals_torch(library, tmp_path, windows_sampler):
+    from vidclip.index import index_library
+    from vidclip.index.search import VideoIndex
+    from vidclip.models.clip.load import load_clip
+
+    idx = tmp_path / "idx"
+    index_library(library, idx, load_clip("ViT-B-32", "none"), windows_sampler, workers=0, progress=False)
+    light, heavy = VideoIndex.open(idx), VideoIndex.open(idx, runtime="torch")
+    try:
+        assert light.text_encoder is not None
+        for q in QUERIES:
+            _same_hits(light.search(q, 10), heavy.search(q, 10))
+    finally:
+        light.close()
+        heavy.close()
