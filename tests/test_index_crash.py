@@ -38,6 +38,9 @@ def library(tmp_path_factory):
     lib = tmp_path_factory.mktemp("crashlib")
     for i in range(N_VIDEOS):
         make_clip(lib / f"v{i}.mp4", seed=100 + i, seconds=1.5 + 0.25 * i)
+        if i % 2 == 0:  # sidecar subtitles: their words go in with each video's row
+            (lib / f"v{i}.srt").write_text(f"1\n00:00:00,000 --> 00:00:01,000\nsubtitle marker{i}x\n")
+    (lib / "v3.json").write_text('{"topic": "harbour"}')
     return lib
 
 
@@ -119,6 +122,14 @@ def _recover_and_check(library: Path, idx: Path, clip, reference, before: dict[s
 
     vi = VideoIndex.open(idx, clip=clip)
     try:
+        # the words: one copy of each video's, for exactly the indexed rows
+        conn = vi.catalog.conn
+        assert conn.execute("SELECT COUNT(*) FROM text_spans WHERE kind = 'subtitle'").fetchone()[0] == N_VIDEOS // 2
+        assert conn.execute("SELECT COUNT(*) FROM text_spans WHERE kind = 'name'").fetchone()[0] == N_VIDEOS
+        assert {r[0] for r in conn.execute("SELECT video_id FROM text_state")} == set(after.values())
+        for i in range(0, N_VIDEOS, 2):
+            assert [h.path for h in vi.search(f"marker{i}x", mode="text")] == [f"v{i}.mp4"]
+        assert [h.path for h in vi.search("harbour", mode="text")] == ["v3.mp4"]
         ids, _ = vi.catalog.video_vectors(vi.dim)
         assert vi._video_index.ntotal == N_VIDEOS == len(ids)
         assert vi._segment_index.ntotal == vi.catalog.counts()["segments"]
