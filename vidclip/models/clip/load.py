@@ -196,7 +196,9 @@ class FrozenCLIP:
         return (vc.image_size // vc.patch_size) ** 2 + 1, vc.hidden_size, vc.num_attention_heads
 
     # -- image side --------------------------------------------------------------------------
-    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+    def image_tower_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """One forward of the image tower: pixels float [N, 3, S, S] (preprocessed, on the model's
+        device) -> embeddings [N, D], projected, not normalised, no batching (what an ONNX export traces)."""
         if self.family == "open_clip":
             return self.model.encode_image(pixels)
         out = self.model.get_image_features(pixel_values=pixels)
@@ -228,7 +230,7 @@ class FrozenCLIP:
         with torch.no_grad(), self._autocast():
             for i in range(0, x.shape[0], bs):
                 pixels = self._to_pixels(x[i : i + bs], "frames_or_pixels")
-                outs.append(self._image_features(pixels).float())
+                outs.append(self.image_tower_forward(pixels).float())
         return torch.cat(outs)
 
     def encode_frame_tokens(self, pixels: torch.Tensor) -> list[torch.Tensor]:
@@ -318,10 +320,12 @@ class FrozenCLIP:
         with torch.no_grad(), self._autocast():
             for i in range(0, ids.shape[0], batch_size):
                 chunk = ids[i : i + batch_size].to(self.device)
-                outs.append(self._text_features(chunk).float())
+                outs.append(self.text_tower_forward(chunk).float())
         return torch.cat(outs)
 
-    def _text_features(self, ids: torch.Tensor) -> torch.Tensor:
+    def text_tower_forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """One forward of the text tower: token ids int64 [N, L] -> embeddings [N, D], projected,
+        not normalised, no batching (what an ONNX export traces)."""
         impl = self._tokenizer.impl if self.family == "hf" else None
         return text_features_from_ids(
             self.model, self.family, ids,

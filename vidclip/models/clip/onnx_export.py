@@ -100,7 +100,7 @@ def export_text_tower(clip: FrozenCLIP, out_dir: str | os.PathLike | None = None
         OnnxExportError: tokenizer without a torch-free equivalent, or verification failed.
         OnnxRuntimeUnavailable: onnxruntime cannot be imported (checked first).
     """
-    rt._import_onnxruntime()
+    rt.import_onnxruntime()
     done = _existing(clip, out_dir, "text", force)
     if done is not None:
         return done
@@ -124,7 +124,7 @@ def export_image_tower(clip: FrozenCLIP, out_dir: str | os.PathLike | None = Non
     interpolation for :func:`vidclip.models.clip.onnx_runtime.preprocess_images`). Raises as
     :func:`export_text_tower`.
     """
-    rt._import_onnxruntime()
+    rt.import_onnxruntime()
 
     def build(tmp: Path) -> dict:
         src = _cpu_fp32(clip)
@@ -150,7 +150,7 @@ def quantize_dynamic_int8(onnx_path: str | os.PathLike, *, force: bool = False,
         the folder ``<root>/image-int8``; its export.json records ``min_cosine_to_fp32`` and
         ``mean_cosine_to_fp32`` (per probe image, ORT int8 vs ORT fp32).
     """
-    rt._import_onnxruntime()
+    rt.import_onnxruntime()
     src = Path(onnx_path)
     src_dir = src.parent if src.name == rt.MODEL_FILE else src
     try:
@@ -207,7 +207,7 @@ class _TextTower(torch.nn.Module):
         self.model = clip.model  # registered, so the exporter sees the parameters
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.clip._text_features(input_ids).float()
+        return self.clip.text_tower_forward(input_ids).float()
 
 
 class _ImageTower(torch.nn.Module):
@@ -219,7 +219,7 @@ class _ImageTower(torch.nn.Module):
         self.model = clip.model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.clip._image_features(pixels).float()
+        return self.clip.image_tower_forward(pixels).float()
 
 
 def _cpu_fp32(clip: FrozenCLIP) -> FrozenCLIP:
@@ -362,7 +362,7 @@ def _verify_text(clip: FrozenCLIP, tmp: Path, spec: dict) -> dict:
         raise OnnxExportError(f"{what}: tokenizer.json gives other ids than the torch tokenizer for probe "
                               f"{TEXT_PROBES[bad[0]][:60]!r} ({len(bad)} of {len(TEXT_PROBES)} differ); export refused")
     with torch.no_grad():
-        ref = clip._text_features(torch.from_numpy(want)).float().numpy()
+        ref = clip.text_tower_forward(torch.from_numpy(want)).float().numpy()
     out = _run(rt.make_session(tmp / rt.MODEL_FILE), got)
     diff = _check_close(what, ref, out)
     return {"embed_dim": clip.embed_dim, "tokenizer": spec,
@@ -375,7 +375,7 @@ def _verify_image(clip: FrozenCLIP, tmp: Path) -> dict:
     S = clip.image_size
     x = _random_pixels(S)
     with torch.no_grad():
-        ref = clip._image_features(torch.from_numpy(x)).float().numpy()
+        ref = clip.image_tower_forward(torch.from_numpy(x)).float().numpy()
     out = _run(rt.make_session(tmp / rt.MODEL_FILE), x)
     diff = _check_close(f"image tower of {clip.identity.name}", ref, out)
     return {"embed_dim": clip.embed_dim, "mean": list(clip.mean), "std": list(clip.std),

@@ -65,7 +65,7 @@ class OnnxRuntimeUnavailable(BackendUnavailableError):
     """onnxruntime (or tokenizers) cannot be imported here; use the torch path instead."""
 
 
-def _import_onnxruntime():
+def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as e:  # also when sys.modules["onnxruntime"] is None (hidden on purpose)
@@ -78,7 +78,7 @@ def _import_onnxruntime():
 def onnx_available() -> bool:
     """Whether onnxruntime and tokenizers import here (callers fall back to torch when not)."""
     try:
-        _import_onnxruntime()
+        import_onnxruntime()
         import tokenizers  # noqa: F401
     except (OnnxRuntimeUnavailable, ImportError):
         return False
@@ -170,7 +170,7 @@ def available_cores() -> int:
 def make_session(model_path: str | os.PathLike, threads: int | None = None):
     """An ``onnxruntime.InferenceSession`` on CPU: intra-op threads = the cores available, all
     graph optimisations on, one inter-op thread (the graphs are sequential)."""
-    ort = _import_onnxruntime()
+    ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or available_cores())
     so.inter_op_num_threads = 1
@@ -305,7 +305,7 @@ class OnnxCLIP:
         exported for another :func:`~vidclip.models.clip.identity.identity_key` are not used.
         Raises OnnxRuntimeUnavailable when onnxruntime cannot be imported, ConfigError when
         neither tower is usable there."""
-        _import_onnxruntime()
+        import_onnxruntime()
         if precision not in ("fp32", "int8"):
             raise ConfigError(f"precision: expected 'fp32' or 'int8' for the ONNX runtime, got {precision!r}")
         self.root = Path(root)
