@@ -317,3 +317,37 @@ def test_an_index_made_before_the_text_channel(tmp_path, tiny_clip, windows_samp
         assert vi.has_text() and vi.search("budget", k=2)[0].path == "v1.mp4"
     finally:
         vi.close()
+
+
+def test_example_searches_take_the_filters(built):
+    lib, _, vi, _ = built
+    hits = vi.search_video(lib / "news/n1.mp4", k=20, path="sport/*")
+    assert {h.path for h in hits} == {n for n in NAMES if n.startswith("sport/")}
+    assert [h.path for h in vi.search_video(lib / "news/n1.mp4", k=3, path="news/n1.mp4")] == ["news/n1.mp4"]
+    with pytest.raises(ConfigError, match="max_duration"):
+        vi.search_video(lib / "news/n1.mp4", max_duration="long")
+
+
+def test_cli_index_metadata_csv(tmp_path, tiny_clip, windows_sampler, capsys):
+    from vidclip.cli.main import main
+
+    lib = tmp_path / "lib"
+    for i in range(2):
+        make_clip(lib / f"v{i}.mp4", seed=600 + i, seconds=1.5)
+    (lib / "v0.srt").write_text("1\n00:00:00,000 --> 00:00:0x,000\nbroken\n")
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,show\nlib/v1.mp4,evening bulletin\n")
+    idx = tmp_path / "idx"
+    args = ["index", str(lib), "--index", str(idx), "--model", "tiny-vit", "--pretrained", "none", "--workers", "0",
+            "--fps", "4", "--window", "1", "--stride", "0.5", "--quiet"]
+    assert main([*args, "--metadata", str(meta)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "v0.srt: line 2" in err
+    assert main(["search", "bulletin", "--index", str(idx), "--mode", "text", "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [h["path"] for h in out["hits"]] == ["v1.mp4"] and out["hits"][0]["match"]["text"]["source"] == "show"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("show\nx\n")
+    assert main([*args, "--metadata", str(bad)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.csv" in err[0] and "'path'" in err[0], err

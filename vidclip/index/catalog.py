@@ -398,16 +398,6 @@ class Catalog:
                 out[r["id"]] = dict(r)
         return out
 
-    def vectors_by_ids(self, kind: str, ids, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids int64 [N], vectors float32 [N, dim]) of the indexed ``kind`` ("videos" / "segments")
-        vectors among ``ids``, in id order."""
-        table = {"videos": "videos v", "segments": "segments s JOIN videos v ON v.id = s.video_id"}[kind]
-        col = "v" if kind == "videos" else "s"
-        rows = self.conn.execute(
-            f"SELECT {col}.id, {col}.vector FROM {table} WHERE v.status = 'indexed' AND {col}.id IN "
-            f"(SELECT value FROM json_each(?)) ORDER BY {col}.id", (json.dumps([int(i) for i in ids]),)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64), blob_vectors([r[1] for r in rows], dim)
-
     def has_text_tables(self) -> bool:
         """Whether the text channel's tables exist (a catalog made before it, opened read-only, lacks them)."""
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'text_state'").fetchone() is not None

@@ -42,7 +42,6 @@ export is verified to 1e-5 on unit vectors).
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -415,16 +414,7 @@ class VideoIndex:
             return index.search(q, k)
         if allowed.size == 0:
             return np.full((1, k), -np.inf, np.float32), np.full((1, k), -1, np.int64)
-        if "allowed_ids" in inspect.signature(index.search).parameters:
-            return index.search(q, k, allowed_ids=allowed)
-        # (until VectorIndex.search takes allowed_ids) exact search over the allowed stored vectors
-        kind = "segments" if index is self._segment_index else "videos"
-        ids, vecs = self.catalog.vectors_by_ids(kind, allowed, self.dim)
-        scores = vecs @ np.asarray(q, np.float32).reshape(-1)
-        order = np.argsort(-scores, kind="stable")[:k]
-        out_s, out_i = np.full((1, k), -np.inf, np.float32), np.full((1, k), -1, np.int64)
-        out_s[0, :order.size], out_i[0, :order.size] = scores[order], ids[order]
-        return out_s, out_i
+        return index.search(q, k, allowed_ids=allowed)
 
     def _hybrid(self, query: str, k: int, visual: list[SearchHit], allowed: np.ndarray | None, mode: str,
                 fuse: dict) -> list[SearchHit]:
