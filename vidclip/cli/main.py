@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vidclip.encode.commands import add_encode_parser
     from vidclip.eval.commands import add_eval_parser
     from vidclip.index.commands import add_index_parser, add_search_parser
+    from vidclip.index.export import add_export_parser
     from vidclip.recognition.commands import add_classify_parser
     from vidclip.rerank.commands import add_rerank_parser, add_trec_eval_parser
     from vidclip.serve.commands import add_serve_parser
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_frames_parser(sub)
     add_encode_parser(sub)
     for add_parser in (add_synth_parser, add_train_parser, add_pretrain_parser, add_eval_parser, add_index_parser,
-                       add_search_parser, add_serve_parser, add_demo_parser, add_rerank_parser,
+                       add_search_parser, add_export_parser, add_serve_parser, add_demo_parser, add_rerank_parser,
                        add_trec_eval_parser, add_classify_parser, add_convert_parser):
         add_parser(sub)
     parser.verb_parsers = sub.choices  # main: a verb's own usage for its unrecognized arguments
