@@ -351,3 +351,23 @@ def test_cli_index_metadata_csv(tmp_path, tiny_clip, windows_sampler, capsys):
     assert main([*args, "--metadata", str(bad)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.csv" in err[0] and "'path'" in err[0], err
+
+
+def test_merge_carries_the_words(tmp_path, tiny_clip, windows_sampler):
+    from vidclip.index import merge_index
+
+    lib = tmp_path / "lib"
+    make_clip(lib / "a.mp4", seed=700, seconds=1.5)
+    (lib / "a.srt").write_text("1\n00:00:00,500 --> 00:00:01,000\nthe budget vote\n")
+    one, two = tmp_path / "one", tmp_path / "two"
+    index_library(lib, one, tiny_clip, windows_sampler, workers=0, progress=False)
+    merge_index(one, two)
+    vi = VideoIndex.open(two, clip=tiny_clip)
+    try:
+        hit, = vi.search("budget", mode="text")
+        assert (hit.path, hit.start, hit.end) == ("a.mp4", 0.5, 1.0)
+    finally:
+        vi.close()
+    # the merged row's fingerprint is the source index's: indexing the library into it reads nothing again
+    r = index_library(lib, two, tiny_clip, windows_sampler, workers=0, progress=False)
+    assert (r.indexed, r.text_updated) == (0, 0)

@@ -664,6 +664,7 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
                         emb, fidx, times = shards[row["shard"]]
                         segs, seg_vecs = src.segments_of([row["id"]], dim)[row["id"]]
                         vec = src.conn.execute("SELECT vector FROM videos WHERE id = ?", (row["id"],)).fetchone()[0]
+                        _copy_text(src, row["id"], rec)
                         rec.update(vector=np.frombuffer(vec, "<f4").astype(np.float32),
                                    windows=[(s["start"], s["end"], s["first"], s["count"]) for s in segs],
                                    window_vectors=seg_vecs)
@@ -679,6 +680,20 @@ def merge_index(other_dir: str | os.PathLike, index_dir: str | os.PathLike, *, c
         src.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _copy_text(src: Catalog, video_id: int, rec: dict) -> None:
+    """Put the stored words of ``video_id`` in ``src`` (and their fingerprint) into ``rec``, for the
+    merged row's transaction; nothing when ``src`` predates the text channel."""
+    if not src.has_text_tables():
+        return
+    from vidclip.index.textsearch import TextEntry
+
+    rows = src.conn.execute('SELECT kind, text, start, "end", source FROM text_spans WHERE video_id = ? ORDER BY id',
+                            (int(video_id),)).fetchall()
+    fp = src.conn.execute("SELECT fingerprint FROM text_state WHERE video_id = ?", (int(video_id),)).fetchone()
+    rec["text"] = [TextEntry(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    rec["text_fp"] = fp[0] if fp else ""  # "" matches no fingerprint: indexing its library reads them again
 
 
 def index_report(index_dir: str | os.PathLike) -> dict:

@@ -162,7 +162,7 @@ class Catalog:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.executescript(_SCHEMA)
-                if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'text_state'").fetchone() is None:
+                if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'text_spans_kind'").fetchone() is None:
                     with self.transaction():  # the text channel; an older catalog gets it here
                         create_text_schema(self.conn)
                         self.conn.execute(_TEXT_STATE)

@@ -81,6 +81,9 @@ _SCHEMA = (
         text     TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS text_spans_video ON text_spans(video_id)",
+    # has_text asks "any subtitle or metadata span?" on every default-mode search: without this
+    # index that is a scan of every name span in a library without subtitles
+    "CREATE INDEX IF NOT EXISTS text_spans_kind ON text_spans(kind)",
     f"""CREATE VIRTUAL TABLE IF NOT EXISTS text_fts USING fts5(
         text, content='text_spans', content_rowid='id', tokenize='{TOKENIZER}'
     )""",
