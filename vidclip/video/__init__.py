@@ -1,10 +1,11 @@
-"""vidclip.video: decoding backends, samplers and torch preprocessing of frames.
+"""vidclip.video: decoding backends, samplers, subtitles; no module here imports torch at import time.
+
+CLIP's preprocessing of frames (torch) is :mod:`vidclip.models.clip.preprocess`.
 
 Frames are ``torch.uint8 [T, H, W, 3]`` RGB, upright (rotation flags applied); timestamps are
 float64 seconds of each frame's pts, first frame = 0. See docs/architecture.md.
 """
 
-from vidclip.core.lazy import lazy_getattr
 from vidclip.video.decode import VideoInfo, VideoReader, available_backends, open_video, probe
 from vidclip.video.frames import write_frames
 from vidclip.video.sample import (
@@ -29,9 +30,5 @@ __all__ = [
     "plan_sample",
     "sample_video",
     "write_frames",
-    "preprocess_frames",
 ]
 
-
-# preprocess (torch) is imported on first use only.
-__getattr__ = lazy_getattr(globals(), {"preprocess_frames": "vidclip.models.clip.preprocess"})
