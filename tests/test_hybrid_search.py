@@ -98,6 +98,10 @@ def test_a_subtitle_word_finds_its_video_first_with_the_cue_span(built):
         assert (t["kind"], t["source"], t["start"], t["end"]) == ("subtitle", "n2.srt", 1.0, 2.5)
         assert t["words"] == ["budget"] and "council debates the budget" in t["text"]
     assert len(vi.search("budget", k=5, mode="text")) == 1  # only one video has the word
+    # FTS5 syntax in user text is words, never an SQL error
+    for q in ('"budget', 'budget NEAR(', 'text:budget', 'budget* AND (', '^budget OR NOT'):
+        assert [h.path for h in vi.search(q, k=5, mode="text")][:1] == ["news/n2.mp4"], q
+    assert vi.search('"(*)"', k=5, mode="text") == []
 
 
 def test_visual_mode_ignores_the_words(built):
