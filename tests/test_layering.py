@@ -52,9 +52,23 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _lazy_targets(node: ast.AST, package: str) -> list[str]:
+    """The modules a lazy export table names (``{"Name": "vidclip.x.y"}`` or a submodule name): a
+    name exported lazily is imported on first use, so it is an edge like any import."""
+    if not isinstance(node, ast.Dict):
+        return []
+    targets = []
+    for value in node.values:
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            target = value.value if "." in value.value else f"{package}.{value.value}"
+            if target in MODULES:
+                targets.append(target)
+    return targets
+
+
 def _imports(name: str) -> set[str]:
     """The vidclip modules ``name`` imports anywhere in its source (the longest module prefix of
-    each imported name)."""
+    each imported name), lazy export tables of package ``__init__`` files included."""
     path = MODULES[name]
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -69,9 +83,11 @@ def _imports(name: str) -> set[str]:
             candidates = [f"{target}.{alias.name}" for alias in node.names] + [target]
         elif isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.Dict) and path.name == "__init__.py":
+            candidates = []
         else:
             continue
-        for candidate in candidates:
+        for candidate in candidates + _lazy_targets(node, package):
             while candidate and candidate not in MODULES:
                 candidate = candidate.rpartition(".")[0]
             if candidate and candidate != name:

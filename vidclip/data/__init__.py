@@ -3,9 +3,10 @@ jsonl -> videos and captions).
 
 The other names below lived here before issue 17 moved them to their own packages; they are
 still exported, for code written against ``vidclip.data``, from their new homes:
-the frame-feature store and its cache checks (:mod:`vidclip.features`), the synthetic world
-(:mod:`vidclip.synthetic`) and the synthetic-footage check (:mod:`vidclip.video.provenance`).
-New code imports them from there.
+the frame-feature store and its cache checks (:mod:`vidclip.features`) and the synthetic-footage
+check (:mod:`vidclip.video.provenance`). New code imports them from there. The synthetic world sits
+above this layer (it writes datasets), so its names are exported by :mod:`vidclip` and
+:mod:`vidclip.synthetic`, not here.
 
 Names are imported lazily so ``import vidclip.data`` stays cheap (the feature store imports torch).
 """
@@ -25,8 +26,6 @@ _EXPORTS = {
     "default_features_dir": "vidclip.features.cache",
     "file_identity": "vidclip.features.identity",
     "same_file": "vidclip.features.identity",
-    "SynthConfig": "vidclip.synthetic.world",
-    "make_synthetic_dataset": "vidclip.synthetic.datasets",
     "is_synthetic_footage": "vidclip.video.provenance",
     "synthetic_model_warning": "vidclip.video.provenance",
 }
