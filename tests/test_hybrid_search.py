@@ -375,3 +375,28 @@ def test_merge_carries_the_words(tmp_path, tiny_clip, windows_sampler):
     # the merged row's fingerprint is the source index's: indexing the library into it reads nothing again
     r = index_library(lib, two, tiny_clip, windows_sampler, workers=0, progress=False)
     assert (r.indexed, r.text_updated) == (0, 0)
+
+
+def test_embedded_subtitle_stream_words(tmp_path, tiny_clip, windows_sampler):
+    import shutil
+    import subprocess
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("no ffmpeg executable: cannot write a video with an embedded subtitle stream")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    srt = tmp_path / "in.srt"
+    srt.write_text("1\n00:00:00,200 --> 00:00:00,800\nthe budget vote\n")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=8:duration=2",
+                    "-i", str(srt), "-c:v", "mpeg4", "-c:s", "srt", str(lib / "show.mkv")],
+                   check=True, capture_output=True, timeout=120)
+    make_clip(lib / "other.mp4", seed=800, seconds=2.0)
+    idx = tmp_path / "idx"
+    index_library(lib, idx, tiny_clip, windows_sampler, workers=0, progress=False)
+    vi = VideoIndex.open(idx, clip=tiny_clip)
+    try:
+        hit, = vi.search("budget", mode="text")
+        assert (hit.path, hit.start, hit.end, hit.match["text"]["source"]) == ("show.mkv", 0.2, 0.8, "stream 1")
+        assert vi.search("budget")[0].path == "show.mkv"  # hybrid by default: the index has subtitles
+    finally:
+        vi.close()
