@@ -196,3 +196,26 @@ def test_video_layer_does_not_import_torch():
     video = sorted(n for n in MODULES if _area(n) == "vidclip.video" and not n.endswith("__main__"))
     loaded = _loaded_after_import("import " + ", ".join(video))
     assert "torch" not in loaded
+
+
+def test_architecture_doc_lists_every_file_once():
+    """docs/architecture.md's layout block has one line per module, and no line for a file that is gone."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = doc.split("## Layout: one line per file", 1)[1].split("```", 2)[1]
+    listed, folders = [], []
+    for line in block.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        name = stripped.split()[0]
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name)
+        elif name.endswith(".py"):
+            listed.append("".join(folders) + name)
+    actual = sorted(str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py")
+                    if p.name != "__init__.py" or p.parent == PACKAGE)
+    assert sorted(set(listed)) == sorted(listed), "listed twice: " + str(sorted({x for x in listed if listed.count(x) > 1}))
+    assert sorted(listed) == actual, (f"missing from the doc: {sorted(set(actual) - set(listed))}; "
+                                      f"in the doc but not in the code: {sorted(set(listed) - set(actual))}")
