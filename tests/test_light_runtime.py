@@ -280,3 +280,121 @@ def test_random_vit_b_32_text_search_equals_torch(library, tmp_path, windows_sam
     finally:
         light.close()
         heavy.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# --runtime onnx [--precision int8]: the image tower on ONNX Runtime for encode/index/classify/rerank
+# ----------------------------------------------------------------------------------------------
+def _unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def synth_clip():
+    from vidclip.models.clip.load import load_clip
+
+    return load_clip("vidclip-synth")
+
+
+def test_onnx_image_encoder_fp32_is_torch_int8_is_close_with_its_own_identity(synth_clip):
+    import torch
+
+    from vidclip.models.clip.onnx_encoder import INT8_TAG, onnx_image_clip
+    from vidclip.models.clip.onnx_runtime import base_identity, identity_precision
+
+    frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (20, 64, 64, 3), dtype=np.uint8))
+    ref = synth_clip.encode_frames(frames).numpy()
+    fp32 = onnx_image_clip(synth_clip, "fp32")
+    got = fp32.encode_frames(frames, batch_size=7).numpy()
+    assert got.shape == ref.shape and np.abs(_unit(got) - _unit(ref)).max() < 1e-5
+    assert fp32.identity.key() == synth_clip.identity.key()  # fp32 ORT counts as the torch model
+    assert fp32.image_size == synth_clip.image_size and fp32.encode_text(["a"]).shape == (1, synth_clip.embed_dim)
+    int8 = onnx_image_clip(synth_clip, "int8")
+    q = int8.encode_frames(frames).numpy()
+    cos = (_unit(q) * _unit(ref)).sum(1)
+    assert 0.99 < cos.min() and np.abs(_unit(q) - _unit(ref)).max() > 1e-5  # quantised: close, not equal
+    assert int8.identity.key() == synth_clip.identity.key() + INT8_TAG
+    d = int8.identity.to_dict()
+    assert identity_precision(d) == "int8" and identity_precision(synth_clip.identity) == "fp32"
+    assert base_identity(d) == synth_clip.identity.to_dict()
+    assert int8.encode_frames(frames[:0]).shape == (0, synth_clip.embed_dim)
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "vidclip", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_cli_runtime_options_checked_before_the_model_loads(library, tmp_path):
+    for args, says in [(["--precision", "int8"], "--precision int8 needs --runtime onnx"),
+                       (["--runtime", "onnx", "--precision", "fp16"], "--precision must be fp32 or int8"),
+                       (["--runtime", "onnx", "--device", "cuda"], "--runtime onnx runs on the CPU")]:
+        for verb in (["index", library, "--index", tmp_path / "i"], ["encode", library, "--out", tmp_path / "s"]):
+            out = _cli(*verb, "--model", "vidclip-synth", *args)
+            assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "i").exists() and not (tmp_path / "s").exists()
+
+
+def test_int8_index_and_store_refuse_other_precisions(library, tmp_path, indexes):
+    """An int8 index: built, searched (text through its ONNX text tower, video examples through its
+    int8 encoder), re-synced as int8 without flags; torch/fp32 features refused in one line. A
+    feature store likewise."""
+    from vidclip.index.search import VideoIndex
+
+    idx = tmp_path / "idx8"
+    out = _cli("index", library, "--index", idx, "--model", "vidclip-synth", "--workers", "0", "--runtime", "onnx",
+               "--precision", "int8", "--sampler", "windows", "--fps", "4", "--window", "1", "--stride", "0.5")
+    assert out.returncode == 0, out.stderr
+    out = _cli("index", library, "--index", idx, "--runtime", "torch")
+    assert out.returncode == 2 and "encoded at int8" in out.stderr and "use another --index" in out.stderr
+    light, fp32 = VideoIndex.open(idx), VideoIndex.open(indexes("vidclip-synth"), runtime="torch")
+    try:
+        assert light.catalog.get_meta("model_key").endswith("+onnx-int8") and light.text_encoder is not None
+        hits, ref = light.search("a red circle", 12), fp32.search("a red circle", 12)
+        assert sorted(h.path for h in hits) == sorted(h.path for h in ref)  # the same library, close scores
+        assert max(abs(a.score - b.score) for a, b in zip(sorted(hits, key=lambda h: h.path),
+                                                         sorted(ref, key=lambda h: h.path))) < 0.02
+        top = light.search_video(library / "clip05.mp4", 1)[0]
+        assert top.path == "clip05.mp4" and top.score > 0.9999  # its own int8 encoder found it
+    finally:
+        light.close()
+        fp32.close()
+    (library / "new").mkdir(exist_ok=True)
+    try:
+        make_clip(library / "new" / "added.mp4", seed=99)
+        out = _cli("index", library, "--index", idx, "--workers", "0", "--json")  # no flags: the index's own int8
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["indexed"] == 1
+    finally:
+        import shutil
+
+        shutil.rmtree(library / "new")
+    store = tmp_path / "store"
+    out = _cli("encode", library / "clip00.mp4", "--out", store, "--model", "vidclip-synth", "--workers", "0",
+               "--runtime", "onnx", "--precision", "int8")
+    assert out.returncode == 0, out.stderr
+    out = _cli("encode", library / "clip01.mp4", "--out", store, "--model", "vidclip-synth", "--workers", "0")
+    assert out.returncode != 0 and "+onnx-int8" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_classify_runs_on_the_onnx_runtime(tmp_path):
+    """classify --runtime onnx (fp32) predicts what the torch path predicts, with the same scores."""
+    out = _cli("synth", tmp_path / "syn", "--videos", "6", "--seed", "0")
+    assert out.returncode == 0, out.stderr
+    classes = tmp_path / "classes.txt"
+    classes.write_text("red circle\nblue square\ngreen triangle\nyellow star\n")
+    results = {}
+    for runtime in ("torch", "onnx"):
+        out = _cli("classify", tmp_path / "syn" / "videos", "--classes", classes, "--model", "vidclip-synth",
+                   "--workers", "0", "--runtime", runtime, "--json", "-k", "2", "--features", tmp_path / f"feat-{runtime}",
+                   cwd=tmp_path)  # a store each: the fp32 features share the identity, so one would reuse the other's
+        assert out.returncode == 0, out.stderr
+        results[runtime] = json.loads(out.stdout)
+    flat = [json.dumps(results[r], sort_keys=True) for r in ("torch", "onnx")]
+    import re
+
+    labels = [re.findall(r'"label": "([^"]+)"', f) for f in flat]
+    scores = [np.array([float(x) for x in re.findall(r'"score": (-?[0-9.e-]+)', f)]) for f in flat]
+    assert labels[0] and labels[0] == labels[1]
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-4)

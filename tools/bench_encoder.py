@@ -10,6 +10,14 @@ For each model (random weights: speed does not depend on the weight values) and 
 
 Usage:  python tools/bench_encoder.py [--device cpu] [--quick]
 Prints a Markdown table (paste into BENCHMARKS.md "## Encoder"). Runtime < 2 min on 2 CPU cores.
+
+``--runtimes``: instead, the light runtime's rows (issue 18) in one run: the ViT-B-32 image tower
+(random weights), batch ``--batch`` (16), on the same preprocessed pixels: torch fp32
+(``encode_frames``), ONNX Runtime fp32 and ONNX Runtime dynamic int8 (exported into a temporary
+cache first), best of ``--repeats`` interleaved; frames/s, ratio to torch fp32, min cosine of each
+frame's embedding to torch fp32, and frames/s as a fraction of the machine's fp32 ceiling:
+vCPUs x clock (lscpu / /proc/cpuinfo MHz) x 32 fp32 FLOP per cycle (AVX2: 2 FMA units x 8 lanes
+x 2) / FLOP per frame (2 x the multiply-adds of the tower, counted from its shapes).
 """
 
 from __future__ import annotations
@@ -76,11 +84,86 @@ def bench(model: str, n: int, batch_sizes: list[int], device: str, repeats: int,
     return rows
 
 
+def vit_flop_per_frame(clip) -> float:
+    """2 x multiply-adds of an open_clip ViT image tower at its input size (patch embedding,
+    attention and MLP matmuls, attention scores; norms and softmax left out)."""
+    v = clip.model.visual
+    width = v.conv1.out_channels
+    patch = v.conv1.kernel_size[0]
+    grid = clip.image_size // patch
+    tokens = grid * grid + 1
+    layers = len(v.transformer.resblocks)
+    mlp = v.transformer.resblocks[0].mlp.c_fc.out_features
+    macs = grid * grid * 3 * patch * patch * width  # patch embedding
+    macs += layers * (tokens * (4 * width * width + 2 * width * mlp) + 2 * tokens * tokens * width)
+    macs += width * clip.embed_dim  # projection
+    return 2.0 * macs
+
+
+def fp32_ceiling_gflops() -> tuple[float, str]:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mhz = None
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith("cpu mhz"):
+                mhz = float(line.split(":")[1])
+                break
+    except OSError:
+        pass
+    ghz = (mhz or 0.0) / 1000
+    return cpus * ghz * 32, f"{cpus} vCPUs x {ghz:.2f} GHz x 32 FLOP/cycle (AVX2 FMA)"
+
+
+def bench_runtimes(batch: int, n: int, repeats: int) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from vidclip.models.clip.load import load_clip
+    from vidclip.models.clip.onnx_encoder import onnx_image_clip
+
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    clip = load_clip("ViT-B-32", "none", device="cpu", precision="fp32")
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (n, 240, 320, 3), dtype=torch.uint8, generator=g)
+    pixels = clip.preprocess(frames)
+    with tempfile.TemporaryDirectory(prefix="vidclip-bench-onnx-") as cache:
+        enc = {"torch fp32": clip, "ONNX Runtime fp32": onnx_image_clip(clip, "fp32", cache),
+               "ONNX Runtime int8": onnx_image_clip(clip, "int8", cache)}
+        emb = {k: c.encode_frames(pixels, batch_size=batch).numpy() for k, c in enc.items()}
+        wall, _ = _best_times({k: (lambda c=c: c.encode_frames(pixels, batch_size=batch)) for k, c in enc.items()},
+                              repeats)
+    unit = {k: e / np.linalg.norm(e, axis=1, keepdims=True) for k, e in emb.items()}
+    ceiling, how = fp32_ceiling_gflops()
+    flop = vit_flop_per_frame(clip)
+    max_fps = ceiling * 1e9 / flop
+    print(f"ViT-B-32 image tower (random weights), batch {batch}, {n} preprocessed frames, best of {repeats} "
+          f"interleaved; torch {torch.__version__} ({torch.get_num_threads()} threads); 1-min load {load0:.2f} at the "
+          f"start, {os.getloadavg()[0]:.2f} at the end; {time.perf_counter() - t0:.0f} s")
+    print(f"fp32 ceiling: {how} = {ceiling:.0f} GFLOP/s; {flop / 1e9:.2f} GFLOP per frame -> {max_fps:.1f} frames/s")
+    print()
+    print("| runtime | frames/s | vs torch fp32 | of fp32 ceiling | min cosine to torch fp32 |")
+    print("|---|---:|---:|---:|---:|")
+    base = n / wall["torch fp32"]
+    for k in enc:
+        fps = n / wall[k]
+        cos = float((unit[k] * unit["torch fp32"]).sum(1).min())
+        print(f"| {k} | {fps:.1f} | {fps / base:.2f}x | {fps / max_fps:.0%} | {cos:.4f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer frames / repeats (smoke run)")
+    ap.add_argument("--runtimes", action="store_true", help="torch fp32 vs ONNX Runtime fp32 / int8 (ViT-B-32)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
+    if args.runtimes:
+        return bench_runtimes(args.batch, args.frames, args.repeats)
     quick = args.quick
     # (model, frames, batch sizes, repeats); ViT-B-32 runs ~4 frames/s on 2 CPU cores
     plan = [

@@ -18,6 +18,16 @@ sees distinct files; the page cache makes repeats cheaper to read, not to decode
     python tools/bench_indexing.py                         # tiny-vit, windows sampler at 1 fps
     python tools/bench_indexing.py --repeat 4 --workers 2 --fps 2
     python tools/bench_indexing.py --videos /path/to/folder --model ViT-B-32 --pretrained none
+
+``--runtimes``: instead, ``vidclip index`` as the default (torch fp32) against ``--runtime onnx``
+(fp32) and ``--runtime onnx --precision int8`` in the same run (trials interleaved, fastest
+kept; the image towers are exported into a temporary cache before timing, the text-tower export
+is left out of every run), then the frames those runs encode, decoded once more, embedded by
+each encoder: the min / mean cosine of every frame's embedding to torch fp32's (the accuracy
+gate of issue 18).
+
+    python tools/bench_indexing.py --runtimes --model ViT-B-32 --pretrained none --repeat 1 --workers 2
+    python tools/bench_indexing.py --runtimes --model vidclip-synth --pretrained "" --repeat 1 --workers 2
 """
 
 from __future__ import annotations
@@ -64,7 +74,10 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=2,
                     help="runs of every stage; the fastest is reported (the machine is shared) (default: %(default)s)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--runtimes", action="store_true", help="torch fp32 vs ONNX Runtime fp32 / int8 (see above)")
     ns = ap.parse_args(argv)
+    if ns.runtimes:
+        return runtimes(ns)
 
     import torch
 
@@ -149,6 +162,68 @@ def main(argv=None) -> int:
     print(f"\nload average start {results['loadavg_start']}, end {results['loadavg_end']}")
     if ns.json:
         ns.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def runtimes(ns) -> int:
+    import numpy as np
+    import torch
+
+    from vidclip.encode.worker import decode_job
+    from vidclip.index import index_library
+    from vidclip.models.clip.load import load_clip
+    from vidclip.models.clip.onnx_encoder import onnx_image_clip
+    from vidclip.video.sample import SamplerConfig
+
+    load0 = os.getloadavg()
+    sources = ns.videos or [SHARED / "videos"]
+    videos = collect(sources)
+    if not videos:
+        print(f"no videos found in {[str(s) for s in sources]}", file=sys.stderr)
+        return 2
+    clip = load_clip(ns.model, ns.pretrained or None, device="cpu", precision="fp32")
+    sampler = SamplerConfig(name="windows", fps=ns.fps, window=ns.window, stride=ns.stride)
+    workers = (ns.workers or [2])[0]
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="vidclip-bench-rt-") as tmp:
+        encoders = {"torch fp32 (default)": clip, "--runtime onnx (fp32)": onnx_image_clip(clip, "fp32", tmp),
+                    "--runtime onnx --precision int8": onnx_image_clip(clip, "int8", tmp)}
+        lib = Path(tmp) / "lib"
+        lib.mkdir()
+        for r in range(ns.repeat):
+            for i, v in enumerate(videos):
+                os.symlink(v.resolve(), lib / f"r{r}_{i:03d}_{v.name}")
+        best = dict.fromkeys(encoders, float("inf"))
+        for trial in range(ns.trials):
+            for name, enc in encoders.items():
+                t = time.perf_counter()
+                report = index_library(lib, Path(tmp) / f"idx-{len(rows)}-{trial}-{hash(name) & 0xffff}", enc, sampler,
+                                       workers=workers, batch_frames=ns.batch_frames, progress=False, onnx_text=False)
+                best[name] = min(best[name], time.perf_counter() - t)
+                rows[name] = report
+                print(f"{name}: {time.perf_counter() - t:.1f} s, {report.frames} frames", file=sys.stderr, flush=True)
+        frames = []
+        for p in sorted(lib.iterdir()):
+            out = decode_job(p.name, str(p), sampler.to_dict(), "auto", clip.image_size)
+            if isinstance(out, tuple):
+                frames.append(torch.as_tensor(out[2]))
+        allf = torch.cat(frames)
+        emb = {k: e.encode_frames(allf, batch_size=ns.batch_frames).numpy() for k, e in encoders.items()}
+    unit = {k: e / np.linalg.norm(e, axis=1, keepdims=True) for k, e in emb.items()}
+    ref = unit["torch fp32 (default)"]
+    base = rows["torch fp32 (default)"].frames / best["torch fp32 (default)"]
+    print(f"\n{len(videos) * ns.repeat} videos ({len(videos)} distinct x {ns.repeat}), {ns.model} "
+          f"(pretrained {ns.pretrained or 'default'}), windows sampler {ns.fps:g} fps / {ns.window:g} s / {ns.stride:g} s, "
+          f"{workers} decode workers, batch {ns.batch_frames}, fastest of {ns.trials}; {platform.machine()}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__}; load average start {load0}, end {os.getloadavg()}")
+    print("| vidclip index | seconds | frames | frames/s | vs default | min cosine to torch fp32 | mean cosine |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for k in encoders:
+        fps = rows[k].frames / best[k]
+        cos = (unit[k] * ref).sum(1)
+        print(f"| {k} | {best[k]:.1f} | {rows[k].frames} | {fps:.1f} | {fps / base:.2f}x | {cos.min():.4f} | "
+              f"{cos.mean():.5f} |")
+    print(f"({allf.shape[0]} frames compared)")
     return 0
 
 

@@ -15,6 +15,7 @@ from vidclip.cli.options import (
     add_model_args,
     add_sampler_args,
     check_out_folder,
+    check_runtime_args,
     model_from_args,
     print_json,
     ray_options_from_args,
@@ -43,6 +44,7 @@ def cmd_encode(ns: argparse.Namespace) -> int:
     sampler = sampler_from_args(ns)
     ray = ray_options_from_args(ns)  # a bad --encoders / --num-gpus fails before any model loads
     check_out_folder(ns.out)
+    check_runtime_args(ns)
     if ns.batch_frames <= 0 or ns.shard_size <= 0:
         raise ConfigError(f"--batch-frames and --shard-size must be positive, got {ns.batch_frames} and {ns.shard_size}")
     options = EncodeOptions(sampler=sampler, workers=ns.workers, backend=ns.backend, decode_device=ns.decode_device,
@@ -89,7 +91,7 @@ def add_encode_parser(subparsers) -> argparse.ArgumentParser:
                    help="videos per committed shard; with --engine ray also per partition (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_args(p)
+    add_model_args(p, runtime=True)
     add_sampler_args(p)
     add_engine_args(p)
     p.set_defaults(func=cmd_encode)

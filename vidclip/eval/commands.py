@@ -56,7 +56,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--batch-videos", type=int, default=256, help="videos per module call (default: %(default)s)")
     o.add_argument("--json", action="store_true", help="print JSON instead of a table")
     o.add_argument("--out", default=None, help="also write the JSON result to this file (atomically)")
-    add_model_args(p)
+    add_model_args(p, runtime=True)  # --runtime onnx [--precision int8] for --zero-shot
     p.set_defaults(func=cmd_eval)
     return p
 

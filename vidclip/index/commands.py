@@ -77,7 +77,11 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
                    help="pretrained tag or checkpoint file; 'none' for random weights (tests only); "
                         "default: the index's, else openai")
     g.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="encoder precision; auto = fp16 autocast on GPU, fp32 on CPU; int8 needs --runtime onnx")
+    from vidclip.cli.options import add_runtime_arg
+
+    add_runtime_arg(g, default=None)
     g.add_argument("--temporal", default=None, metavar="mean|CKPT",
                    help="how frames become a video vector: 'mean' (default for a new index) or a training "
                         "checkpoint (.safetensors or run dir) of `vidclip train`")
@@ -180,9 +184,20 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load_model(ns, stored: dict | None):
-    from vidclip.cli.options import resolve_device
+    from vidclip.cli.options import resolve_device, wrap_runtime
     from vidclip.models.clip import identity_load_args, load_clip, load_clip_from_identity
+    from vidclip.models.clip.onnx_runtime import base_identity, identity_precision
 
+    if ns.runtime is None and stored is not None and identity_precision(stored) == "int8":
+        ns.runtime, ns.precision = "onnx", "int8"  # the index's own encoder (its features are int8)
+    if ns.runtime == "onnx":  # the image tower is exported from the CPU fp32 model
+        saved = (ns.runtime, ns.device, ns.precision)
+        ns.runtime, ns.device, ns.precision = "torch", "cpu", "fp32"
+        try:
+            clip = _load_model(ns, base_identity(stored) if stored is not None else None)
+        finally:
+            ns.runtime, ns.device, ns.precision = saved
+        return wrap_runtime(clip, ns)
     device = resolve_device(ns.device)
     if ns.model is None and ns.pretrained is None and stored is not None:
         return load_clip_from_identity(stored, device=device, precision=ns.precision)
@@ -306,6 +321,9 @@ def cmd_index(ns: argparse.Namespace) -> int:
     if ns.workers < 0 or ns.batch_frames <= 0 or ns.commit_every <= 0:
         raise ConfigError("--workers must be >= 0, --batch-frames and --commit-every > 0")
     search_params = _search_params(ns)
+    from vidclip.cli.options import check_runtime_args
+
+    check_runtime_args(ns)
     temporal_path(ns.temporal)  # an existing checkpoint, or mean
     from vidclip.cli.options import ray_options_from_args
     from vidclip.index.directory import IndexDir
@@ -323,6 +341,14 @@ def cmd_index(ns: argparse.Namespace) -> int:
 
         metadata = read_metadata_csv(ns.metadata)  # a bad row is one line, before the model loads
     stored = folder.read_meta("model", "sampler", "temporal")
+    if stored.get("model") and ns.runtime is not None:  # features of one precision per index
+        from vidclip.models.clip.onnx_runtime import identity_precision
+
+        have, want = identity_precision(stored["model"]), "int8" if ns.precision == "int8" else "fp32"
+        if have != want:
+            raise ConfigError(f"--index {display_path(index_dir)}: its frames were encoded at {have}"
+                              f"{' (--runtime onnx --precision int8)' if have == 'int8' else ''}; --runtime {ns.runtime} "
+                              f"--precision {ns.precision} would add {want} features to it; use another --index")
     sampler = _sampler(ns, stored.get("sampler"))
     from vidclip.encode.options import EncodeOptions
 

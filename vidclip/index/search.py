@@ -159,9 +159,9 @@ class VideoIndex:
             if onnx is not None:
                 return cls(index_dir, catalog, None, None, text_encoder=onnx, device=device)
         if clip is None:
-            from vidclip.models.clip.load import load_clip_from_identity
+            from vidclip.models.clip.onnx_encoder import load_for_identity  # int8 features: their int8 encoder
 
-            clip = load_clip_from_identity(model, **({"device": device} if device else {}))
+            clip = load_for_identity(model, device)
         elif clip.identity.key() != catalog.get_meta("model_key"):
             stored_key = catalog.get_meta("model_key")
             catalog.close()
@@ -189,9 +189,9 @@ class VideoIndex:
         with self._lock:
             if self._clip is not None and self._pooler is not None:
                 return
-            from vidclip.models.clip.load import load_clip_from_identity
+            from vidclip.models.clip.onnx_encoder import load_for_identity  # int8 features: their int8 encoder
 
-            clip = load_clip_from_identity(self.identity, **({"device": self._device} if self._device else {}))
+            clip = load_for_identity(self.identity, self._device)
             if clip.identity.key() != self.catalog.get_meta("model_key"):
                 raise IndexMismatchError(f"{self.index_dir}: the model loaded for this index ({clip.identity.name!r}) "
                                          "is not the one it was built with")

@@ -8,6 +8,7 @@ import sys
 from vidclip.cli.options import (
     add_model_args,
     add_sampler_args,
+    check_runtime_args,
     model_from_args,
     print_json,
     sampler_from_args,
@@ -75,7 +76,7 @@ def add_classify_parser(sub) -> None:
     g.add_argument("--features", metavar="DIR",
                    help="feature store to encode into and reuse (default: cache/classify-<model>-<digest>/features-<N>f)")
     g.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: %(default)s)")
-    add_model_args(p)  # --model vidclip-synth uses its shipped weights unless --pretrained names others
+    add_model_args(p, runtime=True)  # --model vidclip-synth uses its shipped weights unless --pretrained names others
     add_sampler_args(p)
     p.set_defaults(func=cmd_classify)
 
@@ -93,6 +94,7 @@ def cmd_classify(ns: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr)
 
+    check_runtime_args(ns)
     plan = plan_classify(req, log)  # every file, split and option checked before torch and the model load
     clip = model_from_args(ns)
     if clip.identity.random_weights:

@@ -8,6 +8,7 @@ import sys
 from vidclip.cli.options import (
     add_model_args,
     add_sampler_args,
+    check_runtime_args,
     model_from_args,
     print_json,
     sampler_from_args,
@@ -107,7 +108,7 @@ def add_rerank_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON (and no progress)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bars on stderr")
     # model and sampling: --videos without --index only (with --index the index's own model is used)
-    add_model_args(p, default_model="vidclip-synth", default_pretrained=None)
+    add_model_args(p, default_model="vidclip-synth", default_pretrained=None, runtime=True)
     add_sampler_args(p, default="fps")
     p.set_defaults(func=cmd_rerank)
     return p
@@ -128,6 +129,7 @@ def cmd_rerank(ns: argparse.Namespace) -> int:
 
     if ns.backend not in BACKEND_CHOICES:
         raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {ns.backend!r}")
+    check_runtime_args(ns)
     cfg = RerankConfig(alpha=ns.alpha, depth=ns.depth, pool=ns.pool, norm=ns.norm, tag=ns.tag)
     sampler = sampler_from_args(ns) if ns.index is None else None
     inputs = read_inputs(ns.run, ns.topics, ns.out, cfg=cfg, index_dir=ns.index, mapping_path=ns.videos,

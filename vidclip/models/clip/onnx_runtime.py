@@ -408,3 +408,25 @@ class OnnxCLIP:
         name = sess.get_inputs()[0].name
         outs = [sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The identity of int8 features (torch-free: read by the index's query path)
+# ----------------------------------------------------------------------------------------------
+#: Appended to ``weights_digest`` in the identity of features encoded by the int8 image tower
+#: (see :mod:`vidclip.models.clip.onnx_encoder`): their key differs from the fp32 model's, so a
+#: store or index never mixes them silently.
+INT8_TAG = "+onnx-int8"
+
+
+def identity_precision(identity: ModelIdentity | dict) -> str:
+    """"int8" for the identity of int8 ONNX features, else "fp32" (torch, or ONNX fp32)."""
+    digest = identity.weights_digest if isinstance(identity, ModelIdentity) else str(identity.get("weights_digest", ""))
+    return "int8" if digest.endswith(INT8_TAG) else "fp32"
+
+
+def base_identity(identity: dict) -> dict:
+    """The identity dict of the model itself (:data:`INT8_TAG` removed from the digest): its
+    text tower, and its fp32 image tower, are that model's."""
+    digest = str(identity.get("weights_digest", ""))
+    return {**identity, "weights_digest": digest[: -len(INT8_TAG)]} if digest.endswith(INT8_TAG) else identity
