@@ -45,8 +45,15 @@ def chromium():
             browser.close()
 
 
+SRT = """1
+00:00:01,000 --> 00:00:02,500
+the council debates the budget
+"""
+
+
 def build_library(root: Path) -> dict[str, Path]:
     (root / "clips").mkdir(parents=True)
+    (root / "grey ramp.srt").write_text(SRT)  # words only this video has (the page's subtitle hit)
     return {
         "mp4": make_video(root / "grey ramp.mp4", seconds=6.0),
         "webm": make_video(root / "clips" / "ramp.webm", seconds=5.0),
@@ -143,5 +150,48 @@ def test_search_click_plays_from_span_start(chromium, served):
     # Escape closes the player and focus returns to the card.
     page.keyboard.press("Escape")
     assert page.is_hidden("#player-section")
+    assert not errors, errors
+    page.close()
+
+
+def test_words_mode_shows_the_subtitle_hit_and_filters_restrict(chromium, served):
+    srv, _index = served
+    page = chromium.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(srv.url)
+    page.fill("#q", "budget")
+    page.select_option("#mode", "text")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results .hit")
+    first = page.locator("#results .hit").first
+    assert first.locator(".hit-name").inner_text() == "grey ramp.mp4"
+    assert first.locator(".hit-span").inner_text() == "0:01.0\u20130:02.5"  # the cue's span is the moment
+    match = first.locator(".hit-match")
+    assert match.locator("mark").all_inner_texts() == ["budget"]
+    assert "subtitle grey ramp.srt 0:01.0\u20130:02.5" in match.inner_text()
+    assert "the council debates the budget" in match.inner_text()
+    assert "mode=text" in page.url
+
+    # Filters: only the videos under clips/ (one), even with k=20, pictures only (no words shown).
+    page.fill("#q", "a grey ramp")
+    page.select_option("#mode", "visual")
+    page.click("#filters summary")
+    page.fill("#f-path", "clips/*")
+    page.fill("#f-max-duration", "5.5")
+    page.select_option("#k", "20")
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('(filtered)')")
+    names = page.locator("#results .hit .hit-name").all_inner_texts()
+    assert names == ["clips/ramp.webm"]
+    assert page.locator("#results .hit-match").count() == 0
+    assert "path=clips%2F*" in page.url and "max_duration=5.5" in page.url
+
+    # A bookmarked filtered URL restores the form and the search.
+    page.goto(srv.url + "?q=a+grey+ramp&k=20&mode=visual&min_duration=5.5&meta=")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('(filtered)')")
+    assert page.locator("#results .hit .hit-name").all_inner_texts() == ["grey ramp.mp4"]
+    assert page.input_value("#f-min-duration") == "5.5" and page.evaluate("document.getElementById('filters').open")
     assert not errors, errors
     page.close()

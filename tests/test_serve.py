@@ -203,9 +203,10 @@ class FakeHit:
     start: float
     end: float
     duration: float
+    match: dict | None = None  # text / hybrid modes, as SearchHit: left out of to_dict when None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not (k == "match" and v is None)}
 
 
 class FakeIndex:
@@ -218,9 +219,20 @@ class FakeIndex:
         self.failed = set(failed)
         self.calls: list[tuple] = []
 
-    def search(self, query, k=10, *, segments=False, rerank=0):
-        self.calls.append((query, k, segments) + ((rerank,) if rerank else ()))
-        return self._hits(k, rerank)
+    def search(self, query, k=10, *, segments=False, rerank=0, **options):
+        # options: mode and the filters, recorded only when given (a plain search records what it always did)
+        self.calls.append((query, k, segments) + ((rerank,) if rerank else ()) + ((options,) if options else ()))
+        if options.get("modified_after") == "yesterday":  # what the index's own filter check refuses
+            from vidclip.core.errors import ConfigError
+
+            raise ConfigError("modified_after: 'yesterday' is not a date (2024-05-01 or 2024-05-01T14:30)")
+        hits = self._hits(k, rerank)
+        if options.get("mode") in ("text", "hybrid"):  # why each hit matched, as VideoIndex.search says it
+            for h in hits:
+                h.match = {"visual": {"score": h.score, "rank": 1},
+                           "text": {"words": ["budget"], "kind": "subtitle", "source": "a.srt", "start": 1.0,
+                                    "end": 2.5, "text": "the budget vote", "score": 3.2, "rank": 1}}
+        return hits
 
     def _hits(self, k, rerank):
         ids = [i for i in sorted(self.rows) if i not in self.failed and "status" not in self.rows[i]][:k]
@@ -231,10 +243,11 @@ class FakeIndex:
                 h.frame_time = h.start + 1.25
         return hits
 
-    def search_image(self, data, k=10, *, segments=False, rerank=0):
+    def search_image(self, data, k=10, *, segments=False, rerank=0, **filters):
         from vidclip.core.errors import ConfigError
 
-        self.calls.append(("image", bytes(data), k, segments) + ((rerank,) if rerank else ()))
+        self.calls.append(("image", bytes(data), k, segments) + ((rerank,) if rerank else ())
+                          + ((filters,) if filters else ()))
         if not bytes(data).startswith(b"IMG"):
             raise ConfigError(f"image data ({len(data)} bytes): not a readable image (not a format PIL knows)")
         return self._hits(k, rerank)
@@ -342,6 +355,47 @@ def test_search_hits(client, library):
     assert h["score"] == pytest.approx(0.9)
     assert h["thumbnail_url"] == "/videos/2/thumbnail?t=3.5" and h["stream_url"] == "/videos/2/stream"
     assert "path" not in h and str(library.library_root) not in r.text  # no absolute paths leak
+
+
+def test_search_mode_and_filters_pass_through_and_match_is_shown(client, library):
+    params = [("q", "budget"), ("k", 2), ("mode", "text"), ("path", "news/*"), ("min_duration", "1.5"),
+              ("max_duration", "60"), ("modified_after", "2024-05-01"), ("modified_before", "2024-06-01T10:00"),
+              ("meta", "lang=fr"), ("meta", "topic=city=hall")]
+    body = client.get("/search", params=params).json()
+    want = {"path": "news/*", "min_duration": 1.5, "max_duration": 60.0, "modified_after": "2024-05-01",
+            "modified_before": "2024-06-01T10:00", "meta": ["lang=fr", "topic=city=hall"]}
+    assert library.calls == [("budget", 2, False, {"mode": "text", **want})]
+    assert body["mode"] == "text" and body["filters"] == want
+    assert body["hits"][0]["match"]["text"]["words"] == ["budget"]
+    assert body["hits"][0]["match"]["text"]["kind"] == "subtitle"
+    library.calls.clear()
+    r = client.post("/search/image", params={"k": 1, "meta": "lang=fr"}, content=b"IMG",
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 200 and library.calls == [("image", b"IMG", 1, False, {"meta": ["lang=fr"]})]
+    library.calls.clear()
+    plain = client.get("/search", params={"q": "dog"}).json()  # nothing given: nothing passed, nothing shown
+    assert library.calls == [("dog", 10, False)] and "filters" not in plain and "match" not in plain["hits"][0]
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"mode": "loud"}, "visual|text|hybrid"),
+    ({"min_duration": "-1"}, "greater than or equal to 0"),
+    ({"max_duration": "1e12"}, "less than or equal to"),
+    ({"max_duration": "nan"}, "max_duration"),
+    ({"min_duration": "long"}, "valid number"),
+    ({"path": ""}, "at least 1 character"),
+    ({"path": "x" * 501}, "at most 500 characters"),
+    ({"modified_after": "2" * 41}, "at most 40 characters"),
+    ({"meta": "lang"}, "not KEY=VALUE"),
+    ({"meta": [f"k{i}=v" for i in range(17)]}, "at most 16 meta filters"),
+    ({"modified_after": "yesterday"}, "modified_after: 'yesterday' is not a date"),
+])
+def test_search_filter_bounds_are_422(client, library, params, needle):
+    r = client.get("/search", params={"q": "dog", **params})
+    assert r.status_code == 422 and needle in r.text, r.text
+    # rejected before the index is touched, except the date the index's own check refuses
+    assert library.calls == [] or params.get("modified_after") == "yesterday"
+    assert str(library.library_root) not in r.text
 
 
 @pytest.mark.parametrize("params,needle", [
@@ -459,6 +513,14 @@ def test_page_has_rerank_and_image_search(client):
     assert 'id="rerank"' in html and 'id="image"' in html and 'accept="image/*"' in html
     js = client.get("/static/app.js").text
     assert "/search/image" in js and "frame_time" in js and 'set("rerank"' in js
+
+
+def test_page_has_mode_and_filter_inputs_named_as_the_api(client):
+    html = client.get("/").text
+    for name in ("mode", "path", "min_duration", "max_duration", "modified_after", "modified_before", "meta"):
+        assert f'name="{name}"' in html, name
+    js = client.get("/static/app.js").text
+    assert 'append("meta"' in js and "hit-match" in js and "hit.match && hit.match.text" in js
 
 
 def test_video_metadata_shows_no_internals(client, library):
@@ -979,6 +1041,13 @@ def test_real_index_search_thumbnails_streams(real):
             want = int(np.floor(h["moment"] * 10 + 1e-6))
             assert int(r.headers["x-frame-index"]) == want
             assert abs(_jpeg_mean(r.content) - level(want)) < 3
+
+        # A filter restricts the search itself: k=10 gives the one video that matches, and its moments.
+        only = c.get("/search", params={"q": "a grey frame", "k": 10, "path": "sub/*"}).json()
+        assert [h["name"] for h in only["hits"]] == ["sub/short ramp.webm"]
+        longer = c.get("/search", params={"q": "a grey frame", "k": 10, "segments": "true", "min_duration": 5}).json()
+        assert len(longer["hits"]) == 5 and {h["name"] for h in longer["hits"]} == {"ramp.mp4"}
+        assert c.get("/search", params={"q": "a grey frame", "modified_after": "someday"}).status_code == 422
 
         videos = c.get("/search", params={"q": "a grey frame", "k": 10}).json()["hits"]
         assert sorted(h["video_id"] for h in videos) == sorted(r["id"] for r in rows.values() if r["status"] == "indexed")

@@ -4,7 +4,9 @@ Routes (OpenAPI schema at ``/openapi.json``; FastAPI's interactive ``/docs`` pag
 UI from a CDN, so it is blank offline while ``/openapi.json`` always works)::
 
     GET /                           the search page (static HTML/CSS/JS, no build step, no CDN)
-    GET /search?q=TEXT&k=10         ranked hits: score, time span, thumbnail and stream URLs
+    GET /search?q=TEXT&k=10         ranked hits: score, time span, thumbnail and stream URLs; &mode=,
+                                    filters &path= &min_duration= &max_duration= &modified_after=
+                                    &modified_before= &meta=KEY=VALUE (repeatable), all bounded
                       &rerank=N     two stages: the top max(N, k) re-scored on their stored frames
     POST /search/image?k=10         search by an example image: the raw image file as the body
                                     (Content-Type image/*, at most max_image_bytes; 413 beyond)
@@ -62,7 +64,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -90,6 +92,10 @@ from vidclip.serve.media import (
 )
 
 log = logging.getLogger("vidclip.serve")
+
+MAX_FILTER_CHARS = 500  # a path glob, a date or one meta KEY=VALUE
+MAX_META_FILTERS = 16
+MAX_DURATION_S = 1e7  # duration filter bounds, seconds (~116 days)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STREAM_CHUNK = 256 * 1024
@@ -283,6 +289,37 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         return Query(0, ge=0, le=max_rerank, description=f"two stages: re-score the top max(rerank, k) hits on "
                                                          f"their stored frames, 0..{max_rerank} (0 = off)")
 
+    def filter_options(
+        path: str | None = Query(None, min_length=1, max_length=MAX_FILTER_CHARS,
+                                 description="glob over the library-relative or absolute path, e.g. 'news/*'"),
+        min_duration: float | None = Query(None, ge=0, le=MAX_DURATION_S, description="videos at least this many seconds long"),
+        max_duration: float | None = Query(None, ge=0, le=MAX_DURATION_S, description="videos at most this many seconds long"),
+        modified_after: str | None = Query(None, min_length=1, max_length=40,
+                                           description="file modified at or after this date (2024-05-01 or 2024-05-01T14:30, local time)"),
+        modified_before: str | None = Query(None, min_length=1, max_length=40, description="file modified before this date"),
+        meta: list[str] | None = Query(None, description=f"KEY=VALUE the video's metadata holds; repeatable "
+                                                          f"(at most {MAX_META_FILTERS}, all must hold)"),
+    ) -> dict:
+        """The filters given, checked for size here (their meaning by the index: a ConfigError is a 422)."""
+        if meta is not None:
+            problem = (f"at most {MAX_META_FILTERS} meta filters" if len(meta) > MAX_META_FILTERS else
+                       next((f"meta {m[:40]!r}: not KEY=VALUE of at most {MAX_FILTER_CHARS} characters"
+                             for m in meta if "=" not in m or not 0 < len(m) <= MAX_FILTER_CHARS), None))
+            if problem:
+                raise HTTPException(status_code=422, detail=[{"loc": ["query", "meta"], "type": "value_error",
+                                                              "msg": problem}])
+        given = {"path": path, "min_duration": min_duration, "max_duration": max_duration,
+                 "modified_after": modified_after, "modified_before": modified_before, "meta": meta}
+        return {name: value for name, value in given.items() if value is not None}
+
+    def run_search(call, *args, **kwargs) -> list:
+        """``call(*args, **kwargs)``; a filter value the index refuses (a bad date, a glob with a NUL)
+        is a 422 naming it (the message names no path)."""
+        try:
+            return call(*args, **kwargs)
+        except ConfigError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+
     @app.get("/search", summary="Rank indexed videos (or moments) for a text query")
     def search(
         # Query(...) as a default, not Annotated: with postponed annotations FastAPI could not
@@ -292,18 +329,27 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         k: int = k_option(),
         segments: bool = segments_option(),
         rerank: int = rerank_option(),
+        mode: str | None = Query(None, pattern="^(visual|text|hybrid)$",
+                                 description="visual (CLIP), text (names, subtitles, metadata) or hybrid (both "
+                                             "fused); default: hybrid when the index holds words, else visual"),
+        filters: dict = Depends(filter_options),
     ) -> dict:
         """Hits best first. Each has ``score``, the matched span ``start``..``end`` (seconds),
         ``moment`` (the time its thumbnail shows), ``thumbnail_url`` and ``stream_url``; reranked
-        hits also ``frame_time`` (their best frame, seconds; the moment) and ``frame_score``."""
+        hits also ``frame_time`` (their best frame, seconds; the moment) and ``frame_score``; in
+        text and hybrid modes ``match`` says why it matched (visual score and rank; the matched
+        words, where: name, subtitle cue with its span, metadata key). Filters restrict the
+        search itself, so ``k`` hits come back when ``k`` videos match."""
         text = q.strip()
         if not text:
             raise HTTPException(status_code=422, detail=[{
                 "loc": ["query", "q"], "type": "value_error", "msg": "q must contain non-blank text"}])
         t0 = time.perf_counter()
-        hits = index.search(text, k, **_search_options(segments, rerank))
+        options = {**_search_options(segments, rerank), **filters, **({"mode": mode} if mode else {})}
+        hits = run_search(index.search, text, k, **options)
         took_ms = (time.perf_counter() - t0) * 1e3
         return {"query": text, "k": k, "segments": segments, "rerank": rerank, "took_ms": round(took_ms, 2),
+                **({"mode": mode} if mode else {}), **({"filters": filters} if filters else {}),
                 "hits": [hit_json(hit) for hit in hits]}
 
     def _search_options(segments: bool, rerank: int) -> dict:
@@ -318,6 +364,7 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
         k: int = k_option(),
         segments: bool = segments_option(),
         rerank: int = rerank_option(),
+        filters: dict = Depends(filter_options),
     ) -> dict:
         """The request body is the image file itself (``Content-Type: image/jpeg``, ``image/png``, ...;
         at most ``max_image_bytes``). Hits as ``GET /search``."""
@@ -340,7 +387,7 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
 
         def run() -> list:
             try:
-                return index.search_image(bytes(body), k, **_search_options(segments, rerank))
+                return index.search_image(bytes(body), k, **_search_options(segments, rerank), **filters)
             finally:
                 release_freed_memory()  # the decoded picture's blocks, back from this thread's arena
 
@@ -350,7 +397,8 @@ def create_app(index, *, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS, max_k: 
             raise HTTPException(status_code=422, detail=str(e)) from None
         took_ms = (time.perf_counter() - t0) * 1e3
         return {"query": None, "image": {"bytes": len(body), "content_type": ctype}, "k": k, "segments": segments,
-                "rerank": rerank, "took_ms": round(took_ms, 2), "hits": [hit_json(hit) for hit in hits]}
+                "rerank": rerank, "took_ms": round(took_ms, 2), **({"filters": filters} if filters else {}),
+                "hits": [hit_json(hit) for hit in hits]}
 
     def hit_json(hit) -> dict:
         """One search hit as the API shows it (used by every route that returns hits)."""

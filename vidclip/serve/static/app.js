@@ -6,12 +6,18 @@
 // seek; fastSeek would snap to a keyframe) and plays; a reranked hit plays from its best frame
 // (frame_time) instead. The query lives in the URL (?q=&k=&segments=&rerank=) so results can be
 // bookmarked and Back works. "Search by image" POSTs the chosen file as the body of /search/image.
+// "Match" picks the mode (pictures, words, both) and "Filters" add path, duration, date and
+// metadata filters (also in the URL); a hit found by its words shows them under it.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), q = $("q"), kSelect = $("k"), segments = $("segments");
-  const rerank = $("rerank"), imageInput = $("image");
+  const rerank = $("rerank"), imageInput = $("image"), mode = $("mode"), filtersBox = $("filters");
+  // URL parameter -> input of the Filters box; meta is "KEY=VALUE; KEY=VALUE" (repeated &meta= in the URL)
+  const FILTERS = [["path", $("f-path")], ["min_duration", $("f-min-duration")], ["max_duration", $("f-max-duration")],
+                   ["modified_after", $("f-modified-after")], ["modified_before", $("f-modified-before")]];
+  const metaInput = $("f-meta");
   let rerankDepth = 100;  // candidates re-scored on their frames when "Rerank on frames" is ticked
   const statusEl = $("status"), results = $("results"), notice = $("notice");
   const section = $("player-section"), video = $("player"), title = $("player-title");
@@ -40,11 +46,18 @@
     return `The server answered ${response.status} ${response.statusText}`;
   }
 
+  function addFilters(p) {
+    for (const [name, input] of FILTERS) if (input.value.trim()) p.set(name, input.value.trim());
+    for (const m of metaInput.value.split(";")) if (m.trim()) p.append("meta", m.trim());
+    return p;
+  }
+
   function paramsFromForm() {
     const p = new URLSearchParams({ q: q.value.trim(), k: kSelect.value });
     if (segments.checked) p.set("segments", "true");
     if (rerank.checked) p.set("rerank", String(rerankDepth));
-    return p;
+    if (mode.value) p.set("mode", mode.value);
+    return addFilters(p);
   }
 
   function formFromParams(p) {
@@ -53,6 +66,11 @@
     if (k && [...kSelect.options].some((o) => o.value === k)) kSelect.value = k;
     segments.checked = p.get("segments") === "true";
     rerank.checked = Number(p.get("rerank") || 0) > 0;
+    const m = p.get("mode") || "";
+    mode.value = [...mode.options].some((o) => o.value === m) ? m : "";
+    for (const [name, input] of FILTERS) input.value = p.get(name) || "";
+    metaInput.value = p.getAll("meta").join("; ");
+    if (FILTERS.some(([, input]) => input.value) || metaInput.value) filtersBox.open = true;
   }
 
   async function runSearch(pushHistory) {
@@ -72,6 +90,7 @@
     const params = new URLSearchParams({ k: kSelect.value });
     if (segments.checked) params.set("segments", "true");
     if (rerank.checked) params.set("rerank", String(rerankDepth));
+    addFilters(params);
     await fetchAndRender("/search/image?" + params.toString(), {
       method: "POST", body: file,
       headers: { Accept: "application/json", "Content-Type": file.type || "application/octet-stream" },
@@ -100,6 +119,7 @@
   function render(body, label) {
     const hits = body.hits || [];
     const what = body.segments ? "moment" : "video";
+    if (body.filters) label += " (filtered)";
     if (!hits.length) {
       results.replaceChildren();
       setStatus(`No ${what}s found for ${label}.`);
@@ -149,10 +169,36 @@
     score.textContent = `score ${Number(hit.score).toFixed(3)}`;
     meta.append(span, score);
     text.append(name, meta);
+    const words = matchLine(hit);
+    if (words) text.append(words);
     button.append(img, text);
     button.addEventListener("click", () => play(hit, button));
     li.append(button);
     return li;
+  }
+
+  // "Matched budget, vote in subtitle a.srt 0:01.0–0:02.5: “the budget vote”" under a hit found by its words.
+  function matchLine(hit) {
+    const t = hit.match && hit.match.text;
+    if (!t) return null;
+    const line = document.createElement("span");
+    line.className = "hit-match";
+    const parts = ["Matched "];
+    (t.words || []).forEach((w, i) => {
+      const mark = document.createElement("mark");
+      mark.textContent = w;
+      parts.push(...(i ? [", ", mark] : [mark]));
+    });
+    const where = { name: "the name", subtitle: "subtitle", metadata: "metadata" }[t.kind] || t.kind || "";
+    let place = ` in ${where}`;
+    if (t.source && t.kind !== "name") place += ` ${t.source}`;
+    if (t.kind === "subtitle" && Number.isFinite(t.start) && Number.isFinite(t.end)) {
+      place += ` ${window.vidclipTime.fmtSpan(t.start, t.end)}`;
+    }
+    parts.push(place);
+    if (t.text) parts.push(`: “${t.text.length > 160 ? t.text.slice(0, 157) + "…" : t.text}”`);
+    line.append(...parts);
+    return line;
   }
 
   const hasFrame = (hit) => hit.frame_time !== null && hit.frame_time !== undefined;
