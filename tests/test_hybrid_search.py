@@ -47,6 +47,7 @@ def _write_library(lib):
     (lib / "news/n2.srt").write_text(SRT)
     (lib / "sport/s1.json").write_text(json.dumps({"topic": "finance", "tags": ["derby", "cup"], "year": 2023}))
     (lib / "sport/s3.en.srt").write_text(BAD_SRT)
+    (lib / "news/n5.json").write_text('{"title": "late show", "crew": {"host": "x"}}')  # refused: a nested object
     (lib / "extra.csv").write_text("path,lang,topic\nnews/n4.mp4,fr,weather\nsport/s5.mp4,fr,\n")
     for name in NAMES:
         os.utime(lib / name, (MTIME[name], MTIME[name]))
@@ -168,6 +169,10 @@ def test_a_malformed_subtitle_warns_once_and_the_video_is_indexed(built):
     hits = vi.search("referee", k=3, mode="text")
     assert [h.path for h in hits] == ["sport/s3.mp4"] and (hits[0].start, hits[0].end) == (0.5, 1.0)
     assert "sport/s3.mp4" in {r["path"] for r in vi.catalog.videos(status="indexed")}
+    mine = [w for w in report.warnings if "n5.json" in w]
+    assert len(mine) == 1 and "key 'crew'" in mine[0] and "nested object" in mine[0], report.warnings
+    n5 = next(r for r in vi.catalog.videos(status="indexed") if r["path"] == "news/n5.mp4")
+    assert n5["metadata"] == {} and vi.search("late", mode="text") == []  # its metadata left out, video indexed
 
 
 def _matching(pred):
