@@ -104,11 +104,13 @@ def test_filter_with_tombstones_unknown_ids_and_fewer_allowed_than_k(design):
 def test_selector_kinds_give_the_same_hits():
     x, ids, q = _data()
     big = ids + (1 << 40)  # a bitmap up to 2**40 is too large: a hash set is used
-    small_sel, _ = id_selector(np.sort(ids[:50]))
-    big_sel, _ = id_selector(np.sort(big[:50]))
+    small_sel, _, small_n = id_selector(np.concatenate([ids[:50], ids[:5]])[::-1])  # unsorted, duplicates
+    big_sel, _, big_n = id_selector(np.sort(big[:50]))
     assert isinstance(small_sel, faiss.IDSelectorBitmap) and isinstance(big_sel, faiss.IDSelectorBatch)
-    neg_sel, _ = id_selector(np.array([-5, 3], dtype=np.int64))
-    assert isinstance(neg_sel, faiss.IDSelectorBatch)
+    assert small_n == big_n == 50
+    assert [small_sel.is_member(int(i)) for i in (ids[0], ids[49], ids[50], ids[0] + 1)] == [True, True, False, False]
+    neg_sel, _, neg_n = id_selector(np.array([-5, 3, 3], dtype=np.int64))
+    assert isinstance(neg_sel, faiss.IDSelectorBatch) and neg_n == 2 and neg_sel.is_member(-5)
     _, a = VectorIndex.build(x, ids).search(q, 10, allowed_ids=ids[::37])
     _, b = VectorIndex.build(x, big).search(q, 10, allowed_ids=big[::37])
     np.testing.assert_array_equal(a + (1 << 40), b)
