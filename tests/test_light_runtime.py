@@ -398,3 +398,24 @@ def test_classify_runs_on_the_onnx_runtime(tmp_path):
     scores = [np.array([float(x) for x in re.findall(r'"score": (-?[0-9.e-]+)', f)]) for f in flat]
     assert labels[0] and labels[0] == labels[1]
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-4)
+
+
+def test_rerank_videos_on_the_onnx_runtime(tmp_path):
+    """rerank --videos --runtime onnx: the torch path's run file (fp32); an int8 frame cache is
+    refused to the default encoder in one line."""
+    out = subprocess.run([sys.executable, "-m", "vidclip.synthetic.rerank_example", str(tmp_path / "rx")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rx = tmp_path / "rx"
+    common = ["rerank", "--run", rx / "run.txt", "--topics", rx / "topics.txt", "--videos", rx / "shots.csv",
+              "--fps", "2", "--quiet"]
+    runs = {}
+    for name, extra in (("torch", []), ("onnx", ["--runtime", "onnx"]), ("int8", ["--runtime", "onnx", "--precision", "int8"])):
+        out = _cli(*common, "--cache", rx / f"cache-{name}", "--out", rx / f"{name}.txt", *extra)
+        assert out.returncode == 0, out.stderr
+        runs[name] = [line.split() for line in (rx / f"{name}.txt").read_text().splitlines()]
+    assert [r[:3] for r in runs["torch"]] == [r[:3] for r in runs["onnx"]]  # topic, Q0, docid in the same order
+    np.testing.assert_allclose([float(r[4]) for r in runs["torch"]], [float(r[4]) for r in runs["onnx"]], atol=1e-4)
+    assert len(runs["int8"]) == len(runs["torch"])
+    out = _cli(*common, "--cache", rx / "cache-int8", "--out", rx / "again.txt")
+    assert out.returncode == 2 and "+onnx-int8" in out.stderr and "Traceback" not in out.stderr, out.stderr
