@@ -419,3 +419,13 @@ def test_rerank_videos_on_the_onnx_runtime(tmp_path):
     assert len(runs["int8"]) == len(runs["torch"])
     out = _cli(*common, "--cache", rx / "cache-int8", "--out", rx / "again.txt")
     assert out.returncode == 2 and "+onnx-int8" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_runtime_onnx_without_onnxruntime_is_one_clear_error(synth_clip, monkeypatch, tmp_path):
+    from vidclip.core.errors import VidclipError
+    from vidclip.models.clip.onnx_encoder import onnx_image_clip
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(VidclipError, match="onnxruntime cannot be imported"):
+        onnx_image_clip(synth_clip, "int8", tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("model.onnx"))
