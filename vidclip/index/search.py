@@ -159,7 +159,8 @@ class VideoIndex:
             if onnx is not None:
                 return cls(index_dir, catalog, None, None, text_encoder=onnx, device=device)
         if clip is None:
-            from vidclip.models.clip.onnx_encoder import load_for_identity  # int8 features: their int8 encoder
+            # int8 features are searched with their own int8 encoder
+            from vidclip.models.clip.onnx_encoder import load_for_identity
 
             clip = load_for_identity(model, device)
         elif clip.identity.key() != catalog.get_meta("model_key"):
@@ -189,7 +190,8 @@ class VideoIndex:
         with self._lock:
             if self._clip is not None and self._pooler is not None:
                 return
-            from vidclip.models.clip.onnx_encoder import load_for_identity  # int8 features: their int8 encoder
+            # int8 features are searched with their own int8 encoder
+            from vidclip.models.clip.onnx_encoder import load_for_identity
 
             clip = load_for_identity(self.identity, self._device)
             if clip.identity.key() != self.catalog.get_meta("model_key"):
