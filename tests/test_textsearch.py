@@ -208,3 +208,11 @@ def test_check_fts5_says_what_is_missing(monkeypatch):
         monkeypatch.undo()
         check_fts5.cache_clear()
     check_fts5()  # the real one has it
+
+
+def test_subtitle_cues_in_time_order_per_video_without_names_or_metadata(conn):
+    add_text(conn, 1, name_entries("news/monday.mp4") + metadata_entries({"show": "news"}) + subtitle_entries(
+        [Cue(12.5, 15.0, "second", 5), Cue(0.0, 2.0, "first", 1)], "monday.srt"))
+    add_text(conn, 2, name_entries("news/tuesday.mp4"))
+    assert textsearch.subtitle_cues(conn, [2, 1, 1]) == {1: [(0.0, 2.0, "first"), (12.5, 15.0, "second")]}
+    assert textsearch.subtitle_cues(conn, []) == {}

@@ -231,14 +231,9 @@ def _span_texts(catalog: Catalog, video_ids: np.ndarray, starts: np.ndarray, end
     showing at that time; ``whole``: every cue of the video), in time order, joined by newlines."""
     if not catalog.has_text_tables():
         return [""] * len(video_ids)
-    cues: dict[int, list[tuple[float, float, str]]] = {}
-    unique = sorted(set(video_ids.tolist()))
-    for lo in range(0, len(unique), 500):
-        chunk = unique[lo:lo + 500]
-        for vid, start, end, text in catalog.conn.execute(
-                f"SELECT video_id, start, \"end\", text FROM text_spans WHERE kind = 'subtitle' AND video_id IN "
-                f"({','.join('?' * len(chunk))}) ORDER BY video_id, start, id", chunk):
-            cues.setdefault(int(vid), []).append((float(start or 0.0), float(end or 0.0), text))
+    from vidclip.index.textsearch import subtitle_cues
+
+    cues = subtitle_cues(catalog.conn, video_ids.tolist())
     texts = []
     for vid, s, e in zip(video_ids.tolist(), starts.tolist(), ends.tolist()):
         picked = [t for cs, ce, t in cues.get(vid, ())

@@ -235,6 +235,18 @@ def delete_text(conn: sqlite3.Connection, video_ids: Iterable[int]) -> int:
     return cur.rowcount
 
 
+def subtitle_cues(conn: sqlite3.Connection, video_ids: Iterable[int]) -> dict[int, list[tuple[float, float, str]]]:
+    """{video id: [(start, end, text), ...] of its subtitle cues in time order} for ``video_ids``
+    (what :mod:`vidclip.index.export` writes beside each span's embedding)."""
+    ids = json.dumps(sorted({int(v) for v in video_ids}))
+    cues: dict[int, list[tuple[float, float, str]]] = {}
+    for vid, start, end, text in conn.execute(
+            'SELECT video_id, start, "end", text FROM text_spans WHERE kind = \'subtitle\' '
+            "AND video_id IN (SELECT value FROM json_each(?)) ORDER BY video_id, start, id", (ids,)):
+        cues.setdefault(int(vid), []).append((float(start or 0.0), float(end or 0.0), text))
+    return cues
+
+
 def has_text(conn: sqlite3.Connection, kinds: Sequence[str] = ("subtitle", "metadata")) -> bool:
     """Whether any span of ``kinds`` is stored (names alone exist in every index; by default
     only subtitles and metadata count as "the index has text")."""
