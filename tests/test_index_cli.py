@@ -99,6 +99,14 @@ def test_search_queries_file_one_model_load_jsonl(tmp_path, tiny_clip, windows_s
     assert main(["search", "--queries", str(bad), "--index", str(idx)]) != 0
     assert "line 1: field 'query' missing" in capsys.readouterr().err
     assert main(["search", "x", "--queries", str(txt), "--index", str(idx)]) != 0
+    # a UTF-8 BOM changes nothing; a hostile line is one error naming its line
+    txt.write_bytes(b"\xef\xbb\xbf{\"query\": \"a red circle\"}\n")
+    assert main(["search", "--queries", str(txt), "--index", str(idx), "-k", "1"]) == 0
+    assert [json.loads(x)["query"] for x in capsys.readouterr().out.splitlines()] == ["a red circle"]
+    bad.write_text('{"query": "ok"}\n' + '{"a":' * 100_000 + "\n")
+    assert main(["search", "--queries", str(bad), "--index", str(idx)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_synthetic_model_on_real_footage_warns_once(tmp_path, windows_sampler, capsys):

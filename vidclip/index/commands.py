@@ -411,10 +411,9 @@ def _check_recall(ns: argparse.Namespace) -> int:
     texts, clip = None, None
     if ns.query_texts is not None:
         path = Path(ns.query_texts)
-        try:
-            texts = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--query-texts {path}: cannot read it as UTF-8 text ({e})") from None
+        from vidclip.core.textio import read_text_lines  # a BOM dropped, bad bytes named by line
+
+        texts = read_text_lines(path, error=ConfigError)
         if not any(t.strip() for t in texts):
             raise ConfigError(f"--query-texts {path}: no non-empty lines")
         from vidclip.index.directory import IndexDir
@@ -445,22 +444,17 @@ def _check_recall(ns: argparse.Namespace) -> int:
 def _read_queries(path: Path) -> list[tuple[str | None, str]]:
     """``--queries FILE``: one query per line, or JSON Lines of {"query": ..., "id": ...} (id optional).
     Returns [(id or None, text)]; blank lines and ``#`` comments of a plain file are skipped."""
-    import json
+    # one reader for users' text files: a BOM dropped, each bad line named
+    from vidclip.core.textio import parse_json, read_text_lines
 
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--queries {path}: cannot read it as UTF-8 text ({e})") from None
+    lines = read_text_lines(path, error=ConfigError)
     out: list[tuple[str | None, str]] = []
     for no, line in enumerate(lines, 1):
         text = line.strip()
         if not text or (text.startswith("#")):
             continue
         if text.startswith("{"):
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"--queries {path}: line {no}: not valid JSON ({e.msg})") from None
+            obj = parse_json(text, path, no, error=ConfigError)
             query = obj.get("query") if isinstance(obj, dict) else None
             if not isinstance(query, str) or not query.strip():
                 raise ConfigError(f"--queries {path}: line {no}: field 'query' missing or empty")
