@@ -68,7 +68,8 @@ def _same_hits(a, b, tol=1e-5):
 
 @pytest.mark.parametrize("name", ["vidclip-synth", "tiny-vit", "hf-tiny"])
 def test_onnx_text_search_equals_torch_top10(name, indexes):
-    from vidclip.index.search import ONNX_TEXT_META, VideoIndex
+    from vidclip.index.queries import ONNX_TEXT_META
+    from vidclip.index.search import VideoIndex
 
     idx = indexes(name)
     light, heavy = VideoIndex.open(idx), VideoIndex.open(idx, runtime="torch")
@@ -138,7 +139,8 @@ def test_cli_text_search_imports_no_torch(indexes):
 def test_damaged_or_foreign_export_falls_back_to_torch(indexes, tmp_path):
     import shutil
 
-    from vidclip.index.search import ONNX_TEXT_META, VideoIndex
+    from vidclip.index.queries import ONNX_TEXT_META
+    from vidclip.index.search import VideoIndex
 
     src = indexes("tiny-vit")
     idx = tmp_path / "idx"
@@ -186,7 +188,7 @@ def test_index_moves_with_its_export(indexes, tmp_path):
 
 def test_checkpoint_index_uses_torch_text_tower():
     """A temporal checkpoint's queries go through its own (fine-tuned) text tower: no ONNX."""
-    from vidclip.index.search import onnx_text_encoder
+    from vidclip.index.queries import onnx_text_encoder
 
     class Meta:
         def __init__(self, temporal):
@@ -206,7 +208,8 @@ def test_without_onnxruntime_everything_works_as_before(library, windows_sampler
     """onnxruntime hidden: the index builds without an export (one warning), search loads torch,
     an index that has an export is searched through torch with the same hits."""
     from vidclip.index import index_library
-    from vidclip.index.search import ONNX_DIR, ONNX_TEXT_META, VideoIndex
+    from vidclip.index.queries import ONNX_DIR, ONNX_TEXT_META
+    from vidclip.index.search import VideoIndex
     from vidclip.models.clip.load import load_clip
 
     built = indexes("tiny-vit")
@@ -242,7 +245,8 @@ def test_resync_gives_an_old_index_its_export(indexes, library, windows_sampler,
 
     from vidclip.index import index_library
     from vidclip.index.directory import IndexDir
-    from vidclip.index.search import ONNX_DIR, ONNX_TEXT_META, VideoIndex
+    from vidclip.index.queries import ONNX_DIR, ONNX_TEXT_META
+    from vidclip.index.search import VideoIndex
 
     idx = tmp_path / "old"
     shutil.copytree(indexes("tiny-vit"), idx)

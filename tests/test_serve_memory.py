@@ -91,7 +91,7 @@ def test_big_picture_is_resized_on_load_as_the_full_size_path_would(photo_4k, fm
     within a grey level on average, and the model's embedding of it is the same (cosine >= 0.999)."""
     import torch
 
-    from vidclip.index.search import load_query_image
+    from vidclip.index.queries import load_query_image
     from vidclip.models.clip.load import load_clip
     from vidclip.models.clip.preprocess import resize_center_crop
 
@@ -129,7 +129,7 @@ def test_modes_and_orientation_survive_the_early_resize(case):
     A long thin picture is resized early too; a small one is decoded exactly as before."""
     from PIL import Image
 
-    from vidclip.index.search import load_query_image
+    from vidclip.index.queries import load_query_image
     from vidclip.models.clip.geometry import resized_shape
     from vidclip.models.clip.preprocess import resize_center_crop
 

@@ -389,7 +389,7 @@ _export_warned: set = set()
 
 def export_query_tower(index_dir: IndexDir, catalog: Catalog, load) -> bool:
     """Give the index the ONNX text tower of its model, for torch-free text search
-    (:func:`vidclip.index.search.onnx_text_encoder`), and record it in the catalog meta.
+    (:func:`vidclip.index.queries.onnx_text_encoder`), and record it in the catalog meta.
 
     The tower is exported once per model identity into the user cache
     (:func:`vidclip.models.clip.onnx_runtime.default_cache_dir`, verified there to 1e-5) and copied
@@ -404,7 +404,7 @@ def export_query_tower(index_dir: IndexDir, catalog: Catalog, load) -> bool:
     import uuid
     import warnings
 
-    from vidclip.index.search import ONNX_DIR, ONNX_TEXT_META
+    from vidclip.index.queries import ONNX_DIR, ONNX_TEXT_META
     from vidclip.models.clip import onnx_runtime as rt
 
     model, key = catalog.get_meta("model"), catalog.get_meta("model_key")
