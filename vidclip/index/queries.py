@@ -2,7 +2,8 @@
 example image decoded in bounded memory.
 
 :func:`onnx_text_encoder` picks the index's exported text tower (ONNX Runtime, no torch) when it
-matches the index's model; :func:`load_query_image` turns an untrusted picture into frames,
+matches the index's model (:func:`export_query_tower` puts it there when the index is built or
+synced); :func:`load_query_image` turns an untrusted picture into frames,
 checking its size from the header before decoding and shrinking a big one while decoding.
 """
 
@@ -146,3 +147,85 @@ def _image_tensor(img, name: str, limit: int, hint: str = "", min_side: int | No
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt pixel data
         raise ConfigError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     return torch.from_numpy(pixels.copy())[None]
+
+
+# ----------------------------------------------------------------------------- made when an index is built
+
+
+_export_warned: set = set()
+
+
+def export_query_tower(index_dir: IndexDir, catalog: Catalog, load) -> bool:
+    """Give the index the ONNX text tower of its model, for torch-free text search
+    (:func:`onnx_text_encoder`), and record it in the catalog meta.
+
+    The tower is exported once per model identity into the user cache
+    (:func:`vidclip.models.clip.onnx_runtime.default_cache_dir`, verified there to 1e-5) and copied
+    (hard-linked when it can) into ``<index>/onnx/<identity>/text`` whole, through a temporary
+    sibling renamed into place, so the index carries it when it moves. ``load()`` returns the
+    index's FrozenCLIP; it is called only when the user cache has no export yet. Nothing to do
+    when the index already has a complete export of its model. When it cannot be made (no
+    onnxruntime, a tokenizer without a torch-free equivalent, a failed verification, a read-only
+    cache) it warns once and returns False: the index is searched through torch, as before.
+    """
+    import shutil
+    import uuid
+    import warnings
+
+    from vidclip.models.clip import onnx_runtime as rt
+
+    model, key = catalog.get_meta("model"), catalog.get_meta("model_key")
+    if model is None or key is None:
+        return False
+    base = index_dir.path / ONNX_DIR
+    have = rt.find_export(model, "text", cache_dir=base)
+    try:
+        if have is None:
+            src = rt.find_export(model, "text")  # the user cache
+            if src is None:
+                from vidclip.models.clip.onnx_export import export_text_tower
+
+                src = export_text_tower(load())
+            target = rt.tower_dir(rt.export_root(base, model), "text")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a killed copy (we hold the index lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+            try:
+                shutil.copytree(src, tmp, copy_function=_link_or_copy)
+                rt.read_manifest(tmp)
+                if target.exists():  # damaged or another identity's: replaced whole
+                    shutil.rmtree(target)
+                os.rename(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            have = rt.find_export(model, "text", cache_dir=base)
+            if have is None:
+                raise ConfigError(f"{display_path(target)}: the copied export does not read back")
+    except Exception as e:  # OnnxExportError, OnnxRuntimeUnavailable, OSError, ...: torch search still works
+        msg = f"{type(e).__name__}: {e}"
+        if msg not in _export_warned:
+            _export_warned.add(msg)
+            warnings.warn(f"{display_path(index_dir.path)}: no ONNX text tower for torch-free search ({msg}); "
+                          "text queries load torch", stacklevel=2)
+        return False
+    manifest = rt.read_manifest(have)
+    record = {"dir": have.relative_to(index_dir.path).as_posix(), "key": key,
+              "max_abs_diff": (manifest.get("verification") or {}).get("max_abs_diff")}
+    if catalog.get_meta(ONNX_TEXT_META) != record:
+        with catalog.transaction() as cur:
+            catalog.set_meta(cur, ONNX_TEXT_META, record)
+    return True
+
+
+def _link_or_copy(src, dst):
+    """A hard link when the cache and the index share a file system (the export is never modified
+    in place: a re-export is a new folder), else a copy."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
