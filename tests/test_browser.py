@@ -74,13 +74,19 @@ def served(tmp_path_factory):
     index.close()
 
 
-def test_search_click_plays_from_span_start(chromium, served):
-    srv, _index = served
+def _open_page(chromium, url: str):
+    """A new page at ``url`` and the list its JavaScript errors (uncaught, or console.error) land in."""
     page = chromium.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(srv.url)
+    page.goto(url)
+    return page, errors
+
+
+def test_search_click_plays_from_span_start(chromium, served):
+    srv, _index = served
+    page, errors = _open_page(chromium, srv.url)
     # Random weights: the banner says rankings mean nothing (the test only checks plumbing).
     page.wait_for_selector("#notice:not([hidden])")
     page.fill("#q", "a grey ramp")
@@ -156,11 +162,7 @@ def test_search_click_plays_from_span_start(chromium, served):
 
 def test_words_mode_shows_the_subtitle_hit_and_filters_restrict(chromium, served):
     srv, _index = served
-    page = chromium.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(srv.url)
+    page, errors = _open_page(chromium, srv.url)
     page.fill("#q", "budget")
     page.select_option("#mode", "text")
     page.press("#q", "Enter")

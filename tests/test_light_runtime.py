@@ -66,6 +66,18 @@ def _same_hits(a, b, tol=1e-5):
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=tol, rtol=0)
 
 
+def _searched_through_torch(idx, ref) -> None:
+    """The index at ``idx`` uses no ONNX text encoder, and searches exactly as ``ref`` did."""
+    from vidclip.index.search import VideoIndex
+
+    index = VideoIndex.open(idx)
+    try:
+        assert index.text_encoder is None
+        _same_hits(index.search("a red circle", 10), ref)
+    finally:
+        index.close()
+
+
 @pytest.mark.parametrize("name", ["vidclip-synth", "tiny-vit", "hf-tiny"])
 def test_onnx_text_search_equals_torch_top10(name, indexes):
     from vidclip.index.queries import ONNX_TEXT_META
@@ -154,22 +166,12 @@ def test_damaged_or_foreign_export_falls_back_to_torch(indexes, tmp_path):
     model = folder / "model.onnx"
     model.unlink()
     model.write_bytes(b"truncated")  # size no longer what export.json says
-    index = VideoIndex.open(idx)
-    try:
-        assert index.text_encoder is None
-        _same_hits(index.search("a red circle", 10), ref)
-    finally:
-        index.close()
+    _searched_through_torch(idx, ref)
     # another identity's export under this identity's folder name: not used either
     shutil.rmtree(folder.parent)
     shutil.copytree(indexes("hf-tiny") / "onnx", idx / "onnx", dirs_exist_ok=True)
     (idx / "onnx" / next(p.name for p in (indexes("hf-tiny") / "onnx").iterdir())).rename(folder.parent)
-    index = VideoIndex.open(idx)
-    try:
-        assert index.text_encoder is None
-        _same_hits(index.search("a red circle", 10), ref)
-    finally:
-        index.close()
+    _searched_through_torch(idx, ref)
 
 
 def test_index_moves_with_its_export(indexes, tmp_path):
